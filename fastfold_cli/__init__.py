@@ -1,0 +1,1 @@
+"""FastFold command-line interface (Click commands, rich output)."""

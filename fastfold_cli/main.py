@@ -1,0 +1,33 @@
+"""The `fastfold` Click group. Each command lives in its own module and is imported lazily
+so that `fastfold run-features` works on a machine with only torch, numpy, click and rich."""
+from __future__ import annotations
+
+import importlib
+
+import click
+
+# command name -> "module:attribute"; imported only when the command is invoked or listed.
+_COMMANDS = {
+    "run-features": "fastfold_cli.run_features:run_features",
+}
+
+
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return sorted(set(super().list_commands(ctx)) | set(_COMMANDS))
+
+    def get_command(self, ctx, name):
+        if name in _COMMANDS:
+            module, attr = _COMMANDS[name].split(":")
+            return getattr(importlib.import_module(module), attr)
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=_LazyGroup)
+@click.version_option(package_name="fastfold")
+def cli():
+    """FastFold: AlphaFold2 structure prediction, faster and leaner."""
+
+
+def main():  # pragma: no cover - console entry
+    cli()
