@@ -1,0 +1,6 @@
+"""Compute kernels. Each operation has a plain PyTorch reference and (optionally) a Triton kernel;
+`backend` picks one. This package imports neither `model/` nor `pipeline/`."""
+from kernels.attention import attention
+from kernels.layer_norm import layer_norm
+
+__all__ = ["attention", "layer_norm"]

@@ -1,0 +1,52 @@
+"""Attention with additive biases and a key mask, as AlphaFold's gated attention computes it.
+
+The caller projects q/k/v, applies gating and the output projection; this function is the part that
+grows with L_q * L_k and is therefore the one worth fusing.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+
+# AlphaFold masks with an additive -1e9 (not -inf): a fully masked row becomes a uniform softmax.
+MASK_BIAS = 1e9
+
+
+def attention_reference(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    biases: Sequence[torch.Tensor] = (),
+    mask: Optional[torch.Tensor] = None,
+    scale: float = 1.0,
+) -> torch.Tensor:
+    """Plain PyTorch softmax(scale * q k^T + sum(biases) + mask_bias) v.
+
+    q: [*, H, L_q, D]; k, v: [*, H, L_k, D]
+    biases: tensors broadcastable to [*, H, L_q, L_k]
+    mask: key mask broadcastable to [*, H, L_q, L_k] (1 = attend, 0 = masked), bool or float
+    returns [*, H, L_q, D] in q's dtype; logits and softmax are computed in float32.
+    """
+    logits = torch.matmul(q.float() * scale, k.float().transpose(-1, -2))
+    for b in biases:
+        logits = logits + b.float()
+    if mask is not None:
+        logits = logits + MASK_BIAS * (mask.float() - 1.0)
+    weights = torch.softmax(logits, dim=-1)
+    return torch.matmul(weights, v.float()).to(q.dtype)
+
+
+def attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    biases: Sequence[torch.Tensor] = (),
+    mask: Optional[torch.Tensor] = None,
+    scale: float = 1.0,
+    backend: str = "torch",
+) -> torch.Tensor:
+    """Dispatch to a backend. Shapes as in `attention_reference`."""
+    if backend == "torch":
+        return attention_reference(q, k, v, biases, mask, scale)
+    raise ValueError(f"unknown attention backend {backend!r}")
