@@ -1,0 +1,84 @@
+"""The config object passed down the network, and the runtime options of one forward pass.
+
+`Config` is a read-only attribute view of a preset dict (configs/*.json). `Runtime` holds what may
+change between runs without changing the math: precision, chunk sizes, kernel backend, in-place
+updates, and (later) DAP sharding. Both are passed down explicitly; nothing is global.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping, Optional
+
+import torch
+
+
+class Config(Mapping):
+    """Read-only nested config: `cfg.heads.distogram.num_bins` or `cfg["heads"]`."""
+
+    def __init__(self, data: Mapping[str, Any]):
+        object.__setattr__(self, "_data", dict(data))
+
+    def __getattr__(self, name):
+        try:
+            value = self._data[name]
+        except KeyError:
+            raise AttributeError(name) from None
+        return Config(value) if isinstance(value, Mapping) else value
+
+    def __getitem__(self, name):
+        return self.__getattr__(name)
+
+    def __setattr__(self, name, value):
+        raise AttributeError("Config is read-only")
+
+    def __iter__(self):
+        return iter(self._data)
+
+    def __len__(self):
+        return len(self._data)
+
+    def get(self, name, default=None):
+        return getattr(self, name) if name in self._data else default
+
+    def to_dict(self) -> dict:
+        import copy
+        return copy.deepcopy(self._data)
+
+    def __repr__(self):
+        return f"Config({self._data!r})"
+
+
+PRECISIONS = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """How to run the math (never what math to run).
+
+    precision: "fp32" | "tf32" | "bf16": storage dtype of the trunk activations and weights
+        (LayerNorm statistics and softmax are always float32).
+    chunks: op name -> chunk size along that op's batch-like axis; a missing entry or None runs
+        the op whole. Op names: "msa_row_att", "msa_col_att", "extra_row_att", "extra_col_att",
+        "tri_att", "transition", "opm", "tri_mul", "template", "template_att", "ipa", "heads".
+    backend: "torch" | "triton", the kernel backend of attention and LayerNorm.
+    inplace: update the MSA / pair representations in place where the math allows.
+    """
+
+    precision: str = "fp32"
+    chunks: Mapping[str, Optional[int]] = field(default_factory=dict)
+    backend: str = "torch"
+    inplace: bool = False
+
+    def __post_init__(self):
+        if self.precision not in PRECISIONS or self.precision == "fp16":
+            raise ValueError(f"precision must be fp32, tf32 or bf16, not {self.precision!r}")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return PRECISIONS[self.precision]
+
+    def chunk(self, op: str) -> Optional[int]:
+        return self.chunks.get(op)
+
+    def with_(self, **kw) -> "Runtime":
+        return replace(self, **kw)

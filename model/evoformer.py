@@ -1,0 +1,286 @@
+"""Evoformer operations (AlphaFold 2.3 modules.py), one class per operation, and the blocks built
+from them: EvoformerIteration (main and extra-MSA stacks) and the template pair stack block.
+
+Every op returns the updated representation: `forward(x, ...)` computes x + update, in place when
+`rt.inplace`, slicing its batch-like axis in chunks of `rt.chunk(<op>)`. Shapes are unbatched, as in
+AlphaFold: MSA [N_seq, N_res, C_m], pair [N_res, N_res, C_z], masks [N_seq, N_res] / [N_res, N_res].
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+from model.config import Config, Runtime
+from model.primitives import Attention, GlobalAttention, LayerNorm, Linear, chunked, residual_add
+
+
+def _attention_dims(cfg: Config, c_q: int, c_m: int):
+    h = cfg.num_head
+    return h, cfg.get("key_dim", c_q) // h, cfg.get("value_dim", c_m) // h
+
+
+def _pair_bias(z_normed: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """z_normed [N, N, C] with weights [C, H] -> bias [1, H, N, N] shared by every attention row."""
+    return torch.matmul(z_normed, weights.to(z_normed.dtype)).permute(2, 0, 1).unsqueeze(0)
+
+
+class MSARowAttentionWithPairBias(nn.Module):
+    """Row-wise gated self-attention over the MSA with a bias projected from the pair tensor."""
+
+    def __init__(self, cfg: Config, c_m: int, c_z: int, chunk_name: str = "msa_row_att"):
+        super().__init__()
+        h, dk, dv = _attention_dims(cfg, c_m, c_m)
+        self.query_norm = LayerNorm(c_m)
+        self.feat_2d_norm = LayerNorm(c_z)
+        self.feat_2d_weights = nn.Parameter(torch.empty(c_z, h))
+        self.attention = Attention(c_m, c_m, h, dk, dv, c_m, cfg.gating)
+        self.chunk_name = chunk_name
+
+    def forward(self, m: torch.Tensor, msa_mask: torch.Tensor, z: torch.Tensor, rt: Runtime) -> torch.Tensor:
+        """m: [S, N, C_m]; msa_mask: [S, N]; z: [N, N, C_z] -> m updated."""
+        bias = _pair_bias(self.feat_2d_norm(z, rt.backend), self.feat_2d_weights)
+
+        def rows(m_c, mask_c):
+            x = self.query_norm(m_c, rt.backend)
+            return self.attention(x, x, [bias], mask_c[:, None, None, :], rt.backend)
+
+        return _update(m, rows, [m, msa_mask], rt, self.chunk_name, dim=0)
+
+
+class MSAColumnAttention(nn.Module):
+    """Column-wise gated self-attention over the MSA (each residue attends across sequences)."""
+
+    def __init__(self, cfg: Config, c_m: int):
+        super().__init__()
+        h, dk, dv = _attention_dims(cfg, c_m, c_m)
+        self.query_norm = LayerNorm(c_m)
+        self.attention = Attention(c_m, c_m, h, dk, dv, c_m, cfg.gating)
+
+    def forward(self, m: torch.Tensor, msa_mask: torch.Tensor, rt: Runtime) -> torch.Tensor:
+        """m: [S, N, C_m]; msa_mask: [S, N] -> m updated."""
+        def cols(m_c, mask_c):  # m_c: [n, S, C]
+            x = self.query_norm(m_c, rt.backend)
+            return self.attention(x, x, [], mask_c[:, None, None, :], rt.backend)
+
+        m_t = _update(m.transpose(0, 1), cols, [m.transpose(0, 1), msa_mask.transpose(0, 1)], rt,
+                      "msa_col_att", dim=0)
+        return m_t.transpose(0, 1)
+
+
+class MSAColumnGlobalAttention(nn.Module):
+    """Column-wise global attention (extra-MSA stack): one averaged query per residue column."""
+
+    def __init__(self, cfg: Config, c_m: int):
+        super().__init__()
+        h, dk, dv = _attention_dims(cfg, c_m, c_m)
+        self.query_norm = LayerNorm(c_m)
+        self.attention = GlobalAttention(c_m, h, dk, dv, c_m)
+
+    def forward(self, m: torch.Tensor, msa_mask: torch.Tensor, rt: Runtime) -> torch.Tensor:
+        """m: [S, N, C_m]; msa_mask: [S, N] -> m updated."""
+        def cols(m_c, mask_c):
+            return self.attention(self.query_norm(m_c, rt.backend), mask_c)
+
+        m_t = _update(m.transpose(0, 1), cols, [m.transpose(0, 1), msa_mask.transpose(0, 1)], rt,
+                      "extra_col_att", dim=0)
+        return m_t.transpose(0, 1)
+
+
+class Transition(nn.Module):
+    """Two-layer MLP with ReLU (MSA and pair transitions). AlphaFold applies no mask here."""
+
+    def __init__(self, c: int, factor: int):
+        super().__init__()
+        self.input_layer_norm = LayerNorm(c)
+        self.transition1 = Linear(c, c * factor)
+        self.transition2 = Linear(c * factor, c)
+
+    def forward(self, x: torch.Tensor, rt: Runtime) -> torch.Tensor:
+        """x: [*, L, C] -> x updated."""
+        def f(x_c):
+            return self.transition2(torch.relu(self.transition1(self.input_layer_norm(x_c, rt.backend))))
+
+        return _update(x, f, [x], rt, "transition", dim=0)
+
+
+class OuterProductMean(nn.Module):
+    """Pair update from the mean over sequences of outer products of projected MSA columns."""
+
+    def __init__(self, cfg: Config, c_m: int, c_z: int):
+        super().__init__()
+        c = cfg.num_outer_channel
+        self.layer_norm_input = LayerNorm(c_m)
+        self.left_projection = Linear(c_m, c)
+        self.right_projection = Linear(c_m, c)
+        self.output_w = nn.Parameter(torch.empty(c, c, c_z))
+        self.output_b = nn.Parameter(torch.empty(c_z))
+
+    def forward(self, m: torch.Tensor, msa_mask: torch.Tensor, z: torch.Tensor, rt: Runtime) -> torch.Tensor:
+        """m: [S, N, C_m]; msa_mask: [S, N]; z: [N, N, C_z] -> z updated."""
+        mask = msa_mask.to(m.dtype).unsqueeze(-1)
+        x = self.layer_norm_input(m, rt.backend)
+        left = mask * self.left_projection(x)     # [S, N, c]
+        right = mask * self.right_projection(x)   # [S, N, c]
+        c = left.shape[-1]
+        w = self.output_w.to(m.dtype).reshape(c * c, -1)
+        # Only a row block of the [N, N, c*c] outer product is ever alive.
+        right_t = right.permute(1, 2, 0).reshape(-1, right.shape[0])  # [N*c, S]
+
+        def rows(left_c, mask_c):  # left_c: [S, n, c], mask_c: [S, n, 1]
+            n = left_c.shape[1]
+            outer = torch.matmul(left_c.permute(1, 2, 0).reshape(n * c, -1), right_t.t())  # [n*c, N*c]
+            outer = outer.reshape(n, c, -1, c).permute(0, 2, 1, 3).reshape(n, -1, c * c)  # [n, N, c*c]
+            out = torch.matmul(outer, w) + self.output_b.to(m.dtype)
+            norm = torch.einsum("abc,adc->bdc", mask_c, mask)
+            return out / (1e-3 + norm)
+
+        update = chunked(rows, [left, mask], rt.chunk("opm"), dim=1)
+        return residual_add(z, update, rt.inplace)
+
+
+class TriangleMultiplication(nn.Module):
+    """Triangle multiplicative update, "outgoing" (ikc,jkc->ijc) or "incoming" (kjc,kic->ijc).
+
+    fused=False is the monomer parameter layout (left/right projections and gates), fused=True the
+    multimer v3 layout (one `projection` and one `gate` of 2*c channels).
+    """
+
+    def __init__(self, cfg: Config, c_z: int, outgoing: bool):
+        super().__init__()
+        c = cfg.num_intermediate_channel
+        self.outgoing = outgoing
+        self.fused = bool(cfg.get("fuse_projection_weights", False))
+        if self.fused:
+            self.left_norm_input = LayerNorm(c_z)
+            self.projection = Linear(c_z, 2 * c)
+            self.gate = Linear(c_z, 2 * c)
+            self.center_norm = LayerNorm(c)
+        else:
+            self.layer_norm_input = LayerNorm(c_z)
+            self.left_projection = Linear(c_z, c)
+            self.right_projection = Linear(c_z, c)
+            self.left_gate = Linear(c_z, c)
+            self.right_gate = Linear(c_z, c)
+            self.center_layer_norm = LayerNorm(c)
+        self.output_projection = Linear(c, c_z)
+        self.gating_linear = Linear(c_z, c_z)
+
+    def forward(self, z: torch.Tensor, pair_mask: torch.Tensor, rt: Runtime) -> torch.Tensor:
+        """z: [N, N, C_z]; pair_mask: [N, N] -> z updated."""
+        mask = pair_mask.to(z.dtype).unsqueeze(-1)
+        if self.fused:
+            x = self.left_norm_input(z, rt.backend)
+            proj = mask * self.projection(x) * torch.sigmoid(self.gate(x))
+            c = proj.shape[-1] // 2
+            a, b = proj[..., :c], proj[..., c:]
+            center_norm = self.center_norm
+        else:
+            x = self.layer_norm_input(z, rt.backend)
+            a = mask * self.left_projection(x) * torch.sigmoid(self.left_gate(x))
+            b = mask * self.right_projection(x) * torch.sigmoid(self.right_gate(x))
+            center_norm = self.center_layer_norm
+        # Channel-batched GEMMs: the N^3 contraction stays in cuBLAS.
+        if self.outgoing:   # out[i,j,c] = sum_k a[i,k,c] b[j,k,c]
+            p = torch.matmul(a.permute(2, 0, 1), b.permute(2, 1, 0))
+        else:               # out[i,j,c] = sum_k a[k,j,c] b[k,i,c]
+            p = torch.matmul(b.permute(2, 1, 0), a.permute(2, 0, 1))
+        del a, b
+        p = p.permute(1, 2, 0)
+        out = self.output_projection(center_norm(p, rt.backend))
+        out = out * torch.sigmoid(self.gating_linear(x))
+        return residual_add(z, out, rt.inplace)
+
+
+class TriangleAttention(nn.Module):
+    """Triangle self-attention around the starting node (rows) or ending node (columns)."""
+
+    def __init__(self, cfg: Config, c_z: int, per_column: bool):
+        super().__init__()
+        h, dk, dv = _attention_dims(cfg, c_z, c_z)
+        self.per_column = per_column
+        self.query_norm = LayerNorm(c_z)
+        self.feat_2d_weights = nn.Parameter(torch.empty(c_z, h))
+        self.attention = Attention(c_z, c_z, h, dk, dv, c_z, cfg.gating)
+
+    def forward(self, z: torch.Tensor, pair_mask: torch.Tensor, rt: Runtime) -> torch.Tensor:
+        """z: [N, N, C_z]; pair_mask: [N, N] -> z updated."""
+        if self.per_column:
+            z, pair_mask = z.transpose(0, 1), pair_mask.transpose(0, 1)
+        # The bias needs all of z: compute it before any row is updated.
+        bias = _pair_bias(self.query_norm(z, rt.backend), self.feat_2d_weights)
+
+        def rows(z_c, mask_c):
+            x = self.query_norm(z_c, rt.backend)
+            return self.attention(x, x, [bias], mask_c[:, None, None, :], rt.backend)
+
+        z = _update(z, rows, [z, pair_mask], rt, "tri_att", dim=0)
+        return z.transpose(0, 1) if self.per_column else z
+
+
+def _update(x: torch.Tensor, fn, args, rt: Runtime, op: str, dim: int) -> torch.Tensor:
+    """x + fn(*args) computed in chunks along `dim`, in place when the runtime allows."""
+    if rt.inplace:
+        return chunked(fn, args, rt.chunk(op), dim, add_to=x)
+    return x + chunked(fn, args, rt.chunk(op), dim)
+
+
+class EvoformerIteration(nn.Module):
+    """One Evoformer block (Suppl. Alg. 6), or one extra-MSA block when `is_extra_msa`
+    (global column attention). Monomer order: MSA ops, then outer product mean, then pair ops."""
+
+    def __init__(self, cfg: Config, c_m: int, c_z: int, is_extra_msa: bool):
+        super().__init__()
+        self.opm_first = bool(cfg.outer_product_mean.get("first", False))
+        self.outer_product_mean = OuterProductMean(cfg.outer_product_mean, c_m, c_z)
+        self.msa_row_attention_with_pair_bias = MSARowAttentionWithPairBias(
+            cfg.msa_row_attention_with_pair_bias, c_m, c_z, "extra_row_att" if is_extra_msa else "msa_row_att")
+        if is_extra_msa:
+            self.msa_column_global_attention = MSAColumnGlobalAttention(cfg.msa_column_attention, c_m)
+        else:
+            self.msa_column_attention = MSAColumnAttention(cfg.msa_column_attention, c_m)
+        self.msa_transition = Transition(c_m, cfg.msa_transition.num_intermediate_factor)
+        self.triangle_multiplication_outgoing = TriangleMultiplication(cfg.triangle_multiplication_outgoing, c_z, True)
+        self.triangle_multiplication_incoming = TriangleMultiplication(cfg.triangle_multiplication_incoming, c_z, False)
+        self.triangle_attention_starting_node = TriangleAttention(cfg.triangle_attention_starting_node, c_z, False)
+        self.triangle_attention_ending_node = TriangleAttention(cfg.triangle_attention_ending_node, c_z, True)
+        self.pair_transition = Transition(c_z, cfg.pair_transition.num_intermediate_factor)
+        self.is_extra_msa = is_extra_msa
+
+    def forward(self, m, z, msa_mask, pair_mask, rt: Runtime):
+        """m: [S, N, C_m]; z: [N, N, C_z]; msa_mask: [S, N]; pair_mask: [N, N] -> (m, z)."""
+        if self.opm_first:
+            z = self.outer_product_mean(m, msa_mask, z, rt)
+        m = self.msa_row_attention_with_pair_bias(m, msa_mask, z, rt)
+        col = self.msa_column_global_attention if self.is_extra_msa else self.msa_column_attention
+        m = col(m, msa_mask, rt)
+        m = self.msa_transition(m, rt)
+        if not self.opm_first:
+            z = self.outer_product_mean(m, msa_mask, z, rt)
+        z = self.triangle_multiplication_outgoing(z, pair_mask, rt)
+        z = self.triangle_multiplication_incoming(z, pair_mask, rt)
+        z = self.triangle_attention_starting_node(z, pair_mask, rt)
+        z = self.triangle_attention_ending_node(z, pair_mask, rt)
+        z = self.pair_transition(z, rt)
+        return m, z
+
+
+class TemplatePairBlock(nn.Module):
+    """One block of the template pair stack (Suppl. Alg. 16): attention first, then multiplication."""
+
+    def __init__(self, cfg: Config, c_t: int):
+        super().__init__()
+        self.triangle_attention_starting_node = TriangleAttention(cfg.triangle_attention_starting_node, c_t, False)
+        self.triangle_attention_ending_node = TriangleAttention(cfg.triangle_attention_ending_node, c_t, True)
+        self.triangle_multiplication_outgoing = TriangleMultiplication(cfg.triangle_multiplication_outgoing, c_t, True)
+        self.triangle_multiplication_incoming = TriangleMultiplication(cfg.triangle_multiplication_incoming, c_t, False)
+        self.pair_transition = Transition(c_t, cfg.pair_transition.num_intermediate_factor)
+
+    def forward(self, t, pair_mask, rt: Runtime):
+        """t: [N, N, C_t]; pair_mask: [N, N] -> t."""
+        t = self.triangle_attention_starting_node(t, pair_mask, rt)
+        t = self.triangle_attention_ending_node(t, pair_mask, rt)
+        t = self.triangle_multiplication_outgoing(t, pair_mask, rt)
+        t = self.triangle_multiplication_incoming(t, pair_mask, rt)
+        return self.pair_transition(t, rt)

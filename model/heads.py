@@ -1,0 +1,116 @@
+"""Output heads (AlphaFold 2.3 modules.py) and the confidence metrics computed from them
+(alphafold/common/confidence.py): pLDDT, predicted aligned error, pTM."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+from model.config import Config
+from model.primitives import LayerNorm, Linear
+
+
+class DistogramHead(nn.Module):
+    """Symmetrised distance-bin logits from the pair representation."""
+
+    def __init__(self, cfg: Config, c_z: int):
+        super().__init__()
+        self.cfg = cfg
+        self.half_logits = Linear(c_z, cfg.num_bins)
+
+    def forward(self, pair):
+        """pair: [N, N, C_z] -> (logits [N, N, B], bin_edges [B-1])."""
+        half = self.half_logits(pair)
+        edges = torch.linspace(self.cfg.first_break, self.cfg.last_break, self.cfg.num_bins - 1, device=pair.device)
+        return half + half.transpose(0, 1), edges
+
+
+class MaskedMsaHead(nn.Module):
+    def __init__(self, cfg: Config, c_m: int):
+        super().__init__()
+        self.logits = Linear(c_m, cfg.num_output)
+
+    def forward(self, msa):
+        """msa: [S, N, C_m] -> [S, N, 23]."""
+        return self.logits(msa)
+
+
+class ExperimentallyResolvedHead(nn.Module):
+    def __init__(self, c_s: int):
+        super().__init__()
+        self.logits = Linear(c_s, 37)
+
+    def forward(self, single):
+        """single: [N, C_s] -> [N, 37]."""
+        return self.logits(single)
+
+
+class PredictedLDDTHead(nn.Module):
+    def __init__(self, cfg: Config, c_s: int):
+        super().__init__()
+        self.input_layer_norm = LayerNorm(c_s)
+        self.act_0 = Linear(c_s, cfg.num_channels)
+        self.act_1 = Linear(cfg.num_channels, cfg.num_channels)
+        self.logits = Linear(cfg.num_channels, cfg.num_bins)
+
+    def forward(self, sm_single):
+        """sm_single: [N, C] structure-module single activations -> [N, 50]."""
+        a = torch.relu(self.act_0(self.input_layer_norm(sm_single)))
+        return self.logits(torch.relu(self.act_1(a)))
+
+
+class PredictedAlignedErrorHead(nn.Module):
+    def __init__(self, cfg: Config, c_z: int):
+        super().__init__()
+        self.cfg = cfg
+        self.logits = Linear(c_z, cfg.num_bins)
+
+    def forward(self, pair):
+        """pair: [N, N, C_z] -> (logits [N, N, B], breaks [B-1])."""
+        breaks = torch.linspace(0.0, self.cfg.max_error_bin, self.cfg.num_bins - 1, device=pair.device)
+        return self.logits(pair), breaks
+
+
+def compute_plddt(logits: torch.Tensor) -> torch.Tensor:
+    """logits [N, B] -> per-residue pLDDT [N] in 0..100."""
+    b = logits.shape[-1]
+    centers = (torch.arange(b, device=logits.device, dtype=torch.float32) + 0.5) / b
+    return (torch.softmax(logits.float(), -1) * centers).sum(-1) * 100
+
+
+def _bin_centers(breaks: torch.Tensor) -> torch.Tensor:
+    step = breaks[1] - breaks[0]
+    centers = breaks + step / 2
+    return torch.cat([centers, (centers[-1] + step)[None]])
+
+
+def compute_predicted_aligned_error(logits: torch.Tensor, breaks: torch.Tensor):
+    """logits [N, N, B] -> (probs [N, N, B], PAE [N, N] in Å, max PAE)."""
+    probs = torch.softmax(logits.float(), -1)
+    centers = _bin_centers(breaks.float())
+    return probs, (probs * centers).sum(-1), centers[-1]
+
+
+def predicted_tm_score(logits: torch.Tensor, breaks: torch.Tensor, residue_weights: Optional[torch.Tensor] = None,
+                       asym_id: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """pTM (or ipTM when asym_id is given) from PAE logits [N, N, B]; AlphaFold's definition."""
+    n = logits.shape[0]
+    if residue_weights is None:
+        residue_weights = logits.new_ones(n, dtype=torch.float32)
+    residue_weights = residue_weights.float()
+    centers = _bin_centers(breaks.float())
+    clipped_n = torch.clamp(residue_weights.sum(), min=19)
+    d0 = 1.24 * (clipped_n - 15) ** (1.0 / 3) - 1.8
+    probs = torch.softmax(logits.float(), -1)
+    tm_per_bin = 1.0 / (1 + centers ** 2 / d0 ** 2)
+    term = (probs * tm_per_bin).sum(-1)
+    if asym_id is None:
+        pair_mask = torch.ones(n, n, dtype=torch.bool, device=logits.device)
+    else:
+        pair_mask = asym_id[:, None] != asym_id[None, :]
+    term = term * pair_mask
+    w = pair_mask * (residue_weights[None, :] * residue_weights[:, None])
+    normed = w / (1e-8 + w.sum(-1, keepdim=True))
+    per_alignment = (term * normed).sum(-1)
+    return (per_alignment * residue_weights).max()

@@ -1,0 +1,162 @@
+"""Building blocks shared by every module: Linear and LayerNorm with AlphaFold's parameter names
+and layouts, gated multi-head attention, global attention, and the one chunking helper.
+
+Parameters are stored exactly as in the official `.npz` files (e.g. Linear `weights` is [in, out],
+attention `query_w` is [in, heads, dim]) so that importing them is a plain copy.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional, Sequence
+
+import torch
+from torch import nn
+
+import kernels
+
+
+def chunked(fn: Callable[..., torch.Tensor], args: Sequence[torch.Tensor], size: Optional[int], dim: int,
+            add_to: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Apply `fn` to slices of every tensor in `args` along `dim` and join the results along `dim`.
+
+    The one chunking helper of the network: each op passes its own slicing axis and chunk size.
+    size None (or >= the axis length) runs `fn` once on the whole tensors.
+    add_to: if given, each chunk's result is added into the matching slice of this tensor in place
+        (residual update without a second full-size tensor) and `add_to` is returned.
+    """
+    n = args[0].shape[dim]
+    if size is None or size >= n:
+        out = fn(*args)
+        if add_to is not None:
+            add_to += out
+            return add_to
+        return out
+    pieces = []
+    for start in range(0, n, size):
+        sl = [a.narrow(dim, start, min(size, n - start)) if a.shape[dim] == n else a for a in args]
+        out = fn(*sl)
+        if add_to is not None:
+            add_to.narrow(dim, start, out.shape[dim]).add_(out)
+        else:
+            pieces.append(out)
+    return add_to if add_to is not None else torch.cat(pieces, dim=dim)
+
+
+def residual_add(x: torch.Tensor, update: torch.Tensor, inplace: bool) -> torch.Tensor:
+    """x + update, in place when the runtime allows it."""
+    if inplace:
+        return x.add_(update)
+    return x + update
+
+
+class Linear(nn.Module):
+    """y = x @ weights + bias. weights: [in, out] (AlphaFold layout); x: [*, in] -> [*, out]."""
+
+    def __init__(self, num_input: int, num_output: int, use_bias: bool = True):
+        super().__init__()
+        self.weights = nn.Parameter(torch.empty(num_input, num_output))
+        self.bias = nn.Parameter(torch.empty(num_output)) if use_bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weights.to(x.dtype)
+        if self.bias is None:
+            return torch.matmul(x, w)
+        return torch.addmm(self.bias.to(x.dtype), x.reshape(-1, x.shape[-1]), w).reshape(*x.shape[:-1], -1)
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm over the last axis with AlphaFold's `scale`/`offset` names; eps 1e-5 as haiku."""
+
+    def __init__(self, num_channel: int, eps: float = 1e-5):
+        super().__init__()
+        self.scale = nn.Parameter(torch.empty(num_channel))
+        self.offset = nn.Parameter(torch.empty(num_channel))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor, backend: str = "torch") -> torch.Tensor:
+        return kernels.layer_norm(x, self.scale, self.offset, self.eps, backend=backend)
+
+
+class Attention(nn.Module):
+    """AlphaFold's gated multi-head attention (modules.Attention).
+
+    Parameters: query_w [C_q, H, D], key_w / value_w [C_m, H, D], gating_w [C_q, H, D_v],
+    gating_b [H, D_v], output_w [H, D_v, C_out], output_b [C_out].
+    """
+
+    def __init__(self, c_q: int, c_m: int, num_head: int, key_dim: int, value_dim: int, output_dim: int,
+                 gating: bool = True):
+        super().__init__()
+        self.num_head, self.key_dim, self.value_dim = num_head, key_dim, value_dim
+        self.query_w = nn.Parameter(torch.empty(c_q, num_head, key_dim))
+        self.key_w = nn.Parameter(torch.empty(c_m, num_head, key_dim))
+        self.value_w = nn.Parameter(torch.empty(c_m, num_head, value_dim))
+        if gating:
+            self.gating_w = nn.Parameter(torch.empty(c_q, num_head, value_dim))
+            self.gating_b = nn.Parameter(torch.empty(num_head, value_dim))
+        else:
+            self.gating_w = self.gating_b = None
+        self.output_w = nn.Parameter(torch.empty(num_head, value_dim, output_dim))
+        self.output_b = nn.Parameter(torch.empty(output_dim))
+
+    def _project(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """x [*, L, C] with w [C, H, D] -> [*, H, L, D]."""
+        c, h, d = w.shape
+        y = torch.matmul(x, w.to(x.dtype).reshape(c, h * d))
+        return y.reshape(*x.shape[:-1], h, d).transpose(-2, -3)
+
+    def forward(self, q_data: torch.Tensor, m_data: torch.Tensor, biases: Sequence[torch.Tensor] = (),
+                mask: Optional[torch.Tensor] = None, backend: str = "torch") -> torch.Tensor:
+        """q_data: [*, Q, C_q]; m_data: [*, K, C_m]; biases: each broadcastable to [*, H, Q, K];
+        mask: key mask broadcastable to [*, H, Q, K] (1 = attend). Returns [*, Q, C_out]."""
+        q = self._project(q_data, self.query_w)
+        k = self._project(m_data, self.key_w)
+        v = self._project(m_data, self.value_w)
+        o = kernels.attention(q, k, v, biases, mask, scale=self.key_dim ** -0.5, backend=backend)
+        o = o.transpose(-2, -3)  # [*, Q, H, D_v]
+        if self.gating_w is not None:
+            g = self._project(q_data, self.gating_w).transpose(-2, -3) + self.gating_b.to(o.dtype)
+            o = o * torch.sigmoid(g)
+        h, d, c_out = self.output_w.shape
+        out = torch.matmul(o.reshape(*o.shape[:-2], h * d), self.output_w.to(o.dtype).reshape(h * d, c_out))
+        return out + self.output_b.to(out.dtype)
+
+
+class GlobalAttention(nn.Module):
+    """AlphaFold's global attention (modules.GlobalAttention), used by extra-MSA column attention:
+    one query per column (the masked mean over sequences), keys/values shared across heads.
+
+    Parameters: query_w [C, H, D], key_w [C, D], value_w [C, D_v], gating_w [C, H, D_v],
+    gating_b [H, D_v], output_w [H, D_v, C_out], output_b [C_out].
+    """
+
+    def __init__(self, c: int, num_head: int, key_dim: int, value_dim: int, output_dim: int):
+        super().__init__()
+        self.key_dim = key_dim
+        self.query_w = nn.Parameter(torch.empty(c, num_head, key_dim))
+        self.key_w = nn.Parameter(torch.empty(c, key_dim))
+        self.value_w = nn.Parameter(torch.empty(c, value_dim))
+        self.gating_w = nn.Parameter(torch.empty(c, num_head, value_dim))
+        self.gating_b = nn.Parameter(torch.empty(num_head, value_dim))
+        self.output_w = nn.Parameter(torch.empty(num_head, value_dim, output_dim))
+        self.output_b = nn.Parameter(torch.empty(output_dim))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x: [B, S, C] (B columns of S sequences); mask: [B, S]. Returns [B, S, C_out]."""
+        dt = x.dtype
+        m = mask.to(dt).unsqueeze(-1)
+        v = torch.matmul(x, self.value_w.to(dt))                          # [B, S, Dv]
+        k = torch.matmul(x, self.key_w.to(dt))                            # [B, S, D]
+        q_avg = (m * x).sum(-2) / (m.sum(-2) + 1e-10)                     # [B, C]
+        c, h, d = self.query_w.shape
+        q = torch.matmul(q_avg, self.query_w.to(dt).reshape(c, h * d)).reshape(-1, h, d) * self.key_dim ** -0.5
+        logits = torch.matmul(q.float(), k.float().transpose(-1, -2))     # [B, H, S]
+        logits = logits + 1e9 * (mask.float()[:, None, :] - 1.0)
+        w = torch.softmax(logits, dim=-1)
+        avg = torch.matmul(w, v.float()).to(dt)                           # [B, H, Dv]
+        hg, dv = self.gating_b.shape
+        g = torch.matmul(x, self.gating_w.to(dt).reshape(c, hg * dv)).reshape(*x.shape[:-1], hg, dv)
+        g = torch.sigmoid(g + self.gating_b.to(dt))                       # [B, S, H, Dv]
+        o = avg[:, None] * g
+        out = torch.matmul(o.reshape(*o.shape[:-2], hg * dv), self.output_w.to(dt).reshape(hg * dv, -1))
+        return out + self.output_b.to(dt)

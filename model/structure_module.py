@@ -1,0 +1,215 @@
+"""Structure module (AlphaFold 2.3 folding.py): invariant point attention, transition, backbone
+update on quaternion affines, side-chain torsion resnet, frames -> atom14 -> atom37.
+
+Backbone frames are kept as AlphaFold keeps them: a unit quaternion [N, 4] (w, x, y, z), its rotation
+matrix [N, 3, 3] and a translation [N, 3] in internal units (Å / position_scale).
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict
+
+import torch
+from torch import nn
+
+from model import all_atom
+from model.config import Config, Runtime
+from model.primitives import LayerNorm, Linear, chunked
+
+
+def quat_multiply_by_vec(q: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Quaternion product q * (0, v). q: [*, 4]; v: [*, 3] -> [*, 4]."""
+    w, x, y, z = q.unbind(-1)
+    a, b, c = v.unbind(-1)
+    return torch.stack([-x * a - y * b - z * c,
+                        w * a + y * c - z * b,
+                        w * b - x * c + z * a,
+                        w * c + x * b - y * a], dim=-1)
+
+
+def pre_compose(quat: torch.Tensor, rot: torch.Tensor, trans: torch.Tensor, update: torch.Tensor):
+    """AlphaFold's QuatAffine.pre_compose: apply the update (3 quaternion-vector + 3 translation
+    components, in the current frame) before the current transform. Returns (quat, rot, trans) with
+    the quaternion normalised and the rotation recomputed from it."""
+    new_q = quat + quat_multiply_by_vec(quat, update[..., :3])
+    new_t = trans + torch.einsum("...ij,...j->...i", rot, update[..., 3:])
+    new_q = new_q / torch.linalg.norm(new_q, dim=-1, keepdim=True)
+    return new_q, all_atom.quat_to_rot(new_q), new_t
+
+
+def apply_to_point(rot, trans, p):
+    """rot: [N, 3, 3]; trans: [N, 3]; p: [N, K, 3] local points -> global [N, K, 3]."""
+    return torch.einsum("nij,nkj->nki", rot, p) + trans[:, None, :]
+
+
+def invert_point(rot, trans, p):
+    """Inverse of `apply_to_point`."""
+    return torch.einsum("nji,nkj->nki", rot, p - trans[:, None, :])
+
+
+class InvariantPointAttention(nn.Module):
+    """Suppl. Alg. 22. Attention over residues from scalar, point (in each residue's frame) and pair
+    terms; output combines scalar values, points mapped back to local frames and the pair values."""
+
+    def __init__(self, cfg: Config, c_s: int, c_z: int):
+        super().__init__()
+        h, sq, sv, pq, pv = cfg.num_head, cfg.num_scalar_qk, cfg.num_scalar_v, cfg.num_point_qk, cfg.num_point_v
+        self.h, self.sq, self.sv, self.pq, self.pv = h, sq, sv, pq, pv
+        self.q_scalar = Linear(c_s, h * sq)
+        self.kv_scalar = Linear(c_s, h * (sv + sq))
+        self.q_point_local = Linear(c_s, h * 3 * pq)
+        self.kv_point_local = Linear(c_s, h * 3 * (pq + pv))
+        self.trainable_point_weights = nn.Parameter(torch.empty(h))
+        self.attention_2d = Linear(c_z, h)
+        self.output_projection = Linear(h * (sv + pv * 4 + c_z), cfg.num_channel)
+
+    def forward(self, s, z, mask, rot, trans, rt: Runtime):
+        """s: [N, C_s]; z: [N, N, C_z] (normalised); mask: [N]; rot [N, 3, 3], trans [N, 3] -> [N, C]."""
+        n = s.shape[0]
+        h, sq, sv, pq, pv = self.h, self.sq, self.sv, self.pq, self.pv
+        q_scalar = self.q_scalar(s).reshape(n, h, sq)
+        k_scalar, v_scalar = self.kv_scalar(s).reshape(n, h, sv + sq).split([sq, sv], dim=-1)
+
+        def points(lin, count):
+            # AlphaFold splits the projection into x, y, z blocks of h*count each.
+            local = lin(s).reshape(n, 3, h * count).transpose(1, 2)
+            return apply_to_point(rot, trans, local).reshape(n, h, count, 3)
+
+        q_point = points(self.q_point_local, pq)
+        k_point, v_point = points(self.kv_point_local, pq + pv).split([pq, pv], dim=2)
+
+        scalar_weights = math.sqrt(1.0 / (3 * max(sq, 1)))
+        point_weights = math.sqrt(1.0 / (3 * max(pq, 1) * 9.0 / 2))
+        point_weights = point_weights * torch.nn.functional.softplus(self.trainable_point_weights)  # [H]
+        att2d_weights = math.sqrt(1.0 / 3)
+
+        q = (scalar_weights * q_scalar).permute(1, 0, 2)      # [H, N, sq]
+        k = k_scalar.permute(1, 0, 2)                          # [H, N, sq]
+        v = v_scalar.permute(1, 0, 2)                          # [H, N, sv]
+        qp = q_point.permute(1, 0, 2, 3)                       # [H, N, pq, 3]
+        kp = k_point.permute(1, 0, 2, 3)
+        vp = v_point.permute(1, 0, 2, 3)                       # [H, N, pv, 3]
+        mask = mask.float()
+
+        def rows(qc, qpc, z_c, mask_c):  # query rows i of this chunk
+            d2 = ((qpc[:, :, None] - kp[:, None]) ** 2).sum(-1)            # [H, n, N, pq]
+            logits = torch.matmul(qc, k.transpose(-1, -2))
+            logits = logits - 0.5 * (point_weights[:, None, None, None] * d2).sum(-1)
+            logits = logits + att2d_weights * self.attention_2d(z_c).permute(2, 0, 1)
+            logits = logits - 1e5 * (1.0 - mask_c[None, :, None] * mask[None, None, :])
+            attn = torch.softmax(logits, dim=-1)                            # [H, n, N]
+            res_scalar = torch.matmul(attn, v)                               # [H, n, sv]
+            res_point = torch.einsum("hij,hjpc->hipc", attn, vp)            # [H, n, pv, 3]
+            res_2d = torch.einsum("hij,ijc->ihc", attn, z_c)                 # [n, H, C_z]
+            return torch.cat([res_scalar.permute(1, 0, 2).reshape(-1, h * sv),
+                              res_point.permute(1, 0, 2, 3).reshape(-1, h * pv, 3).reshape(-1, h * pv * 3),
+                              res_2d.reshape(res_2d.shape[0], -1)], dim=-1)
+
+        res = chunked(lambda a, b, c, d: rows(a.transpose(0, 1), b.transpose(0, 1), c, d),
+                      [q.transpose(0, 1), qp.transpose(0, 1), z, mask], rt.chunk("ipa"), dim=0)
+        res_scalar = res[:, : h * sv]
+        res_point = res[:, h * sv: h * sv + h * pv * 3].reshape(n, h * pv, 3)
+        res_2d = res[:, h * sv + h * pv * 3:]
+        local = invert_point(rot, trans, res_point)                         # [N, H*pv, 3]
+        norm = torch.sqrt(1e-8 + (local ** 2).sum(-1))
+        feats = torch.cat([res_scalar, local[..., 0], local[..., 1], local[..., 2], norm, res_2d], dim=-1)
+        return self.output_projection(feats)
+
+
+class MultiRigidSidechain(nn.Module):
+    """Torsion angles from the single representation, then all-atom frames and atom14 positions."""
+
+    def __init__(self, cfg: Config, c_s: int):
+        super().__init__()
+        c = cfg.num_channel
+        self.input_projection = Linear(c_s, c)
+        self.input_projection_1 = Linear(c_s, c)
+        self.num_block = cfg.num_residual_block
+        for i in range(self.num_block):
+            sfx = "" if i == 0 else f"_{i}"
+            self.add_module(f"resblock1{sfx}", Linear(c, c))
+            self.add_module(f"resblock2{sfx}", Linear(c, c))
+        self.unnormalized_angles = Linear(c, 14)
+
+    def forward(self, act, initial_act, aatype, rot, trans_angstrom):
+        """act, initial_act: [N, C_s]; rot [N, 3, 3]; trans_angstrom [N, 3] (Å)."""
+        a = self.input_projection(torch.relu(act)) + self.input_projection_1(torch.relu(initial_act))
+        for i in range(self.num_block):
+            sfx = "" if i == 0 else f"_{i}"
+            old = a
+            a = getattr(self, f"resblock1{sfx}")(torch.relu(a))
+            a = getattr(self, f"resblock2{sfx}")(torch.relu(a))
+            a = a + old
+        n = a.shape[0]
+        unnorm = self.unnormalized_angles(torch.relu(a)).reshape(n, 7, 2)
+        angles = unnorm / torch.sqrt(torch.clamp((unnorm ** 2).sum(-1, keepdim=True), min=1e-12))
+        frot, ftrans = all_atom.torsion_angles_to_frames(aatype, rot, trans_angstrom, angles)
+        atom_pos = all_atom.frames_to_atom14(aatype, frot, ftrans)
+        return {"angles_sin_cos": angles, "unnormalized_angles_sin_cos": unnorm, "atom_pos": atom_pos,
+                "frames": torch.cat([frot.reshape(*frot.shape[:-2], 9), ftrans], dim=-1)}
+
+
+class FoldIteration(nn.Module):
+    """One structure-module layer (weights shared by all 8): IPA, transition, backbone update, side chains."""
+
+    def __init__(self, cfg: Config, c_s: int, c_z: int):
+        super().__init__()
+        self.cfg = cfg
+        self.invariant_point_attention = InvariantPointAttention(cfg, c_s, c_z)
+        self.attention_layer_norm = LayerNorm(cfg.num_channel)
+        for i in range(cfg.num_layer_in_transition):
+            self.add_module("transition" if i == 0 else f"transition_{i}", Linear(cfg.num_channel, cfg.num_channel))
+        self.transition_layer_norm = LayerNorm(cfg.num_channel)
+        self.affine_update = Linear(cfg.num_channel, 6)
+        self.rigid_sidechain = MultiRigidSidechain(cfg.sidechain, cfg.num_channel)
+
+
+class StructureModule(nn.Module):
+    """Suppl. Alg. 20. Outputs the trajectory of backbone frames, side chains and final atoms."""
+
+    def __init__(self, cfg: Config, c_s: int, c_z: int):
+        super().__init__()
+        self.cfg = cfg
+        self.single_layer_norm = LayerNorm(c_s)
+        self.initial_projection = Linear(c_s, cfg.num_channel)
+        self.pair_layer_norm = LayerNorm(c_z)
+        self.fold_iteration = FoldIteration(cfg, cfg.num_channel, c_z)
+
+    def forward(self, single, pair, batch: Dict[str, torch.Tensor], rt: Runtime) -> Dict[str, torch.Tensor]:
+        """single: [N, C_s]; pair: [N, N, C_z] (float32) -> dict of structure outputs."""
+        cfg = self.cfg
+        fi = self.fold_iteration
+        aatype = batch["aatype"].long()
+        n = single.shape[0]
+        seq_mask = batch["seq_mask"].float()
+        initial_act = self.single_layer_norm(single)
+        act = self.initial_projection(initial_act)
+        z = self.pair_layer_norm(pair)
+        quat = torch.zeros(n, 4, dtype=act.dtype, device=act.device)
+        quat[:, 0] = 1.0
+        rot = all_atom.quat_to_rot(quat)
+        trans = torch.zeros(n, 3, dtype=act.dtype, device=act.device)
+        traj, sc_out = [], []
+        for _ in range(cfg.num_layer):
+            act = act + fi.invariant_point_attention(act, z, seq_mask, rot, trans, rt)
+            act = fi.attention_layer_norm(act)
+            inp = act
+            for i in range(cfg.num_layer_in_transition):
+                act = getattr(fi, "transition" if i == 0 else f"transition_{i}")(act)
+                if i < cfg.num_layer_in_transition - 1:
+                    act = torch.relu(act)
+            act = fi.transition_layer_norm(act + inp)
+            quat, rot, trans = pre_compose(quat, rot, trans, fi.affine_update(act))
+            sc_out.append(fi.rigid_sidechain(act, initial_act, aatype, rot, trans * cfg.position_scale))
+            traj.append(torch.cat([quat, trans * cfg.position_scale], dim=-1))
+        out = {"traj": torch.stack(traj), "single": act}
+        for k in sc_out[0]:
+            out["sidechains_" + k] = torch.stack([s[k] for s in sc_out])
+        atom14 = out["sidechains_atom_pos"][-1]
+        out["final_atom14_positions"] = atom14
+        out["final_atom14_mask"] = batch["atom14_atom_exists"].float()
+        atom37 = all_atom.atom14_to_atom37(atom14, aatype)
+        out["final_atom_positions"] = atom37 * batch["atom37_atom_exists"].float()[..., None]
+        out["final_atom_mask"] = batch["atom37_atom_exists"].float()
+        out["final_affines"] = out["traj"][-1]
+        return out
