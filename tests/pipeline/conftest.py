@@ -1,0 +1,36 @@
+"""Shared fixtures of the pipeline tests. Test data lives in tests/data/pipeline (see SOURCE.md);
+nothing here reads ../shared at test time."""
+import gzip
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "pipeline"
+
+
+def read_fasta_seq(path: Path) -> str:
+    return "".join(l.strip() for l in path.read_text().splitlines()[1:])
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    return DATA
+
+
+@pytest.fixture(scope="session")
+def small_db(tmp_path_factory) -> Path:
+    """The 2,122-protein pyhmmer test database, decompressed once per session."""
+    out = tmp_path_factory.mktemp("db") / "db.faa"
+    with gzip.open(DATA / "pyhmmer" / "db.faa.gz", "rb") as src, open(out, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    return out
+
+
+def need_binary(name: str):
+    if shutil.which(name) is None:
+        pytest.skip(f"{name} not installed (scripts/install.sh installs it)")
