@@ -131,19 +131,21 @@ def from_pdb_string(pdb_str: str) -> dict:
     `protein.from_pdb_string`) into atom37 arrays through gemmi.
 
     Returns dict(aatype [N], atom_positions [N,37,3], atom_mask [N,37], residue_index [N],
-    b_factors [N,37], chain_index [N], chain_ids [C] str). Residues with no atom37 atom
-    (waters, ligands) are skipped; non-standard residue names become X (20).
+    b_factors [N,37], chain_index [N], chain_ids [C] str). Waters, ligands and residues with no
+    atom37 atom are skipped; non-standard polymer residues (MSE, …) become X (20).
     """
     import gemmi
 
     rc = _rc()
     st = gemmi.read_pdb_string(pdb_str)
-    st.setup_entities()  # marks waters/ligands so they can be skipped below
+    st.setup_entities()  # classifies residues: polymer vs ligands/waters, which are skipped below
     if len(st) == 0:
         raise ValueError("no model in PDB text")
     aatype, pos, mask, resid, bfac, chain_index, chain_ids = [], [], [], [], [], [], []
     for chain in st[0]:
         for res in chain:
+            if res.entity_type not in (gemmi.EntityType.Polymer, gemmi.EntityType.Unknown):
+                continue
             if res.seqid.icode != " ":
                 raise ValueError(f"insertion code at chain {chain.name} residue {res.seqid.num}: not supported")
             p = np.zeros((rc.atom_type_num, 3))
@@ -156,7 +158,7 @@ def from_pdb_string(pdb_str: str) -> dict:
                 p[j] = atom.pos.tolist()
                 m[j] = 1.0
                 b[j] = atom.b_iso
-            if m.sum() < 0.5 or res.is_water():
+            if m.sum() < 0.5:
                 continue
             if chain.name not in chain_ids:
                 chain_ids.append(chain.name)
@@ -242,6 +244,11 @@ def to_mmcif(aatype, atom_positions, atom_mask, residue_index, b_factors, chain_
     block.set_mmcif_category("_chem_comp.", {
         "id": comps,
         "type": ["peptide linking" if r == "GLY" else "L-peptide linking" for r in comps]})
+    # As ColabFold: AlphaFold's template featuriser needs a release date to read an mmCIF, so with
+    # this (1971, before any --max-template-date) a prediction can be reused as a custom template.
+    block.set_mmcif_category("_pdbx_audit_revision_history.", {
+        "ordinal": [1], "data_content_type": ["Structure model"], "major_revision": [1],
+        "minor_revision": [0], "revision_date": ["1971-01-01"]})
     if plddt is not None:
         mean = round(float(np.mean(np.asarray(plddt, dtype=np.float64))), 2)
         block.set_mmcif_category("_ma_qa_metric.", {

@@ -308,3 +308,50 @@ def test_plots_are_valid_pngs(af_run, tmp_path):
     assert lines.shape == (8, 24) and bounds.tolist() == [0, 3, 8]
     assert np.isnan(lines[:3, 12:]).all() and np.nanmax(lines) == pytest.approx(1.0)  # the query row
     png_size(plots.plot_msa_coverage(feats, tmp_path / "complex.png"))
+
+
+def test_complex_outputs_follow_asym_id(af_run, tmp_path):
+    """Multimer features: chains from asym_id, residue numbers per chain, ranking by ipTM+pTM."""
+    features, result = af_run
+    feats = {"aatype": features["aatype"], "residue_index": np.tile(np.arange(12), 2),
+             "asym_id": np.repeat([1, 2], 12)}
+    res = {**result, "iptm": np.float32(0.3)}
+    outputs.write_prediction_outputs(tmp_path, "model_1_multimer_v3_pred_0", feats, res)
+    order = outputs.write_ranked(tmp_path, {"model_1_multimer_v3_pred_0": res})
+    assert json.loads((tmp_path / "ranking_debug.json").read_text())["iptm+ptm"][order[0]] == \
+        pytest.approx(0.8 * 0.3 + 0.2 * float(result["ptm"]))
+    for name in ("unrelaxed_model_1_multimer_v3_pred_0.pdb", "ranked_0.cif"):
+        st = gemmi.read_structure(str(tmp_path / name))
+        assert [c.name for c in st[0]] == ["A", "B"]
+        assert [r.seqid.num for r in st[0]["B"]] == list(range(1, 13))
+        assert gemmi.one_letter_code([r.name for c in st[0] for r in c]) == seq_of(features["aatype"])
+
+
+def test_pdb_is_byte_identical_to_colabfolds_alphafold_output():
+    """ColabFold's test model was written by AlphaFold's protein.to_pdb: parsing it and writing it
+    again gives the same ATOM records, byte for byte."""
+    text = (DATA / "ERR550519_2213899_unrelaxed_model_1.pdb").read_text()
+    prot = outputs.from_pdb_string(text)
+    prot.pop("chain_ids")
+    ours = outputs.to_pdb(**prot)
+    theirs = [line for line in text.splitlines() if line.startswith("ATOM")]
+    assert [line for line in ours.splitlines() if line.startswith("ATOM")] == theirs
+    assert len(theirs) == 1069
+
+
+def test_mmcif_holds_what_colabfolds_mmcif_holds(tmp_path):
+    """Same model through our mmCIF writer and ColabFold's: same sequence, atoms, B-factors, and the
+    release date AlphaFold's template reader needs."""
+    prot = outputs.from_pdb_string((DATA / "ERR550519_2213899_unrelaxed_model_1.pdb").read_text())
+    prot.pop("chain_ids")
+    path = tmp_path / "m.cif"
+    path.write_text(outputs.to_mmcif(**prot))
+    ours, theirs = (gemmi.read_structure(str(p)) for p in (path, DATA / "ERR550519_2213899_unrelaxed_model_1.cif"))
+    seqs = [list(gemmi.cif.read(str(p)).sole_block().find_values("_entity_poly_seq.mon_id"))
+            for p in (path, DATA / "ERR550519_2213899_unrelaxed_model_1.cif")]
+    assert seqs[0] == seqs[1] and len(seqs[0]) == 130
+    a = [(r.seqid.num, r.name, at.name, at.pos.tolist(), at.b_iso) for r in ours[0]["A"] for at in r]
+    b = [(r.seqid.num, r.name, at.name, at.pos.tolist(), at.b_iso) for r in theirs[0]["A"] for at in r]
+    assert a == b
+    block = gemmi.cif.read(str(path)).sole_block()
+    assert block.find_value("_pdbx_audit_revision_history.revision_date") == "1971-01-01"
