@@ -37,6 +37,26 @@ def attention_reference(
     return torch.matmul(weights, v.float()).to(q.dtype)
 
 
+_TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def attention_triton(q, k, v, biases=(), mask=None, scale=1.0, config=None):
+    """The Triton kernel itself (`kernels/_tri_attention.py`); raises if Triton can't run on these
+    tensors. Tests call this directly so a silent fallback can't pass for the kernel."""
+    from kernels._triton_loader import module_for
+
+    mod = module_for("_tri_attention", [q, k, v, *biases] + ([mask] if mask is not None else []))
+    if mod is None:
+        raise RuntimeError("Triton attention can't run here (no triton, or CPU tensors without TRITON_INTERPRET=1)")
+    return mod.attention(q, k, v, biases, mask, scale, config=config)
+
+
+def triton_supported(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
+    """Shapes/dtypes the Triton kernel handles; anything else takes the reference path."""
+    return (q.dtype in _TRITON_DTYPES and q.dtype == k.dtype == v.dtype and q.dim() >= 2
+            and 0 < q.shape[-1] <= 64 and q.shape[-2] > 0 and k.shape[-2] > 0)
+
+
 def attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -46,7 +66,19 @@ def attention(
     scale: float = 1.0,
     backend: str = "torch",
 ) -> torch.Tensor:
-    """Dispatch to a backend. Shapes as in `attention_reference`."""
+    """Dispatch to a backend. Shapes as in `attention_reference`.
+
+    backend "triton" runs the fused kernel where it can (CUDA tensors; CPU tensors under
+    TRITON_INTERPRET=1) and otherwise falls back to the reference, with the same results.
+    """
     if backend == "torch":
+        return attention_reference(q, k, v, biases, mask, scale)
+    if backend == "triton":
+        if triton_supported(q, k, v):
+            from kernels._triton_loader import module_for
+
+            mod = module_for("_tri_attention", [q, k, v, *biases] + ([mask] if mask is not None else []))
+            if mod is not None:
+                return mod.attention(q, k, v, biases, mask, scale)
         return attention_reference(q, k, v, biases, mask, scale)
     raise ValueError(f"unknown attention backend {backend!r}")

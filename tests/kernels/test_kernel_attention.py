@@ -1,0 +1,184 @@
+"""Triton attention vs the float64 reference, on CPU through Triton's interpreter.
+
+Covers every bias/mask pattern the model uses (pair bias shared by all batch rows + per-row key mask;
+key mask only; nothing), fully masked rows, odd lengths, D = 8/16/32 (and 5, 64), the model's strided
+layouts, extra batch dims, several biases, a 2-D mask, and the backend switch's fallback.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from kernel_testlib import needs_triton, rel_err
+from kernels.attention import attention, attention_reference, attention_triton
+
+pytestmark = needs_triton
+
+TOL = {torch.float32: 2e-5, torch.float16: 3e-3}
+
+
+def _ref64(q, k, v, biases, mask, scale):
+    return attention_reference(q.double(), k.double(), v.double(), [b.double() for b in biases],
+                               None if mask is None else mask.double(), scale)
+
+
+def _key_mask(b, lk, gen, fully_masked_rows=(0,)):
+    mask = (torch.rand(b, 1, 1, lk, generator=gen) > 0.3).float()
+    for r in fully_masked_rows:
+        mask[r] = 0.0
+    return mask
+
+
+def _check(q, k, v, biases, mask, scale, **kw):
+    out = attention_triton(q, k, v, biases, mask, scale, **kw)
+    ref = _ref64(q, k, v, biases, mask, scale)
+    assert out.shape == ref.shape and out.dtype == q.dtype
+    err = rel_err(out, ref)
+    assert err < TOL[q.dtype], f"relative error {err:.2e}"
+    return out
+
+
+@pytest.mark.parametrize("d", [8, 16, 32])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("pattern", ["pair_bias_and_mask", "mask_only", "plain"])
+def test_patterns(interpret, d, dtype, pattern):
+    gen = torch.Generator().manual_seed(hash((d, str(dtype), pattern)) % 2**31)
+    b, h, l = 5, 2, 37  # odd batch (exercises the ROWS=2 tail), odd length
+    q, k, v = (torch.randn(b, h, l, d, generator=gen).to(dtype) for _ in range(3))
+    biases, mask = [], None
+    if pattern == "pair_bias_and_mask":
+        biases = [torch.randn(1, h, l, l, generator=gen).to(dtype)]  # shared by every batch row
+    if pattern != "plain":
+        mask = _key_mask(b, l, gen)
+    _check(q, k, v, biases, mask, d ** -0.5)
+
+
+def test_fully_masked_row_is_uniform(interpret):
+    """AlphaFold's additive -1e9: a row whose keys are all masked averages v uniformly."""
+    gen = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(2, 2, 13, 16, generator=gen) for _ in range(3))
+    mask = torch.zeros(2, 1, 1, 13)
+    out = attention_triton(q, k, v, [], mask, 0.25)
+    torch.testing.assert_close(out, v.mean(-2, keepdim=True).expand_as(out), rtol=1e-5, atol=1e-5)
+
+
+def test_model_layout(interpret):
+    """q/k/v as the model makes them (transposed views of [B, L, H, D]), the pair bias as a permuted
+    view of an [L, L, H] projection, a bool mask; the output keeps q's layout."""
+    gen = torch.Generator().manual_seed(2)
+    b, l, h, d = 4, 29, 4, 32
+    q, k, v = (torch.randn(b, l, h, d, generator=gen).transpose(-2, -3) for _ in range(3))
+    bias = torch.randn(l, l, h, generator=gen).permute(2, 0, 1).unsqueeze(0)
+    mask = _key_mask(b, l, gen).bool()
+    out = _check(q, k, v, [bias], mask, d ** -0.5)
+    assert out.stride() == q.stride()
+
+
+def test_cross_lengths_and_tiny(interpret):
+    gen = torch.Generator().manual_seed(3)
+    for lq, lk in [(13, 41), (1, 9), (40, 3)]:
+        q = torch.randn(3, 2, lq, 16, generator=gen)
+        k, v = (torch.randn(3, 2, lk, 16, generator=gen) for _ in range(2))
+        bias = torch.randn(1, 2, lq, lk, generator=gen)
+        _check(q, k, v, [bias], _key_mask(3, lk, gen), 0.3)
+
+
+@pytest.mark.parametrize("d", [5, 64])
+def test_other_head_dims(interpret, d):
+    gen = torch.Generator().manual_seed(4)
+    q, k, v = (torch.randn(2, 3, 21, d, generator=gen) for _ in range(3))
+    _check(q, k, v, [torch.randn(1, 3, 21, 21, generator=gen)], _key_mask(2, 21, gen), d ** -0.5)
+
+
+def test_two_biases_and_2d_mask(interpret):
+    """Pair bias + a per-row bias, and a mask that varies along the query axis too."""
+    gen = torch.Generator().manual_seed(5)
+    b, h, l, d = 3, 2, 19, 8
+    q, k, v = (torch.randn(b, h, l, d, generator=gen) for _ in range(3))
+    biases = [torch.randn(1, h, l, l, generator=gen), torch.randn(b, 1, 1, l, generator=gen)]
+    mask = (torch.rand(b, 1, l, l, generator=gen) > 0.4).float()
+    mask[1, 0, 3] = 0.0  # one fully masked query row
+    _check(q, k, v, biases, mask, 0.35)
+
+
+def test_three_biases_fold(interpret):
+    gen = torch.Generator().manual_seed(6)
+    q, k, v = (torch.randn(2, 2, 11, 16, generator=gen) for _ in range(3))
+    biases = [torch.randn(1, 2, 11, 11, generator=gen), torch.randn(2, 1, 11, 11, generator=gen),
+              torch.randn(11, generator=gen)]
+    _check(q, k, v, biases, None, 0.25)
+
+
+def test_extra_batch_dims(interpret):
+    """[B1, B2, H, L, D] with a bias shared over both batch dims; and a layout whose outer dims can't
+    be merged into three (the launcher loops over the leading ones)."""
+    gen = torch.Generator().manual_seed(7)
+    q, k, v = (torch.randn(2, 3, 2, 17, 16, generator=gen) for _ in range(3))
+    bias = torch.randn(1, 1, 2, 17, 17, generator=gen)
+    mask = (torch.rand(2, 3, 1, 1, 17, generator=gen) > 0.3).float()
+    _check(q, k, v, [bias], mask, 0.25)
+    # four non-mergeable outer dims: q permuted, bias varying over dims 0 and 2 only
+    base = torch.randn(2, 2, 2, 2, 9, 16, generator=gen)
+    q = base.permute(3, 1, 0, 2, 4, 5)
+    k, v = (torch.randn(2, 2, 2, 2, 9, 16, generator=gen) for _ in range(2))
+    bias = torch.randn(2, 1, 2, 1, 9, 9, generator=gen)
+    _check(q, k, v, [bias], None, 0.25)
+
+
+@pytest.mark.parametrize("rows", [1, 2])
+def test_rows_per_program(interpret, rows):
+    """Both kernel variants (one batch row per program, or two sharing the bias tile)."""
+    gen = torch.Generator().manual_seed(8 + rows)
+    q, k, v = (torch.randn(3, 2, 24, 16, generator=gen) for _ in range(3))
+    _check(q, k, v, [torch.randn(1, 2, 24, 24, generator=gen)], _key_mask(3, 24, gen), 0.25,
+           config=dict(rows=rows, BLOCK_M=16, BLOCK_N=16))
+
+
+def test_every_output_written(interpret):
+    gen = torch.Generator().manual_seed(10)
+    q, k, v = (torch.randn(3, 2, 23, 8, generator=gen) for _ in range(3))
+    from kernels._triton_loader import module_for
+    mod = module_for("_tri_attention", [q])
+    out = torch.full_like(q, float("nan"))
+    mod.attention(q, k, v, [torch.randn(1, 2, 23, 23, generator=gen)], None, 0.3, out=out)
+    assert torch.isfinite(out).all()
+
+
+def test_backend_switch(interpret):
+    gen = torch.Generator().manual_seed(11)
+    q, k, v = (torch.randn(2, 2, 10, 8, generator=gen) for _ in range(3))
+    bias = torch.randn(1, 2, 10, 10, generator=gen)
+    a = attention(q, k, v, [bias], None, 0.3, backend="triton")
+    b = attention_triton(q, k, v, [bias], None, 0.3)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    with pytest.raises(ValueError):
+        attention(q, k, v, backend="nope")
+
+
+def test_fallback_without_interpreter(monkeypatch):
+    """CPU tensors without TRITON_INTERPRET: backend="triton" is the reference, bit for bit."""
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    gen = torch.Generator().manual_seed(12)
+    q, k, v = (torch.randn(2, 2, 10, 8, generator=gen) for _ in range(3))
+    bias = torch.randn(1, 2, 10, 10, generator=gen)
+    torch.testing.assert_close(attention(q, k, v, [bias], None, 0.3, backend="triton"),
+                               attention_reference(q, k, v, [bias], None, 0.3), rtol=0, atol=0)
+    with pytest.raises(RuntimeError):
+        attention_triton(q, k, v, [bias], None, 0.3)
+
+
+def test_import_without_triton():
+    """`import kernels` and backend="triton" work where triton is absent (reference fallback)."""
+    code = ("import sys; sys.modules['triton'] = None\n"
+            "import torch, kernels\n"
+            "q = torch.randn(1, 2, 5, 8)\n"
+            "o = kernels.attention(q, q, q, [], None, 1.0, backend='triton')\n"
+            "y = kernels.layer_norm(q, None, None, backend='triton')\n"
+            "assert torch.equal(o, kernels.attention(q, q, q)) and y.shape == q.shape\n")
+    root = Path(__file__).resolve().parents[2]
+    env = {"PYTHONPATH": str(root), "TRITON_INTERPRET": "1", "PATH": "/usr/bin:/bin"}
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=root, env=env)
