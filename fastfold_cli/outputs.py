@@ -18,7 +18,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Mapping, Optional, Sequence
+from typing import Mapping, Optional
 
 import numpy as np
 
@@ -327,28 +327,25 @@ def ranking(results: Mapping[str, Mapping]) -> tuple[list[str], dict]:
 
 # ----------------------------------------------------------------------------------------- files
 
-def _first(x) -> np.ndarray:
-    """Feature arrays may carry AlphaFold's leading ensemble/batch axis ([E,N]); take the first."""
-    x = np.asarray(x)
-    return x[0] if x.ndim == 2 else x
-
-
 def prediction_structure(features: Mapping, result: Mapping) -> dict:
     """Arrays for `to_pdb`/`to_mmcif` from a feature batch and a model result, as AlphaFold's
     `protein.from_prediction`: residue_index + 1, pLDDT as B-factors of every atom, chains from
     `asym_id` (1-based, multimer features) when present.
 
-    features: `aatype` [N] or [E,N], `residue_index` [N] or [E,N], optional `asym_id` [N].
+    features: the processed batch (`aatype` [N] or [E,N] int, `residue_index` [N] or [E,N]) or the
+    raw pipeline dict (`aatype` one-hot [N,21], `residue_index` [N]); optional `asym_id` [N].
     result: `final_atom_positions` [N,37,3], `final_atom_mask` [N,37], `plddt` [N]."""
-    aatype = _first(features["aatype"])
-    if aatype.ndim == 2:  # one-hot [N,21]: the raw pipeline feature
+    aatype = np.asarray(features["aatype"])
+    residue_index = np.asarray(features["residue_index"])
+    if residue_index.ndim == 2:  # processed batch with AlphaFold's leading ensemble axis [E,N]
+        aatype, residue_index = aatype[0], residue_index[0]
+    if aatype.ndim == 2:  # raw pipeline feature: one-hot [N,21]
         aatype = aatype.argmax(-1)
     plddt = np.asarray(result["plddt"])
-    out = dict(aatype=aatype, atom_positions=np.asarray(result["final_atom_positions"]),
-               atom_mask=np.asarray(result["final_atom_mask"]),
-               residue_index=_first(features["residue_index"]).astype(np.int64) + 1,
-               b_factors=np.repeat(plddt[:, None], np.asarray(result["final_atom_mask"]).shape[-1], axis=-1),
-               chain_index=None)
+    atom_mask = np.asarray(result["final_atom_mask"])
+    out = dict(aatype=aatype, atom_positions=np.asarray(result["final_atom_positions"]), atom_mask=atom_mask,
+               residue_index=residue_index.astype(np.int64) + 1,
+               b_factors=np.repeat(plddt[:, None], atom_mask.shape[-1], axis=-1), chain_index=None)
     if "asym_id" in features:
         out["chain_index"] = np.asarray(features["asym_id"]).reshape(-1)[: aatype.shape[0]].astype(np.int64) - 1
     return out

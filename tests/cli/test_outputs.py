@@ -355,3 +355,16 @@ def test_mmcif_holds_what_colabfolds_mmcif_holds(tmp_path):
     assert a == b
     block = gemmi.cif.read(str(path)).sole_block()
     assert block.find_value("_pdbx_audit_revision_history.revision_date") == "1971-01-01"
+
+
+def test_prediction_structure_reads_raw_and_batched_features(af_run):
+    """The raw pipeline dict (one-hot aatype [N,21]) and a batch with a leading axis ([1,N]) give
+    the same structure as the plain processed features."""
+    features, result = af_run
+    plain = outputs.prediction_structure(features, result)
+    raw = {"aatype": np.eye(21, dtype=np.int32)[features["aatype"]], "residue_index": features["residue_index"]}
+    batched = {k: features[k][None] for k in ("aatype", "residue_index")}
+    for feats in (raw, batched):
+        other = outputs.prediction_structure(feats, result)
+        for k in ("aatype", "residue_index"):
+            np.testing.assert_array_equal(other[k], plain[k])
