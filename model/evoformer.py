@@ -136,8 +136,9 @@ class OuterProductMean(nn.Module):
             norm = torch.einsum("abc,adc->bdc", mask_c, mask)
             return out / (1e-3 + norm)
 
-        update = chunked(rows, [left, mask], rt.chunk("opm"), dim=1)
-        return residual_add(z, update, rt.inplace)
+        if rt.inplace:
+            return chunked(rows, [left, mask], rt.chunk("opm"), dim=1, out_dim=0, add_to=z)
+        return z + chunked(rows, [left, mask], rt.chunk("opm"), dim=1, out_dim=0)
 
 
 class TriangleMultiplication(nn.Module):

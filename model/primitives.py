@@ -16,8 +16,9 @@ import kernels
 
 
 def chunked(fn: Callable[..., torch.Tensor], args: Sequence[torch.Tensor], size: Optional[int], dim: int,
-            add_to: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Apply `fn` to slices of every tensor in `args` along `dim` and join the results along `dim`.
+            add_to: Optional[torch.Tensor] = None, out_dim: Optional[int] = None) -> torch.Tensor:
+    """Apply `fn` to slices of every tensor in `args` along `dim` and join the results along
+    `out_dim` (default `dim`).
 
     The one chunking helper of the network: each op passes its own slicing axis and chunk size.
     size None (or >= the axis length) runs `fn` once on the whole tensors.
@@ -25,6 +26,7 @@ def chunked(fn: Callable[..., torch.Tensor], args: Sequence[torch.Tensor], size:
         (residual update without a second full-size tensor) and `add_to` is returned.
     """
     n = args[0].shape[dim]
+    out_dim = dim if out_dim is None else out_dim
     if size is None or size >= n:
         out = fn(*args)
         if add_to is not None:
@@ -36,10 +38,10 @@ def chunked(fn: Callable[..., torch.Tensor], args: Sequence[torch.Tensor], size:
         sl = [a.narrow(dim, start, min(size, n - start)) if a.shape[dim] == n else a for a in args]
         out = fn(*sl)
         if add_to is not None:
-            add_to.narrow(dim, start, out.shape[dim]).add_(out)
+            add_to.narrow(out_dim, start, out.shape[out_dim]).add_(out)
         else:
             pieces.append(out)
-    return add_to if add_to is not None else torch.cat(pieces, dim=dim)
+    return add_to if add_to is not None else torch.cat(pieces, dim=out_dim)
 
 
 def residual_add(x: torch.Tensor, update: torch.Tensor, inplace: bool) -> torch.Tensor:

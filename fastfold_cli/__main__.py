@@ -1,0 +1,3 @@
+from fastfold_cli.main import cli
+
+cli(prog_name="fastfold")

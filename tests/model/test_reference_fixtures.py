@@ -1,0 +1,88 @@
+"""The network against AlphaFold 2.3 (JAX) reference runs with random parameters in the official
+format (tests/data/af_fixtures/*, made by shared/tools/afref). fp32 on the CPU."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from model.config import Runtime
+from model.params import load_model
+
+FIXTURES = sorted(p for p in (Path(__file__).resolve().parents[1] / "data" / "af_fixtures").iterdir() if p.is_dir())
+ALL_CHUNKED = {op: 3 for op in ("msa_row_att", "msa_col_att", "extra_row_att", "extra_col_att", "tri_att",
+                                "transition", "opm", "template_att", "ipa")}
+
+
+def _rel(ours, ref):
+    ours, ref = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
+    return np.abs(ours - ref).max() / max(np.abs(ref).max(), 1e-30)
+
+
+@pytest.fixture(scope="module", params=FIXTURES, ids=[p.name for p in FIXTURES])
+def run(request):
+    fx = request.param
+    meta = json.loads((fx / "meta.json").read_text())
+    params = next(fx.glob("params_*.npz"))
+    model = load_model(params)
+    with np.load(fx / "features.npz") as f:
+        batch = {k: f[k] for k in f.files}
+    with np.load(fx / "outputs.npz") as f:
+        ref = {k: f[k] for k in f.files}
+    torch.manual_seed(0)
+    out = model(batch, Runtime(), num_recycle=meta["args"]["recycles"])
+    out = {k: v.numpy() for k, v in out.items()}
+    return dict(model=model, batch=batch, ref=ref, out=out, meta=meta)
+
+
+def test_fixture_has_the_expected_model(run):
+    meta, model = run["meta"], run["model"]
+    assert len(model.evoformer.evoformer_iteration) == meta["args"]["evoformer_blocks"]
+    assert model.has_pae == ("ptm" in run["ref"])
+
+
+def test_every_output_is_compared(run):
+    missing = set(run["ref"]) - set(run["out"])
+    assert not missing
+
+
+def test_representations_and_logits(run):
+    ref, out = run["ref"], run["out"]
+    keys = [k for k in ref if k.startswith("repr_") or k.endswith("_logits") or k.startswith("last_iter_input_prev_m")
+            or k.startswith("last_iter_input_prev_pair")
+            or k in ("structure_module_single", "structure_module_traj", "structure_module_final_affines")]
+    assert len(keys) >= 10
+    errs = {k: _rel(out[k], ref[k]) for k in keys}
+    bad = {k: e for k, e in errs.items() if not e <= 1e-4}
+    assert not bad, bad
+
+
+def test_atoms_and_confidence(run):
+    ref, out = run["ref"], run["out"]
+    exists = ref["final_atom_mask"] > 0
+    assert exists.sum() > 0
+    np.testing.assert_array_equal(out["final_atom_mask"], ref["final_atom_mask"])
+    d = np.abs(out["final_atom_positions"] - ref["final_atom_positions"])[exists]
+    assert d.max() <= 1e-3, d.max()
+    assert np.abs(out["plddt"] - ref["plddt"]).max() <= 0.005
+    if "ptm" in ref:
+        assert np.abs(out["predicted_aligned_error"] - ref["predicted_aligned_error"]).max() <= 0.005
+        assert abs(float(out["ptm"]) - float(ref["ptm"])) <= 1e-4
+        assert float(out["max_predicted_aligned_error"]) == pytest.approx(float(ref["max_predicted_aligned_error"]))
+
+
+def test_side_chains_and_trajectory(run):
+    ref, out = run["ref"], run["out"]
+    for k in ("structure_module_sidechains_frames", "structure_module_sidechains_atom_pos",
+              "structure_module_sidechains_unnormalized_angles_sin_cos", "final_atom14_positions"):
+        assert _rel(out[k], ref[k]) <= 1e-4, k
+
+
+def test_chunked_inplace_equals_whole(run):
+    """Tiny chunks on every chunked op plus in-place residual updates give the same numbers."""
+    model, batch, meta = run["model"], run["batch"], run["meta"]
+    out = model(batch, Runtime(chunks=ALL_CHUNKED, inplace=True), num_recycle=meta["args"]["recycles"])
+    whole = run["out"]
+    for k in ("repr_pair", "repr_msa", "repr_single", "final_atom_positions", "predicted_lddt_logits"):
+        assert _rel(out[k].numpy(), whole[k]) <= 1e-5, k
