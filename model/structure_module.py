@@ -34,7 +34,7 @@ def pre_compose(quat: torch.Tensor, rot: torch.Tensor, trans: torch.Tensor, upda
     new_q = quat + quat_multiply_by_vec(quat, update[..., :3])
     new_t = trans + torch.einsum("...ij,...j->...i", rot, update[..., 3:])
     new_q = new_q / torch.linalg.norm(new_q, dim=-1, keepdim=True)
-    return new_q, all_atom.quat_to_rot(new_q), new_t
+    return new_q, all_atom.quat_to_rot(new_q, normalize=False), new_t
 
 
 def apply_to_point(rot, trans, p):
@@ -187,7 +187,7 @@ class StructureModule(nn.Module):
         z = self.pair_layer_norm(pair)
         quat = torch.zeros(n, 4, dtype=act.dtype, device=act.device)
         quat[:, 0] = 1.0
-        rot = all_atom.quat_to_rot(quat)
+        rot = all_atom.quat_to_rot(quat, normalize=False)
         trans = torch.zeros(n, 3, dtype=act.dtype, device=act.device)
         traj, sc_out = [], []
         for _ in range(cfg.num_layer):
