@@ -17,21 +17,11 @@ from model.config import Config, Runtime
 from model.primitives import LayerNorm, Linear, chunked
 
 
-def quat_multiply_by_vec(q: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Quaternion product q * (0, v). q: [*, 4]; v: [*, 3] -> [*, 4]."""
-    w, x, y, z = q.unbind(-1)
-    a, b, c = v.unbind(-1)
-    return torch.stack([-x * a - y * b - z * c,
-                        w * a + y * c - z * b,
-                        w * b - x * c + z * a,
-                        w * c + x * b - y * a], dim=-1)
-
-
 def pre_compose(quat: torch.Tensor, rot: torch.Tensor, trans: torch.Tensor, update: torch.Tensor):
     """AlphaFold's QuatAffine.pre_compose: apply the update (3 quaternion-vector + 3 translation
     components, in the current frame) before the current transform. Returns (quat, rot, trans) with
     the quaternion normalised and the rotation recomputed from it."""
-    new_q = quat + quat_multiply_by_vec(quat, update[..., :3])
+    new_q = quat + all_atom.quat_multiply_by_vec(quat, update[..., :3])
     new_t = trans + torch.einsum("...ij,...j->...i", rot, update[..., 3:])
     new_q = new_q / torch.linalg.norm(new_q, dim=-1, keepdim=True)
     return new_q, all_atom.quat_to_rot(new_q, normalize=False), new_t
