@@ -17,7 +17,8 @@ Design notes (why, not what):
 * The bias is the largest operand stream (a 128x64 bf16 bias tile is 16 KB, K and V tiles 4 KB each at
   d=32). Two measures keep it cheap: (1) the grid is ordered so that CTAs running at the same time
   work on the same (head, query block) for consecutive batch rows, so bias tiles are served from L2;
-  (2) with ROWS=2 one CTA processes two batch rows that share the bias, loading each bias tile once.
+  (2) with ROWS=2 or 4 one CTA processes that many batch rows sharing the bias, loading each bias
+  tile once.
 * Out-of-range rows/columns are handled by clamping indices (loads stay in bounds, no load masks in the
   hot loop); only the last key block applies a -inf column mask, and only row-valid outputs are stored.
 * The key mask adds 1e9 * (mask - 1) like AlphaFold (not -inf): a fully masked row is a uniform
@@ -94,6 +95,15 @@ def _row_tile(acc, m_i, l_i, q, k_base, v_base, m_base, bias2, start_n, Lk,
 
 
 @triton.jit
+def _load_q(Q, q_tile, offs_d, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr):
+    if HEAD_DIM < BLOCK_D:
+        q = tl.load(Q + q_tile, mask=(offs_d < HEAD_DIM)[None, :], other=0.0)
+    else:
+        q = tl.load(Q + q_tile)
+    return q
+
+
+@triton.jit
 def _store_rows(O, acc, l_i, offs_m, offs_d, Lq, som, sod, row_ok, HEAD_DIM: tl.constexpr,
                 CHECK_ROW: tl.constexpr):
     out = acc / l_i[:, None]
@@ -122,6 +132,7 @@ def _attn_fwd_kernel(
     """Grid: one program per (set of ROWS batch rows, query block), ordered in groups of `group` row
     sets: inside a group the row set varies fastest, so programs in flight share bias tiles (same
     head and query block) and, a little later, K/V of the same rows (next query block)."""
+    tl.static_assert((ROWS == 1) or (ROWS == 2) or (ROWS == 4))
     pid = tl.program_id(0)
     n_m = tl.cdiv(Lq, BLOCK_M)
     per_group = group * n_m
@@ -136,10 +147,6 @@ def _attn_fwd_kernel(
     tmp = o // n2r
     i1 = (tmp % n1).to(tl.int64)  # int64: outer offsets exceed 2**31 elements at N >= 4096
     i0 = (tmp // n1).to(tl.int64)
-    j2 = tl.minimum(i2 + 1, n2 - 1)  # second row of the pair (clamped; its output is dropped if past n2)
-    row2_ok = i2 + 1 < n2
-    i2 = i2.to(tl.int64)
-    j2 = j2.to(tl.int64)
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_m_c = tl.minimum(offs_m, Lq - 1)
@@ -147,44 +154,69 @@ def _attn_fwd_kernel(
     offs_d = tl.arange(0, BLOCK_D)
 
     HAS_BIAS: tl.constexpr = N_BIAS > 0
-    b0_base = B0 + i0 * sa0 + i1 * sa1 + i2 * sa2  # ROWS == 2 implies sa2 == sb2 == 0
+    b0_base = B0 + i0 * sa0 + i1 * sa1 + i2 * sa2  # ROWS > 1 implies sa2 == sb2 == 0
     b1_base = B1 + i0 * sb0 + i1 * sb1 + i2 * sb2
+    q_base = Q + i0 * sq0 + i1 * sq1
+    k_base = K + i0 * sk0 + i1 * sk1
+    v_base = V + i0 * sv0 + i1 * sv1
+    m_base = MSK + i0 * sm0 + i1 * sm1
+    o_base = O + i0 * so0 + i1 * so1
+    q_tile = offs_m_c[:, None] * sqm + offs_d[None, :] * sqd
 
-    q_off = i0 * sq0 + i1 * sq1 + offs_m_c[:, None] * sqm + offs_d[None, :] * sqd
-    if HEAD_DIM < BLOCK_D:
-        dmask = (offs_d < HEAD_DIM)[None, :]
-        q = tl.load(Q + q_off + i2 * sq2, mask=dmask, other=0.0)
-    else:
-        q = tl.load(Q + q_off + i2 * sq2)
-    k_base = K + i0 * sk0 + i1 * sk1 + i2 * sk2
-    v_base = V + i0 * sv0 + i1 * sv1 + i2 * sv2
-    m_base = MSK + i0 * sm0 + i1 * sm1 + i2 * sm2
-    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
-    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
-    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
-    if ROWS == 2:
-        if HEAD_DIM < BLOCK_D:
-            q2 = tl.load(Q + q_off + j2 * sq2, mask=dmask, other=0.0)
-        else:
-            q2 = tl.load(Q + q_off + j2 * sq2)
-        k2_base = K + i0 * sk0 + i1 * sk1 + j2 * sk2
-        v2_base = V + i0 * sv0 + i1 * sv1 + j2 * sv2
-        m2_base = MSK + i0 * sm0 + i1 * sm1 + j2 * sm2
+    # Per-row state. Rows past n2 (odd batch counts) are clamped to the last row: computed, not stored.
+    r0 = i2.to(tl.int64)
+    q0 = _load_q(q_base + r0 * sq2, q_tile, offs_d, HEAD_DIM, BLOCK_D)
+    kb0 = k_base + r0 * sk2
+    vb0 = v_base + r0 * sv2
+    mb0 = m_base + r0 * sm2
+    acc0 = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    m0 = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l0 = tl.zeros([BLOCK_M], dtype=tl.float32)
+    if ROWS > 1:
+        r1 = tl.minimum(i2 + 1, n2 - 1).to(tl.int64)
+        q1 = _load_q(q_base + r1 * sq2, q_tile, offs_d, HEAD_DIM, BLOCK_D)
+        kb1 = k_base + r1 * sk2
+        vb1 = v_base + r1 * sv2
+        mb1 = m_base + r1 * sm2
+        acc1 = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+        m1 = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+        l1 = tl.zeros([BLOCK_M], dtype=tl.float32)
+    if ROWS > 2:
+        r2 = tl.minimum(i2 + 2, n2 - 1).to(tl.int64)
+        q2 = _load_q(q_base + r2 * sq2, q_tile, offs_d, HEAD_DIM, BLOCK_D)
+        kb2 = k_base + r2 * sk2
+        vb2 = v_base + r2 * sv2
+        mb2 = m_base + r2 * sm2
         acc2 = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
         m2 = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
         l2 = tl.zeros([BLOCK_M], dtype=tl.float32)
+        r3 = tl.minimum(i2 + 3, n2 - 1).to(tl.int64)
+        q3 = _load_q(q_base + r3 * sq2, q_tile, offs_d, HEAD_DIM, BLOCK_D)
+        kb3 = k_base + r3 * sk2
+        vb3 = v_base + r3 * sv2
+        mb3 = m_base + r3 * sm2
+        acc3 = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+        m3 = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+        l3 = tl.zeros([BLOCK_M], dtype=tl.float32)
 
     n_full = (Lk // BLOCK_N) * BLOCK_N
     for start_n in range(0, n_full, BLOCK_N):
-        if HAS_BIAS:
+        if HAS_BIAS:  # one bias tile serves all ROWS rows
             bias2 = _bias_tile(b0_base, b1_base, offs_m_c, start_n + offs_n, sam, san, sbm, sbn, N_BIAS)
         else:
             bias2 = 0.0
-        acc, m_i, l_i = _row_tile(acc, m_i, l_i, q, k_base, v_base, m_base, bias2, start_n, Lk,
-                                  offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale,
-                                  HAS_BIAS, HAS_MASK, MASK_2D, False, HEAD_DIM, BLOCK_D, DOT_PREC)
-        if ROWS == 2:
-            acc2, m2, l2 = _row_tile(acc2, m2, l2, q2, k2_base, v2_base, m2_base, bias2, start_n, Lk,
+        acc0, m0, l0 = _row_tile(acc0, m0, l0, q0, kb0, vb0, mb0, bias2, start_n, Lk,
+                                 offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale,
+                                 HAS_BIAS, HAS_MASK, MASK_2D, False, HEAD_DIM, BLOCK_D, DOT_PREC)
+        if ROWS > 1:
+            acc1, m1, l1 = _row_tile(acc1, m1, l1, q1, kb1, vb1, mb1, bias2, start_n, Lk,
+                                     offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale,
+                                     HAS_BIAS, HAS_MASK, MASK_2D, False, HEAD_DIM, BLOCK_D, DOT_PREC)
+        if ROWS > 2:
+            acc2, m2, l2 = _row_tile(acc2, m2, l2, q2, kb2, vb2, mb2, bias2, start_n, Lk,
+                                     offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale,
+                                     HAS_BIAS, HAS_MASK, MASK_2D, False, HEAD_DIM, BLOCK_D, DOT_PREC)
+            acc3, m3, l3 = _row_tile(acc3, m3, l3, q3, kb3, vb3, mb3, bias2, start_n, Lk,
                                      offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale,
                                      HAS_BIAS, HAS_MASK, MASK_2D, False, HEAD_DIM, BLOCK_D, DOT_PREC)
     if n_full < Lk:  # ragged last key block
@@ -193,18 +225,27 @@ def _attn_fwd_kernel(
             bias2 = _bias_tile(b0_base, b1_base, offs_m_c, cols_c, sam, san, sbm, sbn, N_BIAS)
         else:
             bias2 = 0.0
-        acc, m_i, l_i = _row_tile(acc, m_i, l_i, q, k_base, v_base, m_base, bias2, n_full, Lk,
-                                  offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale,
-                                  HAS_BIAS, HAS_MASK, MASK_2D, True, HEAD_DIM, BLOCK_D, DOT_PREC)
-        if ROWS == 2:
-            acc2, m2, l2 = _row_tile(acc2, m2, l2, q2, k2_base, v2_base, m2_base, bias2, n_full, Lk,
+        acc0, m0, l0 = _row_tile(acc0, m0, l0, q0, kb0, vb0, mb0, bias2, n_full, Lk,
+                                 offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale,
+                                 HAS_BIAS, HAS_MASK, MASK_2D, True, HEAD_DIM, BLOCK_D, DOT_PREC)
+        if ROWS > 1:
+            acc1, m1, l1 = _row_tile(acc1, m1, l1, q1, kb1, vb1, mb1, bias2, n_full, Lk,
+                                     offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale,
+                                     HAS_BIAS, HAS_MASK, MASK_2D, True, HEAD_DIM, BLOCK_D, DOT_PREC)
+        if ROWS > 2:
+            acc2, m2, l2 = _row_tile(acc2, m2, l2, q2, kb2, vb2, mb2, bias2, n_full, Lk,
+                                     offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale,
+                                     HAS_BIAS, HAS_MASK, MASK_2D, True, HEAD_DIM, BLOCK_D, DOT_PREC)
+            acc3, m3, l3 = _row_tile(acc3, m3, l3, q3, kb3, vb3, mb3, bias2, n_full, Lk,
                                      offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale,
                                      HAS_BIAS, HAS_MASK, MASK_2D, True, HEAD_DIM, BLOCK_D, DOT_PREC)
 
-    o_base = O + i0 * so0 + i1 * so1
-    _store_rows(o_base + i2 * so2, acc, l_i, offs_m, offs_d, Lq, som, sod, 0, HEAD_DIM, False)
-    if ROWS == 2:
-        _store_rows(o_base + j2 * so2, acc2, l2, offs_m, offs_d, Lq, som, sod, row2_ok, HEAD_DIM, True)
+    _store_rows(o_base + r0 * so2, acc0, l0, offs_m, offs_d, Lq, som, sod, True, HEAD_DIM, False)
+    if ROWS > 1:
+        _store_rows(o_base + r1 * so2, acc1, l1, offs_m, offs_d, Lq, som, sod, i2 + 1 < n2, HEAD_DIM, True)
+    if ROWS > 2:
+        _store_rows(o_base + r2 * so2, acc2, l2, offs_m, offs_d, Lq, som, sod, i2 + 2 < n2, HEAD_DIM, True)
+        _store_rows(o_base + r3 * so2, acc3, l3, offs_m, offs_d, Lq, som, sod, i2 + 3 < n2, HEAD_DIM, True)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -333,7 +374,7 @@ def _launch(q, k, v, out, biases, mask, scale, config):
     cfg = dict(default_config(lq, lk, d, q.dtype, rows_ok, q.device.type == "cuda"))
     if config:
         cfg.update(config)
-    rows = 2 if (cfg["rows"] == 2 and rows_ok) else 1
+    rows = cfg["rows"] if (cfg["rows"] in (2, 4) and rows_ok) else 1
     block_m, block_n = cfg["BLOCK_M"], cfg["BLOCK_N"]
     block_d = _pow2_at_least(d, 16)
     n_m = triton.cdiv(lq, block_m)

@@ -129,7 +129,7 @@ def test_extra_batch_dims(interpret):
     _check(q, k, v, [bias], None, 0.25)
 
 
-@pytest.mark.parametrize("rows", [1, 2])
+@pytest.mark.parametrize("rows", [1, 2, 4])
 def test_rows_per_program(interpret, rows):
     """Both kernel variants (one batch row per program, or two sharing the bias tile)."""
     gen = torch.Generator().manual_seed(8 + rows)
