@@ -8,6 +8,7 @@ import click
 
 # command name -> "module:attribute"; imported only when the command is invoked or listed.
 _COMMANDS = {
+    "msa": "fastfold_cli.msa:msa",
     "run-features": "fastfold_cli.run_features:run_features",
     "params": "fastfold_cli.params:params",
 }

@@ -165,6 +165,18 @@ def truncate_stockholm_msa(stockholm_msa_path: str, max_sequences: int) -> str:
     return "".join(filtered)
 
 
+def truncate_stockholm_text(stockholm: str, max_sequences: int) -> str:
+    """`truncate_stockholm_msa` for Stockholm text already in memory."""
+    seqnames: set[str] = set()
+    lines = stockholm.splitlines(keepends=True)
+    for line in lines:
+        if line.strip() and not line.startswith(("#", "//")):
+            seqnames.add(line.partition(" ")[0])
+            if len(seqnames) >= max_sequences:
+                break
+    return "".join(line for line in lines if _keep_line(line, seqnames))
+
+
 def deduplicate_stockholm_msa(stockholm_msa: str) -> str:
     """Drop rows whose match-column string (query-insert columns removed) repeats an earlier row.
     AlphaFold applies this to the UniRef90 hits before building the template-search query."""
