@@ -52,13 +52,10 @@ def run_features(features, params_path, out_path, preset, num_recycles, device, 
         model = load_model(params_path, preset, device=device)
     except ParamsError as e:
         fail(str(e))
-    ops = ("msa_row_att", "msa_col_att", "extra_row_att", "extra_col_att", "tri_att", "transition", "opm",
-           "template_att", "ipa")
-    rt = Runtime(precision=precision, backend=backend,
-                 chunks={op: chunk_size for op in ops} if chunk_size else {})
+    rt = Runtime.chunked_all(chunk_size, precision=precision, backend=backend, inplace=bool(chunk_size))
     model.prepare(rt)
     t0 = time.perf_counter()
-    out = model(batch, rt, num_recycle=num_recycles)
+    out = model(batch, rt, num_recycle=num_recycles, return_prev_inputs=True)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     dt = time.perf_counter() - t0

@@ -52,41 +52,69 @@ class AlphaFold(nn.Module):
         self.evoformer.to(rt.dtype)
         return self
 
-    def iteration(self, batch: Dict[str, torch.Tensor], prev: Dict[str, torch.Tensor], rt: Runtime):
-        """One recycling iteration: trunk, structure module, heads. Returns (flat outputs, next prev)."""
+    def trunk_and_structure(self, batch: Dict[str, torch.Tensor], prev: Dict[str, torch.Tensor], rt: Runtime):
+        """One recycling iteration up to the structure module. `prev` may be consumed (its pair
+        buffer becomes the new pair when `rt.inplace`). Returns (representations, structure outputs)."""
         reps = self.evoformer(batch, prev, rt)
-        reps = {k: v.float() for k, v in reps.items()}
+        for k in ("single", "msa", "msa_first_row"):
+            reps[k] = reps[k].float()
         sm = self.structure_module(reps["single"], reps["pair"], batch, rt)
-        out = {f"repr_{k}": v for k, v in reps.items()}
+        return reps, sm
+
+    def heads(self, reps, sm, rt: Runtime) -> Dict[str, torch.Tensor]:
+        """All heads and confidence metrics of one iteration, as a flat output dict. The pair-sized
+        outputs are formed in row blocks (`rt.chunk("heads")`) on `rt.outputs_device`."""
+        pair = reps["pair"]
+        n = pair.shape[0]
+        dev = torch.device(rt.outputs_device) if rt.outputs_device else pair.device
+        rows = rt.chunk("heads") or n
+        out = {"repr_single": reps["single"], "repr_msa": reps["msa"], "repr_msa_first_row": reps["msa_first_row"]}
         for k, v in sm.items():
-            if k.startswith("final_atom"):
-                out[k] = v
-            else:
-                out["structure_module_" + k] = v
-        out["distogram_logits"], out["distogram_bin_edges"] = self.distogram_head(reps["pair"])
+            out[k if k.startswith("final_atom") else "structure_module_" + k] = v
+        dh = self.distogram_head
+        edges = torch.linspace(dh.cfg.first_break, dh.cfg.last_break, dh.cfg.num_bins - 1, device=pair.device)
+        dist = torch.empty(n, n, dh.cfg.num_bins, device=dev)
+        repr_pair = torch.empty(n, n, pair.shape[-1], device=dev)
+        if self.has_pae:
+            ph = self.predicted_aligned_error_head
+            breaks = torch.linspace(0.0, ph.cfg.max_error_bin, ph.cfg.num_bins - 1, device=pair.device)
+            pae_logits = torch.empty(n, n, ph.cfg.num_bins, device=dev)
+            pae_probs = torch.empty_like(pae_logits)
+            pae = torch.empty(n, n, device=dev)
+        for r0 in range(0, n, rows):
+            r1 = min(n, r0 + rows)
+            zr = pair[r0:r1].float()
+            repr_pair[r0:r1] = zr
+            # half + half^T, one row block at a time.
+            dist[r0:r1] = dh.half_logits(zr) + dh.half_logits(pair[:, r0:r1].float()).transpose(0, 1)
+            if self.has_pae:
+                logits = ph.logits(zr)
+                probs, pae_rows, max_pae = H.compute_predicted_aligned_error(logits, breaks)
+                pae_logits[r0:r1], pae_probs[r0:r1], pae[r0:r1] = logits, probs, pae_rows
+        out["repr_pair"] = repr_pair
+        out["distogram_logits"], out["distogram_bin_edges"] = dist, edges
         out["masked_msa_logits"] = self.masked_msa_head(reps["msa"])
         out["experimentally_resolved_logits"] = self.experimentally_resolved_head(reps["single"])
         out["predicted_lddt_logits"] = self.predicted_lddt_head(sm["single"])
         out["plddt"] = H.compute_plddt(out["predicted_lddt_logits"])
         if self.has_pae:
-            logits, breaks = self.predicted_aligned_error_head(reps["pair"])
-            out["predicted_aligned_error_logits"], out["predicted_aligned_error_breaks"] = logits, breaks
-            probs, pae, max_pae = H.compute_predicted_aligned_error(logits, breaks)
-            out["aligned_confidence_probs"], out["predicted_aligned_error"] = probs, pae
+            out["predicted_aligned_error_logits"], out["predicted_aligned_error_breaks"] = pae_logits, breaks
+            out["aligned_confidence_probs"], out["predicted_aligned_error"] = pae_probs, pae
             out["max_predicted_aligned_error"] = max_pae
-            out["ptm"] = H.predicted_tm_score(logits, breaks)
-        new_prev = {"prev_pos": sm["final_atom_positions"], "prev_msa_first_row": reps["msa_first_row"],
-                    "prev_pair": reps["pair"]}
-        return out, new_prev
+            out["ptm"] = H.predicted_tm_score(pae_logits, breaks.to(dev))
+        return out
 
     @torch.no_grad()
     def forward(self, batch: Dict[str, object], rt: Optional[Runtime] = None, num_recycle: Optional[int] = None,
-                early_stop_tolerance: float = 0.0, device: Optional[torch.device] = None) -> Dict[str, torch.Tensor]:
-        """Run `num_recycle` + 1 iterations (AlphaFold semantics: the same features every pass;
-        the previous positions, first MSA row and pair are fed back in float32).
+                early_stop_tolerance: float = 0.0, device: Optional[torch.device] = None,
+                return_prev_inputs: bool = False, callback=None) -> Dict[str, torch.Tensor]:
+        """Run up to `num_recycle` + 1 iterations (AlphaFold semantics: the same features every pass;
+        the previous positions, first MSA row and pair are fed back) and the heads of the last one.
 
         early_stop_tolerance > 0 stops when the Cα distance-matrix change (AlphaFold/ColabFold
-        `compute_tol`) falls below it. Adds `num_recycles_run` to the outputs.
+        `compute_tol`) falls below it. return_prev_inputs adds the last iteration's recycled inputs
+        (`last_iter_input_prev_*`, a copy of the pair: for reference checks). callback(i, sm) is
+        called after each iteration's structure module. Adds `num_recycles_run`.
         """
         rt = rt or Runtime()
         if num_recycle is None:
@@ -97,19 +125,25 @@ class AlphaFold(nn.Module):
         e = self.cfg.embeddings_and_evoformer
         prev = {"prev_pos": torch.zeros(n, 37, 3, device=device),
                 "prev_msa_first_row": torch.zeros(n, e.msa_channel, device=device),
-                "prev_pair": torch.zeros(n, n, e.pair_channel, device=device)}
+                "prev_pair": torch.zeros(n, n, e.pair_channel, device=device, dtype=rt.dtype)}
+        kept = None
         with _matmul_precision(rt):
             for i in range(num_recycle + 1):
-                out, new_prev = self.iteration(batch, prev, rt)
-                last_prev = prev
-                stop = False
-                if early_stop_tolerance > 0 and i > 0:
-                    stop = float(compute_tol(prev["prev_pos"], new_prev["prev_pos"], batch["seq_mask"])) < early_stop_tolerance
-                prev = new_prev
-                if stop:
+                if return_prev_inputs and (i == num_recycle or early_stop_tolerance > 0):
+                    kept = {k: v.clone() for k, v in prev.items()}
+                prev_pos = prev["prev_pos"]
+                reps, sm = self.trunk_and_structure(batch, prev, rt)
+                prev = {"prev_pos": sm["final_atom_positions"], "prev_msa_first_row": reps["msa_first_row"],
+                        "prev_pair": reps["pair"]}
+                if callback is not None:
+                    callback(i, sm)
+                if early_stop_tolerance > 0 and i > 0 and \
+                        float(compute_tol(prev_pos, sm["final_atom_positions"], batch["seq_mask"])) < early_stop_tolerance:
                     break
-        for k, v in last_prev.items():
-            out["last_iter_input_" + k] = v
+            out = self.heads(reps, sm, rt)
+        if kept is not None:
+            for k, v in kept.items():
+                out["last_iter_input_" + k] = v.float()
         out["num_recycles_run"] = torch.tensor(i)
         return out
 

@@ -48,6 +48,10 @@ class Config(Mapping):
         return f"Config({self._data!r})"
 
 
+# Every op that takes a chunk size from `Runtime.chunks` (the axis each one slices is in its docstring).
+CHUNK_OPS = ("msa_row_att", "msa_col_att", "extra_row_att", "extra_col_att", "tri_att", "transition", "opm",
+             "tri_mul", "pair_rows", "template_att", "ipa", "heads")
+
 PRECISIONS = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -58,16 +62,25 @@ class Runtime:
     precision: "fp32" | "tf32" | "bf16": storage dtype of the trunk activations and weights
         (LayerNorm statistics and softmax are always float32).
     chunks: op name -> chunk size along that op's batch-like axis; a missing entry or None runs
-        the op whole. Op names: "msa_row_att", "msa_col_att", "extra_row_att", "extra_col_att",
-        "tri_att", "transition", "opm", "tri_mul", "template", "template_att", "ipa", "heads".
+        the op whole. Op names: CHUNK_OPS. "tri_mul" counts channels of the triangle-multiplication
+        projections; "pair_rows" is the row block of pair-wide LayerNorms, projections and
+        embeddings; the others count rows (or columns) of their attention / MLP.
     backend: "torch" | "triton", the kernel backend of attention and LayerNorm.
     inplace: update the MSA / pair representations in place where the math allows.
+    outputs_device: where the large head outputs (distogram, PAE) are assembled; "cpu" keeps them
+        off the GPU for long sequences. None: the model's device.
     """
 
     precision: str = "fp32"
     chunks: Mapping[str, Optional[int]] = field(default_factory=dict)
     backend: str = "torch"
     inplace: bool = False
+    outputs_device: Optional[str] = None
+
+    @classmethod
+    def chunked_all(cls, size: Optional[int], **kw) -> "Runtime":
+        """Every chunkable op at the same chunk size (None: whole)."""
+        return cls(chunks={op: size for op in CHUNK_OPS} if size else {}, **kw)
 
     def __post_init__(self):
         if self.precision not in PRECISIONS or self.precision == "fp16":

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from model.config import Config, Runtime
-from model.primitives import Attention, GlobalAttention, LayerNorm, Linear, chunked, residual_add
+from model.primitives import Attention, GlobalAttention, LayerNorm, Linear, chunked
 
 
 def _attention_dims(cfg: Config, c_q: int, c_m: int):
@@ -21,9 +21,13 @@ def _attention_dims(cfg: Config, c_q: int, c_m: int):
     return h, cfg.get("key_dim", c_q) // h, cfg.get("value_dim", c_m) // h
 
 
-def _pair_bias(z_normed: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """z_normed [N, N, C] with weights [C, H] -> bias [1, H, N, N] shared by every attention row."""
-    return torch.matmul(z_normed, weights.to(z_normed.dtype)).permute(2, 0, 1).unsqueeze(0)
+def _pair_bias(z: torch.Tensor, norm: LayerNorm, weights: torch.Tensor, rt: Runtime) -> torch.Tensor:
+    """LN(z) @ weights as an attention bias [1, H, N, N] shared by every attention row.
+
+    z: [N, N, C]; weights: [C, H]. LN(z) is formed one row block at a time, never whole."""
+    w = weights.to(z.dtype)
+    return chunked(lambda z_c: torch.matmul(norm(z_c, rt.backend), w), [z], rt.chunk("pair_rows"),
+                   dim=0).permute(2, 0, 1).unsqueeze(0)
 
 
 class MSARowAttentionWithPairBias(nn.Module):
@@ -40,7 +44,7 @@ class MSARowAttentionWithPairBias(nn.Module):
 
     def forward(self, m: torch.Tensor, msa_mask: torch.Tensor, z: torch.Tensor, rt: Runtime) -> torch.Tensor:
         """m: [S, N, C_m]; msa_mask: [S, N]; z: [N, N, C_z] -> m updated."""
-        bias = _pair_bias(self.feat_2d_norm(z, rt.backend), self.feat_2d_weights)
+        bias = _pair_bias(z, self.feat_2d_norm, self.feat_2d_weights, rt)
 
         def rows(m_c, mask_c):
             x = self.query_norm(m_c, rt.backend)
@@ -168,30 +172,60 @@ class TriangleMultiplication(nn.Module):
         self.output_projection = Linear(c, c_z)
         self.gating_linear = Linear(c_z, c_z)
 
-    def forward(self, z: torch.Tensor, pair_mask: torch.Tensor, rt: Runtime) -> torch.Tensor:
-        """z: [N, N, C_z]; pair_mask: [N, N] -> z updated."""
-        mask = pair_mask.to(z.dtype).unsqueeze(-1)
+    def _weights(self):
+        """(input norm, centre norm, [(proj_w, proj_b, gate_w, gate_b) for a, b]) in either layout."""
         if self.fused:
-            x = self.left_norm_input(z, rt.backend)
-            proj = mask * self.projection(x) * torch.sigmoid(self.gate(x))
-            c = proj.shape[-1] // 2
-            a, b = proj[..., :c], proj[..., c:]
-            center_norm = self.center_norm
-        else:
-            x = self.layer_norm_input(z, rt.backend)
-            a = mask * self.left_projection(x) * torch.sigmoid(self.left_gate(x))
-            b = mask * self.right_projection(x) * torch.sigmoid(self.right_gate(x))
-            center_norm = self.center_layer_norm
-        # Channel-batched GEMMs: the N^3 contraction stays in cuBLAS.
-        if self.outgoing:   # out[i,j,c] = sum_k a[i,k,c] b[j,k,c]
-            p = torch.matmul(a.permute(2, 0, 1), b.permute(2, 1, 0))
-        else:               # out[i,j,c] = sum_k a[k,j,c] b[k,i,c]
-            p = torch.matmul(b.permute(2, 1, 0), a.permute(2, 0, 1))
-        del a, b
-        p = p.permute(1, 2, 0)
-        out = self.output_projection(center_norm(p, rt.backend))
-        out = out * torch.sigmoid(self.gating_linear(x))
-        return residual_add(z, out, rt.inplace)
+            c = self.projection.weights.shape[1] // 2
+            pw, pb, gw, gb = self.projection.weights, self.projection.bias, self.gate.weights, self.gate.bias
+            sides = [(pw[:, :c], pb[:c], gw[:, :c], gb[:c]), (pw[:, c:], pb[c:], gw[:, c:], gb[c:])]
+            return self.left_norm_input, self.center_norm, sides
+        sides = [(self.left_projection.weights, self.left_projection.bias, self.left_gate.weights, self.left_gate.bias),
+                 (self.right_projection.weights, self.right_projection.bias, self.right_gate.weights,
+                  self.right_gate.bias)]
+        return self.layer_norm_input, self.center_layer_norm, sides
+
+    def forward(self, z: torch.Tensor, pair_mask: torch.Tensor, rt: Runtime) -> torch.Tensor:
+        """z: [N, N, C_z]; pair_mask: [N, N] -> z updated.
+
+        Memory: the product p [c, N, N] is the only full-size temporary; the gated projections a, b
+        are formed `rt.chunk("tri_mul")` channels at a time from row blocks of LN(z)
+        (`rt.chunk("pair_rows")`), and the output stage runs in row blocks, in place if allowed."""
+        n, dt = z.shape[0], z.dtype
+        norm_in, norm_center, sides = self._weights()
+        c = sides[0][0].shape[1]
+        cc = rt.chunk("tri_mul") or c
+        rows = rt.chunk("pair_rows") or n
+        mask = pair_mask.to(dt).unsqueeze(-1)
+        p = z.new_empty(c, n, n)
+        for c0 in range(0, c, cc):
+            c1 = min(c, c0 + cc)
+            ab = z.new_empty(2, c1 - c0, n, n)
+            for r0 in range(0, n, rows):
+                r1 = min(n, r0 + rows)
+                x = norm_in(z[r0:r1], rt.backend)
+                for side, (pw, pb, gw, gb) in enumerate(sides):
+                    proj = torch.addmm(pb[c0:c1].to(dt), x.reshape(-1, x.shape[-1]), pw[:, c0:c1].to(dt))
+                    gate = torch.addmm(gb[c0:c1].to(dt), x.reshape(-1, x.shape[-1]), gw[:, c0:c1].to(dt))
+                    val = (mask[r0:r1] * proj.reshape(r1 - r0, n, -1)) * torch.sigmoid(gate).reshape(r1 - r0, n, -1)
+                    ab[side, :, r0:r1] = val.permute(2, 0, 1)
+                del x
+            a, b = ab[0], ab[1]
+            # Channel-batched GEMMs: the N^3 contraction stays in cuBLAS.
+            if self.outgoing:   # p[i,j] = sum_k a[i,k] b[j,k]
+                torch.matmul(a, b.transpose(1, 2), out=p[c0:c1])
+            else:               # p[i,j] = sum_k a[k,j] b[k,i]
+                torch.matmul(b.transpose(1, 2), a, out=p[c0:c1])
+            del ab, a, b
+        target = z if rt.inplace else torch.empty_like(z)
+        for r0 in range(0, n, rows):
+            r1 = min(n, r0 + rows)
+            upd = self.output_projection(norm_center(p[:, r0:r1].permute(1, 2, 0), rt.backend))
+            upd = upd * torch.sigmoid(self.gating_linear(norm_in(z[r0:r1], rt.backend)))
+            if rt.inplace:
+                target[r0:r1] += upd
+            else:
+                torch.add(z[r0:r1], upd, out=target[r0:r1])
+        return target
 
 
 class TriangleAttention(nn.Module):
@@ -210,7 +244,7 @@ class TriangleAttention(nn.Module):
         if self.per_column:
             z, pair_mask = z.transpose(0, 1), pair_mask.transpose(0, 1)
         # The bias needs all of z: compute it before any row is updated.
-        bias = _pair_bias(self.query_norm(z, rt.backend), self.feat_2d_weights)
+        bias = _pair_bias(z, self.query_norm, self.feat_2d_weights, rt)
 
         def rows(z_c, mask_c):
             x = self.query_norm(z_c, rt.backend)

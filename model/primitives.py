@@ -44,13 +44,6 @@ def chunked(fn: Callable[..., torch.Tensor], args: Sequence[torch.Tensor], size:
     return add_to if add_to is not None else torch.cat(pieces, dim=out_dim)
 
 
-def residual_add(x: torch.Tensor, update: torch.Tensor, inplace: bool) -> torch.Tensor:
-    """x + update, in place when the runtime allows it."""
-    if inplace:
-        return x.add_(update)
-    return x + update
-
-
 class Linear(nn.Module):
     """y = x @ weights + bias. weights: [in, out] (AlphaFold layout); x: [*, in] -> [*, out]."""
 

@@ -53,8 +53,10 @@ class InvariantPointAttention(nn.Module):
         self.attention_2d = Linear(c_z, h)
         self.output_projection = Linear(h * (sv + pv * 4 + c_z), cfg.num_channel)
 
-    def forward(self, s, z, mask, rot, trans, rt: Runtime):
-        """s: [N, C_s]; z: [N, N, C_z] (normalised); mask: [N]; rot [N, 3, 3], trans [N, 3] -> [N, C]."""
+    def forward(self, s, pair_rows, mask, rot, trans, rt: Runtime):
+        """s: [N, C_s]; pair_rows(r0, r1) -> LayerNorm'd pair rows [r, N, C_z] (float32; formed per
+        chunk so no normalised copy of the pair is kept); mask: [N]; rot [N, 3, 3], trans [N, 3].
+        Returns [N, C]."""
         n = s.shape[0]
         h, sq, sv, pq, pv = self.h, self.sq, self.sv, self.pq, self.pv
         q_scalar = self.q_scalar(s).reshape(n, h, sq)
@@ -81,7 +83,8 @@ class InvariantPointAttention(nn.Module):
         vp = v_point.permute(1, 0, 2, 3)                       # [H, N, pv, 3]
         mask = mask.float()
 
-        def rows(qc, qpc, z_c, mask_c):  # query rows i of this chunk
+        def rows(qc, qpc, r, mask_c):  # query rows i of this chunk; r: [2] row range
+            z_c = pair_rows(int(r[0]), int(r[-1]) + 1)
             d2 = ((qpc[:, :, None] - kp[:, None]) ** 2).sum(-1)            # [H, n, N, pq]
             logits = torch.matmul(qc, k.transpose(-1, -2))
             logits = logits - 0.5 * (point_weights[:, None, None, None] * d2).sum(-1)
@@ -96,7 +99,7 @@ class InvariantPointAttention(nn.Module):
                               res_2d.reshape(res_2d.shape[0], -1)], dim=-1)
 
         res = chunked(lambda a, b, c, d: rows(a.transpose(0, 1), b.transpose(0, 1), c, d),
-                      [q.transpose(0, 1), qp.transpose(0, 1), z, mask], rt.chunk("ipa"), dim=0)
+                      [q.transpose(0, 1), qp.transpose(0, 1), torch.arange(n), mask], rt.chunk("ipa"), dim=0)
         res_scalar = res[:, : h * sv]
         res_point = res[:, h * sv: h * sv + h * pv * 3].reshape(n, h * pv, 3)
         res_2d = res[:, h * sv + h * pv * 3:]
@@ -166,7 +169,7 @@ class StructureModule(nn.Module):
         self.fold_iteration = FoldIteration(cfg, cfg.num_channel, c_z)
 
     def forward(self, single, pair, batch: Dict[str, torch.Tensor], rt: Runtime) -> Dict[str, torch.Tensor]:
-        """single: [N, C_s]; pair: [N, N, C_z] (float32) -> dict of structure outputs."""
+        """single: [N, C_s]; pair: [N, N, C_z] (any float dtype) -> dict of structure outputs."""
         cfg = self.cfg
         fi = self.fold_iteration
         aatype = batch["aatype"].long()
@@ -174,14 +177,16 @@ class StructureModule(nn.Module):
         seq_mask = batch["seq_mask"].float()
         initial_act = self.single_layer_norm(single)
         act = self.initial_projection(initial_act)
-        z = self.pair_layer_norm(pair)
+
+        def pair_rows(r0, r1):
+            return self.pair_layer_norm(pair[r0:r1].float(), rt.backend)
         quat = torch.zeros(n, 4, dtype=act.dtype, device=act.device)
         quat[:, 0] = 1.0
         rot = all_atom.quat_to_rot(quat, normalize=False)
         trans = torch.zeros(n, 3, dtype=act.dtype, device=act.device)
         traj, sc_out = [], []
         for _ in range(cfg.num_layer):
-            act = act + fi.invariant_point_attention(act, z, seq_mask, rot, trans, rt)
+            act = act + fi.invariant_point_attention(act, pair_rows, seq_mask, rot, trans, rt)
             act = fi.attention_layer_norm(act)
             inp = act
             for i in range(cfg.num_layer_in_transition):

@@ -19,12 +19,14 @@ from model.evoformer import EvoformerIteration, TemplatePairBlock
 from model.primitives import Attention, LayerNorm, Linear, chunked
 
 
-def dgram_from_positions(positions: torch.Tensor, num_bins: int, min_bin: float, max_bin: float) -> torch.Tensor:
-    """One-hot distance bins. positions: [N, 3] -> [N, N, num_bins] (float32, as AlphaFold)."""
+def dgram_from_positions(positions: torch.Tensor, num_bins: int, min_bin: float, max_bin: float,
+                         rows: slice = slice(None)) -> torch.Tensor:
+    """One-hot distance bins. positions: [N, 3] -> [N, N, num_bins] (float32, as AlphaFold);
+    `rows` selects a block of rows [r, N, num_bins]."""
     lower = torch.linspace(min_bin, max_bin, num_bins, device=positions.device, dtype=torch.float32) ** 2
     upper = torch.cat([lower[1:], lower.new_tensor([1e8])])
     p = positions.float()
-    dist2 = ((p[:, None, :] - p[None, :, :]) ** 2).sum(-1, keepdim=True)
+    dist2 = ((p[rows, None, :] - p[None, :, :]) ** 2).sum(-1, keepdim=True)
     return ((dist2 > lower) & (dist2 < upper)).float()
 
 
@@ -95,31 +97,51 @@ class TemplateEmbedding(nn.Module):
 
     def forward(self, z: torch.Tensor, batch: Dict[str, torch.Tensor], mask_2d: torch.Tensor,
                 rt: Runtime) -> torch.Tensor:
-        """z: [N, N, C_z] query pair representation; returns the template embedding [N, N, C_z]."""
+        """z: [N, N, C_z] query pair representation -> z + template embedding (in place if allowed).
+
+        Templates are embedded one at a time and the point-wise attention over them is accumulated
+        with an online softmax, so no [T, N, N, C_t] tensor is ever held."""
         dtype = z.dtype
-        template_mask = batch["template_mask"].to(dtype)
-        n_templ = template_mask.shape[0]
-        n = z.shape[0]
-        ste = self.single_template_embedding
-        # One template's pair stack at a time; only the stack outputs [T, N, N, C_t] are kept.
-        embeddings = []
+        template_mask = batch["template_mask"].float()
+        n_templ, n = template_mask.shape[0], z.shape[0]
+        if n_templ == 0 or float(template_mask.sum()) == 0:
+            return z  # AlphaFold multiplies the embedding by 0 when no template exists
+        ste, att = self.single_template_embedding, self.attention
+        rows = rt.chunk("template_att") or n
+        h, dk = att.query_w.shape[1], att.query_w.shape[2]
+        dv = att.value_w.shape[2]
+        scale = dk ** -0.5
+        # Running max, normaliser and weighted sum of values per (pair, head), float32.
+        run_max = z.new_full((n, n, h), float("-inf"), dtype=torch.float32)
+        run_sum = torch.zeros(n, n, h, device=z.device)
+        acc = torch.zeros(n, n, h, dv, device=z.device)
         for t in range(n_templ):
             feats = ste.features(batch["template_aatype"][t], batch["template_pseudo_beta"][t],
                                  batch["template_pseudo_beta_mask"][t], batch["template_all_atom_positions"][t],
                                  batch["template_all_atom_masks"][t], dtype)
-            embeddings.append(ste(feats, mask_2d, rt))
-        templ = torch.stack(embeddings, dim=2)  # [N, N, T, C_t]
-        del embeddings
-        mask = template_mask[None, None, None, :]  # [1, 1(H), 1(Q), T]
-
-        def rows(z_c, t_c):  # z_c: [n, N, C_z]; t_c: [n, N, T, C_t]
-            q = z_c.reshape(-1, 1, z_c.shape[-1])
-            kv = t_c.reshape(-1, n_templ, t_c.shape[-1])
-            return self.attention(q, kv, [], mask, rt.backend).reshape(z_c.shape)
-
-        out = chunked(rows, [z, templ], rt.chunk("template_att"), dim=0)
-        # No templates at all: AlphaFold zeroes the embedding.
-        return out * (template_mask.sum() > 0).to(dtype)
+            emb = ste(feats, mask_2d, rt)  # [N, N, C_t]
+            del feats
+            bias_t = 1e9 * (template_mask[t] - 1.0)
+            for r0 in range(0, n, rows):
+                r1 = min(n, r0 + rows)
+                q = torch.matmul(z[r0:r1], att.query_w.to(dtype).reshape(-1, h * dk)).reshape(r1 - r0, n, h, dk)
+                k = torch.matmul(emb[r0:r1], att.key_w.to(dtype).reshape(-1, h * dk)).reshape(r1 - r0, n, h, dk)
+                v = torch.matmul(emb[r0:r1], att.value_w.to(dtype).reshape(-1, h * dv)).reshape(r1 - r0, n, h, dv)
+                logit = (q.float() * scale * k.float()).sum(-1) + bias_t          # [r, N, H]
+                new_max = torch.maximum(run_max[r0:r1], logit)
+                corr = torch.exp(run_max[r0:r1] - new_max)
+                p = torch.exp(logit - new_max)
+                run_sum[r0:r1] = run_sum[r0:r1] * corr + p
+                acc[r0:r1] = acc[r0:r1] * corr[..., None] + p[..., None] * v.float()
+                run_max[r0:r1] = new_max
+            del emb
+        target = z if rt.inplace else z.clone()
+        w_out = att.output_w.to(dtype).reshape(h * dv, -1)
+        for r0 in range(0, n, rows):
+            r1 = min(n, r0 + rows)
+            o = (acc[r0:r1] / run_sum[r0:r1, ..., None]).to(dtype).reshape(r1 - r0, n, h * dv)
+            target[r0:r1] += torch.matmul(o, w_out) + att.output_b.to(dtype)
+        return target
 
 
 class EmbeddingsAndEvoformer(nn.Module):
@@ -157,34 +179,47 @@ class EmbeddingsAndEvoformer(nn.Module):
         """
         c = self.cfg
         dt = rt.dtype
+        n = batch["aatype"].shape[0]
+        rows = rt.chunk("pair_rows") or n
         target_feat = batch["target_feat"].to(dt)
         m = self.preprocess_1d(target_feat)[None] + self.preprocess_msa(batch["msa_feat"].to(dt))
-        z = self.left_single(target_feat)[:, None] + self.right_single(target_feat)[None, :]
+        if c.recycle_features:
+            m[0] += self.prev_msa_first_row_norm(prev["prev_msa_first_row"].float()).to(dt)
+        left, right = self.left_single(target_feat), self.right_single(target_feat)
         seq_mask = batch["seq_mask"].to(dt)
         mask_2d = seq_mask[:, None] * seq_mask[None, :]
-
         if c.recycle_pos:
-            pb = all_atom.pseudo_beta(batch["aatype"], prev["prev_pos"], None)[0]
-            z = z + self.prev_pos_linear(dgram_from_positions(pb, **c.prev_pos).to(dt))
-        if c.recycle_features:
-            m0 = self.prev_msa_first_row_norm(prev["prev_msa_first_row"].float()).to(dt)
-            m = torch.cat([(m[0] + m0)[None], m[1:]], dim=0)
-            z = z + self.prev_pair_norm(prev["prev_pair"].float()).to(dt)
-
-        # Relative position one-hot @ W == row lookup of W.
+            pb = all_atom.pseudo_beta(batch["aatype"], prev["prev_pos"].float(), None)[0]
         ri = batch["residue_index"].long()
-        offset = torch.clamp(ri[:, None] - ri[None, :] + c.max_relative_feature, 0, 2 * c.max_relative_feature)
         rp = self.pair_activiations
-        z = z + (rp.weights.to(dt)[offset] + rp.bias.to(dt))
+        # The recycled pair is consumed row by row, so the new pair can take over its storage.
+        prev_pair = prev["prev_pair"]
+        z = prev_pair if (prev_pair.dtype == dt and prev_pair.is_contiguous() and rt.inplace) else \
+            torch.empty(n, n, left.shape[-1], dtype=dt, device=left.device)
+        for r0 in range(0, n, rows):
+            r1 = min(n, r0 + rows)
+            blk = left[r0:r1, None] + right[None, :]
+            if c.recycle_pos:
+                dgram = dgram_from_positions(pb, **c.prev_pos, rows=slice(r0, r1)).to(dt)
+                blk = blk + self.prev_pos_linear(dgram)
+            if c.recycle_features:
+                blk = blk + self.prev_pair_norm(prev_pair[r0:r1].float()).to(dt)
+            # Relative position one-hot @ W == row lookup of W.
+            offset = torch.clamp(ri[r0:r1, None] - ri[None, :] + c.max_relative_feature, 0,
+                                 2 * c.max_relative_feature)
+            z[r0:r1] = blk + (rp.weights.to(dt)[offset] + rp.bias.to(dt))
+        del prev_pair
 
         if c.template.enabled:
-            z = z + self.template_embedding(z, batch, mask_2d, rt)
+            z = self.template_embedding(z, batch, mask_2d, rt)
 
-        extra_feat = torch.cat([F.one_hot(batch["extra_msa"].long(), 23).to(dt),
-                                batch["extra_has_deletion"].to(dt)[..., None],
-                                batch["extra_deletion_value"].to(dt)[..., None]], dim=-1)
-        e = self.extra_msa_activations(extra_feat)
-        del extra_feat
+        def embed_extra(msa, has_del, del_val):
+            feat = torch.cat([F.one_hot(msa.long(), 23).to(dt), has_del.to(dt)[..., None], del_val.to(dt)[..., None]],
+                             dim=-1)
+            return self.extra_msa_activations(feat)
+
+        e = chunked(embed_extra, [batch["extra_msa"], batch["extra_has_deletion"], batch["extra_deletion_value"]],
+                    rt.chunk("extra_row_att"), dim=0)
         extra_mask = batch["extra_msa_mask"].to(dt)
         for block in self.extra_msa_stack:
             e, z = block(e, z, extra_mask, mask_2d, rt)

@@ -53,7 +53,7 @@ def main():
                 model = load_model(next(fx.glob("params_*.npz")), device=args.device)
                 rt = Runtime(precision=precision, backend=backend)
                 model.prepare(rt)
-                out = model(batch, rt, num_recycle=meta["args"]["recycles"])
+                out = model(batch, rt, num_recycle=meta["args"]["recycles"], return_prev_inputs=True)
                 out = {k: v.float().cpu().numpy() for k, v in out.items()}
                 dev = deviations(out, ref)
                 key = f"{fx.name}/{precision}/{backend}"

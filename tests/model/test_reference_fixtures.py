@@ -11,8 +11,6 @@ from model.config import Runtime
 from model.params import load_model
 
 FIXTURES = sorted(p for p in (Path(__file__).resolve().parents[1] / "data" / "af_fixtures").iterdir() if p.is_dir())
-ALL_CHUNKED = {op: 3 for op in ("msa_row_att", "msa_col_att", "extra_row_att", "extra_col_att", "tri_att",
-                                "transition", "opm", "template_att", "ipa")}
 
 
 def _rel(ours, ref):
@@ -31,7 +29,7 @@ def run(request):
     with np.load(fx / "outputs.npz") as f:
         ref = {k: f[k] for k in f.files}
     torch.manual_seed(0)
-    out = model(batch, Runtime(), num_recycle=meta["args"]["recycles"])
+    out = model(batch, Runtime(), num_recycle=meta["args"]["recycles"], return_prev_inputs=True)
     out = {k: v.numpy() for k, v in out.items()}
     return dict(model=model, batch=batch, ref=ref, out=out, meta=meta)
 
@@ -82,7 +80,7 @@ def test_side_chains_and_trajectory(run):
 def test_chunked_inplace_equals_whole(run):
     """Tiny chunks on every chunked op plus in-place residual updates give the same numbers."""
     model, batch, meta = run["model"], run["batch"], run["meta"]
-    out = model(batch, Runtime(chunks=ALL_CHUNKED, inplace=True), num_recycle=meta["args"]["recycles"])
+    out = model(batch, Runtime.chunked_all(3, inplace=True), num_recycle=meta["args"]["recycles"])
     whole = run["out"]
     for k in ("repr_pair", "repr_msa", "repr_single", "final_atom_positions", "predicted_lddt_logits"):
         assert _rel(out[k].numpy(), whole[k]) <= 1e-5, k
