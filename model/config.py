@@ -69,6 +69,8 @@ class Runtime:
     inplace: update the MSA / pair representations in place where the math allows.
     outputs_device: where the large head outputs (distogram, PAE) are assembled; "cpu" keeps them
         off the GPU for long sequences. None: the model's device.
+    recompute_templates: template point-wise attention in two passes (logits, then values),
+        embedding each template twice instead of holding an [N, N, H, D] accumulator.
     """
 
     precision: str = "fp32"
@@ -76,6 +78,7 @@ class Runtime:
     backend: str = "torch"
     inplace: bool = False
     outputs_device: Optional[str] = None
+    recompute_templates: bool = False
 
     @classmethod
     def chunked_all(cls, size: Optional[int], **kw) -> "Runtime":

@@ -111,23 +111,54 @@ class TemplateEmbedding(nn.Module):
         h, dk = att.query_w.shape[1], att.query_w.shape[2]
         dv = att.value_w.shape[2]
         scale = dk ** -0.5
-        # Running max, normaliser and weighted sum of values per (pair, head), float32.
-        run_max = z.new_full((n, n, h), float("-inf"), dtype=torch.float32)
-        run_sum = torch.zeros(n, n, h, device=z.device)
-        acc = torch.zeros(n, n, h, dv, device=z.device)
-        for t in range(n_templ):
+        wq = att.query_w.to(dtype).reshape(-1, h * dk)
+        wk = att.key_w.to(dtype).reshape(-1, h * dk)
+        wv = att.value_w.to(dtype).reshape(-1, h * dv)
+        w_out = att.output_w.to(dtype).reshape(h * dv, -1)
+
+        def embed(t):
             feats = ste.features(batch["template_aatype"][t], batch["template_pseudo_beta"][t],
                                  batch["template_pseudo_beta_mask"][t], batch["template_all_atom_positions"][t],
                                  batch["template_all_atom_masks"][t], dtype)
-            emb = ste(feats, mask_2d, rt)  # [N, N, C_t]
-            del feats
-            bias_t = 1e9 * (template_mask[t] - 1.0)
+            return ste(feats, mask_2d, rt)  # [N, N, C_t]
+
+        def logits(emb, t, r0, r1):  # [r, N, H] float32
+            q = torch.matmul(z[r0:r1], wq).reshape(r1 - r0, n, h, dk)
+            k = torch.matmul(emb[r0:r1], wk).reshape(r1 - r0, n, h, dk)
+            return (q.float() * scale * k.float()).sum(-1) + 1e9 * (template_mask[t] - 1.0)
+
+        target = z if rt.inplace else z.clone()
+        if rt.recompute_templates:
+            # Two passes: all logits first ([T, N, N, H], small), then each template's embedding is
+            # recomputed and its weighted values added straight into the pair. Costs a second
+            # template stack, saves the [N, N, H, D] accumulator.
+            lg = torch.empty(n_templ, n, n, h, device=z.device)
+            for t in range(n_templ):
+                emb = embed(t)
+                for r0 in range(0, n, rows):
+                    lg[t, r0:min(n, r0 + rows)] = logits(emb, t, r0, min(n, r0 + rows))
+                del emb
+            lg = torch.softmax(lg, dim=0)
+            for t in range(n_templ):
+                emb = embed(t)
+                for r0 in range(0, n, rows):
+                    r1 = min(n, r0 + rows)
+                    v = torch.matmul(emb[r0:r1], wv).reshape(r1 - r0, n, h, dv)
+                    o = (lg[t, r0:r1, ..., None] * v.float()).to(dtype).reshape(r1 - r0, n, h * dv)
+                    upd = torch.matmul(o, w_out)
+                    target[r0:r1] += upd + att.output_b.to(dtype) if t == 0 else upd
+                del emb
+            return target
+        # One pass, online softmax: running max, normaliser and weighted values per (pair, head).
+        run_max = torch.full((n, n, h), float("-inf"), device=z.device)
+        run_sum = torch.zeros(n, n, h, device=z.device)
+        acc = torch.zeros(n, n, h, dv, device=z.device)
+        for t in range(n_templ):
+            emb = embed(t)
             for r0 in range(0, n, rows):
                 r1 = min(n, r0 + rows)
-                q = torch.matmul(z[r0:r1], att.query_w.to(dtype).reshape(-1, h * dk)).reshape(r1 - r0, n, h, dk)
-                k = torch.matmul(emb[r0:r1], att.key_w.to(dtype).reshape(-1, h * dk)).reshape(r1 - r0, n, h, dk)
-                v = torch.matmul(emb[r0:r1], att.value_w.to(dtype).reshape(-1, h * dv)).reshape(r1 - r0, n, h, dv)
-                logit = (q.float() * scale * k.float()).sum(-1) + bias_t          # [r, N, H]
+                logit = logits(emb, t, r0, r1)
+                v = torch.matmul(emb[r0:r1], wv).reshape(r1 - r0, n, h, dv)
                 new_max = torch.maximum(run_max[r0:r1], logit)
                 corr = torch.exp(run_max[r0:r1] - new_max)
                 p = torch.exp(logit - new_max)
@@ -135,8 +166,6 @@ class TemplateEmbedding(nn.Module):
                 acc[r0:r1] = acc[r0:r1] * corr[..., None] + p[..., None] * v.float()
                 run_max[r0:r1] = new_max
             del emb
-        target = z if rt.inplace else z.clone()
-        w_out = att.output_w.to(dtype).reshape(h * dv, -1)
         for r0 in range(0, n, rows):
             r1 = min(n, r0 + rows)
             o = (acc[r0:r1] / run_sum[r0:r1, ..., None]).to(dtype).reshape(r1 - r0, n, h * dv)

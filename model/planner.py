@@ -1,0 +1,188 @@
+"""Chunk-size planning from a memory budget, and the predicted peak memory of one forward pass.
+
+The memory model counts, for a given (N residues, S MSA rows incl. template rows, E extra rows,
+T templates, precision, backend), the tensors that live through the trunk (pair z, MSA m, extra
+MSA e, features, weights) plus the largest transient of any single op at its chunk size. The
+planner picks, per op, the largest chunk size whose transient fits the budget, and refuses up front
+when even the smallest chunks cannot fit. `fastfold bench` compares the prediction with the
+measured peak.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Dict, Optional
+
+from model.config import CHUNK_OPS, Runtime
+
+# Candidate chunk sizes, largest first (None = the whole axis).
+LADDER = (None, 4096, 2048, 1024, 512, 256, 128, 64, 32, 16, 8, 4, 2, 1)
+GB = 1024 ** 3
+
+
+class PlanError(ValueError):
+    """The problem cannot fit the budget even with the smallest chunks; one line."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Sizes of one forward pass. n_seq counts clustered MSA rows (template torsion rows are added
+    when the preset embeds templates)."""
+
+    n_res: int
+    n_seq: int = 508
+    n_extra: int = 5120
+    n_templ: int = 4
+    precision: str = "bf16"
+    backend: str = "torch"
+    c_m: int = 256
+    c_z: int = 128
+    c_e: int = 64
+    c_t: int = 64
+    num_params: int = 93_229_082
+    trunk_params: int = 90_000_000
+    outputs_on_device: bool = False
+    recompute_templates: bool = False
+
+    @property
+    def b(self) -> int:
+        return 2 if self.precision == "bf16" else 4
+
+
+@dataclass
+class Plan:
+    problem: Problem
+    chunks: Dict[str, Optional[int]]
+    predicted_peak: float                       # bytes
+    persistent: float                           # bytes
+    transients: Dict[str, float] = field(default_factory=dict)
+
+    def runtime(self, **kw) -> Runtime:
+        """The Runtime that realises this plan (in-place updates; large outputs on the CPU unless
+        the problem keeps them on the device)."""
+        p = self.problem
+        return Runtime(precision=p.precision, backend=p.backend, chunks=dict(self.chunks), inplace=True,
+                       outputs_device=None if p.outputs_on_device else "cpu",
+                       recompute_templates=p.recompute_templates, **kw)
+
+
+def persistent_bytes(p: Problem) -> float:
+    """Tensors alive through the whole trunk: weights, pair, MSA, features, masks."""
+    n, s, e, t = p.n_res, p.n_seq + p.n_templ, p.n_extra, p.n_templ
+    b = p.b
+    weights = p.trunk_params * b + (p.num_params - p.trunk_params) * 4
+    z = n * n * p.c_z * b
+    m = s * n * p.c_m * b
+    feats = p.n_seq * n * 49 * 4 + e * n * (4 + 4 + 4 + 4) + t * n * 37 * 4 * 4 + n * 1024
+    masks = n * n * b  # mask_2d
+    return weights + z + m + feats + masks
+
+
+def extra_msa_bytes(p: Problem) -> float:
+    """The extra-MSA activations, alive during the extra-MSA stack only (not while templates run)."""
+    return p.n_extra * p.n_res * p.c_e * p.b
+
+
+def _ceil(x, c):
+    return x if c is None else min(x, c)
+
+
+def transient_bytes(op: str, chunk: Optional[int], p: Problem) -> float:
+    """Extra bytes alive at the peak of `op` with chunk size `chunk` (beyond `persistent_bytes`)."""
+    n, s, e, t = p.n_res, p.n_seq + p.n_templ, p.n_extra, p.n_templ
+    b, cz, cm, ce = p.b, p.c_z, p.c_m, p.c_e
+    fused = p.backend == "triton"  # no logits in memory
+    rows = _ceil(n, chunk)
+    if op == "pair_rows":
+        # LN(z) rows, projections, the [H, N, N] bias being assembled, pair-embedding temporaries
+        return rows * n * cz * b * 4 + 8 * n * n * b
+    if op == "tri_mul":
+        c = cz
+        cc = _ceil(c, chunk)
+        prow = _ceil(n, 256)
+        return c * n * n * b + 2 * cc * n * n * b + prow * n * (cz + 4 * cc + 3 * cz) * b
+    if op == "tri_att":
+        h = 4
+        bias = h * n * n * b
+        per_row = n * cz * b * 6 + (0 if fused else h * n * n * 4 * 3)
+        return bias + rows * per_row
+    if op == "msa_row_att":
+        h = 8
+        r = _ceil(s, chunk)
+        return h * n * n * b + r * (n * cm * b * 6 + (0 if fused else h * n * n * 4 * 3))
+    if op == "extra_row_att":
+        h = 8
+        r = _ceil(e, chunk)
+        return h * n * n * b + r * (n * ce * b * 6 + (0 if fused else h * n * n * 4 * 3)) + r * n * 25 * b
+    if op == "msa_col_att":
+        h = 8
+        cols = _ceil(n, chunk)
+        return cols * (s * cm * b * 6 + (0 if fused else h * s * s * 4 * 3))
+    if op == "extra_col_att":
+        cols = _ceil(n, chunk)
+        return cols * e * ce * b * 6
+    if op == "transition":
+        r = _ceil(max(s, n), chunk)
+        return r * n * cm * 4 * b * 2
+    if op == "opm":
+        r = _ceil(n, chunk)
+        depth = max(s, e)
+        return 2 * depth * n * 32 * b + r * n * 1024 * b * 2 + r * n * cz * b * 2
+    if op == "template_att":
+        if t == 0:
+            return 0.0
+        r = _ceil(n, chunk)
+        # one pass: [N, N, H, D] + max/sum accumulators; two passes: [T, N, N, H] logits
+        acc = t * n * n * 4 * 4 if p.recompute_templates else n * n * (4 * 16 + 8) * 4
+        emb = n * n * p.c_t * b
+        stack = p.c_t * n * n * b * 2 + _ceil(n, 256) * n * p.c_t * 8 * b  # its tri_mul at c=64
+        return acc + emb + stack + r * n * (cz + 3 * 64) * 4
+    if op == "ipa":
+        r = _ceil(n, chunk)
+        return r * n * (12 * 4 * 4 + 12 * 4 * 3 + cz * 4 * 3)
+    if op == "heads":
+        r = _ceil(n, chunk)
+        out = n * n * (128 + 64 + 64 * 2 + 1) * 4 if p.outputs_on_device else 0
+        return out + r * n * (cz + 64 * 4) * 4
+    raise KeyError(op)
+
+
+def op_bytes(op: str, chunk: Optional[int], p: Problem) -> float:
+    """Transient of `op` plus what else is alive only while it can run (the extra-MSA activations
+    during the stacks; not during the template embedding, which runs before them)."""
+    return transient_bytes(op, chunk, p) + (0.0 if op == "template_att" else extra_msa_bytes(p))
+
+
+def plan(p: Problem, budget: float, fixed: Optional[Dict[str, Optional[int]]] = None,
+         floor: float = 1.0 * GB) -> Plan:
+    """Memory-lean chunk sizes: every op may use as much transient memory as the op that needs the
+    most even at its smallest chunk (or `floor`, so short sequences aren't chunked needlessly),
+    taking the largest chunk within that cap. Raises PlanError when the result exceeds `budget`."""
+    fixed = fixed or {}
+    base = persistent_bytes(p)
+    if base >= budget:
+        raise PlanError(f"N={p.n_res} needs {base / GB:.1f} GiB before any op runs; the budget is "
+                        f"{budget / GB:.1f} GiB")
+    options = {op: [fixed[op]] if op in fixed else list(LADDER) for op in CHUNK_OPS}
+    floor_need = max(op_bytes(op, opts[-1], p) for op, opts in options.items())
+    cap = min(max(floor_need, floor), budget - base)
+    chunks, trans = {}, {}
+    for op, opts in options.items():
+        for c in opts:
+            tb = op_bytes(op, c, p)
+            if tb <= cap or c == opts[-1]:
+                chunks[op], trans[op] = c, tb
+                break
+    peak = base + max(trans.values())
+    if not p.recompute_templates and p.n_templ and max(trans, key=trans.get) == "template_att":
+        # The one-pass template accumulator is the peak: a second template stack pass may remove it.
+        try:
+            alt = plan(replace(p, recompute_templates=True), budget, fixed, floor)
+            if alt.predicted_peak < 0.9 * peak or peak > budget:
+                return alt
+        except PlanError:
+            pass
+    if peak > budget:
+        worst = max(trans, key=trans.get)
+        raise PlanError(f"N={p.n_res} does not fit in {budget / GB:.1f} GiB: {worst} needs {peak / GB:.1f} GiB "
+                        f"even in chunks of {chunks[worst]}")
+    return Plan(p, chunks, peak, base, trans)
