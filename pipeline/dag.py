@@ -195,7 +195,7 @@ def plan(chains: Sequence[Chain], dbs: dbmod.Databases, opts: Options, cache_dir
             n_shards = opts.shards
         else:  # enough shards to keep every CPU busy with the other searches of this run
             n_shards = max(1, opts.cpus // max(1, n_uniq))
-        n_shards = max(1, min(n_shards, os.path.getsize(path) // SHARD_MIN_BYTES or 1))
+            n_shards = max(1, min(n_shards, os.path.getsize(path) // SHARD_MIN_BYTES or 1))
         z = count_task(path)
         parts = []
         for i, sh in enumerate(tools.shard_database(path, n_shards)):

@@ -144,8 +144,9 @@ def jackhmmer_hits(sequence: str, shard: Shard | str, *, z: int | None = None,
     # jackhmmer uses the same Builder(seed=42, architecture="hand").
     hmm, _, _ = Builder(abc, seed=42, architecture="hand").build(query, background)
     # The HMM carries its build time; TopHits.merge refuses hits of HMMs that differ, so shards
-    # built in different seconds must get the same stamp.
+    # built in different seconds (or processes) must get the same stamp.
     hmm.creation_time = datetime.datetime(2000, 1, 1)
+    hmm.command_line = None  # also compared by merge; differs between processes (sys.argv)
     opts = dict(JACKHMMER_FLAGS, **(flags or {}))
     if z is not None:
         opts["Z"] = float(z)

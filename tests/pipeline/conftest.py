@@ -34,3 +34,14 @@ def small_db(tmp_path_factory) -> Path:
 def need_binary(name: str):
     if shutil.which(name) is None:
         pytest.skip(f"{name} not installed (scripts/install.sh installs it)")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _shutdown_ray():
+    """Stop the local Ray a test may have started in this process."""
+    yield
+    import sys
+    if "ray" in sys.modules:
+        import ray
+        if ray.is_initialized():
+            ray.shutdown()

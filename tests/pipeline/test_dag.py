@@ -1,0 +1,192 @@
+"""The DAG and `fastfold msa` end to end on the bundled example database (real homologs of
+OpenFold's short.fasta, real mmCIF templates): Ray on 2 CPUs, serial == Ray, shards, identical
+chains, cache reuse, resume after a killed run, bad input."""
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import need_binary
+
+ROOT = Path(__file__).resolve().parents[2]
+QUERY = (ROOT / "examples" / "query.fasta").read_text().split("\n")[1].strip()
+ENV = dict(os.environ, OMP_NUM_THREADS="1", RAY_AUTH_MODE="disabled", PYTHONPATH=str(ROOT))
+CLI = [sys.executable, "-c", "from fastfold_cli.main import cli; cli()", "msa"]
+
+
+def run_cli(*args, timeout=300):
+    return subprocess.run(CLI + [str(a) for a in args], capture_output=True, text=True, env=ENV,
+                          cwd=ROOT, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def example_db(tmp_path_factory):
+    for b in ("hhblits", "hhsearch", "ffindex_build"):
+        need_binary(b)
+    dest = tmp_path_factory.mktemp("exdb")
+    subprocess.run([sys.executable, str(ROOT / "examples" / "build_db.py"), str(dest)], check=True,
+                   env=ENV, capture_output=True)
+    return dest
+
+
+def write_fasta(path: Path, records: dict) -> Path:
+    path.write_text("".join(f">{k}\n{v}\n" for k, v in records.items()))
+    return path
+
+
+def _content(p: Path) -> bytes:
+    data = p.read_bytes()
+    if p.suffix == ".hhr":  # hhsearch stamps its run date and temporary paths into the header
+        data = b"\n".join(l for l in data.split(b"\n") if not l.startswith((b"Date", b"Command")))
+    return data
+
+
+def tree(out: Path) -> dict:
+    """Output files (not the cache, not timings) -> bytes."""
+    return {str(p.relative_to(out)): _content(p) for p in sorted(out.rglob("*"))
+            if p.is_file() and ".cache" not in p.parts and p.name != "timings.json"}
+
+
+def test_cli_full_dbs_templates_on_ray(example_db, tmp_path):
+    out = tmp_path / "out"
+    r = run_cli(ROOT / "examples" / "query.fasta", "--out", out, "--db-dir", example_db,
+                "--max-template-date", "2100-01-01", "--cpus", "2", "--shards", "2")
+    assert r.returncode == 0, r.stderr
+    msas = out / "msas" / "query"
+    for f in ("uniref90_hits.sto", "mgnify_hits.sto", "bfd_uniref_hits.a3m", "pdb_hits.hhr", "features.pkl"):
+        assert (msas / f).stat().st_size > 0, f
+    raw = pickle.loads((out / "features.pkl").read_bytes())
+    assert raw["aatype"].shape == (73, 21) and raw["msa"].shape[1] == 73
+    assert raw["msa"].shape[0] > 300  # uniref90 + bfd + mgnify homologs, deduplicated
+    assert raw["template_aatype"].shape[0] >= 1 and raw["template_all_atom_positions"].shape[1:] == (73, 37, 3)
+    timings = json.loads((out / "timings.json").read_text())
+    assert timings["executor"] == "ray" and timings["tasks_cached"] == 0
+    names = set(timings["tasks"])
+    assert sum("/uniref90/shard-" in n for n in names) == 2 and sum("/mgnify/shard-" in n for n in names) == 2
+    assert all(t["num_cpus"] >= 1 and t["seconds"] >= 0 for t in timings["tasks"].values())
+    # the rerun reuses every search: only the (uncached) feature task runs
+    before = tree(out)
+    r2 = run_cli(ROOT / "examples" / "query.fasta", "--out", out, "--db-dir", example_db,
+                 "--max-template-date", "2100-01-01", "--cpus", "2", "--executor", "serial")
+    assert r2.returncode == 0, r2.stderr
+    t2 = json.loads((out / "timings.json").read_text())
+    assert t2["tasks_run"] == 1 and t2["tasks_cached"] >= 4
+    assert tree(out) == before
+
+
+def test_serial_equals_ray_identical_chains_once_and_shards(example_db, tmp_path):
+    from pipeline import dag, databases
+    from pipeline.fasta import read_fasta
+    half = QUERY[:40] + "GSGS" + QUERY[50:]
+    fasta = write_fasta(tmp_path / "three.fasta", {"A": QUERY, "B": half, "C": QUERY.lower()})
+    chains = read_fasta(fasta)
+    dbs = databases.resolve(str(example_db))
+    outs = {}
+    for name, executor, shards in (("serial1", "serial", 1), ("serial3", "serial", 3), ("ray", "ray", 2)):
+        opts = dag.Options(db_preset="reduced_dbs", use_templates=False, cpus=2, shards=shards)
+        summary = dag.run_pipeline(chains, str(tmp_path / name), dbs, opts, executor=executor)
+        assert summary["unique_sequences"] == 2
+        # A and C are identical: searched once (3 jackhmmer databases x 2 sequences merges)
+        assert sum(n.endswith("/uniref90") for n in summary["tasks"]) == 2
+        outs[name] = tree(tmp_path / name)
+    assert outs["serial1"].keys() == outs["ray"].keys()
+    for k in outs["serial1"]:
+        if k.endswith(".pkl"):
+            a, b, c = (pickle.loads(outs[n][k]) for n in ("serial1", "serial3", "ray"))
+            for key in a:
+                np.testing.assert_array_equal(a[key], b[key])
+                np.testing.assert_array_equal(a[key], c[key])
+        else:
+            assert outs["serial1"][k] == outs["serial3"][k] == outs["ray"][k], k
+    assert outs["ray"]["msas/A/uniref90_hits.sto"] == outs["ray"]["msas/C/uniref90_hits.sto"]
+    assert (tmp_path / "ray" / "features.pkl").exists() is False  # several chains: per-chain only
+
+
+def test_missing_search_output_redone_alone(example_db, tmp_path):
+    from pipeline import dag, databases
+    from pipeline.fasta import read_fasta
+    chains = read_fasta(ROOT / "examples" / "query.fasta")
+    dbs = databases.resolve(str(example_db))
+    opts = dag.Options(db_preset="reduced_dbs", use_templates=True, cpus=2, shards=3)
+    out = tmp_path / "o"
+    dag.run_pipeline(chains, str(out), dbs, opts, executor="serial")
+    before = tree(out)
+    p = dag.plan(chains, dbs, opts, str(out / ".cache"))
+    sid = next(iter(p.seq_ids.values()))
+    os.remove(p.tasks[f"{sid}/mgnify"].cache)  # the merged MGnify result is lost
+    s = dag.run_pipeline(chains, str(out), dbs, opts, executor="serial")
+    run = sorted(k for k, t in s["tasks"].items() if not t["cached"])
+    assert run == sorted([f"{sid}/mgnify", f"{sid}/features"])  # shards reused from the cache
+    assert tree(out) == before
+
+
+def test_resume_after_killed_run(example_db, tmp_path):
+    """SIGKILL mid-run; finished task results survive (atomic writes) and are not recomputed."""
+    out = tmp_path / "o"
+    args = [ROOT / "examples" / "query.fasta", "--out", out, "--db-dir", example_db, "--db-preset",
+            "reduced_dbs", "--max-template-date", "2100-01-01", "--executor", "serial", "--shards", "6"]
+    proc = subprocess.Popen(CLI + [str(a) for a in args], env=ENV, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cache = out / ".cache"
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(cache.rglob("*.pkl")):
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = {p: p.stat().st_mtime_ns for p in cache.rglob("*.pkl")}
+    assert done
+    for p in done:
+        pickle.loads(p.read_bytes())  # every visible result is complete
+    r = run_cli(*args)
+    assert r.returncode == 0, r.stderr
+    assert all(p.stat().st_mtime_ns == m for p, m in done.items())
+    t = json.loads((out / "timings.json").read_text())
+    clean = tmp_path / "clean"
+    assert run_cli(*[a if a != out else clean for a in args]).returncode == 0
+    assert tree(out) == tree(clean)
+    # whatever finished before the kill was loaded, not searched again
+    assert t["tasks_cached"] >= 1
+
+
+@pytest.mark.parametrize("content, fragment", [
+    ("", "no FASTA records"),
+    (">A\n>B\nMKV\n", "record 'A' has no sequence"),
+    (">A\nMKV\n>B\nMKJV\n", "record 'B': invalid character 'J' at position 3"),
+    (">A\nMKV\n>A\nMKV\n", "duplicate record name 'A'"),
+])
+def test_cli_bad_fasta_exit_2(tmp_path, content, fragment):
+    f = tmp_path / "in.fasta"
+    f.write_text(content)
+    r = run_cli(f, "--out", tmp_path / "o", "--msa-mode", "single-sequence")
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0] and "Traceback" not in r.stderr
+
+
+def test_cli_missing_databases_before_any_search(tmp_path):
+    f = write_fasta(tmp_path / "q.fasta", {"A": QUERY})
+    r = run_cli(f, "--out", tmp_path / "o", "--db-dir", tmp_path / "nodb")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    msg = r.stderr.strip()
+    assert len(msg.splitlines()) == 1
+    for flag in ("--uniref90-database-path", "--mgnify-database-path", "--bfd-database-path",
+                 "--uniref30-database-path", "--pdb70-database-path", "--template-mmcif-dir"):
+        assert flag in msg
+    assert not (tmp_path / "o").exists()
+    r = run_cli(f, "--out", tmp_path / "o", "--msa-mode", "single-sequence", "--max-template-date", "2020-13-01")
+    assert r.returncode == 2 and "--max-template-date" in r.stderr
+
+
+def test_cli_single_sequence_needs_no_database(tmp_path):
+    f = write_fasta(tmp_path / "q.fasta", {"A": QUERY})
+    r = run_cli(f, "--out", tmp_path / "o", "--msa-mode", "single-sequence", "--executor", "serial")
+    assert r.returncode == 0, r.stderr
+    raw = pickle.loads((tmp_path / "o" / "features.pkl").read_bytes())
+    assert raw["msa"].shape == (1, 73) and raw["template_aatype"].shape == (0,)
