@@ -10,6 +10,7 @@ import click
 _COMMANDS = {
     "msa": "fastfold_cli.msa:msa",
     "run-features": "fastfold_cli.run_features:run_features",
+    "bench": "fastfold_cli.bench:bench",
     "params": "fastfold_cli.params:params",
 }
 

@@ -1,0 +1,156 @@
+"""Whole-network benchmark: wall time (total, per pass), per-module time, peak GPU memory against
+the planner's prediction, and achieved TFLOP/s against a FLOP model. Used by `fastfold bench`;
+imports only torch and numpy (the GPU machine has nothing else)."""
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from typing import Dict, List, Optional
+
+import torch
+
+from model.alphafold import AlphaFold
+from model.config import Runtime
+from model.planner import GB, PlanError
+from model.random_params import random_features, random_model
+from model.runner import make_plan
+
+
+def af2_flops(n: int, s: int = 512, e: int = 5120, t: int = 4, r: int = 4) -> float:
+    """AlphaFold2 monomer inference FLOPs (2 per multiply-add, matmuls only; r = passes).
+
+    From the per-module formulas in shared/notes/performance.md §3.2 (model_1 channel sizes)."""
+    evo = 1536 * n ** 3 + 3072 * s * n ** 2 + 1024 * n * s ** 2 + 2_392_064 * s * n + 1_249_280 * n ** 2
+    extra = 1536 * n ** 3 + 2304 * e * n ** 2 + 133_376 * e * n + 1_249_280 * n ** 2
+    tpair = t * (2 * (768 * n ** 3 + 214_016 * n ** 2) + 11_264 * n ** 2)
+    tpw = (32_768 + 16_640 * t) * n ** 2 if t else 0
+    emb = 2 * n * n * (65 + 15) * 128 + 2 * s * n * 49 * 256 + 2 * e * n * 25 * 64
+    sm = 8 * (7_776 * n ** 2 + 3_391_488 * n)
+    heads = 32_768 * n ** 2 + 11_776 * s * n
+    return r * (48 * evo + 4 * extra + tpw + emb + sm + tpair) + heads
+
+
+# Module class -> label in the per-module breakdown.
+_LABELS = {
+    "MSARowAttentionWithPairBias": "msa_row_att", "MSAColumnAttention": "msa_col_att",
+    "MSAColumnGlobalAttention": "extra_col_att", "Transition": "transition", "OuterProductMean": "opm",
+    "TriangleMultiplication": "tri_mul", "TriangleAttention": "tri_att", "TemplateEmbedding": "templates",
+    "StructureModule": "structure_module",
+}
+
+
+class ModuleTimer:
+    """CUDA-event timing of the network's ops through forward hooks (no host syncs while running)."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.events: List = []
+        self.handles = []
+        for name, mod in model.named_modules():
+            label = _LABELS.get(type(mod).__name__)
+            if label is None:
+                continue
+            if "extra_msa_stack" in name:
+                label = "extra." + label
+            elif "template_embedding" in name and label != "templates":
+                continue  # counted inside "templates"
+            self.handles.append(mod.register_forward_pre_hook(self._pre(label)))
+            self.handles.append(mod.register_forward_hook(self._post()))
+        self._stack: List = []
+
+    def _pre(self, label):
+        def hook(mod, args):
+            ev = torch.cuda.Event(enable_timing=True)
+            ev.record()
+            self._stack.append((label, ev))
+        return hook
+
+    def _post(self):
+        def hook(mod, args, out):
+            label, start = self._stack.pop()
+            end = torch.cuda.Event(enable_timing=True)
+            end.record()
+            self.events.append((label, start, end))
+        return hook
+
+    def totals(self) -> Dict[str, float]:
+        torch.cuda.synchronize()
+        out = defaultdict(float)
+        for label, s, e in self.events:
+            out[label] += s.elapsed_time(e) / 1000.0
+        return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+    def close(self):
+        for h in self.handles:
+            h.remove()
+
+
+def bench_one(model: AlphaFold, n_res: int, *, precision: str, backend: str = "torch", n_seq: int = 508,
+              n_extra: int = 5120, n_templ: int = 4, recycles: int = 3, plain: bool = False,
+              max_memory: Optional[float] = None, breakdown: bool = True, warmup: bool = True,
+              seed: int = 0) -> Dict:
+    """Time one full forward at length n_res. plain=True runs the unchunked, not-in-place path."""
+    device = next(model.parameters()).device
+    cuda = device.type == "cuda"
+    preset = model.cfg.get("preset", "model_1")
+    batch = random_features(preset, n_res, n_seq, n_extra, n_templ, seed=seed)
+    row = {"n_res": n_res, "precision": precision, "backend": backend, "path": "plain" if plain else "planned",
+           "n_seq": n_seq, "n_extra": n_extra, "n_templ": n_templ if model.cfg.embeddings_and_evoformer.template.enabled else 0,
+           "recycles": recycles}
+    if plain:
+        rt = Runtime(precision=precision, backend=backend)
+        row["predicted_peak_gib"] = None
+    else:
+        try:
+            p = make_plan(model, batch, precision, backend, max_memory, device)
+        except PlanError as e:
+            row["error"] = str(e)
+            return row
+        rt = p.runtime()
+        row["predicted_peak_gib"] = p.predicted_peak / GB
+        row["chunks"] = {k: v for k, v in p.chunks.items() if v}
+        row["recompute_templates"] = rt.recompute_templates
+    if warmup:
+        model(batch, rt, num_recycle=0)  # kernel selection / Triton compilation out of the timing
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    timer = ModuleTimer(model) if (breakdown and cuda) else None
+    marks = []
+
+    def on_pass(i, sm):
+        if cuda:
+            torch.cuda.synchronize()
+        marks.append(time.perf_counter())
+
+    try:
+        t0 = time.perf_counter()
+        out = model(batch, rt, num_recycle=recycles, callback=on_pass)
+        if cuda:
+            torch.cuda.synchronize()
+        t1 = time.perf_counter()
+    except torch.cuda.OutOfMemoryError:
+        row["error"] = "out of memory"
+        if timer:
+            timer.close()
+        return row
+    passes = [b - a for a, b in zip([t0] + marks[:-1], marks)]
+    row.update({"seconds": t1 - t0, "seconds_per_pass": passes, "heads_seconds": t1 - marks[-1],
+                "mean_plddt": float(out["plddt"].mean())})
+    if cuda:
+        row["peak_allocated_gib"] = torch.cuda.max_memory_allocated() / GB
+        row["peak_reserved_gib"] = torch.cuda.max_memory_reserved() / GB
+    flops = af2_flops(n_res, n_seq + row["n_templ"], n_extra, row["n_templ"], recycles + 1)
+    row["pflop"] = flops / 1e15
+    row["tflops"] = flops / (t1 - t0) / 1e12
+    if timer:
+        row["modules_seconds"] = timer.totals()
+        timer.close()
+    del out
+    return row
+
+
+def make_bench_model(preset: str, precision: str, device, seed: int = 0) -> AlphaFold:
+    model = random_model(preset, seed=seed, device=device)
+    model.prepare(Runtime(precision=precision))
+    return model
