@@ -88,17 +88,47 @@ def shard_database(path: str | os.PathLike, n_shards: int) -> list[Shard]:
     return [Shard(path, a, b) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
 
 
-def _read_shard(shard: Shard):
+class _RangeReader(io.RawIOBase):
+    """A binary file object that reads only bytes [start, end) of a file, so pyhmmer can stream
+    one shard of a database without copying it."""
+
+    def __init__(self, path: str, start: int, end: int):
+        self._fh = open(path, "rb")
+        self._fh.seek(start)
+        self._left = (os.path.getsize(path) if end < 0 else end) - start
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf) -> int:
+        n = min(len(buf), self._left)
+        if n <= 0:
+            return 0
+        got = self._fh.readinto(memoryview(buf)[:n])
+        self._left -= got
+        return got
+
+    def close(self) -> None:
+        self._fh.close()
+        super().close()
+
+
+#: Sequences per block when streaming a shard: bounds memory to one block (~50 MB of UniRef90).
+BLOCK_SEQUENCES = 100_000
+
+
+def iter_shard_blocks(shard: Shard, block_sequences: int = BLOCK_SEQUENCES):
+    """Digital sequence blocks of a shard, read `block_sequences` at a time (never the whole
+    database in memory: UniRef90 is ~70 GB)."""
     import pyhmmer
     abc = pyhmmer.easel.Alphabet.amino()
-    if shard.start == 0 and shard.end in (-1, os.path.getsize(shard.path)):
-        with pyhmmer.easel.SequenceFile(shard.path, digital=True, alphabet=abc, format="fasta") as f:
-            return f.read_block()
-    with open(shard.path, "rb") as fh:
-        fh.seek(shard.start)
-        data = fh.read(-1 if shard.end < 0 else shard.end - shard.start)
-    with pyhmmer.easel.SequenceFile(io.BytesIO(data), digital=True, alphabet=abc, format="fasta") as f:
-        return f.read_block()
+    reader = io.BufferedReader(_RangeReader(shard.path, shard.start, shard.end), 1 << 20)
+    with pyhmmer.easel.SequenceFile(reader, digital=True, alphabet=abc, format="fasta") as f:
+        while True:
+            block = f.read_block(sequences=block_sequences)
+            if not len(block):
+                break
+            yield block
 
 
 def _digital_query(sequence: str, name: str):
@@ -126,12 +156,13 @@ def cap_hits(hits, max_hits: int | None):
 
 
 def jackhmmer_hits(sequence: str, shard: Shard | str, *, z: int | None = None,
-                   max_hits: int | None = None, name: str = QUERY_NAME, flags: dict | None = None):
+                   max_hits: int | None = None, name: str = QUERY_NAME, flags: dict | None = None,
+                   block_sequences: int = BLOCK_SEQUENCES):
     """One jackhmmer `-N 1` search of `sequence` against a database or shard, single-threaded.
 
     Returns pyhmmer `TopHits` sorted by score, with hits beyond `max_hits` un-included (capped
     before any merge). `z` = sequence count of the whole database (jackhmmer `-Z`); None = this
-    shard's count, as the unsharded binary does.
+    shard's count, as the unsharded binary does. The shard is streamed `block_sequences` at a time.
     """
     import pyhmmer
     from pyhmmer.plan7 import Background, Builder, Pipeline
@@ -151,9 +182,15 @@ def jackhmmer_hits(sequence: str, shard: Shard | str, *, z: int | None = None,
     if z is not None:
         opts["Z"] = float(z)
     pipeline = Pipeline(abc, background, **opts)
-    hits = pipeline.search_hmm(hmm, _read_shard(shard))
-    hits.sort(by="key")
-    return cap_hits(hits, max_hits)
+    parts = []
+    for block in iter_shard_blocks(shard, block_sequences):
+        # without a fixed Z each part counts its own targets; merge() sums them, so the E-values
+        # equal those of one search over the whole shard
+        parts.append(cap_hits(pipeline.search_hmm(hmm, block), max_hits))  # capped before merging
+        pipeline.clear()
+    if not parts:
+        raise ValueError(f"no sequences in {shard.path} [{shard.start}, {shard.end})")
+    return merge_hits(parts, max_hits)
 
 
 def merge_hits(parts: Sequence, max_hits: int | None = None):
@@ -213,8 +250,8 @@ def hmmsearch_pdb_seqres(stockholm_msa: str, pdb_seqres: str | os.PathLike) -> s
     msa.name = b"query"
     background = Background(abc)
     hmm, _, _ = Builder(abc, architecture="hand").build_msa(msa, background)
-    hits = Pipeline(abc, background, **HMMSEARCH_FLAGS).search_hmm(hmm, _read_shard(Shard(os.fspath(pdb_seqres))))
-    hits.sort(by="key")
+    pipeline = Pipeline(abc, background, **HMMSEARCH_FLAGS)
+    hits = merge_hits([pipeline.search_hmm(hmm, b) for b in iter_shard_blocks(Shard(os.fspath(pdb_seqres)))])
     out = hits.to_msa(abc, all_consensus_cols=True, digitize=False)
     buf = io.BytesIO()
     out.write(buf, "stockholm")

@@ -91,3 +91,14 @@ def test_kalign_realigns():
     assert b.replace("-", "") == "GAEHHEQAKHHHAAAEHHEKGLL"
     with pytest.raises(ValueError, match="at least 6"):
         tools.kalign(["MKV", "MKVLLL"])
+
+
+def test_streamed_blocks_equal_one_block(small_db, luxc):
+    """A shard is read block by block (bounded memory); the result is that of one search."""
+    whole = tools.hits_to_stockholm(luxc, tools.jackhmmer_hits(luxc, small_db, block_sequences=10**7))
+    for bs in (1, 97, 1000):
+        hits = tools.jackhmmer_hits(luxc, small_db, block_sequences=bs)
+        assert tools.hits_to_stockholm(luxc, hits) == whole
+        assert hits.Z == 2122  # the E-value database size is the whole database
+    n = sum(len(b) for b in tools.iter_shard_blocks(tools.Shard(str(small_db)), 500))
+    assert n == 2122
