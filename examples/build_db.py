@@ -9,6 +9,8 @@ From the real data in examples/data (see SOURCE.md) it writes
   DEST/bfd/..._opt_*, DEST/uniref30/UniRef30_2021_03_*    HH-suite databases of the BFD/Uniclust
                                       rows cut into clusters of 50 (as BFD/UniRef30 hold cluster MSAs)
   DEST/pdb70/pdb70_*                  HH-suite database, one entry per protein chain of the mmCIFs
+  DEST/pdb_seqres/pdb_seqres.txt      the same chains in pdb_seqres format (multimer templates)
+  DEST/uniprot/uniprot.fasta          de-gapped BFD/Uniclust rows with UniProt ids + 100 background
   DEST/pdb_mmcif/mmcif_files/*.cif.gz, DEST/pdb_mmcif/obsolete.dat
 Needs HH-suite (ffindex_build, cstranslate): scripts/install.sh installs it. Takes ~10 s.
 """
@@ -67,6 +69,14 @@ def build(dest: str) -> str:
         pdb = name[:4]
         for chain, seq in templates.parse_mmcif(os.path.join(data, "mmcif", name), pdb).chain_to_seqres.items():
             entries[f"{pdb}_{chain}"] = f">{pdb.upper()}_{chain} {pdb} chain {chain}\n{seq}\n"
+    # pdb_seqres in the PDB's format (multimer template search)
+    write("pdb_seqres_database_path", "".join(
+        f">{k[:4].lower()}{k[4:]} mol:protein length:{len(v.split(chr(10))[1])}  {k[:4].upper()}\n{v.split(chr(10))[1]}\n"
+        for k, v in entries.items()))
+    # UniProt stand-in (multimer pairing): the BFD/Uniclust rows carry real UniProt ids and species
+    write("uniprot_database_path", "".join(
+        f">{d.split()[0]}\n{s.replace('-', '').upper()}\n" for s, d in zip(seqs[1:], descs[1:])
+        if d.startswith(("tr|", "sp|"))) + "".join(">" + r for r in background[:100]))
     prefix = os.path.join(dest, LAYOUT["pdb70_database_path"])
     os.makedirs(os.path.dirname(prefix), exist_ok=True)
     hhdb.build_hhsuite_db(entries, prefix)

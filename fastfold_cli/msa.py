@@ -44,6 +44,8 @@ def _db_options(f):
 @_db_options
 @click.option("--db-preset", type=click.Choice(["full_dbs", "reduced_dbs"]), default="full_dbs",
               show_default=True, help="full_dbs: hhblits BFD+UniRef30; reduced_dbs: jackhmmer small BFD.")
+@click.option("--model-preset", type=click.Choice(["monomer", "multimer"]), default="monomer",
+              show_default=True, help="multimer: templates by hmmsearch on pdb_seqres, UniProt hits for heteromers.")
 @click.option("--templates/--no-templates", default=True, show_default=True,
               help="Search PDB70 with hhsearch and featurize templates.")
 @click.option("--max-template-date", default=None,
@@ -57,7 +59,7 @@ def _db_options(f):
 @click.option("--executor", type=click.Choice(["ray", "serial"]), default="ray", show_default=True,
               help="serial runs the same tasks one after another in this process.")
 @click.option("--progress/--no-progress", default=None, help="Rich progress display (default: on a terminal).")
-def msa(fasta, out_dir, db_dir, db_config, db_preset, templates, max_template_date, msa_mode, cpus,
+def msa(fasta, out_dir, db_dir, db_config, db_preset, model_preset, templates, max_template_date, msa_mode, cpus,
         shards, ray_address, executor, progress, **db_paths):
     """Search FASTA's chains as AlphaFold 2.3 does and write AlphaFold's features.pkl.
 
@@ -81,10 +83,10 @@ def msa(fasta, out_dir, db_dir, db_config, db_preset, templates, max_template_da
         if cpus is not None and cpus < 1:
             raise InputError("--cpus must be >= 1")
         dbs = databases.resolve(db_dir, db_paths, db_config)
-        opts = dag.Options(db_preset=db_preset, use_templates=templates, msa_mode=msa_mode,
+        opts = dag.Options(db_preset=db_preset, model_preset=model_preset, use_templates=templates, msa_mode=msa_mode,
                            max_template_date=max_template_date, cpus=cpus or os.cpu_count() or 1,
                            shards=shards)
-        databases.check(dbs, db_preset, templates, msa_mode)
+        databases.check(dbs, db_preset, templates, msa_mode, model_preset == "multimer")
         summary = dag.run_pipeline(chains, out_dir, dbs, opts, executor=executor, ray_address=ray_address,
                                    progress=sys.stderr.isatty() if progress is None else progress)
     except InputError as exc:

@@ -83,10 +83,18 @@ def t_hhsearch(uniref90_sto: str, pdb70: str, cpus: int) -> str:
     return tools.hhsearch(parsers.convert_stockholm_to_a3m(sto), [pdb70], cpus=cpus)
 
 
+def t_hmmsearch(uniref90_sto: str, pdb_seqres: str) -> str:
+    # AlphaFold multimer: hmmbuild on the deduplicated UniRef90 hits, hmmsearch on pdb_seqres
+    sto = parsers.truncate_stockholm_text(uniref90_sto, tools.MAX_HITS["uniref90"])
+    sto = parsers.remove_empty_columns_from_stockholm_msa(parsers.deduplicate_stockholm_msa(sto))
+    return tools.hmmsearch_pdb_seqres(sto, pdb_seqres)
+
+
 def t_features(sequence: str, description: str, uniref90: str | None, bfd: str | None, bfd_format: str,
                mgnify: str | None, hhr: str | None, mmcif_dir: str | None, max_template_date: str,
-               obsolete_path: str | None):
-    """Raw feature dict (AlphaFold's features.pkl) of one chain and the template warnings."""
+               obsolete_path: str | None, template_kind: str = "hhsearch", uniprot: str | None = None):
+    """Raw feature dict (AlphaFold's features.pkl) of one chain and the template warnings.
+    Multimer chains of a heteromer also get the UniProt `*_all_seq` features used for pairing."""
     if uniref90 is None:  # single-sequence mode
         msas = [featmod.single_sequence_msa(sequence)]
     else:
@@ -97,9 +105,20 @@ def t_features(sequence: str, description: str, uniref90: str | None, bfd: str |
     warnings: list[str] = []
     tmpl = None
     if hhr is not None and mmcif_dir:
+        if template_kind == "hmmsearch":
+            hits = parsers.parse_hmmsearch_a3m(
+                sequence, parsers.convert_stockholm_to_a3m(hhr, remove_first_row_gaps=False), skip_first=False)
+        else:
+            hits = parsers.parse_hhr(hhr)
         tmpl, warnings = templates.get_template_features(
-            sequence, parsers.parse_hhr(hhr), mmcif_dir, max_template_date, obsolete_path)
-    return featmod.make_raw_features(sequence, description, msas, tmpl), warnings
+            sequence, hits, mmcif_dir, max_template_date, obsolete_path, kind=template_kind)
+    raw = featmod.make_raw_features(sequence, description, msas, tmpl)
+    if uniprot is not None:
+        # AlphaFold parses the whole UniProt sto, then keeps the first 50,000 rows
+        all_seq = featmod.make_msa_features([parsers.parse_stockholm(uniprot).truncate(tools.MAX_HITS["uniprot"])])
+        for k in ("msa", "deletion_matrix_int", "msa_species_identifiers"):
+            raw[f"{k}_all_seq"] = all_seq[k]
+    return raw, warnings
 
 
 def _run_task(fn: Callable, cache: str | None, task_id: str, *args):
@@ -142,6 +161,7 @@ class Task:
 class Options:
     """What a `fastfold msa` run does (AlphaFold's flags)."""
     db_preset: str = "full_dbs"
+    model_preset: str = "monomer"           # "multimer": hmmsearch templates, UniProt for heteromers
     use_templates: bool = True
     msa_mode: str = "full"                  # or "single-sequence"
     max_template_date: str = "2100-01-01"
@@ -173,6 +193,7 @@ def plan(chains: Sequence[Chain], dbs: dbmod.Databases, opts: Options, cache_dir
     uniq = unique_sequences(chains)
     n_uniq = len(uniq)
     single = opts.msa_mode == "single-sequence"
+    multimer = opts.model_preset == "multimer"
 
     def cache(key: str) -> str:
         return os.path.join(cache_dir, key[:2], key + ".pkl")
@@ -211,7 +232,7 @@ def plan(chains: Sequence[Chain], dbs: dbmod.Databases, opts: Options, cache_dir
         sid = _seq_id(seq)
         seq_ids[seq] = sid
         out: dict[str, str] = {}
-        uniref = bfd = mgnify = hhr = None
+        uniref = bfd = mgnify = hhr = uniprot = None
         bfd_format = "a3m"
         if not single:
             uniref = jackhmmer_tasks(sid, seq, "uniref90", dbs.uniref90_database_path, tools.MAX_HITS["uniref90"])
@@ -229,20 +250,30 @@ def plan(chains: Sequence[Chain], dbs: dbmod.Databases, opts: Options, cache_dir
                 bfd = jackhmmer_tasks(sid, seq, "small_bfd", dbs.small_bfd_database_path, tools.MAX_HITS["small_bfd"])
                 bfd_format = "sto"
                 out["small_bfd_hits.sto"] = bfd
-            if opts.use_templates:
+            if opts.use_templates and multimer:
+                key = content_key("hmmsearch", tools.HMMSEARCH_FLAGS, tasks[uniref].cache,
+                                  dbmod.fingerprint(dbs.pdb_seqres_database_path))
+                hhr = f"{sid}/pdb_seqres"
+                tasks[hhr] = Task(hhr, hhr, t_hmmsearch, (Ref(uniref), dbs.pdb_seqres_database_path), 1, cache(key))
+                out["pdb_hits.sto"] = hhr
+            elif opts.use_templates:
                 key = content_key("hhsearch", tools.HHSEARCH_FLAGS, tasks[uniref].cache,
                                   dbmod.fingerprint(dbs.pdb70_database_path))
                 hhr = f"{sid}/pdb70"
                 tasks[hhr] = Task(hhr, hhr, t_hhsearch, (Ref(uniref), dbs.pdb70_database_path, opts.hhsearch_cpus),
                                   opts.hhsearch_cpus, cache(key))
                 out["pdb_hits.hhr"] = hhr
+            if multimer and n_uniq > 1:  # heteromer: UniProt hits for cross-chain pairing
+                uniprot = jackhmmer_tasks(sid, seq, "uniprot", dbs.uniprot_database_path, tools.MAX_HITS["uniprot"])
+                out["uniprot_hits.sto"] = uniprot
         fid = f"{sid}/features"
         desc = next(c.description for c in chains if c.sequence == seq)
         tasks[fid] = Task(fid, fid, t_features,
                           (seq, desc, Ref(uniref) if uniref else None, Ref(bfd) if bfd else None, bfd_format,
                            Ref(mgnify) if mgnify else None, Ref(hhr) if hhr else None,
                            dbs.template_mmcif_dir if opts.use_templates else None, opts.max_template_date,
-                           dbs.obsolete_pdbs_path), 1, None)
+                           dbs.obsolete_pdbs_path, "hmmsearch" if multimer else "hhsearch",
+                           Ref(uniprot) if uniprot else None), 1, None)
         outputs[sid] = out
         feats[sid] = fid
     return Plan(tasks, seq_ids, outputs, feats)
@@ -388,7 +419,7 @@ def run_pipeline(chains: Sequence[Chain], out_dir: str, dbs: dbmod.Databases, op
     """Search, featurize and write `out_dir/msas/<chain>/*` (AlphaFold names), per-chain
     `features.pkl`, `out_dir/features.pkl` (single chain), `chain_id_map.json`, `timings.json`.
     Databases are checked before anything runs. Returns the summary written to timings.json."""
-    dbmod.check(dbs, opts.db_preset, opts.use_templates, opts.msa_mode)
+    dbmod.check(dbs, opts.db_preset, opts.use_templates, opts.msa_mode, opts.model_preset == "multimer")
     cache_dir = cache_dir or os.path.join(out_dir, ".cache")
     t0 = time.time()
     p = plan(chains, dbs, opts, cache_dir)

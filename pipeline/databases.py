@@ -84,7 +84,7 @@ def required(db_preset: str, templates: bool, msa_mode: str, multimer: bool = Fa
         else:
             raise InputError(f"unknown --db-preset '{db_preset}' (full_dbs or reduced_dbs)")
         if multimer:
-            need += ["uniprot_database_path"]
+            need += ["uniprot_database_path"]  # AlphaFold requires it even for homomers
     if templates and msa_mode != "single-sequence":
         need += ["pdb_seqres_database_path"] if multimer else ["pdb70_database_path"]
         need += ["template_mmcif_dir"]

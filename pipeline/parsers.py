@@ -354,6 +354,49 @@ def parse_hhr(hhr_string: str) -> list[TemplateHit]:
     return [_parse_hhr_hit(lines[starts[i]:starts[i + 1]]) for i in range(len(starts) - 1)]
 
 
+# --- hmmsearch hits (multimer template search) -----------------------------------------------
+
+def _a3m_indices(sequence: str, start: int) -> list[int]:
+    """Residue index per match column of an A3M row: -1 for '-', lowercase insertions skipped but
+    counted."""
+    indices = []
+    counter = start
+    for symbol in sequence:
+        if symbol == "-":
+            indices.append(-1)
+        elif symbol.islower():
+            counter += 1
+        else:
+            indices.append(counter)
+            counter += 1
+    return indices
+
+
+_HMMSEARCH_DESC = re.compile(r"^>?([a-z0-9]+)_(\w+)/([0-9]+)-([0-9]+).*protein length:([0-9]+) *(.*)$")
+
+
+def parse_hmmsearch_a3m(query_sequence: str, a3m_string: str, skip_first: bool = True) -> list[TemplateHit]:
+    """Template hits of an hmmsearch alignment against pdb_seqres (converted to A3M without
+    removing query-gap columns); names `<pdbid>_<chain>`, sum_probs None. Non-protein rows skipped."""
+    parsed = list(zip(*parse_fasta(a3m_string)))
+    if skip_first:
+        parsed = parsed[1:]
+    indices_query = _a3m_indices(query_sequence, 0)
+    hits = []
+    for i, (hit_sequence, description) in enumerate(parsed, start=1):
+        if "mol:protein" not in description:
+            continue
+        m = _HMMSEARCH_DESC.match(description.strip())
+        if m is None:
+            raise ValueError(f"Could not parse pdb_seqres hit description {description!r}")
+        hits.append(TemplateHit(
+            index=i, name=f"{m.group(1)}_{m.group(2)}",
+            aligned_cols=sum(r.isupper() and r != "-" for r in hit_sequence), sum_probs=None,
+            query=query_sequence, hit_sequence=hit_sequence.upper(), indices_query=indices_query,
+            indices_hit=_a3m_indices(hit_sequence, int(m.group(3)) - 1)))
+    return hits
+
+
 # --- species identifiers (AlphaFold msa_identifiers.py) -------------------------------------
 
 _UNIPROT_PATTERN = re.compile(

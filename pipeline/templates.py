@@ -326,19 +326,26 @@ def featurize_hit(hit: TemplateHit, query: str, mmcif_dir: str, max_template_dat
 
 def get_template_features(query: str, hits: Sequence[TemplateHit], mmcif_dir: str,
                           max_template_date: datetime.date | str, obsolete_path: str | None = None,
-                          max_hits: int = MAX_TEMPLATE_HITS) -> tuple[dict, list[str]]:
-    """Template features for the best `max_hits` usable hits, sorted by sum_probs (stable).
+                          max_hits: int = MAX_TEMPLATE_HITS, kind: str = "hhsearch") -> tuple[dict, list[str]]:
+    """Template features for the best `max_hits` usable hits.
+
+    kind="hhsearch" (monomer, AlphaFold's HhsearchHitFeaturizer): hits sorted by sum_probs
+    (stable); no usable hit gives AlphaFold's empty (0,) arrays.
+    kind="hmmsearch" (multimer, HmmsearchHitFeaturizer): hits in hmmsearch order, a template
+    sequence seen before is skipped; no usable hit gives one all-zero template (T = 1).
 
     Returns (features, warnings): template_aatype (T, N, 22) f32 one-hot HHblits order,
     template_all_atom_positions (T, N, 37, 3), template_all_atom_masks (T, N, 37),
-    template_domain_names / template_sequence (T,) bytes, template_sum_probs (T, 1); T = 0 gives
-    AlphaFold's empty (0,) arrays."""
+    template_domain_names / template_sequence (T,) bytes, template_sum_probs (T, 1)."""
     if isinstance(max_template_date, str):
         max_template_date = datetime.date.fromisoformat(max_template_date)
     obsolete = parse_obsolete(obsolete_path)
     collected: dict[str, list] = {k: [] for k in TEMPLATE_FEATURES}
     warnings: list[str] = []
-    for hit in sorted(hits, key=lambda h: h.sum_probs or 0.0, reverse=True):
+    if kind == "hhsearch" or (hits and hits[0].sum_probs is not None):
+        hits = sorted(hits, key=lambda h: h.sum_probs or 0.0, reverse=True)
+    seen: set[bytes] = set()
+    for hit in hits:
         if len(collected["template_sequence"]) >= max_hits:
             break
         try:
@@ -348,10 +355,23 @@ def get_template_features(query: str, hits: Sequence[TemplateHit], mmcif_dir: st
         if warning:
             log.warning("template %s", warning)
             warnings.append(warning)
-        if feats is not None:
-            for k in collected:
-                collected[k].append(feats[k])
+        if feats is None:
+            continue
+        if kind == "hmmsearch":
+            if feats["template_sequence"] in seen:
+                continue
+            seen.add(feats["template_sequence"])
+        for k in collected:
+            collected[k].append(feats[k])
     if not collected["template_sequence"]:
+        if kind == "hmmsearch":
+            n = len(query)
+            return {"template_aatype": np.zeros((1, n, 22), np.float32),
+                    "template_all_atom_masks": np.zeros((1, n, rc.atom_type_num), np.float32),
+                    "template_all_atom_positions": np.zeros((1, n, rc.atom_type_num, 3), np.float32),
+                    "template_domain_names": np.array([b""], dtype=object),
+                    "template_sequence": np.array([b""], dtype=object),
+                    "template_sum_probs": np.array([0], dtype=np.float32)}, warnings
         return empty_template_features(len(query)), warnings
     return {k: np.stack(v).astype(TEMPLATE_FEATURES[k]) if TEMPLATE_FEATURES[k] is not object
             else np.array(v, dtype=object) for k, v in collected.items()}, warnings

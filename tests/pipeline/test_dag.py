@@ -190,3 +190,25 @@ def test_cli_single_sequence_needs_no_database(tmp_path):
     assert r.returncode == 0, r.stderr
     raw = pickle.loads((tmp_path / "o" / "features.pkl").read_bytes())
     assert raw["msa"].shape == (1, 73) and raw["template_aatype"].shape == (0,)
+
+
+def test_cli_multimer_heteromer(example_db, tmp_path):
+    """--model-preset multimer: templates by hmmsearch on pdb_seqres (pdb_hits.sto) and, for a
+    heteromer, UniProt hits with species ids for pairing (`*_all_seq` features)."""
+    variant = QUERY[:40] + "GSGS" + QUERY[50:]
+    fasta = write_fasta(tmp_path / "ab.fasta", {"A": QUERY, "B": variant})
+    out = tmp_path / "o"
+    r = run_cli(fasta, "--out", out, "--db-dir", example_db, "--model-preset", "multimer",
+                "--max-template-date", "2100-01-01", "--executor", "serial")
+    assert r.returncode == 0, r.stderr
+    for chain in ("A", "B"):
+        d = out / "msas" / chain
+        assert (d / "pdb_hits.sto").exists() and (d / "uniprot_hits.sto").exists()
+        assert not (d / "pdb_hits.hhr").exists()
+        raw = pickle.loads((d / "features.pkl").read_bytes())
+        assert raw["msa_all_seq"].shape[1] == len(raw["sequence"][0])
+        species = set(raw["msa_species_identifiers_all_seq"].tolist())
+        assert b"" in species and len(species) > 5  # the query has none; UniProt rows have mnemonics
+        assert raw["template_aatype"].shape[0] >= 1
+        names = [n.decode() for n in raw["template_domain_names"]]
+        assert len(set(raw["template_sequence"].tolist())) == len(names)  # dedup by template sequence

@@ -102,3 +102,37 @@ def test_streamed_blocks_equal_one_block(small_db, luxc):
         assert hits.Z == 2122  # the E-value database size is the whole database
     n = sum(len(b) for b in tools.iter_shard_blocks(tools.Shard(str(small_db)), 500))
     assert n == 2122
+
+
+def test_hmmsearch_templates_match_hmmer_binaries(data_dir, tmp_path):
+    """AlphaFold's multimer template search (hmmbuild --hand + hmmsearch with its flags) through
+    pyhmmer gives the hits and alignments of the HMMER binaries."""
+    need_binary("hmmbuild")
+    need_binary("hmmsearch")
+    from pipeline import templates
+    seqres = tmp_path / "pdb_seqres.txt"
+    with open(seqres, "w") as fh:
+        for cif in sorted((data_dir / "mmcifs").glob("*.cif.gz")):
+            pdb = cif.name[:4]
+            for chain, seq in templates.parse_mmcif(str(cif), pdb).chain_to_seqres.items():
+                fh.write(f">{pdb}_{chain} mol:protein length:{len(seq)}  {pdb.upper()}\n{seq}\n")
+    sto = (data_dir / "short" / "uniref90_hits.sto").read_text()
+    sto = parsers.remove_empty_columns_from_stockholm_msa(parsers.deduplicate_stockholm_msa(sto))
+    query = (data_dir / "short" / "short.fasta").read_text().split("\n")[1].strip()
+
+    def hits_of(sto_text):
+        a3m = parsers.convert_stockholm_to_a3m(sto_text, remove_first_row_gaps=False)
+        return [(h.name, h.hit_sequence, h.indices_hit)
+                for h in parsers.parse_hmmsearch_a3m(query, a3m, skip_first=False)]
+
+    ours = hits_of(tools.hmmsearch_pdb_seqres(sto, seqres))
+    (tmp_path / "query.msa").write_text(sto)
+    subprocess.run(["hmmbuild", "--hand", "--amino", str(tmp_path / "q.hmm"), str(tmp_path / "query.msa")],
+                   check=True, capture_output=True)
+    subprocess.run(["hmmsearch", "--noali", "--cpu", "1", "--F1", "0.1", "--F2", "0.1", "--F3", "0.1",
+                    "--incE", "100", "-E", "100", "--domE", "100", "--incdomE", "100",
+                    "-A", str(tmp_path / "out.sto"), str(tmp_path / "q.hmm"), str(seqres)],
+                   check=True, capture_output=True)
+    ref = hits_of((tmp_path / "out.sto").read_text())
+    assert len(ours) >= 4
+    assert ours == ref
