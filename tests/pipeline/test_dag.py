@@ -212,3 +212,35 @@ def test_cli_multimer_heteromer(example_db, tmp_path):
         assert raw["template_aatype"].shape[0] >= 1
         names = [n.decode() for n in raw["template_domain_names"]]
         assert len(set(raw["template_sequence"].tolist())) == len(names)  # dedup by template sequence
+
+
+def test_cli_joins_existing_ray_cluster(example_db, tmp_path):
+    """--ray-address: the searches run as tasks of a Ray cluster started elsewhere."""
+    import ray
+    from pipeline import dag
+    dag.init_ray(2)  # this test process owns the cluster; the CLI process joins it
+    address = ray.get_runtime_context().gcs_address
+    out = tmp_path / "o"
+    r = run_cli(ROOT / "examples" / "query.fasta", "--out", out, "--db-dir", example_db, "--db-preset",
+                "reduced_dbs", "--no-templates", "--ray-address", address)
+    assert r.returncode == 0, r.stderr
+    t = json.loads((out / "timings.json").read_text())
+    assert t["executor"] == "ray" and t["tasks_run"] >= 7
+    assert (out / "msas" / "query" / "small_bfd_hits.sto").stat().st_size > 0
+
+
+def test_database_paths_from_dir_config_and_flags(tmp_path):
+    from pipeline import databases
+    from pipeline.errors import InputError
+    cfg = tmp_path / "dbs.json"
+    cfg.write_text(json.dumps({"mgnify-database-path": "/c/mgnify.fa", "pdb70_database_path": "/c/pdb70"}))
+    dbs = databases.resolve("/d", {"pdb70_database_path": "/flag/pdb70"}, str(cfg))
+    assert dbs.uniref90_database_path == "/d/uniref90/uniref90.fasta"   # --db-dir layout
+    assert dbs.mgnify_database_path == "/c/mgnify.fa"                   # config file
+    assert dbs.pdb70_database_path == "/flag/pdb70"                     # flag wins
+    cfg.write_text(json.dumps({"bogus_path": "/x"}))
+    with pytest.raises(InputError, match="unknown database key 'bogus_path'"):
+        databases.resolve(None, None, str(cfg))
+    assert databases.required("reduced_dbs", False, "full") == [
+        "uniref90_database_path", "mgnify_database_path", "small_bfd_database_path"]
+    assert databases.required("full_dbs", True, "single-sequence") == []
