@@ -21,8 +21,11 @@ _DB_FLAGS = [
 ]
 
 
-def _fail(message: str, code: int) -> None:
-    click.echo(f"Error: {message}", err=True)
+def _fail(exc: BaseException, code: int) -> None:
+    # an error raised inside a Ray task arrives wrapped; its `cause` is the original exception
+    cause = getattr(exc, "cause", None)
+    message = str(cause if isinstance(cause, BaseException) else exc).strip().splitlines()
+    click.echo(f"Error: {message[0] if message else type(exc).__name__}", err=True)
     sys.exit(code)
 
 
@@ -90,13 +93,13 @@ def msa(fasta, out_dir, db_dir, db_config, db_preset, model_preset, templates, m
         summary = dag.run_pipeline(chains, out_dir, dbs, opts, executor=executor, ray_address=ray_address,
                                    progress=sys.stderr.isatty() if progress is None else progress)
     except InputError as exc:
-        _fail(str(exc), 2)
+        _fail(exc, 2)
     except ToolError as exc:
-        _fail(str(exc), 1)
+        _fail(exc, 1)
     except Exception as exc:  # a Ray task error wraps the tool's error
         cause = getattr(exc, "cause", None)
         if isinstance(cause, (InputError, ToolError)):
-            _fail(str(cause), 2 if isinstance(cause, InputError) else 1)
+            _fail(exc, 2 if isinstance(cause, InputError) else 1)
         raise
     for chain, warns in summary["template_warnings"].items():
         for w in warns:

@@ -198,14 +198,11 @@ def plan(chains: Sequence[Chain], dbs: dbmod.Databases, opts: Options, cache_dir
     def cache(key: str) -> str:
         return os.path.join(cache_dir, key[:2], key + ".pkl")
 
-    counts: dict[str, str] = {}
-
     def count_task(path: str) -> Ref:
         fp = dbmod.fingerprint(path)
         tid = f"count/{os.path.basename(path)}-{content_key(fp)[:6]}"
         if tid not in tasks:
             tasks[tid] = Task(tid, "count", t_count, (path,), 1, cache(content_key("count", fp)))
-        counts[path] = tid
         return Ref(tid)
 
     def jackhmmer_tasks(sid: str, seq: str, name: str, path: str, max_hits: int | None) -> str:

@@ -244,3 +244,18 @@ def test_database_paths_from_dir_config_and_flags(tmp_path):
     assert databases.required("reduced_dbs", False, "full") == [
         "uniref90_database_path", "mgnify_database_path", "small_bfd_database_path"]
     assert databases.required("full_dbs", True, "single-sequence") == []
+
+
+def test_cli_tool_failure_one_line_exit_1(example_db, tmp_path):
+    """A broken HH-suite database fails hhblits inside a Ray task: one stderr line, exit 1, and
+    the searches that finished stay cached for the next run."""
+    import shutil
+    db = tmp_path / "db"
+    shutil.copytree(example_db, db)
+    for f in (db / "bfd").iterdir():
+        f.write_text("garbage\n")
+    out = tmp_path / "o"
+    r = run_cli(ROOT / "examples" / "query.fasta", "--out", out, "--db-dir", db, "--cpus", "2", "--no-templates")
+    assert r.returncode == 1
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: hhblits failed") and "Traceback" not in r.stderr
