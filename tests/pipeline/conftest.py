@@ -10,11 +10,7 @@ import pytest
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
-DATA = Path(__file__).resolve().parents[1] / "data" / "pipeline"
-
-
-def read_fasta_seq(path: Path) -> str:
-    return "".join(l.strip() for l in path.read_text().splitlines()[1:])
+from pipeline_testutil import DATA
 
 
 @pytest.fixture(scope="session")
@@ -29,11 +25,6 @@ def small_db(tmp_path_factory) -> Path:
     with gzip.open(DATA / "pyhmmer" / "db.faa.gz", "rb") as src, open(out, "wb") as dst:
         shutil.copyfileobj(src, dst)
     return out
-
-
-def need_binary(name: str):
-    if shutil.which(name) is None:
-        pytest.skip(f"{name} not installed (scripts/install.sh installs it)")
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import need_binary
+from pipeline_testutil import need_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 QUERY = (ROOT / "examples" / "query.fasta").read_text().split("\n")[1].strip()
@@ -247,8 +247,7 @@ def test_database_paths_from_dir_config_and_flags(tmp_path):
 
 
 def test_cli_tool_failure_one_line_exit_1(example_db, tmp_path):
-    """A broken HH-suite database fails hhblits inside a Ray task: one stderr line, exit 1, and
-    the searches that finished stay cached for the next run."""
+    """A broken HH-suite database fails hhblits inside a Ray task: one stderr line, exit 1."""
     import shutil
     db = tmp_path / "db"
     shutil.copytree(example_db, db)

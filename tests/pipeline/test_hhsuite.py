@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pipeline import hhdb, parsers, templates, tools
-from conftest import need_binary
+from pipeline_testutil import need_binary
 
 
 @pytest.fixture(scope="module")

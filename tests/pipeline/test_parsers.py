@@ -1,6 +1,6 @@
 """Parsers on real alignments (OpenFold's short.fasta MSAs, HMMER 3.3.2 jackhmmer output)."""
 from pipeline import parsers
-from conftest import read_fasta_seq
+from pipeline_testutil import read_fasta_seq
 
 
 def test_stockholm_query_first_and_deletions(data_dir):

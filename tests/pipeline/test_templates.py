@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from pipeline import parsers, templates
-from conftest import need_binary
+from pipeline_testutil import need_binary
 
 
 @pytest.fixture(scope="module")

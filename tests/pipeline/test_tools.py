@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from pipeline import parsers, tools
-from conftest import need_binary, read_fasta_seq
+from pipeline_testutil import need_binary, read_fasta_seq
 
 LUXC = "sp|P19841|LUXC_PHOPO"
 

@@ -1,0 +1,18 @@
+"""Helpers shared by the pipeline tests (a uniquely named module: `from conftest import` would
+depend on which of the suite's conftest.py files pytest loaded last)."""
+import shutil
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "pipeline"
+
+
+def read_fasta_seq(path: Path) -> str:
+    """The sequence of a one-record FASTA file."""
+    return "".join(l.strip() for l in Path(path).read_text().splitlines()[1:])
+
+
+def need_binary(name: str) -> None:
+    if shutil.which(name) is None:
+        pytest.skip(f"{name} not installed (scripts/install.sh installs it)")
