@@ -71,7 +71,7 @@ def parse_fasta_text(text: str, source: str = "<input>") -> list[Chain]:
 def read_fasta(path: str | os.PathLike) -> list[Chain]:
     """Read and validate a FASTA file (see `parse_fasta_text`). A missing/unreadable file is an InputError."""
     try:
-        with open(path, encoding="utf-8", errors="strict") as fh:
+        with open(path, encoding="utf-8-sig", errors="strict") as fh:  # -sig: tolerate a BOM
             text = fh.read()
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None

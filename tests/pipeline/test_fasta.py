@@ -51,3 +51,10 @@ def test_read_real_fasta(data_dir, tmp_path):
 def test_unique_sequences_groups_identical_chains():
     chains = parse_fasta_text(">A\nMKV\n>B\nGG\n>C\nmkv\n")
     assert unique_sequences(chains) == {"MKV": ["A", "C"], "GG": ["B"]}
+
+
+def test_windows_line_endings_and_bom(tmp_path):
+    f = tmp_path / "w.fasta"
+    f.write_bytes(b"\xef\xbb\xbf>A desc\r\nMKV\r\nLL\r\n")
+    (chain,) = read_fasta(f)
+    assert (chain.name, chain.sequence) == ("A", "MKVLL")
