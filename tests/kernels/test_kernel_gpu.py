@@ -10,7 +10,8 @@ from kernel_testlib import needs_cuda, rel_err
 from kernels.attention import attention, attention_reference, attention_triton
 from kernels.layer_norm import layer_norm_reference, layer_norm_triton
 
-pytestmark = needs_cuda
+# the MMA-bias variant must not silently fall back to the ALU one
+pytestmark = [needs_cuda, pytest.mark.filterwarnings("error:Triton attention")]
 
 # bf16: inputs and the probabilities fed to the PV product are rounded to 8 bits (~4e-3 each);
 # fp32 follows torch's matmul policy (IEEE unless TF32 is allowed).
@@ -63,11 +64,13 @@ def test_attention_call_sites(compiled, case, dtype):
 
 
 @pytest.mark.parametrize("rows", [1, 2, 4])
-@pytest.mark.parametrize("block", [(64, 64), (128, 64), (128, 128)])
-def test_attention_configs(compiled, rows, block):
+@pytest.mark.parametrize("block", [(64, 128), (64, 64), (128, 64)])
+@pytest.mark.parametrize("bias_mma", [True, False])
+def test_attention_configs(compiled, rows, block, bias_mma):
     gen = torch.Generator(device="cuda").manual_seed(rows * 100 + block[1])
     q, k, v, bias, mask = _inputs(67, 333, 4, 32, torch.float16, gen, model_layout=False)
-    cfg = dict(rows=rows, BLOCK_M=block[0], BLOCK_N=block[1], num_warps=8 if block[0] == 128 else 4)
+    cfg = dict(rows=rows, BLOCK_M=block[0], BLOCK_N=block[1], num_warps=8 if block[0] == 128 else 4,
+               bias_mma=bias_mma)
     out = attention_triton(q, k, v, [bias], mask, 32 ** -0.5, config=cfg)
     assert rel_err(out, _ref64(q, k, v, [bias], mask, 32 ** -0.5)) < TOL[torch.float16]
 
