@@ -11,6 +11,7 @@ _COMMANDS = {
     "msa": "fastfold_cli.msa:msa",
     "run-features": "fastfold_cli.run_features:run_features",
     "bench": "fastfold_cli.bench:bench",
+    "predict": "fastfold_cli.predict:predict",
     "params": "fastfold_cli.params:params",
 }
 

@@ -108,8 +108,9 @@ class AlphaFold(nn.Module):
     def forward(self, batch: Dict[str, object], rt: Optional[Runtime] = None, num_recycle: Optional[int] = None,
                 early_stop_tolerance: float = 0.0, device: Optional[torch.device] = None,
                 return_prev_inputs: bool = False, callback=None) -> Dict[str, torch.Tensor]:
-        """Run up to `num_recycle` + 1 iterations (AlphaFold semantics: the same features every pass;
-        the previous positions, first MSA row and pair are fed back) and the heads of the last one.
+        """Run up to `num_recycle` + 1 iterations and the heads of the last one. The previous
+        positions, first MSA row and pair are fed back. `batch` is one feature sample (used every
+        pass) or has a leading pass axis (pass i takes sample i, as AlphaFold resamples the MSA).
 
         early_stop_tolerance > 0 stops when the Cα distance-matrix change (AlphaFold/ColabFold
         `compute_tol`) falls below it. return_prev_inputs adds the last iteration's recycled inputs
@@ -121,7 +122,11 @@ class AlphaFold(nn.Module):
             num_recycle = self.cfg.num_recycle
         device = device or next(self.parameters()).device
         batch = to_tensors(batch, device)
-        n = batch["aatype"].shape[0]
+        # A leading pass axis (AlphaFold's resample_msa_in_recycling): pass i uses sample i.
+        n_samples = batch["msa_feat"].shape[0] if batch["msa_feat"].dim() == 4 else 0
+        sample = (lambda i: {k: v[min(i, n_samples - 1)] for k, v in batch.items()}) if n_samples else \
+            (lambda i: batch)
+        n = batch["aatype"].shape[-1]
         e = self.cfg.embeddings_and_evoformer
         prev = {"prev_pos": torch.zeros(n, 37, 3, device=device),
                 "prev_msa_first_row": torch.zeros(n, e.msa_channel, device=device),
@@ -132,13 +137,14 @@ class AlphaFold(nn.Module):
                 if return_prev_inputs and (i == num_recycle or early_stop_tolerance > 0):
                     kept = {k: v.clone() for k, v in prev.items()}
                 prev_pos = prev["prev_pos"]
-                reps, sm = self.trunk_and_structure(batch, prev, rt)
+                batch_i = sample(i)
+                reps, sm = self.trunk_and_structure(batch_i, prev, rt)
                 prev = {"prev_pos": sm["final_atom_positions"], "prev_msa_first_row": reps["msa_first_row"],
                         "prev_pair": reps["pair"]}
                 if callback is not None:
                     callback(i, sm)
                 if early_stop_tolerance > 0 and i > 0 and \
-                        float(compute_tol(prev_pos, sm["final_atom_positions"], batch["seq_mask"])) < early_stop_tolerance:
+                        float(compute_tol(prev_pos, sm["final_atom_positions"], batch_i["seq_mask"])) < early_stop_tolerance:
                     break
             out = self.heads(reps, sm, rt)
         if kept is not None:

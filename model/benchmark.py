@@ -109,8 +109,12 @@ def bench_one(model: AlphaFold, n_res: int, *, precision: str, backend: str = "t
         row["predicted_peak_gib"] = p.predicted_peak / GB
         row["chunks"] = {k: v for k, v in p.chunks.items() if v}
         row["recompute_templates"] = rt.recompute_templates
-    if warmup:
-        model(batch, rt, num_recycle=0)  # kernel selection / Triton compilation out of the timing
+    try:
+        if warmup:
+            model(batch, rt, num_recycle=0)  # kernel selection / Triton compilation out of the timing
+    except torch.cuda.OutOfMemoryError:
+        row["error"] = "out of memory"
+        return row
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.empty_cache()

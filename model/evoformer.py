@@ -124,18 +124,24 @@ class OuterProductMean(nn.Module):
     def forward(self, m: torch.Tensor, msa_mask: torch.Tensor, z: torch.Tensor, rt: Runtime) -> torch.Tensor:
         """m: [S, N, C_m]; msa_mask: [S, N]; z: [N, N, C_z] -> z updated."""
         mask = msa_mask.to(m.dtype).unsqueeze(-1)
-        x = self.layer_norm_input(m, rt.backend)
-        left = mask * self.left_projection(x)     # [S, N, c]
-        right = mask * self.right_projection(x)   # [S, N, c]
+
+        def project(m_c, mask_c):  # LN and projections one block of sequences at a time
+            x = self.layer_norm_input(m_c, rt.backend)
+            return torch.cat([mask_c * self.left_projection(x), mask_c * self.right_projection(x)], dim=-1)
+
+        lr = chunked(project, [m, mask], rt.chunk("transition"), dim=0)  # [S, N, 2c]
+        c_ = lr.shape[-1] // 2
+        left, right = lr[..., :c_], lr[..., c_:]
         c = left.shape[-1]
         w = self.output_w.to(m.dtype).reshape(c * c, -1)
         # Only a row block of the [N, N, c*c] outer product is ever alive.
-        right_t = right.permute(1, 2, 0).reshape(-1, right.shape[0])  # [N*c, S]
+        n_res = right.shape[1]
+        right_t = right.permute(1, 2, 0).reshape(n_res * c, right.shape[0])  # [N*c, S]
 
         def rows(left_c, mask_c):  # left_c: [S, n, c], mask_c: [S, n, 1]
             n = left_c.shape[1]
-            outer = torch.matmul(left_c.permute(1, 2, 0).reshape(n * c, -1), right_t.t())  # [n*c, N*c]
-            outer = outer.reshape(n, c, -1, c).permute(0, 2, 1, 3).reshape(n, -1, c * c)  # [n, N, c*c]
+            outer = torch.matmul(left_c.permute(1, 2, 0).reshape(n * c, left_c.shape[0]), right_t.t())  # [n*c, N*c]
+            outer = outer.reshape(n, c, n_res, c).permute(0, 2, 1, 3).reshape(n, n_res, c * c)  # [n, N, c*c]
             out = torch.matmul(outer, w) + self.output_b.to(m.dtype)
             norm = torch.einsum("abc,adc->bdc", mask_c, mask)
             return out / (1e-3 + norm)

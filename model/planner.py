@@ -126,7 +126,8 @@ def transient_bytes(op: str, chunk: Optional[int], p: Problem) -> float:
     if op == "opm":
         r = _ceil(n, chunk)
         depth = max(s, e)
-        return 2 * depth * n * 32 * b + r * n * 1024 * b * 2 + r * n * cz * b * 2
+        # left|right [S, N, 2c], the transposed right copy, then one row block of the outer product
+        return 3 * depth * n * 32 * b + r * n * 1024 * b * 2 + r * n * cz * b * 2
     if op == "template_att":
         if t == 0:
             return 0.0
@@ -153,10 +154,11 @@ def op_bytes(op: str, chunk: Optional[int], p: Problem) -> float:
 
 
 def plan(p: Problem, budget: float, fixed: Optional[Dict[str, Optional[int]]] = None,
-         floor: float = 1.0 * GB) -> Plan:
-    """Memory-lean chunk sizes: every op may use as much transient memory as the op that needs the
-    most even at its smallest chunk (or `floor`, so short sequences aren't chunked needlessly),
-    taking the largest chunk within that cap. Raises PlanError when the result exceeds `budget`."""
+         floor: float = 1.0 * GB, slack: float = 1.5) -> Plan:
+    """Memory-lean chunk sizes: every op may use `slack` times the transient memory of the op that
+    needs the most even at its smallest chunk (at least `floor`, so short sequences aren't chunked
+    needlessly), taking the largest chunk within that cap (tiny chunks cost time). Raises PlanError
+    when the result exceeds `budget`."""
     fixed = fixed or {}
     base = persistent_bytes(p)
     if base >= budget:
@@ -164,7 +166,7 @@ def plan(p: Problem, budget: float, fixed: Optional[Dict[str, Optional[int]]] = 
                         f"{budget / GB:.1f} GiB")
     options = {op: [fixed[op]] if op in fixed else list(LADDER) for op in CHUNK_OPS}
     floor_need = max(op_bytes(op, opts[-1], p) for op, opts in options.items())
-    cap = min(max(floor_need, floor), budget - base)
+    cap = min(max(slack * floor_need, floor), budget - base)
     chunks, trans = {}, {}
     for op, opts in options.items():
         for c in opts:

@@ -27,21 +27,25 @@ def chunked(fn: Callable[..., torch.Tensor], args: Sequence[torch.Tensor], size:
     """
     n = args[0].shape[dim]
     out_dim = dim if out_dim is None else out_dim
-    if size is None or size >= n:
+    if size is None or size >= n or n == 0:
         out = fn(*args)
         if add_to is not None:
             add_to += out
             return add_to
         return out
-    pieces = []
+    result = None
     for start in range(0, n, size):
         sl = [a.narrow(dim, start, min(size, n - start)) if a.shape[dim] == n else a for a in args]
         out = fn(*sl)
         if add_to is not None:
             add_to.narrow(out_dim, start, out.shape[out_dim]).add_(out)
-        else:
-            pieces.append(out)
-    return add_to if add_to is not None else torch.cat(pieces, dim=out_dim)
+            continue
+        if result is None:  # allocate the joined output once: no list of pieces plus a copy
+            shape = list(out.shape)
+            shape[out_dim] = n
+            result = out.new_empty(shape)
+        result.narrow(out_dim, start, out.shape[out_dim]).copy_(out)
+    return add_to if add_to is not None else result
 
 
 class Linear(nn.Module):
@@ -56,7 +60,7 @@ class Linear(nn.Module):
         w = self.weights.to(x.dtype)
         if self.bias is None:
             return torch.matmul(x, w)
-        return torch.addmm(self.bias.to(x.dtype), x.reshape(-1, x.shape[-1]), w).reshape(*x.shape[:-1], -1)
+        return torch.addmm(self.bias.to(x.dtype), x.reshape(-1, x.shape[-1]), w).reshape(*x.shape[:-1], w.shape[1])
 
 
 class LayerNorm(nn.Module):

@@ -18,10 +18,10 @@ def problem_for(model: AlphaFold, batch: Dict, precision: str, backend: str) -> 
     """The sizes the planner needs, read off a feature batch and the model."""
     e = model.cfg.embeddings_and_evoformer
     n = int(batch["aatype"].shape[-1])
-    templ = int(batch["template_aatype"].shape[0]) if (e.template.enabled and "template_aatype" in batch) else 0
+    templ = int(batch["template_aatype"].shape[-2]) if (e.template.enabled and "template_aatype" in batch) else 0
     trunk = sum(p.numel() for p in model.evoformer.parameters())
     total = sum(p.numel() for p in model.parameters())
-    return Problem(n_res=n, n_seq=int(batch["msa_feat"].shape[0]), n_extra=int(batch["extra_msa"].shape[0]),
+    return Problem(n_res=n, n_seq=int(batch["msa_feat"].shape[-3]), n_extra=int(batch["extra_msa"].shape[-2]),
                    n_templ=templ, precision=precision, backend=backend, c_m=e.msa_channel, c_z=e.pair_channel,
                    c_e=e.extra_msa_channel, num_params=total, trunk_params=trunk)
 
