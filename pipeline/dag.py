@@ -399,8 +399,10 @@ def run_ray(p: Plan, order: list[str], progress: bool = False) -> tuple[dict, li
                 timings.append(timing)
                 bar.done(p.tasks[timing_refs[r]], timing)
     except BaseException:
-        for ref in refs.values():
-            ray.cancel(ref, force=True)
+        # Stop the rest: disconnecting the driver ends its pending tasks (and a local Ray with it).
+        # ray.cancel(force=True) is avoided: in Ray 2.60 it can race a finishing task and abort
+        # the process with a C++ check failure.
+        ray.shutdown()
         raise
     finally:
         bar.stop()
