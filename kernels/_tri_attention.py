@@ -64,21 +64,24 @@ def _bias_tile(B0, B1, offs_m, cols, sam, san, sbm, sbn, N_BIAS: tl.constexpr, B
 
 
 @triton.jit
-def _row_tile(acc, m_i, l_i, q, k_base, v_base, m_base, bias2, eye, start_n, Lk,
+def _row_tile(acc, m_i, l_i, q, k_base, v_base, m_base, bias2, eye, e0, start_n, Lk,
               offs_m, offs_n, offs_d, skn, skd, svn, svd, smm, smn, scale, c_exp,
               HAS_BIAS: tl.constexpr, BIAS_MMA: tl.constexpr, HAS_MASK: tl.constexpr,
-              MASK_2D: tl.constexpr, MASK_VAL: tl.constexpr, BOUNDS: tl.constexpr,
-              HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PREC: tl.constexpr):
+              MASK_2D: tl.constexpr, MASK_MMA: tl.constexpr, MASK_VAL: tl.constexpr,
+              BOUNDS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+              DOT_PREC: tl.constexpr):
     """One key block of the online softmax for one batch row; returns the updated (acc, m, l).
 
     Instruction count per score is what bounds this kernel, hence the care. Two unit systems:
-    * natural (a bias that can't go through the MMA, e.g. fp32): t = scale * s + bias (one FMA) plus
-      the mask term (1e9, as the reference);
+    * natural (a bias that can't go through the MMA, e.g. fp32): t = scale * s + bias (one FMA);
     * raw (BIAS_MMA, or no bias): t = s + r * bias where r = 1/scale rounded to the input dtype; the
       bias is added by the tensor cores, as the product of a diagonal matrix r*I with the bias tile,
       accumulated before q k^T. No per-score ALU work for scale or bias. r*bias is exact in fp32 and
       r*scale = 1 + d with |d| ~ 1e-4 for head dims 8/32 (exactly 1 for 16/64), far below the bias's
       own bf16 rounding; the launcher uses natural units when |d| is larger.
+    The key mask adds (mask - 1) * MASK_VAL in either system: with MASK_MMA (bf16/fp32, raw units) on
+    the tensor cores, as e0 (a [BLOCK_M, 16] matrix with ones in column 0) times a [16, BLOCK_N] tile
+    whose rows all hold the mask term (read with row stride 0); otherwise one add per score.
     c_exp (log2(e), times scale in raw units) is folded into the one FMA that feeds exp2.
     """
     cols = start_n + offs_n
@@ -91,18 +94,24 @@ def _row_tile(acc, m_i, l_i, q, k_base, v_base, m_base, bias2, eye, start_n, Lk,
                      mask=(offs_d < HEAD_DIM)[:, None], other=0.0)
     else:
         kt = tl.load(k_base + cols_c[None, :] * skn + offs_d[:, None] * skd)
-    if BIAS_MMA:
+    if MASK_MMA:
+        mrows = tl.load(m_base + (tl.arange(0, 16)[:, None] * 0 + cols_c[None, :]) * smn)
+        pre = tl.dot(e0, mrows)
+        if BIAS_MMA:
+            pre = tl.dot(eye, bias2, pre)
+        t = tl.dot(q, kt, pre, input_precision=DOT_PREC)
+    elif BIAS_MMA:
         t = tl.dot(q, kt, tl.dot(eye, bias2), input_precision=DOT_PREC)
     elif HAS_BIAS:
         t = tl.dot(q, kt, input_precision=DOT_PREC) * scale + bias2  # one FMA
     else:
         t = tl.dot(q, kt, input_precision=DOT_PREC)  # raw units
-    if HAS_MASK:
+    if HAS_MASK and not MASK_MMA:
         if MASK_2D:
             mk = tl.load(m_base + offs_m[:, None] * smm + cols_c[None, :] * smn).to(tl.float32)
             t += (mk - 1.0) * MASK_VAL
         else:  # key mask, pre-converted by the launcher to fp32 (mask - 1) * MASK_VAL: one add/score
-            t += tl.load(m_base + cols_c * smn)[None, :]
+            t += tl.load(m_base + cols_c * smn).to(tl.float32)[None, :]
     if BOUNDS:
         valid = (cols < Lk)[None, :]
         t = tl.where(valid, t, -1.0e30)  # finite: t * c_row must not be -inf * 0 in a masked row
@@ -159,7 +168,7 @@ def _attn_fwd_kernel(
     sm0, sm1, sm2, smm, smn,
     scale, c_exp, bias_r, group,
     N_BIAS: tl.constexpr, BIAS_MMA: tl.constexpr, HAS_MASK: tl.constexpr, MASK_2D: tl.constexpr,
-    MASK_VAL: tl.constexpr, ROWS: tl.constexpr,
+    MASK_MMA: tl.constexpr, MASK_VAL: tl.constexpr, ROWS: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     DOT_PREC: tl.constexpr,
 ):
@@ -201,6 +210,11 @@ def _attn_fwd_kernel(
         eye = tl.where(ar[:, None] == ar[None, :], bias_r, 0.0).to(Q.dtype.element_ty)
     else:
         eye = 0.0
+    if MASK_MMA:  # e0: ones in column 0, the A operand that adds the key-mask row (see _row_tile)
+        e0 = tl.where((tl.arange(0, BLOCK_M)[:, None] >= 0) & (tl.arange(0, 16)[None, :] == 0), 1.0,
+                      0.0).to(Q.dtype.element_ty)
+    else:
+        e0 = 0.0
 
     # Per-row state. Rows past n2 (odd batch counts) are clamped to the last row: computed, not stored.
     r0 = i2.to(tl.int64)
@@ -244,40 +258,48 @@ def _attn_fwd_kernel(
             bias2 = _bias_tile(b0_base, b1_base, offs_m_c, start_n + offs_n, sam, san, sbm, sbn, N_BIAS, BIAS_MMA)
         else:
             bias2 = 0.0
-        acc0, m0, l0 = _row_tile(acc0, m0, l0, q0, kb0, vb0, mb0, bias2, eye, start_n, Lk,
+        acc0, m0, l0 = _row_tile(acc0, m0, l0, q0, kb0, vb0, mb0, bias2, eye, e0, start_n, Lk,
                                  offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, scale, c_exp,
-                                 HAS_BIAS, BIAS_MMA, HAS_MASK, MASK_2D, MASK_VAL, False, HEAD_DIM, BLOCK_D, DOT_PREC)
+                                 HAS_BIAS, BIAS_MMA, HAS_MASK, MASK_2D, MASK_MMA, MASK_VAL, False, HEAD_DIM,
+                                 BLOCK_D, DOT_PREC)
         if ROWS > 1:
-            acc1, m1, l1 = _row_tile(acc1, m1, l1, q1, kb1, vb1, mb1, bias2, eye, start_n, Lk,
+            acc1, m1, l1 = _row_tile(acc1, m1, l1, q1, kb1, vb1, mb1, bias2, eye, e0, start_n, Lk,
                                      offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, scale, c_exp,
-                                     HAS_BIAS, BIAS_MMA, HAS_MASK, MASK_2D, MASK_VAL, False, HEAD_DIM, BLOCK_D, DOT_PREC)
+                                     HAS_BIAS, BIAS_MMA, HAS_MASK, MASK_2D, MASK_MMA, MASK_VAL, False, HEAD_DIM,
+                                 BLOCK_D, DOT_PREC)
         if ROWS > 2:
-            acc2, m2, l2 = _row_tile(acc2, m2, l2, q2, kb2, vb2, mb2, bias2, eye, start_n, Lk,
+            acc2, m2, l2 = _row_tile(acc2, m2, l2, q2, kb2, vb2, mb2, bias2, eye, e0, start_n, Lk,
                                      offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, scale, c_exp,
-                                     HAS_BIAS, BIAS_MMA, HAS_MASK, MASK_2D, MASK_VAL, False, HEAD_DIM, BLOCK_D, DOT_PREC)
-            acc3, m3, l3 = _row_tile(acc3, m3, l3, q3, kb3, vb3, mb3, bias2, eye, start_n, Lk,
+                                     HAS_BIAS, BIAS_MMA, HAS_MASK, MASK_2D, MASK_MMA, MASK_VAL, False, HEAD_DIM,
+                                 BLOCK_D, DOT_PREC)
+            acc3, m3, l3 = _row_tile(acc3, m3, l3, q3, kb3, vb3, mb3, bias2, eye, e0, start_n, Lk,
                                      offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, scale, c_exp,
-                                     HAS_BIAS, BIAS_MMA, HAS_MASK, MASK_2D, MASK_VAL, False, HEAD_DIM, BLOCK_D, DOT_PREC)
+                                     HAS_BIAS, BIAS_MMA, HAS_MASK, MASK_2D, MASK_MMA, MASK_VAL, False, HEAD_DIM,
+                                 BLOCK_D, DOT_PREC)
     if n_full < Lk:  # ragged last key block
         if HAS_BIAS:
             cols_c = tl.minimum(n_full + offs_n, Lk - 1)
             bias2 = _bias_tile(b0_base, b1_base, offs_m_c, cols_c, sam, san, sbm, sbn, N_BIAS, BIAS_MMA)
         else:
             bias2 = 0.0
-        acc0, m0, l0 = _row_tile(acc0, m0, l0, q0, kb0, vb0, mb0, bias2, eye, n_full, Lk,
+        acc0, m0, l0 = _row_tile(acc0, m0, l0, q0, kb0, vb0, mb0, bias2, eye, e0, n_full, Lk,
                                  offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, scale, c_exp,
-                                 HAS_BIAS, BIAS_MMA, HAS_MASK, MASK_2D, MASK_VAL, True, HEAD_DIM, BLOCK_D, DOT_PREC)
+                                 HAS_BIAS, BIAS_MMA, HAS_MASK, MASK_2D, MASK_MMA, MASK_VAL, True, HEAD_DIM,
+                                 BLOCK_D, DOT_PREC)
         if ROWS > 1:
-            acc1, m1, l1 = _row_tile(acc1, m1, l1, q1, kb1, vb1, mb1, bias2, eye, n_full, Lk,
+            acc1, m1, l1 = _row_tile(acc1, m1, l1, q1, kb1, vb1, mb1, bias2, eye, e0, n_full, Lk,
                                      offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, scale, c_exp,
-                                     HAS_BIAS, BIAS_MMA, HAS_MASK, MASK_2D, MASK_VAL, True, HEAD_DIM, BLOCK_D, DOT_PREC)
+                                     HAS_BIAS, BIAS_MMA, HAS_MASK, MASK_2D, MASK_MMA, MASK_VAL, True, HEAD_DIM,
+                                 BLOCK_D, DOT_PREC)
         if ROWS > 2:
-            acc2, m2, l2 = _row_tile(acc2, m2, l2, q2, kb2, vb2, mb2, bias2, eye, n_full, Lk,
+            acc2, m2, l2 = _row_tile(acc2, m2, l2, q2, kb2, vb2, mb2, bias2, eye, e0, n_full, Lk,
                                      offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, scale, c_exp,
-                                     HAS_BIAS, BIAS_MMA, HAS_MASK, MASK_2D, MASK_VAL, True, HEAD_DIM, BLOCK_D, DOT_PREC)
-            acc3, m3, l3 = _row_tile(acc3, m3, l3, q3, kb3, vb3, mb3, bias2, eye, n_full, Lk,
+                                     HAS_BIAS, BIAS_MMA, HAS_MASK, MASK_2D, MASK_MMA, MASK_VAL, True, HEAD_DIM,
+                                 BLOCK_D, DOT_PREC)
+            acc3, m3, l3 = _row_tile(acc3, m3, l3, q3, kb3, vb3, mb3, bias2, eye, e0, n_full, Lk,
                                      offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, scale, c_exp,
-                                     HAS_BIAS, BIAS_MMA, HAS_MASK, MASK_2D, MASK_VAL, True, HEAD_DIM, BLOCK_D, DOT_PREC)
+                                     HAS_BIAS, BIAS_MMA, HAS_MASK, MASK_2D, MASK_MMA, MASK_VAL, True, HEAD_DIM,
+                                 BLOCK_D, DOT_PREC)
 
     _store_rows(o_base + r0 * so2, acc0, l0, offs_m, offs_d, Lq, som, sod, True, HEAD_DIM, False)
     if ROWS > 1:
@@ -355,7 +377,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, biases: Sequenc
     q: [*, H, L_q, D]; k, v: [*, H, L_k, D] (any strides; D <= 64); biases: each broadcastable to
     [*, H, L_q, L_k]; mask: broadcastable to [*, H, L_q, L_k] (bool, integer or float, 1 = attend).
     config: optional override of `default_config`'s keys (BLOCK_M, BLOCK_N, num_warps, num_stages,
-        rows, group_ctas) and bias_mma (False: add the bias on the ALUs), used by the benchmark sweep.
+        rows, group_ctas), bias_mma (False: add the bias on the ALUs) and mask_mma (False: add the key
+        mask on the ALUs), used by the benchmark sweep.
     Returns [*, H, L_q, D] in q's dtype, laid out like q when q is dense (so the caller's
     transpose back to [*, L_q, H, D] is free).
     """
@@ -375,7 +398,10 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, biases: Sequenc
         if mask.shape[-2] == 1 or mask.stride(-2) == 0:
             # Key mask (the same for every query): convert it once to the fp32 additive term
             # (mask - 1) * MASK_VAL, in its own small shape, so the kernel spends one add per score.
+            # bf16 holds 0 and -2**40 exactly and can then feed the tensor cores (MASK_MMA).
             mask = (mask[..., :1, :].float() - 1.0) * MASK_VAL
+            if q.dtype == torch.bfloat16:
+                mask = mask.to(torch.bfloat16)
         else:
             mask_2d = True  # converted in the kernel
             if mask.dtype == torch.bool:
@@ -411,6 +437,11 @@ def _bias_mma_factor(dtype: torch.dtype, biases: Sequence[torch.Tensor], scale: 
     r * scale within 2**-11 of 1 (true for head dims 8/16/32/64 with scale = D**-0.5); else None."""
     if len(biases) != 1 or dtype not in (torch.bfloat16, torch.float16) or biases[0].dtype != dtype:
         return None
+    return _reciprocal_in(dtype, float(scale))
+
+
+@functools.lru_cache(maxsize=64)
+def _reciprocal_in(dtype: torch.dtype, scale: float) -> Optional[float]:
     if not (scale > 0 and math.isfinite(scale)):
         return None
     r = float(torch.tensor(1.0 / scale, dtype=torch.float32).to(dtype))
@@ -466,6 +497,9 @@ def _launch(q, k, v, out, biases, mask, mask_2d, scale, bias_r, config):
     # Raw units (logits / scale) when the bias goes through the MMA or there is no bias: see _row_tile.
     raw = bias_r is not None or not biases
     c_exp = (float(scale) if raw else 1.0) / math.log(2.0)
+    # (bf16 holds -2**40 exactly; fp16 can't, so fp16 adds the mask on the ALUs)
+    mask_mma = (raw and mask is not None and not mask_2d and mask.dtype == q.dtype
+                and q.dtype in (torch.bfloat16, torch.float32) and cfg.get("mask_mma", True))
     grid = (n_sets * n_m,)
     _attn_fwd_kernel[grid](
         q, k, v, out, b0, b1, msk,
@@ -473,7 +507,7 @@ def _launch(q, k, v, out, biases, mask, mask_2d, scale, bias_r, config):
         *st5(0, q), *st5(1, k), *st5(2, v), *st5(3, out), *sa, *sb, *sm,
         float(scale), c_exp, bias_r or 0.0, group,
         N_BIAS=len(biases), BIAS_MMA=bias_r is not None, HAS_MASK=mask is not None, MASK_2D=mask_2d,
-        MASK_VAL=MASK_VAL, ROWS=rows,
+        MASK_MMA=mask_mma, MASK_VAL=MASK_VAL, ROWS=rows,
         HEAD_DIM=d, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d,
         DOT_PREC=_dot_precision(q.dtype, q.device),
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],

@@ -48,26 +48,32 @@ ATTN_CASES = {
 }
 
 # Tile configurations swept with --sweep: (BLOCK_M, BLOCK_N, num_warps, num_stages, rows, group_ctas,
-# bias_mma). bias_mma=False adds the bias on the ALUs (the only path for fp32 or mixed-dtype biases).
+# bias_mma, mask_mma). False in the last two adds the bias / key mask on the ALUs instead of the tensor
+# cores (the ALU bias is the only path for fp32 or mixed-dtype biases).
 SWEEP_D32 = [
-    (64, 128, 4, 2, 1, 1024, True), (64, 128, 4, 3, 1, 1024, True), (64, 64, 4, 3, 1, 1024, True),
-    (64, 64, 4, 2, 1, 1024, True), (64, 64, 4, 3, 2, 1024, True), (64, 128, 4, 2, 2, 1024, True),
-    (128, 128, 8, 2, 1, 1024, True), (128, 64, 8, 2, 1, 1024, True), (64, 128, 4, 2, 1, 256, True),
-    (64, 128, 4, 2, 1, 4096, True), (64, 128, 4, 2, 1, 1024, False), (64, 64, 4, 3, 1, 1024, False),
+    (64, 128, 4, 2, 1, 1024, True, True), (64, 128, 4, 3, 1, 1024, True, True),
+    (64, 64, 4, 3, 1, 1024, True, True), (64, 64, 4, 2, 2, 1024, True, True),
+    (64, 64, 4, 3, 2, 1024, True, True), (128, 128, 8, 2, 1, 1024, True, True),
+    (128, 64, 8, 2, 1, 1024, True, True), (64, 128, 4, 2, 1, 256, True, True),
+    (64, 128, 4, 2, 1, 4096, True, True), (64, 128, 4, 2, 1, 1024, True, False),
+    (64, 128, 4, 2, 1, 1024, False, False), (64, 64, 4, 3, 1, 1024, False, False),
 ]
 SWEEP_D8 = [
-    (64, 128, 4, 2, 1, 1024, True), (64, 128, 4, 3, 1, 1024, True), (64, 64, 4, 3, 1, 1024, True),
-    (64, 64, 4, 3, 2, 1024, True), (128, 128, 8, 2, 1, 1024, True), (64, 128, 4, 2, 2, 1024, True),
-    (64, 128, 4, 2, 1, 1024, False), (128, 64, 4, 3, 2, 1024, False),
+    (64, 128, 4, 2, 1, 1024, True, True), (64, 128, 4, 3, 1, 1024, True, True),
+    (64, 64, 4, 3, 1, 1024, True, True), (64, 64, 4, 3, 2, 1024, True, True),
+    (128, 128, 8, 2, 1, 1024, True, True), (64, 128, 4, 2, 2, 1024, True, True),
+    (64, 128, 4, 2, 1, 1024, True, False), (64, 128, 4, 2, 1, 1024, False, False),
+    (128, 64, 4, 3, 2, 1024, False, False),
 ]
-SWEEP_SMALL = [(64, 128, 4, 2, 1, 1024, True), (64, 128, 4, 3, 1, 1024, True), (64, 64, 4, 3, 1, 1024, True),
-               (64, 64, 4, 3, 2, 1024, True), (64, 128, 4, 2, 1, 1024, False)]
+SWEEP_SMALL = [(64, 128, 4, 2, 1, 1024, True, True), (64, 128, 4, 3, 1, 1024, True, True),
+               (64, 64, 4, 3, 1, 1024, True, True), (64, 64, 4, 3, 2, 1024, True, True),
+               (64, 128, 4, 2, 1, 1024, True, False), (64, 128, 4, 2, 1, 1024, False, False)]
 SWEEP_LN = [(16, 4), (32, 4), (32, 8), (64, 4), (64, 8), (128, 8), (8, 2), (16, 2)]
 
 
 def _cfg(t):
     return dict(BLOCK_M=t[0], BLOCK_N=t[1], num_warps=t[2], num_stages=t[3], rows=t[4], group_ctas=t[5],
-                bias_mma=t[6])
+                bias_mma=t[6], mask_mma=t[7])
 
 
 class Bench:

@@ -142,6 +142,16 @@ def test_rows_per_program(interpret, rows, bias_mma):
            config=dict(rows=rows, BLOCK_M=16, BLOCK_N=16, bias_mma=bias_mma))
 
 
+@pytest.mark.parametrize("mask_mma", [True, False])
+def test_mask_through_mma(interpret, mask_mma):
+    """The key mask added by the tensor cores (e0 times a row-broadcast mask tile) or by the ALUs;
+    fp32 without bias here (the interpreter can't run bf16, the other dtype that uses it)."""
+    gen = torch.Generator().manual_seed(20)
+    q, k, v = (torch.randn(4, 2, 30, 16, generator=gen) for _ in range(3))
+    _check(q, k, v, [], _key_mask(4, 30, gen, fully_masked_rows=(1,)), 0.25,
+           config=dict(mask_mma=mask_mma, BLOCK_M=16, BLOCK_N=16))
+
+
 def test_every_output_written(interpret):
     gen = torch.Generator().manual_seed(10)
     q, k, v = (torch.randn(3, 2, 23, 8, generator=gen) for _ in range(3))
