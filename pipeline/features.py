@@ -20,7 +20,7 @@ Shapes: N residues, S MSA rows, M cluster rows, E extra rows, T templates.
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -207,16 +207,22 @@ def nearest_neighbor_clusters(msa: np.ndarray, msa_mask: np.ndarray, extra_msa: 
 
 def summarize_clusters(msa, msa_mask, deletion_matrix, extra_msa, extra_mask, extra_deletion, assignment):
     """AlphaFold's `summarize_clusters`: per cluster row, the 23-class profile (M, N, 23) and the
-    mean deletion count (M, N) over the row itself and its assigned extra rows."""
-    m = msa.shape[0]
+    mean deletion count (M, N) over the row itself and its assigned extra rows.
+
+    Sums go through `np.bincount` (integer counts, exact in any float type), then the same float32
+    additions and division as AlphaFold's TF code."""
+    m, n = msa.shape
     extra_mask = extra_mask.astype(np.float32)
-    mask_counts = np.float32(1e-6) + msa_mask.astype(np.float32)
-    np.add.at(mask_counts, assignment, extra_mask)
-    msa_sum = np.eye(23, dtype=np.float32)[msa]
-    np.add.at(msa_sum, assignment, extra_mask[..., None] * np.eye(23, dtype=np.float32)[extra_msa])
-    del_sum = deletion_matrix.astype(np.float32).copy()
-    np.add.at(del_sum, assignment, extra_mask * extra_deletion.astype(np.float32))
-    return (msa_sum / mask_counts[..., None]).astype(np.float32), (del_sum / mask_counts).astype(np.float32)
+    cell = (np.asarray(assignment, np.int64)[:, None] * n + np.arange(n)[None, :]).ravel()  # (E*N,)
+    count = np.bincount(cell, weights=extra_mask.ravel(), minlength=m * n).reshape(m, n)
+    aa_sum = np.bincount(cell * 23 + np.asarray(extra_msa, np.int64).ravel(), weights=extra_mask.ravel(),
+                         minlength=m * n * 23).reshape(m, n, 23)
+    del_sum = np.bincount(cell, weights=(extra_mask * extra_deletion.astype(np.float32)).ravel(),
+                          minlength=m * n).reshape(m, n)
+    mask_counts = (np.float32(1e-6) + msa_mask.astype(np.float32)) + count.astype(np.float32)
+    msa_sum = aa_sum.astype(np.float32) + np.eye(23, dtype=np.float32)[msa]
+    del_total = del_sum.astype(np.float32) + deletion_matrix.astype(np.float32)
+    return (msa_sum / mask_counts[..., None]).astype(np.float32), (del_total / mask_counts).astype(np.float32)
 
 
 def make_msa_feat(msa, deletion_matrix, cluster_profile, cluster_deletion_mean) -> np.ndarray:

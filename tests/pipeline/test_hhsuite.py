@@ -2,7 +2,6 @@
 sequences (pyhmmer's LuxC/PKSI families; the PDB chains of the template mmCIFs)."""
 import gzip
 
-import numpy as np
 import pytest
 
 from pipeline import hhdb, parsers, templates, tools

@@ -2,7 +2,6 @@
 OpenFold's short.fasta (AlphaFold's dict holds 8 templates; 1hf9 has no mmCIF here)."""
 import dataclasses
 import datetime
-import gzip
 import shutil
 
 import numpy as np

@@ -1,7 +1,5 @@
 """Real searches on small real databases: pyhmmer jackhmmer vs the HMMER 3.3.2 binary, sharding,
 kalign and HH-suite on a database the test builds."""
-import re
-import shutil
 import subprocess
 
 import pytest
