@@ -195,12 +195,16 @@ def nearest_neighbor_clusters(msa: np.ndarray, msa_mask: np.ndarray, extra_msa: 
     `gap_agreement_weight`, the BERT mask token 22 never agrees; ties -> lowest index).
     Returns (E,) int32. Counts are exact integers in float32, so the argmax equals AlphaFold's."""
     m, n = msa.shape
-    weights = np.concatenate([np.ones(21, np.float32), [gap_agreement_weight], [0.0]]).astype(np.float32)
-    sample = (np.eye(23, dtype=np.float32)[msa] * msa_mask[..., None] * weights).reshape(m, n * 23)
+    # classes with zero weight (the BERT mask token; gaps unless weighted) never add agreement,
+    # so their one-hot columns are left out of the matmul
+    k = 22 if gap_agreement_weight else 21
+    weights = np.concatenate([np.ones(21, np.float32), [gap_agreement_weight]]).astype(np.float32)[:k]
+    eye = np.eye(23, dtype=np.float32)[:, :k]
+    sample = (eye[msa] * msa_mask[..., None] * weights).reshape(m, n * k)
     out = np.empty(extra_msa.shape[0], dtype=np.int32)
     for s in range(0, extra_msa.shape[0], chunk):
         e = extra_msa[s:s + chunk]
-        one_hot = (np.eye(23, dtype=np.float32)[e] * extra_mask[s:s + chunk, :, None]).reshape(len(e), n * 23)
+        one_hot = (eye[e] * extra_mask[s:s + chunk, :, None]).reshape(len(e), n * k)
         out[s:s + chunk] = np.argmax(one_hot @ sample.T, axis=1)
     return out
 
