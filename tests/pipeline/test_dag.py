@@ -116,7 +116,7 @@ def test_missing_search_output_redone_alone(example_db, tmp_path):
     dbs = databases.resolve(str(example_db))
     opts = dag.Options(db_preset="reduced_dbs", use_templates=True, cpus=2, shards=3)
     out = tmp_path / "o"
-    dag.run_pipeline(chains, str(out), dbs, opts, executor="serial")
+    dag.run_pipeline(chains, str(out), dbs, opts, executor="serial", progress=True)  # rich display
     before = tree(out)
     p = dag.plan(chains, dbs, opts, str(out / ".cache"))
     sid = next(iter(p.seq_ids.values()))
