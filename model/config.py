@@ -69,6 +69,9 @@ class Runtime:
     inplace: update the MSA / pair representations in place where the math allows.
     outputs_device: where the large head outputs (distogram, PAE) are assembled; "cpu" keeps them
         off the GPU for long sequences. None: the model's device.
+    shard: Dynamic Axial Parallelism (model/dap.py ShardSpec: process group, rank, world size):
+        each rank holds row / column blocks of the MSA and pair representations. None: one
+        process, every collective a no-op.
     recompute_templates: template point-wise attention in two passes (logits, then values),
         embedding each template twice instead of holding an [N, N, H, D] accumulator.
     """
@@ -79,6 +82,7 @@ class Runtime:
     inplace: bool = False
     outputs_device: Optional[str] = None
     recompute_templates: bool = False
+    shard: Optional[Any] = None  # model.dap.ShardSpec
 
     @classmethod
     def chunked_all(cls, size: Optional[int], **kw) -> "Runtime":

@@ -4,6 +4,14 @@ from them: EvoformerIteration (main and extra-MSA stacks) and the template pair 
 Every op returns the updated representation: `forward(x, ...)` computes x + update, in place when
 `rt.inplace`, slicing its batch-like axis in chunks of `rt.chunk(<op>)`. Shapes are unbatched, as in
 AlphaFold: MSA [N_seq, N_res, C_m], pair [N_res, N_res, C_z], masks [N_seq, N_res] / [N_res, N_res].
+
+DAP (`rt.shard`, see model/dap.py): the same code runs on shards. Every pair op takes and returns
+the row shard z [N/P, N, C_z] (rows i of the padded pair); the column-wise ones (triangle attention
+around the ending node, incoming multiplication) switch to the column shard with one all_to_all
+and back. MSA row attention takes the MSA row shard [S/P, N, C_m]; the column-wise MSA ops (column
+attention, global column attention, outer product mean) take the column shard [S, N/P, C_m].
+Masks are always passed whole ([S, N] / [N, N], padded) and each op slices the part it needs.
+With rt.shard None every collective is a no-op and nothing is sliced.
 """
 from __future__ import annotations
 
@@ -12,6 +20,7 @@ from typing import Optional
 import torch
 from torch import nn
 
+from model import dap
 from model.config import Config, Runtime
 from model.primitives import Attention, GlobalAttention, LayerNorm, Linear, chunked
 
@@ -24,10 +33,11 @@ def _attention_dims(cfg: Config, c_q: int, c_m: int):
 def _pair_bias(z: torch.Tensor, norm: LayerNorm, weights: torch.Tensor, rt: Runtime) -> torch.Tensor:
     """LN(z) @ weights as an attention bias [1, H, N, N] shared by every attention row.
 
-    z: [N, N, C]; weights: [C, H]. LN(z) is formed one row block at a time, never whole."""
+    z: [N, N, C] (with rt.shard: the row shard [N/P, N, C]; the [N/P, N, H] biases of all ranks
+    are all-gathered); weights: [C, H]. LN(z) is formed one row block at a time, never whole."""
     w = weights.to(z.dtype)
-    return chunked(lambda z_c: torch.matmul(norm(z_c, rt.backend), w), [z], rt.chunk("pair_rows"),
-                   dim=0).permute(2, 0, 1).unsqueeze(0)
+    b = chunked(lambda z_c: torch.matmul(norm(z_c, rt.backend), w), [z], rt.chunk("pair_rows"), dim=0)
+    return dap.gather(rt.shard, b, 0).permute(2, 0, 1).unsqueeze(0)
 
 
 class MSARowAttentionWithPairBias(nn.Module):
@@ -43,7 +53,9 @@ class MSARowAttentionWithPairBias(nn.Module):
         self.chunk_name = chunk_name
 
     def forward(self, m: torch.Tensor, msa_mask: torch.Tensor, z: torch.Tensor, rt: Runtime) -> torch.Tensor:
-        """m: [S, N, C_m]; msa_mask: [S, N]; z: [N, N, C_z] -> m updated."""
+        """m: [S, N, C_m] (DAP: row shard [S/P, N, C_m]); msa_mask: [S, N] (whole);
+        z: [N, N, C_z] (DAP: row shard [N/P, N, C_z]) -> m updated."""
+        msa_mask = dap.scatter(rt.shard, msa_mask, 0)
         bias = _pair_bias(z, self.feat_2d_norm, self.feat_2d_weights, rt)
 
         def rows(m_c, mask_c):
@@ -63,7 +75,9 @@ class MSAColumnAttention(nn.Module):
         self.attention = Attention(c_m, c_m, h, dk, dv, c_m, cfg.gating)
 
     def forward(self, m: torch.Tensor, msa_mask: torch.Tensor, rt: Runtime) -> torch.Tensor:
-        """m: [S, N, C_m]; msa_mask: [S, N] -> m updated."""
+        """m: [S, N, C_m] (DAP: column shard [S, N/P, C_m]); msa_mask: [S, N] (whole) -> m updated."""
+        msa_mask = dap.scatter(rt.shard, msa_mask, 1)
+
         def cols(m_c, mask_c):  # m_c: [n, S, C]
             x = self.query_norm(m_c, rt.backend)
             return self.attention(x, x, [], mask_c[:, None, None, :], rt.backend)
@@ -83,7 +97,9 @@ class MSAColumnGlobalAttention(nn.Module):
         self.attention = GlobalAttention(c_m, h, dk, dv, c_m)
 
     def forward(self, m: torch.Tensor, msa_mask: torch.Tensor, rt: Runtime) -> torch.Tensor:
-        """m: [S, N, C_m]; msa_mask: [S, N] -> m updated."""
+        """m: [S, N, C_m] (DAP: column shard [S, N/P, C_m]); msa_mask: [S, N] (whole) -> m updated."""
+        msa_mask = dap.scatter(rt.shard, msa_mask, 1)
+
         def cols(m_c, mask_c):
             return self.attention(self.query_norm(m_c, rt.backend), mask_c)
 
@@ -122,16 +138,21 @@ class OuterProductMean(nn.Module):
         self.output_b = nn.Parameter(torch.empty(c_z))
 
     def forward(self, m: torch.Tensor, msa_mask: torch.Tensor, z: torch.Tensor, rt: Runtime) -> torch.Tensor:
-        """m: [S, N, C_m]; msa_mask: [S, N]; z: [N, N, C_z] -> z updated."""
-        mask = msa_mask.to(m.dtype).unsqueeze(-1)
+        """m: [S, N, C_m] (DAP: column shard [S, N/P, C_m]); msa_mask: [S, N] (whole);
+        z: [N, N, C_z] (DAP: row shard [N/P, N, C_z]) -> z updated.
+
+        DAP: the rows i of z need left[:, i] (local) and right[:, j] for every j: the right
+        projection [S, N/P, c] is all-gathered (c = 32 channels, small next to m)."""
+        mask = dap.mask_weights(rt.shard, msa_mask).to(m.dtype).unsqueeze(-1)  # [S, N, 1], whole (normaliser)
+        mask_local = dap.scatter(rt.shard, mask, 1)
 
         def project(m_c, mask_c):  # LN and projections one block of sequences at a time
             x = self.layer_norm_input(m_c, rt.backend)
             return torch.cat([mask_c * self.left_projection(x), mask_c * self.right_projection(x)], dim=-1)
 
-        lr = chunked(project, [m, mask], rt.chunk("transition"), dim=0)  # [S, N, 2c]
+        lr = chunked(project, [m, mask_local], rt.chunk("transition"), dim=0)  # [S, N, 2c]
         c_ = lr.shape[-1] // 2
-        left, right = lr[..., :c_], lr[..., c_:]
+        left, right = lr[..., :c_], dap.gather(rt.shard, lr[..., c_:], 1)
         c = left.shape[-1]
         w = self.output_w.to(m.dtype).reshape(c * c, -1)
         # Only a row block of the [N, N, c*c] outer product is ever alive.
@@ -147,8 +168,8 @@ class OuterProductMean(nn.Module):
             return out / (1e-3 + norm)
 
         if rt.inplace:
-            return chunked(rows, [left, mask], rt.chunk("opm"), dim=1, out_dim=0, add_to=z)
-        return z + chunked(rows, [left, mask], rt.chunk("opm"), dim=1, out_dim=0)
+            return chunked(rows, [left, mask_local], rt.chunk("opm"), dim=1, out_dim=0, add_to=z)
+        return z + chunked(rows, [left, mask_local], rt.chunk("opm"), dim=1, out_dim=0)
 
 
 class TriangleMultiplication(nn.Module):
@@ -191,33 +212,47 @@ class TriangleMultiplication(nn.Module):
         return self.layer_norm_input, self.center_layer_norm, sides
 
     def forward(self, z: torch.Tensor, pair_mask: torch.Tensor, rt: Runtime) -> torch.Tensor:
-        """z: [N, N, C_z]; pair_mask: [N, N] -> z updated.
+        """z: [N, N, C_z] (DAP: row shard [N/P, N, C_z]); pair_mask: [N, N] (whole) -> z updated.
 
         Memory: the product p [c, N, N] is the only full-size temporary; the gated projections a, b
         are formed `rt.chunk("tri_mul")` channels at a time from row blocks of LN(z)
-        (`rt.chunk("pair_rows")`), and the output stage runs in row blocks, in place if allowed."""
-        n, dt = z.shape[0], z.dtype
+        (`rt.chunk("pair_rows")`), and the output stage runs in row blocks, in place if allowed.
+
+        DAP: outgoing works on the local rows i; incoming switches to the column shard and works on
+        z^T, whose rows are the local columns j (p^T[j,i] = sum_k a^T[j,k] b^T[i,k], the outgoing
+        form). Either way p[i, j] needs b for every j: each rank's block of b [c', N/P, N] is
+        broadcast in turn (dap.stream, next block in flight while this one multiplies), so no
+        rank ever holds the gathered [c, N, N] projection."""
+        sh = rt.shard
+        transposed = dap.active(sh) and not self.outgoing
+        if transposed:
+            z, pair_mask = dap.row_to_col(sh, z).transpose(0, 1), pair_mask.transpose(0, 1)
+        n, n_all, dt = z.shape[0], z.shape[1], z.dtype
         norm_in, norm_center, sides = self._weights()
         c = sides[0][0].shape[1]
         cc = rt.chunk("tri_mul") or c
         rows = rt.chunk("pair_rows") or n
-        mask = pair_mask.to(dt).unsqueeze(-1)
-        p = z.new_empty(c, n, n)
+        mask = dap.mask_weights(sh, dap.scatter(sh, pair_mask, 0)).to(dt).unsqueeze(-1)
+        p = z.new_empty(c, n, n_all)
         for c0 in range(0, c, cc):
             c1 = min(c, c0 + cc)
-            ab = z.new_empty(2, c1 - c0, n, n)
+            ab = z.new_empty(2, c1 - c0, n, n_all)
             for r0 in range(0, n, rows):
                 r1 = min(n, r0 + rows)
                 x = norm_in(z[r0:r1], rt.backend)
                 for side, (pw, pb, gw, gb) in enumerate(sides):
                     proj = torch.addmm(pb[c0:c1].to(dt), x.reshape(-1, x.shape[-1]), pw[:, c0:c1].to(dt))
                     gate = torch.addmm(gb[c0:c1].to(dt), x.reshape(-1, x.shape[-1]), gw[:, c0:c1].to(dt))
-                    val = (mask[r0:r1] * proj.reshape(r1 - r0, n, -1)) * torch.sigmoid(gate).reshape(r1 - r0, n, -1)
+                    val = (mask[r0:r1] * proj.reshape(r1 - r0, n_all, -1)) * \
+                        torch.sigmoid(gate).reshape(r1 - r0, n_all, -1)
                     ab[side, :, r0:r1] = val.permute(2, 0, 1)
                 del x
             a, b = ab[0], ab[1]
             # Channel-batched GEMMs: the N^3 contraction stays in cuBLAS.
-            if self.outgoing:   # p[i,j] = sum_k a[i,k] b[j,k]
+            if dap.active(sh):  # p[i,j] = sum_k a[i,k] b[j,k], b's rows j from each rank in turn
+                for r, b_r in dap.stream(sh, b):
+                    p[c0:c1, :, r * n:(r + 1) * n] = torch.matmul(a, b_r.transpose(1, 2))
+            elif self.outgoing:   # p[i,j] = sum_k a[i,k] b[j,k]
                 torch.matmul(a, b.transpose(1, 2), out=p[c0:c1])
             else:               # p[i,j] = sum_k a[k,j] b[k,i]
                 torch.matmul(b.transpose(1, 2), a, out=p[c0:c1])
@@ -231,7 +266,7 @@ class TriangleMultiplication(nn.Module):
                 target[r0:r1] += upd
             else:
                 torch.add(z[r0:r1], upd, out=target[r0:r1])
-        return target
+        return dap.col_to_row(sh, target.transpose(0, 1)) if transposed else target
 
 
 class TriangleAttention(nn.Module):
@@ -246,9 +281,14 @@ class TriangleAttention(nn.Module):
         self.attention = Attention(c_z, c_z, h, dk, dv, c_z, cfg.gating)
 
     def forward(self, z: torch.Tensor, pair_mask: torch.Tensor, rt: Runtime) -> torch.Tensor:
-        """z: [N, N, C_z]; pair_mask: [N, N] -> z updated."""
+        """z: [N, N, C_z] (DAP: row shard [N/P, N, C_z]); pair_mask: [N, N] (whole) -> z updated.
+
+        DAP: per_column switches to the column shard (all_to_all) and back; the bias [H, N, N]
+        needs all of z: each rank's [N/P, N, H] part is all-gathered."""
+        sh = rt.shard
         if self.per_column:
-            z, pair_mask = z.transpose(0, 1), pair_mask.transpose(0, 1)
+            z, pair_mask = dap.row_to_col(sh, z).transpose(0, 1), pair_mask.transpose(0, 1)
+        pair_mask = dap.scatter(sh, pair_mask, 0)
         # The bias needs all of z: compute it before any row is updated.
         bias = _pair_bias(z, self.query_norm, self.feat_2d_weights, rt)
 
@@ -257,7 +297,7 @@ class TriangleAttention(nn.Module):
             return self.attention(x, x, [bias], mask_c[:, None, None, :], rt.backend)
 
         z = _update(z, rows, [z, pair_mask], rt, "tri_att", dim=0)
-        return z.transpose(0, 1) if self.per_column else z
+        return dap.col_to_row(sh, z.transpose(0, 1)) if self.per_column else z
 
 
 def _update(x: torch.Tensor, fn, args, rt: Runtime, op: str, dim: int) -> torch.Tensor:
@@ -290,21 +330,28 @@ class EvoformerIteration(nn.Module):
         self.is_extra_msa = is_extra_msa
 
     def forward(self, m, z, msa_mask, pair_mask, rt: Runtime):
-        """m: [S, N, C_m]; z: [N, N, C_z]; msa_mask: [S, N]; pair_mask: [N, N] -> (m, z)."""
+        """m: [S, N, C_m]; z: [N, N, C_z]; msa_mask: [S, N]; pair_mask: [N, N] -> (m, z).
+
+        DAP: m enters and leaves as the row shard [S/P, N, C_m], z as the row shard [N/P, N, C_z];
+        masks whole. m is switched to columns after the row attention and back after the outer
+        product mean (that all_to_all runs while the pair ops compute)."""
+        sh = rt.shard
         if self.opm_first:
-            z = self.outer_product_mean(m, msa_mask, z, rt)
+            z = self.outer_product_mean(dap.row_to_col(sh, m), msa_mask, z, rt)
         m = self.msa_row_attention_with_pair_bias(m, msa_mask, z, rt)
+        m = dap.row_to_col(sh, m)
         col = self.msa_column_global_attention if self.is_extra_msa else self.msa_column_attention
         m = col(m, msa_mask, rt)
         m = self.msa_transition(m, rt)
         if not self.opm_first:
             z = self.outer_product_mean(m, msa_mask, z, rt)
+        m = dap.col_to_row(sh, m, async_op=True)
         z = self.triangle_multiplication_outgoing(z, pair_mask, rt)
         z = self.triangle_multiplication_incoming(z, pair_mask, rt)
         z = self.triangle_attention_starting_node(z, pair_mask, rt)
         z = self.triangle_attention_ending_node(z, pair_mask, rt)
         z = self.pair_transition(z, rt)
-        return m, z
+        return m.wait(), z
 
 
 class TemplatePairBlock(nn.Module):

@@ -141,9 +141,10 @@ class GlobalAttention(nn.Module):
         self.output_b = nn.Parameter(torch.empty(output_dim))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """x: [B, S, C] (B columns of S sequences); mask: [B, S]. Returns [B, S, C_out]."""
+        """x: [B, S, C] (B columns of S sequences); mask: [B, S] (DAP padding: -1, see model/dap.py).
+        Returns [B, S, C_out]."""
         dt = x.dtype
-        m = mask.to(dt).unsqueeze(-1)
+        m = mask.clamp(min=0).to(dt).unsqueeze(-1)  # weights of the mean query: DAP padding (-1) -> 0
         v = torch.matmul(x, self.value_w.to(dt))                          # [B, S, Dv]
         k = torch.matmul(x, self.key_w.to(dt))                            # [B, S, D]
         q_avg = (m * x).sum(-2) / (m.sum(-2) + 1e-10)                     # [B, C]

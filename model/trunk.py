@@ -3,6 +3,11 @@
 
 Module attribute names equal AlphaFold's haiku scope names, so the official parameter keys map onto
 `named_parameters()` mechanically (see model/params.py).
+
+DAP (`rt.shard`, model/dap.py): N and the MSA depths are padded to multiples of the world size
+(zero activations, zero masks); each rank embeds only its own rows of the pair (and of the extra
+MSA), runs the template, extra-MSA and Evoformer stacks on row shards, and the pair stays a row
+shard [N_pad/P, N_pad, C_z] from the recycling embedder to the end of the Evoformer.
 """
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model import all_atom
+from model import all_atom, dap
 from model import residue_constants as rc
 from model.config import Config, Runtime
 from model.evoformer import EvoformerIteration, TemplatePairBlock
@@ -48,36 +53,40 @@ class SingleTemplateEmbedding(nn.Module):
     def blocks(self):
         return getattr(self.template_pair_stack, "__layer_stack_no_state")
 
-    def features(self, aatype, pseudo_beta, pseudo_beta_mask, atom_pos, atom_mask, dtype) -> torch.Tensor:
-        """Template pair features [N, N, 88] of one template (AlphaFold order).
+    def features(self, aatype, pseudo_beta, pseudo_beta_mask, atom_pos, atom_mask, dtype,
+                 rows: slice = slice(None)) -> torch.Tensor:
+        """Template pair features [N, N, 88] of one template (AlphaFold order); `rows` selects a
+        block of rows i -> [r, N, 88] (a DAP rank's rows).
 
         aatype: [N] (long); pseudo_beta: [N, 3]; pseudo_beta_mask: [N]; atom_pos: [N, 37, 3];
         atom_mask: [N, 37].
         """
         cfg = self.cfg
         n = aatype.shape[0]
-        pb_mask_2d = (pseudo_beta_mask[:, None] * pseudo_beta_mask[None, :]).to(dtype)
-        dgram = dgram_from_positions(pseudo_beta, **cfg.dgram_features).to(dtype)
+        r = len(range(n)[rows])
+        pb_mask_2d = (pseudo_beta_mask[rows, None] * pseudo_beta_mask[None, :]).to(dtype)
+        dgram = dgram_from_positions(pseudo_beta, **cfg.dgram_features, rows=rows).to(dtype)
         onehot = F.one_hot(aatype.long(), 22).to(dtype)
         ni, cai, ci = (rc.atom_order[a] for a in ("N", "CA", "C"))
         bb_mask = atom_mask[:, ni] * atom_mask[:, cai] * atom_mask[:, ci]
-        bb_mask_2d = (bb_mask[:, None] * bb_mask[None, :])
+        bb_mask_2d = (bb_mask[rows, None] * bb_mask[None, :])
         if cfg.use_template_unit_vector:
             pos = atom_pos.float()
             rot, trans = all_atom.rigid_from_three_points(pos[:, ni], pos[:, cai], pos[:, ci])
             # Position of residue j in the local frame of residue i.
-            local = torch.einsum("iba,ijb->ija", rot, trans[None, :, :] - trans[:, None, :])
+            local = torch.einsum("iba,ijb->ija", rot[rows], trans[None, :, :] - trans[rows, None, :])
             inv_dist = torch.rsqrt(1e-6 + (local ** 2).sum(-1)) * bb_mask_2d.float()
             unit = (local * inv_dist[..., None]).to(dtype)
         else:
-            unit = torch.zeros(n, n, 3, dtype=dtype, device=aatype.device)
+            unit = torch.zeros(r, n, 3, dtype=dtype, device=aatype.device)
         bb_mask_2d = bb_mask_2d.to(dtype)
-        act = torch.cat([dgram, pb_mask_2d[..., None], onehot[None, :, :].expand(n, n, 22),
-                         onehot[:, None, :].expand(n, n, 22), unit, bb_mask_2d[..., None]], dim=-1)
+        act = torch.cat([dgram, pb_mask_2d[..., None], onehot[None, :, :].expand(r, n, 22),
+                         onehot[rows, None, :].expand(r, n, 22), unit, bb_mask_2d[..., None]], dim=-1)
         return act * bb_mask_2d[..., None]
 
     def forward(self, feats: torch.Tensor, mask_2d: torch.Tensor, rt: Runtime) -> torch.Tensor:
-        """feats: [N, N, 88]; mask_2d: [N, N] -> [N, N, C_t]."""
+        """feats: [N, N, 88] (DAP: row shard [N/P, N, 88]); mask_2d: [N, N] (whole) -> [N, N, C_t]
+        (DAP: row shard)."""
         t = self.embedding2d(feats)
         for block in self.blocks():
             t = block(t, mask_2d, rt)
@@ -98,12 +107,18 @@ class TemplateEmbedding(nn.Module):
     def forward(self, z: torch.Tensor, batch: Dict[str, torch.Tensor], mask_2d: torch.Tensor,
                 rt: Runtime) -> torch.Tensor:
         """z: [N, N, C_z] query pair representation -> z + template embedding (in place if allowed).
+        DAP: z is the row shard [N_pad/P, N_pad, C_z] and mask_2d the whole padded [N_pad, N_pad];
+        each template is embedded and attended to on the same rows only (point-wise: no collective
+        besides those of the template pair stack).
 
         Templates are embedded one at a time and the point-wise attention over them is accumulated
         with an online softmax, so no [T, N, N, C_t] tensor is ever held."""
         dtype = z.dtype
         template_mask = batch["template_mask"].float()
-        n_templ, n = template_mask.shape[0], z.shape[0]
+        n_templ, n, n_all = template_mask.shape[0], z.shape[0], z.shape[1]
+        n_res = batch["template_aatype"].shape[1]
+        lo, hi = dap.local_range(rt.shard, n_all)
+        real = slice(min(lo, n_res), min(hi, n_res))  # this rank's rows that are real residues
         if n_templ == 0 or float(template_mask.sum()) == 0:
             return z  # AlphaFold multiplies the embedding by 0 when no template exists
         ste, att = self.single_template_embedding, self.attention
@@ -119,12 +134,12 @@ class TemplateEmbedding(nn.Module):
         def embed(t):
             feats = ste.features(batch["template_aatype"][t], batch["template_pseudo_beta"][t],
                                  batch["template_pseudo_beta_mask"][t], batch["template_all_atom_positions"][t],
-                                 batch["template_all_atom_masks"][t], dtype)
-            return ste(feats, mask_2d, rt)  # [N, N, C_t]
+                                 batch["template_all_atom_masks"][t], dtype, rows=real)
+            return ste(dap.pad(feats, (n, n_all)), mask_2d, rt)  # [N, N, C_t]
 
         def logits(emb, t, r0, r1):  # [r, N, H] float32
-            q = torch.matmul(z[r0:r1], wq).reshape(r1 - r0, n, h, dk)
-            k = torch.matmul(emb[r0:r1], wk).reshape(r1 - r0, n, h, dk)
+            q = torch.matmul(z[r0:r1], wq).reshape(r1 - r0, n_all, h, dk)
+            k = torch.matmul(emb[r0:r1], wk).reshape(r1 - r0, n_all, h, dk)
             return (q.float() * scale * k.float()).sum(-1) + 1e9 * (template_mask[t] - 1.0)
 
         target = z if rt.inplace else z.clone()
@@ -132,7 +147,7 @@ class TemplateEmbedding(nn.Module):
             # Two passes: all logits first ([T, N, N, H], small), then each template's embedding is
             # recomputed and its weighted values added straight into the pair. Costs a second
             # template stack, saves the [N, N, H, D] accumulator.
-            lg = torch.empty(n_templ, n, n, h, device=z.device)
+            lg = torch.empty(n_templ, n, n_all, h, device=z.device)
             for t in range(n_templ):
                 emb = embed(t)
                 for r0 in range(0, n, rows):
@@ -143,22 +158,22 @@ class TemplateEmbedding(nn.Module):
                 emb = embed(t)
                 for r0 in range(0, n, rows):
                     r1 = min(n, r0 + rows)
-                    v = torch.matmul(emb[r0:r1], wv).reshape(r1 - r0, n, h, dv)
-                    o = (lg[t, r0:r1, ..., None] * v.float()).to(dtype).reshape(r1 - r0, n, h * dv)
+                    v = torch.matmul(emb[r0:r1], wv).reshape(r1 - r0, n_all, h, dv)
+                    o = (lg[t, r0:r1, ..., None] * v.float()).to(dtype).reshape(r1 - r0, n_all, h * dv)
                     upd = torch.matmul(o, w_out)
                     target[r0:r1] += upd + att.output_b.to(dtype) if t == 0 else upd
                 del emb
             return target
         # One pass, online softmax: running max, normaliser and weighted values per (pair, head).
-        run_max = torch.full((n, n, h), float("-inf"), device=z.device)
-        run_sum = torch.zeros(n, n, h, device=z.device)
-        acc = torch.zeros(n, n, h, dv, device=z.device)
+        run_max = torch.full((n, n_all, h), float("-inf"), device=z.device)
+        run_sum = torch.zeros(n, n_all, h, device=z.device)
+        acc = torch.zeros(n, n_all, h, dv, device=z.device)
         for t in range(n_templ):
             emb = embed(t)
             for r0 in range(0, n, rows):
                 r1 = min(n, r0 + rows)
                 logit = logits(emb, t, r0, r1)
-                v = torch.matmul(emb[r0:r1], wv).reshape(r1 - r0, n, h, dv)
+                v = torch.matmul(emb[r0:r1], wv).reshape(r1 - r0, n_all, h, dv)
                 new_max = torch.maximum(run_max[r0:r1], logit)
                 corr = torch.exp(run_max[r0:r1] - new_max)
                 p = torch.exp(logit - new_max)
@@ -168,7 +183,7 @@ class TemplateEmbedding(nn.Module):
             del emb
         for r0 in range(0, n, rows):
             r1 = min(n, r0 + rows)
-            o = (acc[r0:r1] / run_sum[r0:r1, ..., None]).to(dtype).reshape(r1 - r0, n, h * dv)
+            o = (acc[r0:r1] / run_sum[r0:r1, ..., None]).to(dtype).reshape(r1 - r0, n_all, h * dv)
             target[r0:r1] += torch.matmul(o, w_out) + att.output_b.to(dtype)
         return target
 
@@ -202,13 +217,20 @@ class EmbeddingsAndEvoformer(nn.Module):
 
     def forward(self, batch: Dict[str, torch.Tensor], prev: Dict[str, torch.Tensor], rt: Runtime):
         """batch: one ensemble member's processed features (fixture layout, no ensemble axis);
-        prev: prev_pos [N, 37, 3], prev_msa_first_row [N, C_m], prev_pair [N, N, C_z] (float32).
+        prev: prev_pos [N, 37, 3], prev_msa_first_row [N, C_m], prev_pair [N, N, C_z] (float32)
+        or, under DAP, this rank's row shard of the padded pair [N_pad/P, N_pad, C_z] (as returned
+        in "pair_shard").
 
-        Returns dict(single [N, C_s], pair [N, N, C_z], msa [S, N, C_m], msa_first_row [N, C_m]).
+        Returns dict(single [N, C_s], pair [N, N, C_z], msa [S, N, C_m], msa_first_row [N, C_m]);
+        under DAP also pair_shard, the row shard [N_pad/P, N_pad, C_z] (recycle it as prev_pair).
         """
         c = self.cfg
         dt = rt.dtype
+        sh = rt.shard
         n = batch["aatype"].shape[0]
+        n_pad = dap.padded(sh, n)
+        lo, hi = dap.local_range(sh, n_pad)  # this rank's pair rows (padded coordinates)
+        hi_real = max(lo, min(hi, n))
         rows = rt.chunk("pair_rows") or n
         target_feat = batch["target_feat"].to(dt)
         m = self.preprocess_1d(target_feat)[None] + self.preprocess_msa(batch["msa_feat"].to(dt))
@@ -216,27 +238,33 @@ class EmbeddingsAndEvoformer(nn.Module):
             m[0] += self.prev_msa_first_row_norm(prev["prev_msa_first_row"].float()).to(dt)
         left, right = self.left_single(target_feat), self.right_single(target_feat)
         seq_mask = batch["seq_mask"].to(dt)
-        mask_2d = seq_mask[:, None] * seq_mask[None, :]
+        mask_2d = dap.pad(seq_mask[:, None] * seq_mask[None, :], (n_pad, n_pad), dap.PAD_MASK)  # whole, every rank
         if c.recycle_pos:
             pb = all_atom.pseudo_beta(batch["aatype"], prev["prev_pos"].float(), None)[0]
         ri = batch["residue_index"].long()
         rp = self.pair_activiations
         # The recycled pair is consumed row by row, so the new pair can take over its storage.
         prev_pair = prev["prev_pair"]
-        z = prev_pair if (prev_pair.dtype == dt and prev_pair.is_contiguous() and rt.inplace) else \
-            torch.empty(n, n, left.shape[-1], dtype=dt, device=left.device)
-        for r0 in range(0, n, rows):
-            r1 = min(n, r0 + rows)
+        shape = (hi - lo, n_pad, left.shape[-1])
+        prev_lo = lo if prev_pair.shape[0] != prev_pair.shape[1] else 0  # a DAP row shard or whole
+        z = prev_pair if (prev_pair.dtype == dt and prev_pair.is_contiguous() and rt.inplace
+                          and tuple(prev_pair.shape) == shape) else \
+            torch.empty(shape, dtype=dt, device=left.device)
+        if n_pad != n:  # padding: zero activations (masked everywhere)
+            z[:, n:] = 0
+            z[hi_real - lo:] = 0
+        for r0 in range(lo, hi_real, rows):
+            r1 = min(hi_real, r0 + rows)
             blk = left[r0:r1, None] + right[None, :]
             if c.recycle_pos:
                 dgram = dgram_from_positions(pb, **c.prev_pos, rows=slice(r0, r1)).to(dt)
                 blk = blk + self.prev_pos_linear(dgram)
             if c.recycle_features:
-                blk = blk + self.prev_pair_norm(prev_pair[r0:r1].float()).to(dt)
+                blk = blk + self.prev_pair_norm(prev_pair[r0 - prev_lo:r1 - prev_lo, :n].float()).to(dt)
             # Relative position one-hot @ W == row lookup of W.
             offset = torch.clamp(ri[r0:r1, None] - ri[None, :] + c.max_relative_feature, 0,
                                  2 * c.max_relative_feature)
-            z[r0:r1] = blk + (rp.weights.to(dt)[offset] + rp.bias.to(dt))
+            z[r0 - lo:r1 - lo, :n] = blk + (rp.weights.to(dt)[offset] + rp.bias.to(dt))
         del prev_pair
 
         if c.template.enabled:
@@ -247,9 +275,15 @@ class EmbeddingsAndEvoformer(nn.Module):
                              dim=-1)
             return self.extra_msa_activations(feat)
 
-        e = chunked(embed_extra, [batch["extra_msa"], batch["extra_has_deletion"], batch["extra_deletion_value"]],
+        # DAP: this rank's rows of the (padded) extra MSA only.
+        n_extra = batch["extra_msa"].shape[0]
+        e_pad = dap.padded(sh, n_extra)
+        e_lo, e_hi = dap.local_range(sh, e_pad)
+        e_rows = slice(min(e_lo, n_extra), min(e_hi, n_extra))
+        e = chunked(embed_extra, [batch[k][e_rows] for k in ("extra_msa", "extra_has_deletion", "extra_deletion_value")],
                     rt.chunk("extra_row_att"), dim=0)
-        extra_mask = batch["extra_msa_mask"].to(dt)
+        e = dap.pad(e, (e_hi - e_lo, n_pad))
+        extra_mask = dap.pad(batch["extra_msa_mask"].to(dt), (e_pad, n_pad), dap.PAD_MASK)
         for block in self.extra_msa_stack:
             e, z = block(e, z, extra_mask, mask_2d, rt)
         del e
@@ -269,8 +303,19 @@ class EmbeddingsAndEvoformer(nn.Module):
             m = torch.cat([m, ta], dim=0)
             msa_mask = torch.cat([msa_mask, ret["torsion_angles_mask"][:, :, 2].to(dt)], dim=0)
 
+        n_rows = m.shape[0]
+        if dap.active(sh):  # pad, keep this rank's MSA rows (a copy: the whole MSA can go)
+            s_pad = dap.padded(sh, n_rows)
+            m = dap.scatter(sh, dap.pad(m, (s_pad, n_pad)), 0).clone()
+            msa_mask = dap.pad(msa_mask, (s_pad, n_pad), dap.PAD_MASK)
         for block in self.evoformer_iteration:
             m, z = block(m, z, msa_mask, mask_2d, rt)
 
+        out = {}
+        if dap.active(sh):
+            m = dap.gather(sh, m, 0)[:n_rows, :n]
+            out["pair_shard"] = z
+            z = dap.gather(sh, z, 0)[:n, :n].contiguous()
         single = self.single_activations(m[0])
-        return {"single": single, "pair": z, "msa": m[:n_seq], "msa_first_row": m[0]}
+        out.update({"single": single, "pair": z, "msa": m[:n_seq], "msa_first_row": m[0]})
+        return out

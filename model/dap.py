@@ -1,0 +1,254 @@
+"""Dynamic Axial Parallelism (DAP): the collectives, the padding rule and the launcher.
+
+One prediction is spread over P ranks. Each rank holds one block of one axis of every large
+activation and the ops switch the sharded axis where their math needs the other one:
+
+- MSA m [S, N, C_m]: a block of sequence rows [S/P, N, C_m] ("row shard") for row attention; a
+  block of residue columns [S, N/P, C_m] ("column shard") for column attention, the transition and
+  the outer product mean. `row_to_col` / `col_to_row` switch with one all_to_all.
+- pair z [N, N, C_z]: rows i [N/P, N, C_z] for the row-wise ops (triangle attention around the
+  starting node, outgoing triangle multiplication, transitions, outer product mean, template
+  point-wise attention, embeddings) and columns j [N, N/P, C_z] for the column-wise ones (triangle
+  attention around the ending node, incoming multiplication).
+
+Sizes are padded to a multiple of P (`padded`); rank r owns rows [r*n/P, (r+1)*n/P) of the padded
+axis. Padded activations are zero; padded mask entries are PAD_MASK = -1, not 0: attention's
+additive 1e9 * (mask - 1) is then -2e9 there, so padding is excluded even from a fully masked row
+(all real keys at -1e9, where AlphaFold's softmax is uniform over the real keys only). Masks used
+as weights (outer product mean, triangle multiplication, global attention's mean) go through
+`mask_weights`, which maps -1 to 0. Padding thus never changes a real output.
+
+Every helper takes the ShardSpec first and is a no-op (returns its input, no copy) when the spec
+is None or its world size is 1: the code of each op is the same with and without DAP.
+"""
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Optional, Sequence, Tuple
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class ShardSpec:
+    """This rank's place in a DAP group. group: a torch.distributed process group (None: the
+    default group); rank / world: this rank and the group size."""
+
+    rank: int
+    world: int
+    group: Any = None
+
+    def __post_init__(self):
+        if not 0 <= self.rank < self.world:
+            raise ValueError(f"rank {self.rank} outside world size {self.world}")
+
+    def global_rank(self, r: int) -> int:
+        return r if self.group is None else dist.get_global_rank(self.group, r)
+
+
+def active(shard: Optional[ShardSpec]) -> bool:
+    """True when collectives are needed (a spec with more than one rank)."""
+    return shard is not None and shard.world > 1
+
+
+def world(shard: Optional[ShardSpec]) -> int:
+    return shard.world if shard is not None else 1
+
+
+def padded(shard: Optional[ShardSpec], n: int) -> int:
+    """n rounded up to a multiple of the world size (n itself without DAP)."""
+    p = world(shard)
+    return -(-n // p) * p
+
+
+def local_range(shard: Optional[ShardSpec], n_padded: int) -> Tuple[int, int]:
+    """(lo, hi): this rank's block [lo, hi) of an axis of padded length n_padded."""
+    if not active(shard):
+        return 0, n_padded
+    k = n_padded // shard.world
+    return shard.rank * k, (shard.rank + 1) * k
+
+
+PAD_MASK = -1.0
+
+
+def pad(x: torch.Tensor, sizes: Sequence[Optional[int]], value: float = 0.0) -> torch.Tensor:
+    """Pad the leading axes of x to `sizes` (None: keep) with `value` (PAD_MASK for masks).
+    Returns x itself if nothing to pad."""
+    if all(s is None or s == d for s, d in zip(sizes, x.shape)):
+        return x
+    shape = list(x.shape)
+    for i, s in enumerate(sizes):
+        if s is not None:
+            shape[i] = s
+    out = x.new_full(shape, value)
+    out[tuple(slice(0, d) for d in x.shape)] = x
+    return out
+
+
+def mask_weights(shard: Optional[ShardSpec], mask: torch.Tensor) -> torch.Tensor:
+    """A padded mask as multiplicative weights: PAD_MASK -> 0 (the mask itself without DAP)."""
+    return mask.clamp(min=0) if active(shard) else mask
+
+
+def scatter(shard: Optional[ShardSpec], x: torch.Tensor, dim: int) -> torch.Tensor:
+    """This rank's block of a (padded, replicated) tensor along `dim`; no communication. A view."""
+    if not active(shard):
+        return x
+    lo, hi = local_range(shard, x.shape[dim])
+    return x.narrow(dim, lo, hi - lo)
+
+
+def gather(shard: Optional[ShardSpec], x: torch.Tensor, dim: int) -> torch.Tensor:
+    """all_gather: every rank's block joined along `dim` (rank order). x: a block [.., n/P, ..]
+    -> [.., n, ..] on every rank."""
+    if not active(shard):
+        return x
+    xs = x.movedim(dim, 0).contiguous()
+    out = xs.new_empty((shard.world * xs.shape[0],) + tuple(xs.shape[1:]))
+    _all_gather_single(out, xs, group=shard.group)
+    return out.movedim(0, dim)
+
+
+# torch >= 2.12 renames all_gather_into_tensor; accept either.
+_all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+
+
+class _Pending:
+    """An all_to_all in flight; `wait()` returns the result (the received blocks joined)."""
+
+    def __init__(self, work, finish):
+        self._work, self._finish = work, finish
+
+    def wait(self) -> torch.Tensor:
+        if self._work is not None:
+            self._work.wait()
+        return self._finish()
+
+
+def all_to_all(shard: Optional[ShardSpec], x: torch.Tensor, split_dim: int, cat_dim: int,
+               async_op: bool = False):
+    """Switch the sharded axis: x is sharded along `cat_dim`; it is split in P blocks along
+    `split_dim`, block r goes to rank r, and the received blocks are joined along `cat_dim`.
+    E.g. a row shard [n/P, N, C] with split_dim=1, cat_dim=0 becomes the column shard [n, N/P, C].
+    async_op: return a pending handle whose `wait()` gives the result (overlap with compute)."""
+    if not active(shard):
+        return _Pending(None, lambda: x) if async_op else x
+    p = shard.world
+    if x.shape[split_dim] % p:
+        raise ValueError(f"axis {split_dim} of {tuple(x.shape)} does not divide by {p}")
+    xs = x.movedim(split_dim, 0).contiguous()      # [P*k, ...]: block r is contiguous
+    recv = torch.empty_like(xs)
+    work = dist.all_to_all_single(recv, xs, group=shard.group, async_op=async_op)
+
+    def finish():
+        blocks = recv.reshape(p, xs.shape[0] // p, *xs.shape[1:])
+        # Block r came from rank r: restore the original axis order and join along cat_dim.
+        return torch.cat([b.movedim(0, split_dim) for b in blocks.unbind(0)], dim=cat_dim)
+
+    if async_op:
+        return _Pending(work, finish)
+    return finish()
+
+
+def row_to_col(shard: Optional[ShardSpec], x: torch.Tensor, async_op: bool = False):
+    """[n/P, N, ...] (rows sharded) -> [n, N/P, ...] (columns sharded)."""
+    return all_to_all(shard, x, split_dim=1, cat_dim=0, async_op=async_op)
+
+
+def col_to_row(shard: Optional[ShardSpec], x: torch.Tensor, async_op: bool = False):
+    """[n, N/P, ...] (columns sharded) -> [n/P, N, ...] (rows sharded)."""
+    return all_to_all(shard, x, split_dim=0, cat_dim=1, async_op=async_op)
+
+
+def stream(shard: Optional[ShardSpec], x: torch.Tensor) -> Iterator[Tuple[int, torch.Tensor]]:
+    """Yield (r, rank r's x) for r = 0..P-1: each rank broadcasts its block in turn, the next
+    block's broadcast is posted before the current one is consumed (overlap), and at most two
+    foreign blocks are alive: the gathered tensor is never formed. Without DAP yields (0, x).
+    x must have the same shape on every rank."""
+    if not active(shard):
+        yield 0, x
+        return
+    x = x.contiguous()
+
+    def post(r):
+        buf = x if r == shard.rank else torch.empty_like(x)
+        return buf, dist.broadcast(buf, src=shard.global_rank(r), group=shard.group, async_op=True)
+
+    nxt = post(0)
+    for r in range(shard.world):
+        buf, work = nxt
+        if r + 1 < shard.world:
+            nxt = post(r + 1)
+        work.wait()
+        yield r, buf
+        del buf
+
+
+def barrier(shard: Optional[ShardSpec]):
+    if active(shard):
+        dist.barrier(group=shard.group)
+
+
+# --------------------------------------------------------------------------------------- launch
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, fn: Callable, world_size: int, backend: str, port: int, args: tuple, kwargs: dict, queue):
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ["MASTER_PORT"] = str(port)
+    if backend == "nccl":
+        torch.cuda.set_device(rank)
+    dist.init_process_group(backend, rank=rank, world_size=world_size,
+                            device_id=torch.device("cuda", rank) if backend == "nccl" else None)
+    try:
+        result = fn(ShardSpec(rank, world_size), *args, **kwargs)
+        queue.put((rank, result))
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def launch(fn: Callable, world_size: int, backend: Optional[str] = None, args: tuple = (),
+           kwargs: Optional[dict] = None) -> list:
+    """Run fn(shard, *args, **kwargs) on `world_size` ranks, one process each (torch.multiprocessing spawn;
+    MASTER_ADDR 127.0.0.1 and a free port), and return the list of their return values in rank
+    order (each must be picklable; return None from ranks that have nothing to report).
+
+    backend: "nccl" (rank r uses GPU r) or "gloo" (CPU); default nccl if CUDA is available.
+    world_size 1 runs fn(None, *args, **kwargs) in this process: no process group, no collectives. fn must
+    be a module-level function (spawn pickles it)."""
+    if world_size < 1:
+        raise ValueError("world_size must be >= 1")
+    if world_size == 1:
+        return [fn(None, *args, **(kwargs or {}))]
+    backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
+    if backend == "nccl" and torch.cuda.device_count() < world_size:
+        raise RuntimeError(f"{world_size} ranks need {world_size} GPUs; {torch.cuda.device_count()} visible")
+    import torch.multiprocessing as mp
+    ctx = mp.get_context("spawn")
+    queue = ctx.SimpleQueue()
+    procs = mp.start_processes(_worker, args=(fn, world_size, backend, free_port(), args, kwargs or {}, queue),
+                               nprocs=world_size, join=False, start_method="spawn")
+    results, done = {}, False
+    while len(results) < world_size and not done:  # drain while running: big results would block
+        if not queue.empty():
+            rank, value = queue.get()
+            results[rank] = value
+        else:
+            done = procs.join(timeout=0.05)  # raises if a rank failed
+    while not queue.empty():
+        rank, value = queue.get()
+        results[rank] = value
+    while not done:
+        done = procs.join()
+    if len(results) < world_size:
+        raise RuntimeError(f"only ranks {sorted(results)} of {world_size} returned")
+    return [results[r] for r in range(world_size)]
