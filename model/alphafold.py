@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from model import dap
 from model import heads as H
 from model.config import Config, Runtime
 from model.structure_module import StructureModule
@@ -63,9 +64,15 @@ class AlphaFold(nn.Module):
 
     def heads(self, reps, sm, rt: Runtime) -> Dict[str, torch.Tensor]:
         """All heads and confidence metrics of one iteration, as a flat output dict. The pair-sized
-        outputs are formed in row blocks (`rt.chunk("heads")`) on `rt.outputs_device`."""
-        pair = reps["pair"]
-        n = pair.shape[0]
+        outputs are formed in row blocks (`rt.chunk("heads")`) on `rt.outputs_device`.
+
+        DAP: the pair is this rank's row shard [N_pad/P, N_pad, C_z]; each rank runs the pair heads
+        on its rows and rank 0 receives the row blocks (pair, distogram half logits, PAE logits)
+        one block at a time. The pair-sized outputs and pTM exist on rank 0 only."""
+        pair, sh = reps["pair"], rt.shard
+        n = reps["single"].shape[0]
+        lo, hi = dap.local_range(sh, pair.shape[1])
+        root = dap.is_root(sh)
         dev = torch.device(rt.outputs_device) if rt.outputs_device else pair.device
         rows = rt.chunk("heads") or n
         out = {"repr_single": reps["single"], "repr_msa": reps["msa"], "repr_msa_first_row": reps["msa_first_row"]}
@@ -73,31 +80,46 @@ class AlphaFold(nn.Module):
             out[k if k.startswith("final_atom") else "structure_module_" + k] = v
         dh = self.distogram_head
         edges = torch.linspace(dh.cfg.first_break, dh.cfg.last_break, dh.cfg.num_bins - 1, device=pair.device)
-        dist = torch.empty(n, n, dh.cfg.num_bins, device=dev)
-        repr_pair = torch.empty(n, n, pair.shape[-1], device=dev)
+        c_z, nb = pair.shape[-1], dh.cfg.num_bins
+        empty = (lambda *s: torch.empty(*s, device=dev)) if root else (lambda *s: None)
+        dist, repr_pair = empty(n, n, nb), empty(n, n, c_z)
         if self.has_pae:
             ph = self.predicted_aligned_error_head
             breaks = torch.linspace(0.0, ph.cfg.max_error_bin, ph.cfg.num_bins - 1, device=pair.device)
-            pae_logits = torch.empty(n, n, ph.cfg.num_bins, device=dev)
-            pae_probs = torch.empty_like(pae_logits)
-            pae = torch.empty(n, n, device=dev)
-        for r0 in range(0, n, rows):
-            r1 = min(n, r0 + rows)
-            zr = pair[r0:r1].float()
-            repr_pair[r0:r1] = zr
-            # half + half^T, one row block at a time.
-            dist[r0:r1] = dh.half_logits(zr) + dh.half_logits(pair[:, r0:r1].float()).transpose(0, 1)
-            if self.has_pae:
-                logits = ph.logits(zr)
-                probs, pae_rows, max_pae = H.compute_predicted_aligned_error(logits, breaks)
-                pae_logits[r0:r1], pae_probs[r0:r1], pae[r0:r1] = logits, probs, pae_rows
-        out["repr_pair"] = repr_pair
-        out["distogram_logits"], out["distogram_bin_edges"] = dist, edges
+            pae_logits = empty(n, n, ph.cfg.num_bins)
+            pae_probs, pae = empty(n, n, ph.cfg.num_bins), empty(n, n)
+        for b0 in range(0, hi - lo, rows):  # row blocks of this rank's rows (all rows without DAP)
+            b1 = min(hi - lo, b0 + rows)
+            zr = pair[b0:b1].float()
+            parts = [zr, dh.half_logits(zr)] + ([ph.logits(zr)] if self.has_pae else [])
+            for r, blk in dap.gather_blocks(sh, torch.cat(parts, dim=-1)):
+                r0 = r * (hi - lo) + b0  # global rows of rank r's block
+                r1 = min(n, r0 + b1 - b0)
+                if r1 <= r0:
+                    continue
+                zr_, half, logits = blk[:r1 - r0, :n].split([c_z, nb, blk.shape[-1] - c_z - nb], dim=-1)
+                repr_pair[r0:r1] = zr_
+                dist[r0:r1] = half  # the half logits; symmetrised below
+                if self.has_pae:
+                    probs, pae_rows, max_pae = H.compute_predicted_aligned_error(logits, breaks)
+                    pae_logits[r0:r1], pae_probs[r0:r1], pae[r0:r1] = logits, probs, pae_rows
+        if root:  # distogram = half + half^T, in place, one pair of row blocks at a time
+            for i0 in range(0, n, rows):
+                i1 = min(n, i0 + rows)
+                for j0 in range(i0, n, rows):
+                    j1 = min(n, j0 + rows)
+                    a, b = dist[i0:i1, j0:j1].clone(), dist[j0:j1, i0:i1].clone()
+                    dist[i0:i1, j0:j1] = a + b.transpose(0, 1)
+                    if j0 != i0:
+                        dist[j0:j1, i0:i1] = b + a.transpose(0, 1)
+            out["repr_pair"] = repr_pair
+            out["distogram_logits"] = dist
+        out["distogram_bin_edges"] = edges
         out["masked_msa_logits"] = self.masked_msa_head(reps["msa"])
         out["experimentally_resolved_logits"] = self.experimentally_resolved_head(reps["single"])
         out["predicted_lddt_logits"] = self.predicted_lddt_head(sm["single"])
         out["plddt"] = H.compute_plddt(out["predicted_lddt_logits"])
-        if self.has_pae:
+        if self.has_pae and root:
             out["predicted_aligned_error_logits"], out["predicted_aligned_error_breaks"] = pae_logits, breaks
             out["aligned_confidence_probs"], out["predicted_aligned_error"] = pae_probs, pae
             out["max_predicted_aligned_error"] = max_pae
@@ -118,6 +140,8 @@ class AlphaFold(nn.Module):
         called after each iteration's structure module. Adds `num_recycles_run`.
         """
         rt = rt or Runtime()
+        if getattr(self, "multimer", False) and dap.active(rt.shard):
+            raise NotImplementedError("DAP (rt.shard) is not implemented for AlphaFold-Multimer yet")
         if num_recycle is None:
             num_recycle = self.cfg.num_recycle
         device = device or next(self.parameters()).device
@@ -130,7 +154,7 @@ class AlphaFold(nn.Module):
         e = self.cfg.embeddings_and_evoformer
         prev = {"prev_pos": torch.zeros(n, 37, 3, device=device),
                 "prev_msa_first_row": torch.zeros(n, e.msa_channel, device=device),
-                "prev_pair": torch.zeros(n, n, e.pair_channel, device=device, dtype=rt.dtype)}
+                "prev_pair": torch.zeros(*_pair_shard_shape(n, rt), e.pair_channel, device=device, dtype=rt.dtype)}
         kept = None
         with _matmul_precision(rt):
             for i in range(num_recycle + 1):
@@ -149,9 +173,18 @@ class AlphaFold(nn.Module):
             out = self.heads(reps, sm, rt)
         if kept is not None:
             for k, v in kept.items():
+                if k == "prev_pair":  # DAP: a row shard of the padded pair
+                    v = dap.gather(rt.shard, v, 0)[:n, :n]
                 out["last_iter_input_" + k] = v.float()
         out["num_recycles_run"] = torch.tensor(i)
         return out
+
+
+def _pair_shard_shape(n: int, rt: Runtime):
+    """Rows and columns of the pair on this rank: [N, N], or under DAP [N_pad/P, N_pad]."""
+    n_pad = dap.padded(rt.shard, n)
+    lo, hi = dap.local_range(rt.shard, n_pad)
+    return hi - lo, n_pad
 
 
 def compute_tol(prev_pos: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -188,6 +188,24 @@ def stream(shard: Optional[ShardSpec], x: torch.Tensor) -> Iterator[Tuple[int, t
         del buf
 
 
+def is_root(shard: Optional[ShardSpec]) -> bool:
+    """Rank 0 (or no DAP): the rank that assembles the pair-sized outputs."""
+    return not active(shard) or shard.rank == 0
+
+
+def gather_blocks(shard: Optional[ShardSpec], x: torch.Tensor) -> Iterator[Tuple[int, torch.Tensor]]:
+    """Gather to rank 0: on rank 0 yield (r, rank r's x) for every rank, elsewhere nothing (every
+    rank must call it with the same shape). Without DAP yields (0, x)."""
+    if not active(shard):
+        yield 0, x
+        return
+    x = x.contiguous()
+    bufs = [torch.empty_like(x) for _ in range(shard.world)] if shard.rank == 0 else None
+    dist.gather(x, bufs, dst=shard.global_rank(0), group=shard.group)
+    if bufs is not None:
+        yield from enumerate(bufs)
+
+
 def barrier(shard: Optional[ShardSpec]):
     if active(shard):
         dist.barrier(group=shard.group)

@@ -12,7 +12,7 @@ from typing import Dict
 import torch
 from torch import nn
 
-from model import all_atom
+from model import all_atom, dap
 from model.config import Config, Runtime
 from model.primitives import LayerNorm, Linear, chunked
 
@@ -98,8 +98,15 @@ class InvariantPointAttention(nn.Module):
                               res_point.permute(1, 0, 2, 3).reshape(-1, h * pv, 3).reshape(-1, h * pv * 3),
                               res_2d.reshape(res_2d.shape[0], -1)], dim=-1)
 
+        # DAP: each rank attends from the query rows of its own pair rows (the pair stays a row
+        # shard); the per-row results [N/P, H*(sv + 3 pv + C_z)] are all-gathered (small).
+        lo, hi = dap.local_range(rt.shard, dap.padded(rt.shard, n))
+        mine = slice(min(lo, n), min(hi, n))
+        width = h * (sv + 3 * pv + self.attention_2d.weights.shape[0])
         res = chunked(lambda a, b, c, d: rows(a.transpose(0, 1), b.transpose(0, 1), c, d),
-                      [q.transpose(0, 1), qp.transpose(0, 1), torch.arange(n), mask], rt.chunk("ipa"), dim=0)
+                      [q.transpose(0, 1)[mine], qp.transpose(0, 1)[mine], torch.arange(n)[mine], mask[mine]],
+                      rt.chunk("ipa"), dim=0) if mine.stop > mine.start else q.new_zeros(0, width)
+        res = dap.gather(rt.shard, dap.pad(res, (hi - lo,)), 0)[:n]
         res_scalar = res[:, : h * sv]
         res_point = res[:, h * sv: h * sv + h * pv * 3].reshape(n, h * pv, 3)
         res_2d = res[:, h * sv + h * pv * 3:]
@@ -169,7 +176,8 @@ class StructureModule(nn.Module):
         self.fold_iteration = FoldIteration(cfg, cfg.num_channel, c_z)
 
     def forward(self, single, pair, batch: Dict[str, torch.Tensor], rt: Runtime) -> Dict[str, torch.Tensor]:
-        """single: [N, C_s]; pair: [N, N, C_z] (any float dtype) -> dict of structure outputs."""
+        """single: [N, C_s]; pair: [N, N, C_z] (any float dtype; DAP: this rank's row shard of the
+        padded pair [N_pad/P, N_pad, C_z]) -> dict of structure outputs."""
         cfg = self.cfg
         fi = self.fold_iteration
         aatype = batch["aatype"].long()
@@ -178,8 +186,10 @@ class StructureModule(nn.Module):
         initial_act = self.single_layer_norm(single)
         act = self.initial_projection(initial_act)
 
+        lo = dap.local_range(rt.shard, dap.padded(rt.shard, n))[0]  # DAP: first row of the shard
+
         def pair_rows(r0, r1):
-            return self.pair_layer_norm(pair[r0:r1].float(), rt.backend)
+            return self.pair_layer_norm(pair[r0 - lo:r1 - lo, :n].float(), rt.backend)
         quat = torch.zeros(n, 4, dtype=act.dtype, device=act.device)
         quat[:, 0] = 1.0
         rot = all_atom.quat_to_rot(quat, normalize=False)

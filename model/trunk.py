@@ -222,7 +222,8 @@ class EmbeddingsAndEvoformer(nn.Module):
         in "pair_shard").
 
         Returns dict(single [N, C_s], pair [N, N, C_z], msa [S, N, C_m], msa_first_row [N, C_m]);
-        under DAP also pair_shard, the row shard [N_pad/P, N_pad, C_z] (recycle it as prev_pair).
+        under DAP pair is this rank's row shard [N_pad/P, N_pad, C_z] of the padded pair (the
+        structure module and heads work on it; recycle it as prev_pair).
         """
         c = self.cfg
         dt = rt.dtype
@@ -311,11 +312,7 @@ class EmbeddingsAndEvoformer(nn.Module):
         for block in self.evoformer_iteration:
             m, z = block(m, z, msa_mask, mask_2d, rt)
 
-        out = {}
         if dap.active(sh):
             m = dap.gather(sh, m, 0)[:n_rows, :n]
-            out["pair_shard"] = z
-            z = dap.gather(sh, z, 0)[:n, :n].contiguous()
         single = self.single_activations(m[0])
-        out.update({"single": single, "pair": z, "msa": m[:n_seq], "msa_first_row": m[0]})
-        return out
+        return {"single": single, "pair": z, "msa": m[:n_seq], "msa_first_row": m[0]}

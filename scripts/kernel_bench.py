@@ -47,33 +47,28 @@ ATTN_CASES = {
     "extra_msa": dict(B=5120, H=8, L=1024, D=8),
 }
 
-# Tile configurations swept with --sweep: (BLOCK_M, BLOCK_N, num_warps, num_stages, rows, group_ctas,
-# bias_mma, mask_mma). False in the last two adds the bias / key mask on the ALUs instead of the tensor
-# cores (the ALU bias is the only path for fp32 or mixed-dtype biases).
+# Tile configurations swept with --sweep (BLOCK_M, BLOCK_N, num_warps, num_stages, rows, group_ctas).
 SWEEP_D32 = [
-    (64, 128, 4, 2, 1, 1024, True, True), (64, 128, 4, 3, 1, 1024, True, True),
-    (64, 64, 4, 3, 1, 1024, True, True), (64, 64, 4, 2, 2, 1024, True, True),
-    (64, 64, 4, 3, 2, 1024, True, True), (128, 128, 8, 2, 1, 1024, True, True),
-    (128, 64, 8, 2, 1, 1024, True, True), (64, 128, 4, 2, 1, 256, True, True),
-    (64, 128, 4, 2, 1, 4096, True, True), (64, 128, 4, 2, 1, 1024, True, False),
-    (64, 128, 4, 2, 1, 1024, False, False), (64, 64, 4, 3, 1, 1024, False, False),
+    (128, 64, 8, 2, 2, 1024), (128, 64, 4, 2, 2, 1024), (128, 64, 8, 3, 2, 1024), (128, 64, 4, 3, 2, 1024),
+    (128, 128, 8, 2, 2, 1024), (128, 32, 4, 2, 2, 1024), (128, 32, 8, 3, 2, 1024), (64, 64, 4, 2, 2, 1024),
+    (64, 64, 4, 3, 2, 1024), (64, 128, 4, 2, 2, 1024), (128, 128, 4, 2, 2, 1024), (128, 64, 8, 1, 2, 1024),
+    (128, 64, 8, 2, 1, 1024), (128, 64, 4, 2, 1, 1024), (64, 64, 4, 3, 1, 1024), (128, 128, 8, 2, 1, 1024),
+    (128, 64, 8, 2, 2, 256), (128, 64, 8, 2, 2, 4096), (128, 64, 4, 3, 2, 256), (128, 64, 4, 3, 2, 4096),
+    (128, 64, 8, 2, 4, 1024), (128, 64, 8, 3, 4, 1024), (64, 64, 4, 2, 4, 1024), (128, 128, 8, 2, 4, 1024),
 ]
 SWEEP_D8 = [
-    (64, 128, 4, 2, 1, 1024, True, True), (64, 128, 4, 3, 1, 1024, True, True),
-    (64, 64, 4, 3, 1, 1024, True, True), (64, 64, 4, 3, 2, 1024, True, True),
-    (128, 128, 8, 2, 1, 1024, True, True), (64, 128, 4, 2, 2, 1024, True, True),
-    (64, 128, 4, 2, 1, 1024, True, False), (64, 128, 4, 2, 1, 1024, False, False),
-    (128, 64, 4, 3, 2, 1024, False, False),
+    (128, 64, 8, 2, 2, 1024), (128, 64, 4, 2, 2, 1024), (128, 128, 8, 2, 2, 1024), (128, 128, 4, 2, 2, 1024),
+    (64, 128, 4, 2, 2, 1024), (128, 64, 4, 3, 2, 1024), (64, 64, 4, 2, 2, 1024), (128, 128, 8, 3, 2, 1024),
+    (128, 64, 8, 2, 1, 1024), (128, 128, 8, 2, 1, 1024), (128, 64, 4, 2, 1, 1024), (256, 64, 8, 2, 2, 1024),
+    (128, 64, 8, 2, 4, 1024), (128, 128, 8, 2, 4, 1024), (64, 128, 4, 2, 4, 1024), (128, 64, 4, 2, 4, 1024),
 ]
-SWEEP_SMALL = [(64, 128, 4, 2, 1, 1024, True, True), (64, 128, 4, 3, 1, 1024, True, True),
-               (64, 64, 4, 3, 1, 1024, True, True), (64, 64, 4, 3, 2, 1024, True, True),
-               (64, 128, 4, 2, 1, 1024, True, False), (64, 128, 4, 2, 1, 1024, False, False)]
+SWEEP_SMALL = [(128, 64, 8, 2, 2, 1024), (128, 64, 4, 3, 2, 1024), (64, 64, 4, 3, 2, 1024),
+               (128, 128, 8, 2, 2, 1024), (128, 64, 8, 2, 1, 1024)]
 SWEEP_LN = [(16, 4), (32, 4), (32, 8), (64, 4), (64, 8), (128, 8), (8, 2), (16, 2)]
 
 
 def _cfg(t):
-    return dict(BLOCK_M=t[0], BLOCK_N=t[1], num_warps=t[2], num_stages=t[3], rows=t[4], group_ctas=t[5],
-                bias_mma=t[6], mask_mma=t[7])
+    return dict(BLOCK_M=t[0], BLOCK_N=t[1], num_warps=t[2], num_stages=t[3], rows=t[4], group_ctas=t[5])
 
 
 class Bench:
@@ -236,7 +231,7 @@ class Bench:
                 self.log(f"layernorm {label} FAILED: {type(e).__name__}: {str(e)[:300]}")
 
         run("ours (default config)", lambda: layer_norm_triton(x, w, b))
-        if self.args.sweep and self.args.ln_sweep:
+        if self.args.sweep:
             for br, nw in SWEEP_LN:
                 cfg = dict(BLOCK_R=br, num_warps=nw)
                 run(f"sweep {br}x{nw}", lambda cfg=cfg: layer_norm_triton(x, w, b, config=cfg), str(cfg))
@@ -266,7 +261,6 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cases", default="ln,tri2048,extra_msa,tri1024,msa_row")
     ap.add_argument("--sweep", action="store_true", help="also time a set of tile configs")
-    ap.add_argument("--no-ln-sweep", dest="ln_sweep", action="store_false")
     ap.add_argument("--no-baselines", dest="baselines", action="store_false")
     ap.add_argument("--no-flex", dest="flex", action="store_false")
     ap.add_argument("--budget", type=float, default=1e9, help="seconds; optional parts stop near it")
@@ -298,8 +292,7 @@ def summary(results):
     print("\n=== summary (" + results["meta"]["device"] + ") ===")
     for name, res in results["attention"].items():
         runs = {k: r for k, r in res["runs"].items() if "ms" in r}
-        cands = [(r["ms"], k) for k, r in runs.items() if k.startswith(("ours (", "sweep"))]
-        best = min(cands) if cands else None
+        best = min((r["ms"], k) for k, r in runs.items() if k.startswith(("ours", "sweep"))) if runs else None
         for k, r in runs.items():
             if k.startswith("sweep"):
                 continue
