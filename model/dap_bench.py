@@ -1,0 +1,107 @@
+"""DAP benchmark: one prediction of random model_1-shaped features on P GPUs (one process each).
+
+    python -m model.dap_bench --world 1 --n-res 2048 --precision bf16 --json /tmp/dap1.json
+    python -m model.dap_bench --world 2 --n-res 2048 --precision bf16 --json /tmp/dap2.json
+    python -m model.dap_bench --world 4 --n-res 2048 --precision bf16 --json /tmp/dap4.json
+
+Run each world size as its own command (the 1-GPU baseline then holds no memory while the others
+run). Every rank builds the same seeded random model and features; the chunk plan is the one
+planner's plan for the whole problem on one GPU (chunks count rows of whatever tensor the rank
+holds, so each rank's transients are at most the 1-GPU ones while its activations are ~1/P).
+Prints one JSON row: wall time, time per pass, per-rank peak memory (allocated / reserved).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Optional
+
+import torch
+
+from model import dap
+
+
+def bench_rank(shard, preset: str, n_res: int, precision: str, backend: str, recycles: int, n_seq: int,
+               n_extra: int, n_templ: int, max_memory: Optional[float], plan: bool = True) -> dict:
+    from model.benchmark import af2_flops, make_bench_model
+    from model.config import Runtime
+    from model.planner import GB
+    from model.random_params import random_features
+    from model.runner import make_plan
+    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    cuda = device.type == "cuda"
+    model = make_bench_model(preset, precision, device)
+    batch = random_features(preset, n_res, n_seq, n_extra, n_templ, seed=0)
+    row = {"world": dap.world(shard), "rank": shard.rank if shard else 0, "n_res": n_res, "precision": precision,
+           "backend": backend, "n_seq": n_seq, "n_extra": n_extra, "n_templ": n_templ, "recycles": recycles}
+    if plan:
+        p = make_plan(model, batch, precision, backend, max_memory, device)
+        rt = p.runtime().with_(shard=shard)
+        row["chunks"] = {k: v for k, v in p.chunks.items() if v}
+        row["predicted_peak_gib_1gpu"] = p.predicted_peak / GB
+    else:
+        rt = Runtime(precision=precision, backend=backend, shard=shard, inplace=True)
+    try:
+        model(batch, rt, num_recycle=0, device=device)  # warm-up: kernels, allocator
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        dap.barrier(shard)
+        marks = []
+
+        def on_pass(i, sm):
+            if cuda:
+                torch.cuda.synchronize()
+            marks.append(time.perf_counter())
+
+        t0 = time.perf_counter()
+        out = model(batch, rt, num_recycle=recycles, callback=on_pass, device=device)
+        if cuda:
+            torch.cuda.synchronize()
+        t1 = time.perf_counter()
+    except torch.cuda.OutOfMemoryError:
+        row["error"] = "out of memory"
+        return row
+    row.update({"seconds": t1 - t0, "seconds_per_pass": [b - a for a, b in zip([t0] + marks[:-1], marks)],
+                "heads_seconds": t1 - marks[-1], "mean_plddt": float(out["plddt"].mean())})
+    if cuda:
+        row["peak_allocated_gib"] = torch.cuda.max_memory_allocated() / GB
+        row["peak_reserved_gib"] = torch.cuda.max_memory_reserved() / GB
+    row["tflops_total"] = af2_flops(n_res, n_seq + n_templ, n_extra, n_templ, recycles + 1) / (t1 - t0) / 1e12
+    return row
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--world", type=int, default=1, help="GPUs (one process each)")
+    ap.add_argument("--backend-dist", default=None, help="nccl | gloo (default: nccl with CUDA)")
+    ap.add_argument("--n-res", type=int, default=2048)
+    ap.add_argument("--precision", default="bf16")
+    ap.add_argument("--backend", default="torch", help="kernel backend: torch | triton")
+    ap.add_argument("--preset", default="model_1")
+    ap.add_argument("--recycles", type=int, default=3)
+    ap.add_argument("--msa-depth", type=int, default=508)
+    ap.add_argument("--extra-depth", type=int, default=5120)
+    ap.add_argument("--templates", type=int, default=4)
+    ap.add_argument("--max-memory", type=float, default=None, help="GiB budget of the 1-GPU plan")
+    ap.add_argument("--no-plan", action="store_true", help="no chunking (in place only)")
+    ap.add_argument("--json", default=None)
+    a = ap.parse_args(argv)
+    mm = a.max_memory * 2 ** 30 if a.max_memory else None
+    rows = dap.launch(bench_rank, a.world, a.backend_dist,
+                      args=(a.preset, a.n_res, a.precision, a.backend, a.recycles, a.msa_depth, a.extra_depth,
+                            a.templates, mm, not a.no_plan))
+    summary = {"world": a.world, "n_res": a.n_res, "precision": a.precision,
+               "seconds": max(r.get("seconds", float("nan")) for r in rows),
+               "max_peak_allocated_gib": max(r.get("peak_allocated_gib", float("nan")) for r in rows),
+               "ranks": rows}
+    print(json.dumps(summary, indent=1))
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(summary, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
