@@ -137,3 +137,19 @@ def test_bad_input_one_line_exit_2(tmp_path, case):
     assert len(lines) == 1 and lines[0].startswith("Error:"), p.stderr
     if case == "missing_params":
         assert "fastfold params download" in lines[0]
+
+
+def test_relax_writes_relaxed_and_ranks_them(tmp_path, prediction, params_dir):
+    pytest.importorskip("openmm")
+    out, _ = prediction
+    dest = tmp_path / "out"
+    shutil.copytree(out, dest)
+    p = run("predict", ROOT / "examples" / "query.fasta", "--out", dest, "--params-dir", params_dir, "--models",
+            "model_3", "--num-recycles", "1", "--device", "cpu", "--relax")
+    assert p.returncode == 0, p.stderr[-2000:]
+    relaxed = (dest / "relaxed_model_3.pdb").read_text()
+    assert relaxed == (dest / "ranked_0.pdb").read_text()
+    unrelaxed = (dest / "unrelaxed_model_3.pdb").read_text()
+    heavy = lambda s: [l for l in s.splitlines() if l.startswith("ATOM") and l[76:78].strip() != "H"]  # noqa: E731
+    assert len(heavy(relaxed)) >= len(heavy(unrelaxed))
+    assert "relax_model_3" in json.loads((dest / "timings.json").read_text())
