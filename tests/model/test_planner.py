@@ -1,0 +1,76 @@
+"""Memory planner and planned runs: chunk sizes follow the budget, impossible problems are refused up
+front with one line, and an out-of-memory error triggers a re-plan with a smaller budget."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from model.config import CHUNK_OPS, Runtime
+from model.params import load_model
+from model.planner import GB, PlanError, Problem, op_bytes, persistent_bytes, plan
+from model.runner import run_planned
+
+FIXTURE = Path(__file__).resolve().parents[1] / "data" / "af_fixtures" / "model_3_gap"
+
+
+def test_smaller_budget_gives_smaller_chunks_and_peak():
+    p = Problem(2048, precision="bf16")
+    roomy, tight = plan(p, 70 * GB, floor=8 * GB), plan(p, 7 * GB)
+    assert tight.predicted_peak <= 7 * GB < roomy.predicted_peak
+    for op in CHUNK_OPS:
+        a, b = roomy.chunks[op], tight.chunks[op]
+        assert (b or 1 << 30) <= (a or 1 << 30), op
+
+
+def test_transients_shrink_with_chunk_and_peak_grows_with_length():
+    p = Problem(1024, precision="fp32")
+    for op in ("tri_att", "msa_row_att", "extra_row_att", "opm", "transition", "tri_mul", "ipa"):
+        assert op_bytes(op, 8, p) < op_bytes(op, None, p), op
+    peaks = [plan(Problem(n, precision="bf16"), 1e15).predicted_peak for n in (256, 512, 1024, 2048)]
+    assert peaks == sorted(peaks)
+    assert persistent_bytes(Problem(1024, precision="fp32")) > persistent_bytes(Problem(1024, precision="bf16"))
+
+
+def test_refuses_up_front_with_one_line():
+    with pytest.raises(PlanError) as e:
+        plan(Problem(30000, precision="fp32"), 78 * GB)
+    assert "N=30000" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_plan_runtime_realises_the_plan():
+    pl = plan(Problem(3000, precision="bf16"), 20 * GB)
+    rt = pl.runtime()
+    assert rt.inplace and rt.precision == "bf16" and rt.outputs_device == "cpu"
+    assert dict(rt.chunks) == pl.chunks
+
+
+def test_out_of_memory_replans_with_a_smaller_budget(monkeypatch):
+    model = load_model(next(FIXTURE.glob("params_*.npz")))
+    batch = dict(np.load(FIXTURE / "features.npz"))
+    calls = []
+    real_forward = type(model).forward
+
+    def flaky(self, batch, rt=None, **kw):
+        calls.append(rt)
+        if len(calls) == 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real_forward(self, batch, rt, **kw)
+
+    monkeypatch.setattr(type(model), "forward", flaky)
+    out, used = run_planned(model, batch, "fp32", "torch", max_memory=0.2 * GB, num_recycle=0)
+    assert len(calls) == 2 and np.isfinite(out["plddt"].numpy()).all()
+    first_rows = calls[0].chunks.get("msa_row_att") or 1 << 30
+    assert (calls[1].chunks.get("msa_row_att") or 1 << 30) <= first_rows
+
+
+def test_out_of_memory_every_time_gives_plan_error(monkeypatch):
+    model = load_model(next(FIXTURE.glob("params_*.npz")))
+    batch = dict(np.load(FIXTURE / "features.npz"))
+
+    def always(self, *a, **kw):
+        raise torch.cuda.OutOfMemoryError("simulated")
+
+    monkeypatch.setattr(type(model), "forward", always)
+    with pytest.raises(PlanError, match="out of GPU memory"):
+        run_planned(model, batch, "fp32", "torch", max_memory=0.2 * GB, retries=1)
