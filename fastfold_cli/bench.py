@@ -37,10 +37,11 @@ def _lengths(value: str):
               help="plain: also run the unchunked, not-in-place PyTorch path in the same process.")
 @click.option("--find-max-length", is_flag=True, help="Search the longest N that fits (one pass, isolated trials).")
 @click.option("--no-breakdown", is_flag=True, help="Skip the per-module timing hooks.")
+@click.option("--no-warmup", is_flag=True, help="Skip the untimed warm-up pass (memory-only runs).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
 def bench(lengths, precision, preset, msa_depth, extra_depth, templates, recycles, backend, device, max_memory,
-          compare, find_max_length, no_breakdown, json_path, plot_path):
+          compare, find_max_length, no_breakdown, no_warmup, json_path, plot_path):
     """Time and measure the whole network (random parameters) at each length."""
     import torch
     from rich.console import Console
@@ -75,7 +76,7 @@ def bench(lengths, precision, preset, msa_depth, extra_depth, templates, recycle
                 console.print(f"[bold]N={n}[/] {precision} {'plain' if plain else 'planned'} …")
                 r = bench_one(model, n, precision=precision, backend=backend, n_seq=msa_depth, n_extra=extra_depth,
                               n_templ=templates, recycles=recycles, plain=plain, max_memory=budget,
-                              breakdown=not no_breakdown)
+                              breakdown=not no_breakdown, warmup=not no_warmup)
                 r.update(preset=preset, device=torch.cuda.get_device_name() if device.startswith("cuda") else "cpu")
                 rows.append(r)
                 if device.startswith("cuda"):
