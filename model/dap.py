@@ -164,28 +164,42 @@ def col_to_row(shard: Optional[ShardSpec], x: torch.Tensor, async_op: bool = Fal
     return all_to_all(shard, x, split_dim=0, cat_dim=1, async_op=async_op)
 
 
-def stream(shard: Optional[ShardSpec], x: torch.Tensor) -> Iterator[Tuple[int, torch.Tensor]]:
-    """Yield (r, rank r's x) for r = 0..P-1: each rank broadcasts its block in turn, the next
-    block's broadcast is posted before the current one is consumed (overlap), and at most two
-    foreign blocks are alive: the gathered tensor is never formed. Without DAP yields (0, x).
-    x must have the same shape on every rank."""
+def stream(shard: Optional[ShardSpec], x: torch.Tensor, lookahead: int = 2) -> Iterator[Tuple[int, torch.Tensor]]:
+    """Yield (r, rank r's x) for every rank r: this rank's own block first (no wait), then the
+    others in rank order as their broadcasts arrive. Each rank broadcasts its block in turn (the
+    same global order on every rank); at most `lookahead` foreign blocks are in flight or held,
+    so the next blocks arrive while the caller computes on the current one and the gathered
+    tensor is never formed. Without DAP yields (0, x). x: the same shape on every rank."""
     if not active(shard):
         yield 0, x
         return
+    from collections import deque
     x = x.contiguous()
+    pending, own = deque(), []
+    nxt = 0
 
-    def post(r):
-        buf = x if r == shard.rank else torch.empty_like(x)
-        return buf, dist.broadcast(buf, src=shard.global_rank(r), group=shard.group, async_op=True)
+    def post():
+        nonlocal nxt
+        while nxt < shard.world and (nxt == shard.rank or len(pending) < lookahead):
+            src = shard.global_rank(nxt)
+            if nxt == shard.rank:
+                own.append(dist.broadcast(x, src=src, group=shard.group, async_op=True))
+            else:
+                buf = torch.empty_like(x)
+                pending.append((nxt, buf, dist.broadcast(buf, src=src, group=shard.group, async_op=True)))
+            nxt += 1
 
-    nxt = post(0)
-    for r in range(shard.world):
-        buf, work = nxt
-        if r + 1 < shard.world:
-            nxt = post(r + 1)
+    post()
+    yield shard.rank, x
+    while pending or nxt < shard.world:
+        post()
+        r, buf, work = pending.popleft()
         work.wait()
+        post()
         yield r, buf
         del buf
+    for work in own:
+        work.wait()
 
 
 def is_root(shard: Optional[ShardSpec]) -> bool:
