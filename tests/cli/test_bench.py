@@ -12,7 +12,8 @@ def test_bench_cpu_planned_and_plain(tmp_path):
     out = tmp_path / "b.json"
     p = subprocess.run([sys.executable, "-m", "fastfold_cli", "bench", "--device", "cpu", "--lengths", "12,17",
                         "--precision", "fp32", "--preset", "model_3", "--msa-depth", "3", "--extra-depth", "5",
-                        "--recycles", "1", "--compare", "plain", "--no-breakdown", "--json", str(out)],
+                        "--recycles", "1", "--compare", "plain", "--no-breakdown", "--json", str(out),
+                        "--plot", str(tmp_path / "b.png")],
                        capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert p.returncode == 0, p.stderr[-2000:]
     rows = json.loads(out.read_text())
@@ -22,6 +23,8 @@ def test_bench_cpu_planned_and_plain(tmp_path):
         assert len(r["seconds_per_pass"]) == 2 and r["seconds"] > 0 and r["pflop"] > 0
         assert 0 < r["mean_plddt"] < 100
     assert rows[0]["predicted_peak_gib"] > 0 and rows[1]["predicted_peak_gib"] is None
+    png = (tmp_path / "b.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
     # same random model and features: the planned (chunked, in place) path computes the same thing
     assert abs(rows[0]["mean_plddt"] - rows[1]["mean_plddt"]) < 1e-3
 
