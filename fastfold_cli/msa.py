@@ -39,7 +39,8 @@ def _db_options(f):
 @click.command("msa")
 @click.argument("fasta", type=click.Path(dir_okay=False))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
-              help="Output directory: msas/<chain>/*, features.pkl, timings.json.")
+              help="Output directory: msas/<chain>/*, features.pkl, timings.json (multimer: also "
+                   "features.npz, multimer_chain_map.json).")
 @click.option("--db-dir", type=click.Path(file_okay=False), default=None,
               help="Root of AlphaFold's database layout (uniref90/, mgnify/, bfd/, ...).")
 @click.option("--db-config", type=click.Path(dir_okay=False), default=None,
@@ -77,6 +78,11 @@ def msa(fasta, out_dir, db_dir, db_config, db_preset, model_preset, templates, m
 
     try:
         chains = read_fasta(fasta)
+        if model_preset == "multimer":
+            from pipeline.multimer import PDB_MAX_CHAINS
+            if len(chains) > PDB_MAX_CHAINS:
+                raise InputError(f"{fasta}: {len(chains)} chains; AlphaFold-Multimer takes at most "
+                                 f"{PDB_MAX_CHAINS} (PDB chain ids)")
         if max_template_date is None:
             max_template_date = datetime.date.today().isoformat()
         try:
@@ -106,3 +112,6 @@ def msa(fasta, out_dir, db_dir, db_config, db_preset, model_preset, templates, m
             click.echo(f"warning: chain {chain}: template {w}", err=True)
     click.echo(f"{len(chains)} chain(s), {summary['unique_sequences']} unique: {summary['tasks_run']} tasks run, "
                f"{summary['tasks_cached']} reused, {summary['wall_seconds']:.1f} s -> {out_dir}")
+    if model_preset == "multimer":
+        click.echo(f"multimer: {out_dir}/features.pkl (AlphaFold's merged features), features.npz (network batch), "
+                   f"multimer_chain_map.json")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import os
 import pickle
@@ -22,9 +23,11 @@ import tempfile
 import time
 from typing import Any, Callable, Sequence
 
+import numpy as np
+
 from pipeline import databases as dbmod
 from pipeline import features as featmod
-from pipeline import parsers, templates, tools
+from pipeline import multimer, parsers, templates, tools
 from pipeline.fasta import Chain, unique_sequences
 
 CACHE_VERSION = 1
@@ -369,8 +372,10 @@ def init_ray(cpus: int | None = None, address: str | None = None) -> None:
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=False,
                  logging_level=logging.WARNING)
     else:
-        ray.init(num_cpus=cpus, include_dashboard=False, runtime_env=runtime_env, log_to_driver=False,
-                 logging_level=logging.WARNING)
+        # address="local": a Ray of our own even when another one runs on this machine (without
+        # it ray.init joins the latest local cluster and refuses num_cpus)
+        ray.init(address="local", num_cpus=cpus, include_dashboard=False, runtime_env=runtime_env,
+                 log_to_driver=False, logging_level=logging.WARNING)
 
 
 def run_ray(p: Plan, order: list[str], progress: bool = False) -> tuple[dict, list[dict]]:
@@ -416,7 +421,9 @@ def run_pipeline(chains: Sequence[Chain], out_dir: str, dbs: dbmod.Databases, op
                  executor: str = "ray", ray_address: str | None = None, progress: bool = False,
                  cache_dir: str | None = None) -> dict:
     """Search, featurize and write `out_dir/msas/<chain>/*` (AlphaFold names), per-chain
-    `features.pkl`, `out_dir/features.pkl` (single chain), `chain_id_map.json`, `timings.json`.
+    `features.pkl`, `out_dir/features.pkl` (single chain; multimer preset: the merged complex,
+    `pipeline.multimer.multimer_features`, plus `features.npz` = its network batch and
+    `multimer_chain_map.json`), `chain_id_map.json`, `timings.json`.
     Databases are checked before anything runs. Returns the summary written to timings.json."""
     dbmod.check(dbs, opts.db_preset, opts.use_templates, opts.msa_mode, opts.model_preset == "multimer")
     cache_dir = cache_dir or os.path.join(out_dir, ".cache")
@@ -440,7 +447,21 @@ def run_pipeline(chains: Sequence[Chain], out_dir: str, dbs: dbmod.Databases, op
         if warn:
             warnings[chain.name] = warn
         atomic_write(os.path.join(chain_dir, "features.pkl"), pickle.dumps(raw, protocol=4))
-    if len(chains) == 1:
+    merge_seconds = None
+    if opts.model_preset == "multimer":
+        # AlphaFold-Multimer's features.pkl (pairing, merging, cropping), the network batch as
+        # features.npz (the multimer fixtures' layout) and where each FASTA record went
+        t_merge = time.time()
+        raws = [results[p.features[p.seq_ids[c.sequence]]][0] for c in chains]
+        merged = multimer.multimer_features(raws)
+        atomic_write(os.path.join(out_dir, "features.pkl"), pickle.dumps(merged, protocol=4))
+        buf = io.BytesIO()
+        np.savez(buf, **multimer.network_batch(merged))
+        atomic_write(os.path.join(out_dir, "features.npz"), buf.getvalue())
+        atomic_write(os.path.join(out_dir, "multimer_chain_map.json"),
+                     json.dumps(multimer.chain_map(raws, [c.name for c in chains]), indent=2))
+        merge_seconds = time.time() - t_merge
+    elif len(chains) == 1:
         raw, _ = results[p.features[p.seq_ids[chains[0].sequence]]]
         atomic_write(os.path.join(out_dir, "features.pkl"), pickle.dumps(raw, protocol=4))
     atomic_write(os.path.join(out_dir, "msas", "chain_id_map.json"), json.dumps(
@@ -458,6 +479,7 @@ def run_pipeline(chains: Sequence[Chain], out_dir: str, dbs: dbmod.Databases, op
         "unique_sequences": len(p.seq_ids),
         "chains": [c.name for c in chains],
         "template_warnings": warnings,
+        "multimer_merge_seconds": merge_seconds,
         "tasks": {t["task"]: {k: v for k, v in t.items() if k != "task"} for t in timings},
     }
     atomic_write(os.path.join(out_dir, "timings.json"), json.dumps(summary, indent=2))

@@ -240,7 +240,7 @@ def jackhmmer_sharded(sequence: str, database: str | os.PathLike, n_shards: int,
 def hmmsearch_pdb_seqres(stockholm_msa: str, pdb_seqres: str | os.PathLike) -> str:
     """AlphaFold's multimer template search: `hmmbuild --hand --amino` on the (deduplicated)
     UniRef90 Stockholm, then `hmmsearch --F1 0.1 --F2 0.1 --F3 0.1 -E 100 --incE 100 --domE 100
-    --incdomE 100` against pdb_seqres. Returns the hit alignment as Stockholm text."""
+    --incdomE 100` against pdb_seqres. Returns the hit alignment as Stockholm text ("" without hits)."""
     import pyhmmer
     from pyhmmer.plan7 import Background, Builder, Pipeline
     abc = pyhmmer.easel.Alphabet.amino()
@@ -252,6 +252,8 @@ def hmmsearch_pdb_seqres(stockholm_msa: str, pdb_seqres: str | os.PathLike) -> s
     hmm, _, _ = Builder(abc, architecture="hand").build_msa(msa, background)
     pipeline = Pipeline(abc, background, **HMMSEARCH_FLAGS)
     hits = merge_hits([pipeline.search_hmm(hmm, b) for b in iter_shard_blocks(Shard(os.fspath(pdb_seqres)))])
+    if not any(True for _ in hits.included):
+        return ""  # HMMER writes no alignment without a hit; AlphaFold then uses an all-zero template
     out = hits.to_msa(abc, all_consensus_cols=True, digitize=False)
     buf = io.BytesIO()
     out.write(buf, "stockholm")
