@@ -130,24 +130,33 @@ class _Pending:
 
 
 def all_to_all(shard: Optional[ShardSpec], x: torch.Tensor, split_dim: int, cat_dim: int,
-               async_op: bool = False):
+               async_op: bool = False, out: Optional[torch.Tensor] = None):
     """Switch the sharded axis: x is sharded along `cat_dim`; it is split in P blocks along
     `split_dim`, block r goes to rank r, and the received blocks are joined along `cat_dim`.
     E.g. a row shard [n/P, N, C] with split_dim=1, cat_dim=0 becomes the column shard [n, N/P, C].
-    async_op: return a pending handle whose `wait()` gives the result (overlap with compute)."""
+    out: write the result there (e.g. the storage of a tensor the result replaces) instead of a
+    new tensor. async_op: return a pending handle whose `wait()` gives the result.
+
+    Memory: the blocks are sent in the layout they have in the result, so joining along axis 0
+    is free (a view of the receive buffer); otherwise one copy into the result."""
     if not active(shard):
+        if out is not None and out is not x:
+            out.copy_(x)
+            x = out
         return _Pending(None, lambda: x) if async_op else x
     p = shard.world
     if x.shape[split_dim] % p:
         raise ValueError(f"axis {split_dim} of {tuple(x.shape)} does not divide by {p}")
-    xs = x.movedim(split_dim, 0).contiguous()      # [P*k, ...]: block r is contiguous
+    xs = x.unflatten(split_dim, (p, -1)).movedim(split_dim, 0).contiguous()  # [P, ..k..]: block r -> rank r
     recv = torch.empty_like(xs)
     work = dist.all_to_all_single(recv, xs, group=shard.group, async_op=async_op)
 
     def finish():
-        blocks = recv.reshape(p, xs.shape[0] // p, *xs.shape[1:])
-        # Block r came from rank r: restore the original axis order and join along cat_dim.
-        return torch.cat([b.movedim(0, split_dim) for b in blocks.unbind(0)], dim=cat_dim)
+        joined = recv.movedim(0, cat_dim)  # block r came from rank r: [.., P, n_r, ..]
+        if out is not None:
+            out.unflatten(cat_dim, (p, -1)).copy_(joined)
+            return out
+        return joined.flatten(cat_dim, cat_dim + 1)
 
     if async_op:
         return _Pending(work, finish)
@@ -155,13 +164,16 @@ def all_to_all(shard: Optional[ShardSpec], x: torch.Tensor, split_dim: int, cat_
 
 
 def row_to_col(shard: Optional[ShardSpec], x: torch.Tensor, async_op: bool = False):
-    """[n/P, N, ...] (rows sharded) -> [n, N/P, ...] (columns sharded)."""
+    """[n/P, N, ...] (rows sharded) -> [n, N/P, ...] (columns sharded); the result is a view of
+    the receive buffer (send copy + receive buffer: 2 shard-sized buffers, 1 afterwards)."""
     return all_to_all(shard, x, split_dim=1, cat_dim=0, async_op=async_op)
 
 
-def col_to_row(shard: Optional[ShardSpec], x: torch.Tensor, async_op: bool = False):
-    """[n, N/P, ...] (columns sharded) -> [n/P, N, ...] (rows sharded)."""
-    return all_to_all(shard, x, split_dim=0, cat_dim=1, async_op=async_op)
+def col_to_row(shard: Optional[ShardSpec], x: torch.Tensor, async_op: bool = False,
+               out: Optional[torch.Tensor] = None):
+    """[n, N/P, ...] (columns sharded) -> [n/P, N, ...] (rows sharded), into `out` if given (no
+    send copy; receive buffer + result)."""
+    return all_to_all(shard, x, split_dim=0, cat_dim=1, async_op=async_op, out=out)
 
 
 def stream(shard: Optional[ShardSpec], x: torch.Tensor, lookahead: int = 2) -> Iterator[Tuple[int, torch.Tensor]]:

@@ -141,8 +141,9 @@ class OuterProductMean(nn.Module):
         """m: [S, N, C_m] (DAP: column shard [S, N/P, C_m]); msa_mask: [S, N] (whole);
         z: [N, N, C_z] (DAP: row shard [N/P, N, C_z]) -> z updated.
 
-        DAP: the rows i of z need left[:, i] (local) and right[:, j] for every j: the right
-        projection [S, N/P, c] is all-gathered (c = 32 channels, small next to m)."""
+        DAP: the rows i of z need left[:, i] (local) and right[:, j] for every j: each rank's
+        right projection [S, N/P, c] is streamed in turn (dap.stream) and fills the columns j of
+        that rank; the gathered [S, N, c] projection is never formed."""
         mask = dap.mask_weights(rt.shard, msa_mask).to(m.dtype).unsqueeze(-1)  # [S, N, 1], whole (normaliser)
         mask_local = dap.scatter(rt.shard, mask, 1)
 
@@ -152,24 +153,27 @@ class OuterProductMean(nn.Module):
 
         lr = chunked(project, [m, mask_local], rt.chunk("transition"), dim=0)  # [S, N, 2c]
         c_ = lr.shape[-1] // 2
-        left, right = lr[..., :c_], dap.gather(rt.shard, lr[..., c_:], 1)
+        left, right_local = lr[..., :c_], lr[..., c_:]
         c = left.shape[-1]
         w = self.output_w.to(m.dtype).reshape(c * c, -1)
-        # Only a row block of the [N, N, c*c] outer product is ever alive.
-        n_res = right.shape[1]
-        right_t = right.permute(1, 2, 0).reshape(n_res * c, right.shape[0])  # [N*c, S]
+        target = z if rt.inplace else z.clone()
+        for r, right in dap.stream(rt.shard, right_local):  # one block of columns j at a time
+            n_res = right.shape[1]
+            mask_j = mask[:, r * n_res:(r + 1) * n_res]
+            # Only a row block of the [N, N, c*c] outer product is ever alive.
+            right_t = right.permute(1, 2, 0).reshape(n_res * c, right.shape[0])  # [N*c, S]
 
-        def rows(left_c, mask_c):  # left_c: [S, n, c], mask_c: [S, n, 1]
-            n = left_c.shape[1]
-            outer = torch.matmul(left_c.permute(1, 2, 0).reshape(n * c, left_c.shape[0]), right_t.t())  # [n*c, N*c]
-            outer = outer.reshape(n, c, n_res, c).permute(0, 2, 1, 3).reshape(n, n_res, c * c)  # [n, N, c*c]
-            out = torch.matmul(outer, w) + self.output_b.to(m.dtype)
-            norm = torch.einsum("abc,adc->bdc", mask_c, mask)
-            return out / (1e-3 + norm)
+            def rows(left_c, mask_c):  # left_c: [S, n, c], mask_c: [S, n, 1]
+                n = left_c.shape[1]
+                outer = torch.matmul(left_c.permute(1, 2, 0).reshape(n * c, left_c.shape[0]), right_t.t())  # [n*c, N*c]
+                outer = outer.reshape(n, c, n_res, c).permute(0, 2, 1, 3).reshape(n, n_res, c * c)  # [n, N, c*c]
+                out = torch.matmul(outer, w) + self.output_b.to(m.dtype)
+                norm = torch.einsum("abc,adc->bdc", mask_c, mask_j)
+                return out / (1e-3 + norm)
 
-        if rt.inplace:
-            return chunked(rows, [left, mask_local], rt.chunk("opm"), dim=1, out_dim=0, add_to=z)
-        return z + chunked(rows, [left, mask_local], rt.chunk("opm"), dim=1, out_dim=0)
+            chunked(rows, [left, mask_local], rt.chunk("opm"), dim=1, out_dim=0,
+                    add_to=target[:, r * n_res:(r + 1) * n_res])
+        return target
 
 
 class TriangleMultiplication(nn.Module):
@@ -226,6 +230,7 @@ class TriangleMultiplication(nn.Module):
         sh = rt.shard
         transposed = dap.active(sh) and not self.outgoing
         if transposed:
+            z_rows = z
             z, pair_mask = dap.row_to_col(sh, z).transpose(0, 1), pair_mask.transpose(0, 1)
         n, n_all, dt = z.shape[0], z.shape[1], z.dtype
         norm_in, norm_center, sides = self._weights()
@@ -266,7 +271,9 @@ class TriangleMultiplication(nn.Module):
                 target[r0:r1] += upd
             else:
                 torch.add(z[r0:r1], upd, out=target[r0:r1])
-        return dap.col_to_row(sh, target.transpose(0, 1)) if transposed else target
+        if transposed:  # back to rows; in place: into the storage of the row shard it replaces
+            return dap.col_to_row(sh, target.transpose(0, 1), out=z_rows if rt.inplace else None)
+        return target
 
 
 class TriangleAttention(nn.Module):
@@ -285,7 +292,7 @@ class TriangleAttention(nn.Module):
 
         DAP: per_column switches to the column shard (all_to_all) and back; the bias [H, N, N]
         needs all of z: each rank's [N/P, N, H] part is all-gathered."""
-        sh = rt.shard
+        sh, z_rows = rt.shard, z
         if self.per_column:
             z, pair_mask = dap.row_to_col(sh, z).transpose(0, 1), pair_mask.transpose(0, 1)
         pair_mask = dap.scatter(sh, pair_mask, 0)
@@ -297,7 +304,9 @@ class TriangleAttention(nn.Module):
             return self.attention(x, x, [bias], mask_c[:, None, None, :], rt.backend)
 
         z = _update(z, rows, [z, pair_mask], rt, "tri_att", dim=0)
-        return dap.col_to_row(sh, z.transpose(0, 1)) if self.per_column else z
+        if self.per_column:  # back to rows; in place: into the storage of the row shard it replaces
+            return dap.col_to_row(sh, z.transpose(0, 1), out=z_rows if (rt.inplace and dap.active(sh)) else None)
+        return z
 
 
 def _update(x: torch.Tensor, fn, args, rt: Runtime, op: str, dim: int) -> torch.Tensor:

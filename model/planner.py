@@ -26,7 +26,9 @@ class PlanError(ValueError):
 @dataclass(frozen=True)
 class Problem:
     """Sizes of one forward pass. n_seq counts clustered MSA rows (template torsion rows are added
-    when the preset embeds templates)."""
+    when the preset embeds templates). world: DAP ranks (model/dap.py); the memory model is then
+    one rank's: its row / column shards of the pair and MSAs, the gathered biases and the
+    triangle-multiplication stream buffers, chunks counting the rank's rows."""
 
     n_res: int
     n_seq: int = 508
@@ -42,10 +44,15 @@ class Problem:
     trunk_params: int = 90_000_000
     outputs_on_device: bool = False
     recompute_templates: bool = False
+    world: int = 1
 
     @property
     def b(self) -> int:
         return 2 if self.precision == "bf16" else 4
+
+    def local(self, x: int) -> int:
+        """Rows of an axis of length x on one DAP rank (x without DAP)."""
+        return -(-x // self.world)
 
 
 @dataclass
@@ -70,8 +77,8 @@ def persistent_bytes(p: Problem) -> float:
     n, s, e, t = p.n_res, p.n_seq + p.n_templ, p.n_extra, p.n_templ
     b = p.b
     weights = p.trunk_params * b + (p.num_params - p.trunk_params) * 4
-    z = n * n * p.c_z * b
-    m = s * n * p.c_m * b
+    z = p.local(n) * n * p.c_z * b
+    m = p.local(s) * n * p.c_m * b
     feats = p.n_seq * n * 49 * 4 + e * n * (4 + 4 + 4 + 4) + t * n * 37 * 4 * 4 + n * 1024
     masks = n * n * b  # mask_2d
     return weights + z + m + feats + masks
@@ -79,7 +86,7 @@ def persistent_bytes(p: Problem) -> float:
 
 def extra_msa_bytes(p: Problem) -> float:
     """The extra-MSA activations, alive during the extra-MSA stack only (not while templates run)."""
-    return p.n_extra * p.n_res * p.c_e * p.b
+    return p.local(p.n_extra) * p.n_res * p.c_e * p.b
 
 
 def _ceil(x, c):
@@ -91,59 +98,63 @@ def transient_bytes(op: str, chunk: Optional[int], p: Problem) -> float:
     n, s, e, t = p.n_res, p.n_seq + p.n_templ, p.n_extra, p.n_templ
     b, cz, cm, ce = p.b, p.c_z, p.c_m, p.c_e
     fused = p.backend == "triton"  # no logits in memory
-    rows = _ceil(n, chunk)
+    nl, dap = p.local(n), p.world > 1  # DAP: this rank's pair rows (or columns)
+    a2a = 2 * nl * n * cz * b if dap else 0  # a column-wise op's all_to_all buffers (dap.all_to_all)
+    rows = _ceil(nl, chunk)
     if op == "pair_rows":
         # LN(z) rows, projections, the [H, N, N] bias being assembled, pair-embedding temporaries
         return rows * n * cz * b * 4 + 8 * n * n * b
     if op == "tri_mul":
         c = cz
         cc = _ceil(c, chunk)
-        prow = _ceil(n, 256)
-        return c * n * n * b + 2 * cc * n * n * b + prow * n * (cz + 4 * cc + 3 * cz) * b
+        prow = _ceil(nl, 256)
+        stream = 2 * cc * nl * n * b if dap else 0  # two foreign blocks of the other side
+        return c * nl * n * b + 2 * cc * nl * n * b + stream + a2a + prow * n * (cz + 4 * cc + 3 * cz) * b
     if op == "tri_att":
         h = 4
         bias = h * n * n * b
         per_row = n * cz * b * 6 + (0 if fused else h * n * n * 4 * 3)
-        return bias + rows * per_row
+        return bias + rows * per_row + a2a
     if op == "msa_row_att":
         h = 8
-        r = _ceil(s, chunk)
+        r = _ceil(p.local(s), chunk)
         return h * n * n * b + r * (n * cm * b * 6 + (0 if fused else h * n * n * 4 * 3))
     if op == "extra_row_att":
         h = 8
-        r = _ceil(e, chunk)
+        r = _ceil(p.local(e), chunk)
         return h * n * n * b + r * (n * ce * b * 6 + (0 if fused else h * n * n * 4 * 3)) + r * n * 25 * b
     if op == "msa_col_att":
         h = 8
-        cols = _ceil(n, chunk)
+        cols = _ceil(nl, chunk)
         return cols * (s * cm * b * 6 + (0 if fused else h * s * s * 4 * 3))
     if op == "extra_col_att":
-        cols = _ceil(n, chunk)
+        cols = _ceil(nl, chunk)
         return cols * e * ce * b * 6
     if op == "transition":
-        r = _ceil(max(s, n), chunk)
-        return r * n * cm * 4 * b * 2
+        # MSA rows of N/P columns (DAP) or pair rows of N columns, whichever is larger
+        return max(_ceil(s, chunk) * nl, rows * n) * cm * 4 * b * 2
     if op == "opm":
-        r = _ceil(n, chunk)
+        r = rows
         depth = max(s, e)
         # left|right [S, N, 2c], the transposed right copy, then one row block of the outer product
-        return 3 * depth * n * 32 * b + r * n * 1024 * b * 2 + r * n * cz * b * 2
+        # (DAP: of the rank's columns, plus two other ranks' right blocks streamed in)
+        return (3 * nl + (2 * nl if dap else 0)) * depth * 32 * b + r * n * 1024 * b * 2 + r * n * cz * b * 2
     if op == "template_att":
         if t == 0:
             return 0.0
-        r = _ceil(n, chunk)
+        r = rows
         # one pass: [N, N, H, D] + max/sum accumulators; two passes: [T, N, N, H] logits
-        acc = t * n * n * 4 * 4 if p.recompute_templates else n * n * (4 * 16 + 8) * 4
-        emb = n * n * p.c_t * b
-        stack = p.c_t * n * n * b * 2 + _ceil(n, 256) * n * p.c_t * 8 * b  # its tri_mul at c=64
+        acc = t * nl * n * 4 * 4 if p.recompute_templates else nl * n * (4 * 16 + 8) * 4
+        emb = nl * n * p.c_t * b
+        stack = p.c_t * nl * n * b * (4 if dap else 2) + _ceil(nl, 256) * n * p.c_t * 8 * b  # its tri_mul at c=64
         return acc + emb + stack + r * n * (cz + 3 * 64) * 4
     if op == "ipa":
-        r = _ceil(n, chunk)
+        r = rows
         return r * n * (12 * 4 * 4 + 12 * 4 * 3 + cz * 4 * 3)
     if op == "heads":
-        r = _ceil(n, chunk)
+        r = rows
         out = n * n * (128 + 64 + 64 * 2 + 1) * 4 if p.outputs_on_device else 0
-        return out + r * n * (cz + 64 * 4) * 4
+        return out + r * n * (cz + 64 * 4) * 4 * (1 + p.world if dap else 1)  # DAP: rank 0's gathered blocks
     raise KeyError(op)
 
 
