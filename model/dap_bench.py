@@ -5,9 +5,9 @@
     python -m model.dap_bench --world 4 --n-res 2048 --precision bf16 --json /tmp/dap4.json
 
 Run each world size as its own command (the 1-GPU baseline then holds no memory while the others
-run). Every rank builds the same seeded random model and features; the chunk plan is the one
-planner's plan for the whole problem on one GPU (chunks count rows of whatever tensor the rank
-holds, so each rank's transients are at most the 1-GPU ones while its activations are ~1/P).
+run). Every rank builds the same seeded random model and features; chunks come from the
+planner's one-rank memory model (`Problem.world` = P: the rank's shards, gathered biases, stream
+and all_to_all buffers), or with --plan-world 1 from the 1-GPU plan (the baseline's chunks).
 Prints one JSON row: wall time, time per pass, per-rank peak memory (allocated / reserved).
 """
 from __future__ import annotations
@@ -23,12 +23,16 @@ from model import dap
 
 
 def bench_rank(shard, preset: str, n_res: int, precision: str, backend: str, recycles: int, n_seq: int,
-               n_extra: int, n_templ: int, max_memory: Optional[float], plan: bool = True) -> dict:
+               n_extra: int, n_templ: int, max_memory: Optional[float], plan: bool = True,
+               plan_world: Optional[int] = None) -> dict:
     from model.benchmark import af2_flops, make_bench_model
     from model.config import Runtime
     from model.planner import GB
     from model.random_params import random_features
-    from model.runner import make_plan
+    from dataclasses import replace
+
+    from model.planner import plan as make_chunk_plan
+    from model.runner import default_budget, problem_for
     device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
     cuda = device.type == "cuda"
     model = make_bench_model(preset, precision, device)
@@ -36,10 +40,13 @@ def bench_rank(shard, preset: str, n_res: int, precision: str, backend: str, rec
     row = {"world": dap.world(shard), "rank": shard.rank if shard else 0, "n_res": n_res, "precision": precision,
            "backend": backend, "n_seq": n_seq, "n_extra": n_extra, "n_templ": n_templ, "recycles": recycles}
     if plan:
-        p = make_plan(model, batch, precision, backend, max_memory, device)
+        prob = replace(problem_for(model, batch, precision, backend),
+                       world=plan_world if plan_world is not None else dap.world(shard))
+        p = make_chunk_plan(prob, max_memory if max_memory is not None else default_budget(device))
         rt = p.runtime().with_(shard=shard)
         row["chunks"] = {k: v for k, v in p.chunks.items() if v}
-        row["predicted_peak_gib_1gpu"] = p.predicted_peak / GB
+        row["plan_world"] = prob.world
+        row["predicted_peak_gib"] = p.predicted_peak / GB
     else:
         rt = Runtime(precision=precision, backend=backend, shard=shard, inplace=True)
     try:
@@ -87,12 +94,14 @@ def main(argv=None):
     ap.add_argument("--templates", type=int, default=4)
     ap.add_argument("--max-memory", type=float, default=None, help="GiB budget of the 1-GPU plan")
     ap.add_argument("--no-plan", action="store_true", help="no chunking (in place only)")
+    ap.add_argument("--plan-world", type=int, default=None, help="plan chunks as for this many ranks "
+                    "(default: --world; 1: the 1-GPU baseline's chunks)")
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
     mm = a.max_memory * 2 ** 30 if a.max_memory else None
     rows = dap.launch(bench_rank, a.world, a.backend_dist,
                       args=(a.preset, a.n_res, a.precision, a.backend, a.recycles, a.msa_depth, a.extra_depth,
-                            a.templates, mm, not a.no_plan))
+                            a.templates, mm, not a.no_plan, a.plan_world))
     summary = {"world": a.world, "n_res": a.n_res, "precision": a.precision,
                "seconds": max(r.get("seconds", float("nan")) for r in rows),
                "max_peak_allocated_gib": max(r.get("peak_allocated_gib", float("nan")) for r in rows),
