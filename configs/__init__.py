@@ -1,5 +1,5 @@
-"""Model presets as data: `monomer.json` is AlphaFold 2.3's monomer config, `presets.json` the
-per-preset differences. `load_preset` returns a plain nested dict; `model.config` wraps it."""
+"""Model presets as data: `monomer.json` is AlphaFold 2.3's monomer config, `multimer.json` its
+multimer v3 config, `presets.json` the per-preset differences. `load_preset` returns a plain nested dict; `model.config` wraps it."""
 from __future__ import annotations
 
 import copy
@@ -17,11 +17,11 @@ def _read(name: str) -> dict:
 
 
 def load_preset(name: str) -> dict:
-    """Nested config dict for a monomer preset (`model_1` … `model_5_ptm`)."""
+    """Nested config dict for a preset (`model_1` … `model_5_ptm`, `model_1_multimer_v3` …)."""
     presets = _read("presets.json")
     if name not in presets or name.startswith("_"):
-        raise ValueError(f"unknown preset {name!r}; known: {', '.join(MONOMER_PRESETS)}")
-    cfg = copy.deepcopy(_read("monomer.json"))
+        raise ValueError(f"unknown preset {name!r}; known: {', '.join(MONOMER_PRESETS + MULTIMER_PRESETS)}")
+    cfg = copy.deepcopy(_read("multimer.json" if name in MULTIMER_PRESETS else "monomer.json"))
     cfg.pop("_comment", None)
     for path, value in presets[name].items():
         node = cfg

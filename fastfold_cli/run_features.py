@@ -1,6 +1,12 @@
 """`fastfold run-features`: run the network on a processed feature batch (the reference fixtures'
 `features.npz` layout) and write every output under the fixtures' key names.
 
+Multimer presets take the raw multimer features (aatype, residue_index, asym_id, entity_id, sym_id,
+seq_mask, msa, deletion_matrix, msa_mask, template_*); the network samples the MSA itself:
+`--num-msa/--num-extra-msa` set the cluster / extra row counts (default: the preset's) and
+`--msa-sampling first` takes rows [:S] as the cluster MSA without BERT masking (reproduces the
+reference fixtures), `random` (default) is AlphaFold's Gumbel sampling and masking, seeded by --seed.
+
 This is how any reference check is run; keep its interface stable. Needs only torch, numpy, click, rich.
 """
 from __future__ import annotations
@@ -28,7 +34,19 @@ from fastfold_cli.errors import fail
 @click.option("--backend", type=click.Choice(["torch", "triton"]), default="torch", show_default=True,
               help="Kernel backend for attention and LayerNorm.")
 @click.option("--chunk-size", type=int, default=None, help="Chunk size for every chunked op (default: whole).")
-def run_features(features, params_path, out_path, preset, num_recycles, device, precision, backend, chunk_size):
+@click.option("--num-msa", type=click.IntRange(min=1), default=None,
+              help="Multimer: cluster MSA rows (default: the preset's 508).")
+@click.option("--num-extra-msa", type=click.IntRange(min=0), default=None,
+              help="Multimer: extra MSA rows (default: the preset's 2048 or 1152).")
+@click.option("--msa-sampling", type=click.Choice(["random", "first"]), default=None,
+              help="Multimer: 'random' (default) AlphaFold's Gumbel sampling + BERT masking; 'first' rows "
+                   "[:num-msa] as the cluster MSA, no masking (the reference fixtures' choice).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Multimer: seed of the random MSA sampling.")
+@click.option("--early-stop-tolerance", type=float, default=None,
+              help="Stop recycling when the Cα distance change falls below this (default: the preset's; "
+                   "0.5 Å for multimer, off for monomer).")
+def run_features(features, params_path, out_path, preset, num_recycles, device, precision, backend, chunk_size,
+                 num_msa, num_extra_msa, msa_sampling, seed, early_stop_tolerance):
     """Run the AlphaFold network on FEATURES (.npz) and write all outputs to --out."""
     import numpy as np
     import torch
@@ -43,19 +61,32 @@ def run_features(features, params_path, out_path, preset, num_recycles, device, 
             batch = {k: f[k] for k in f.files}
     except Exception as e:  # noqa: BLE001 - any unreadable file is a user error here
         fail(f"cannot read feature file {features}: {type(e).__name__}: {e}")
-    missing = [k for k in ("aatype", "target_feat", "msa_feat", "seq_mask") if k not in batch]
-    if missing:
-        fail(f"{features} is not a processed feature batch: missing {', '.join(missing)}")
     if device.startswith("cuda") and not torch.cuda.is_available():
         fail("--device cuda requested but no CUDA device is available")
     try:
         model = load_model(params_path, preset, device=device)
     except ParamsError as e:
         fail(str(e))
+    if model.multimer:
+        from model.multimer import MsaSampling
+        need = ("aatype", "residue_index", "asym_id", "entity_id", "sym_id", "seq_mask", "msa", "deletion_matrix",
+                "msa_mask", "template_aatype", "template_all_atom_positions", "template_all_atom_mask")
+        kind = "a multimer feature batch"
+        model.evoformer.sampling = MsaSampling(num_msa, num_extra_msa, msa_sampling or "random", seed)
+    else:
+        given = [o for o, v in (("--num-msa", num_msa), ("--num-extra-msa", num_extra_msa),
+                                ("--msa-sampling", msa_sampling)) if v is not None]
+        if given:
+            fail(f"{', '.join(given)}: only for AlphaFold-Multimer presets (monomer batches are already sampled)")
+        need, kind = ("aatype", "target_feat", "msa_feat", "seq_mask"), "a processed feature batch"
+    missing = [k for k in need if k not in batch]
+    if missing:
+        fail(f"{features} is not {kind}: missing {', '.join(missing)}")
     rt = Runtime.chunked_all(chunk_size, precision=precision, backend=backend, inplace=bool(chunk_size))
     model.prepare(rt)
     t0 = time.perf_counter()
-    out = model(batch, rt, num_recycle=num_recycles, return_prev_inputs=True)
+    out = model(batch, rt, num_recycle=num_recycles, early_stop_tolerance=early_stop_tolerance,
+                return_prev_inputs=True)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     dt = time.perf_counter() - t0

@@ -61,6 +61,9 @@ __all__ = [
     'rigid_from_flat12', 'rigid_from_tensor4x4', 'torsion_angles_to_frames',
     'frames_to_atom14', 'atom14_to_atom37', 'atom37_to_atom14', 'atom37_mask',
     'atom14_mask', 'atom37_to_torsion_angles', 'pseudo_beta',
+    # AlphaFold-Multimer geometry (geometry/*.py, all_atom_multimer.py, folding_multimer.py)
+    'vec_norm', 'vec_normalized', 'rot_from_quaternion', 'rot_from_two_vectors', 'backbone_frames',
+    'dihedral_angle', 'chi_angles',
 ]
 
 
@@ -601,3 +604,85 @@ def pseudo_beta(aatype: torch.Tensor, all_atom_positions: torch.Tensor,
     if not mask.is_floating_point():
         mask = mask.float()
     return positions, mask
+
+
+# ----------------------------------------------------------------------------
+# AlphaFold-Multimer geometry (geometry/vector.py, geometry/rotation_matrix.py,
+# all_atom_multimer.py, folding_multimer.make_backbone_affine).  These clip
+# norms from below (sqrt(max(|v|^2, eps^2))) where r3 adds an epsilon.
+# ----------------------------------------------------------------------------
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return a[..., 0] * b[..., 0] + a[..., 1] * b[..., 1] + a[..., 2] * b[..., 2]
+
+
+def vec_norm(v: torch.Tensor, epsilon: float = 1e-6) -> torch.Tensor:
+    """|v| clipped to at least epsilon, as Vec3Array.norm.  v: [..., 3] -> [...]."""
+    n2 = _dot(v, v)
+    if epsilon:
+        n2 = torch.clamp(n2, min=epsilon ** 2)
+    return torch.sqrt(n2)
+
+
+def vec_normalized(v: torch.Tensor, epsilon: float = 1e-6) -> torch.Tensor:
+    """v / vec_norm(v), as Vec3Array.normalized.  v: [..., 3]."""
+    return v / vec_norm(v, epsilon)[..., None]
+
+
+def rot_from_quaternion(w: torch.Tensor, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor,
+                        normalize: bool = True, epsilon: float = 1e-6) -> torch.Tensor:
+    """Rotation [..., 3, 3] from quaternion components [...], as Rot3Array.from_quaternion
+    (normalised by rsqrt(max(eps, |q|^2)))."""
+    if normalize:
+        inv = torch.rsqrt(torch.clamp(w * w + x * x + y * y + z * z, min=epsilon))
+        w, x, y, z = w * inv, x * inv, y * inv, z * inv
+    rows = [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]
+    return torch.stack(rows, dim=-1).unflatten(-1, (3, 3))
+
+
+def rot_from_two_vectors(e0: torch.Tensor, e1: torch.Tensor) -> torch.Tensor:
+    """Rot3Array.from_two_vectors: e0 on the +x axis, e1 in the xy plane (+y).  [..., 3] -> [..., 3, 3]."""
+    e0 = vec_normalized(e0)
+    c = _dot(e1, e0)
+    e1 = vec_normalized(e1 - c[..., None] * e0)
+    e2 = _cross(e0, e1)
+    return torch.stack([e0, e1, e2], dim=-1)
+
+
+def backbone_frames(atom_pos: torch.Tensor, atom_mask: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Backbone frames from N, CA, C as folding_multimer.make_backbone_affine
+    (all_atom_multimer.make_transform_from_reference): x along C - CA, N in the xy plane,
+    origin CA.  atom_pos [*, N, 37, 3]; atom_mask [*, N, 37] -> (rot [*, N, 3, 3],
+    trans [*, N, 3], mask [*, N] float)."""
+    n, ca, c = (rc.atom_order[a] for a in ('N', 'CA', 'C'))
+    mask = (atom_mask[..., n] * atom_mask[..., ca] * atom_mask[..., c]).float()
+    rot = rot_from_two_vectors(atom_pos[..., c, :] - atom_pos[..., ca, :],
+                               atom_pos[..., n, :] - atom_pos[..., ca, :])
+    return rot, atom_pos[..., ca, :], mask
+
+
+def dihedral_angle(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """Torsion angle of the points a, b, c, d in radians, as geometry.dihedral_angle.  [..., 3] -> [...]."""
+    v1, v2, v3 = a - b, b - c, d - c
+    c1 = _cross(v1, v2)
+    c2 = _cross(v3, v2)
+    c3 = _cross(c2, c1)
+    return torch.atan2(_dot(c3, v2), vec_norm(v2) * _dot(c1, c2))
+
+
+def chi_angles(aatype: torch.Tensor, atom_pos: torch.Tensor, atom_mask: torch.Tensor
+               ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The four chi angles and their mask, as all_atom_multimer.compute_chi_angles.
+
+    aatype [*, N] (values > 20 count as UNK); atom_pos [*, N, 37, 3]; atom_mask [*, N, 37]
+    -> (angles [*, N, 4] in radians, mask [*, N, 4] float: the residue has the chi and its
+    four atoms are present)."""
+    aatype = _clamp_aatype(aatype)
+    idx = _int_table('chi_atom_indices', atom_pos.device)[aatype].flatten(-2)          # [*, N, 16]
+    pos = torch.take_along_dim(atom_pos, idx[..., None], dim=-2).unflatten(-2, (4, 4))  # [*, N, 4, 4, 3]
+    angles = dihedral_angle(pos[..., 0, :], pos[..., 1, :], pos[..., 2, :], pos[..., 3, :])
+    mask = _float_table('chi_angles_mask', atom_pos.device, torch.float32)[aatype]
+    atoms = torch.take_along_dim(atom_mask.float(), idx, dim=-1).unflatten(-1, (4, 4))
+    return angles, mask * torch.prod(atoms, dim=-1)

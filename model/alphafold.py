@@ -31,7 +31,12 @@ class AlphaFold(nn.Module):
         super().__init__()
         e = cfg.embeddings_and_evoformer
         self.cfg = cfg
-        self.evoformer = EmbeddingsAndEvoformer(
+        self.multimer = bool(cfg.get("multimer", False))
+        if self.multimer:  # AlphaFold-Multimer's embedder (model/multimer.py); the rest is shared
+            from model.multimer import MultimerEmbeddingsAndEvoformer as embedder
+        else:
+            embedder = EmbeddingsAndEvoformer
+        self.evoformer = embedder(
             e, num_evoformer if num_evoformer is not None else e.evoformer_num_block,
             num_extra if num_extra is not None else e.extra_msa_stack_num_block,
             num_template if num_template is not None else e.template.template_pair_stack.num_block)
@@ -128,15 +133,20 @@ class AlphaFold(nn.Module):
 
     @torch.no_grad()
     def forward(self, batch: Dict[str, object], rt: Optional[Runtime] = None, num_recycle: Optional[int] = None,
-                early_stop_tolerance: float = 0.0, device: Optional[torch.device] = None,
+                early_stop_tolerance: Optional[float] = None, device: Optional[torch.device] = None,
                 return_prev_inputs: bool = False, callback=None) -> Dict[str, torch.Tensor]:
         """Run up to `num_recycle` + 1 iterations and the heads of the last one. The previous
         positions, first MSA row and pair are fed back. `batch` is one feature sample (used every
         pass) or has a leading pass axis (pass i takes sample i, as AlphaFold resamples the MSA).
 
         early_stop_tolerance > 0 stops when the Cα distance-matrix change (AlphaFold/ColabFold
-        `compute_tol`) falls below it. return_prev_inputs adds the last iteration's recycled inputs
-        (`last_iter_input_prev_*`, a copy of the pair: for reference checks). callback(i, sm) is
+        `compute_tol`) falls below it (None: the preset's `recycle_early_stop_tolerance`, else 0).
+        Multimer presets stop as AlphaFold-Multimer's while loop does: the first pass is compared
+        with the zero start, and after the pass that converged one final pass is run. Multimer
+        batches are the raw features (the MSA is sampled inside the network, see model.multimer)
+        and the outputs add `iptm` and `ranking_confidence` (0.8 ipTM + 0.2 pTM).
+        return_prev_inputs adds the last iteration's recycled inputs (`last_iter_input_prev_*`, a
+        copy of the pair: for reference checks). callback(i, sm) is
         called after each iteration's structure module. Adds `num_recycles_run`.
         """
         rt = rt or Runtime()
@@ -144,10 +154,14 @@ class AlphaFold(nn.Module):
             raise NotImplementedError("DAP (rt.shard) is not implemented for AlphaFold-Multimer yet")
         if num_recycle is None:
             num_recycle = self.cfg.num_recycle
+        if early_stop_tolerance is None:
+            early_stop_tolerance = float(self.cfg.get("recycle_early_stop_tolerance", 0.0))
         device = device or next(self.parameters()).device
         batch = to_tensors(batch, device)
+        if self.multimer:
+            self.evoformer.reset_sampling()
         # A leading pass axis (AlphaFold's resample_msa_in_recycling): pass i uses sample i.
-        n_samples = batch["msa_feat"].shape[0] if batch["msa_feat"].dim() == 4 else 0
+        n_samples = batch["msa_feat"].shape[0] if "msa_feat" in batch and batch["msa_feat"].dim() == 4 else 0
         sample = (lambda i: {k: v[min(i, n_samples - 1)] for k, v in batch.items()}) if n_samples else \
             (lambda i: batch)
         n = batch["aatype"].shape[-1]
@@ -156,6 +170,7 @@ class AlphaFold(nn.Module):
                 "prev_msa_first_row": torch.zeros(n, e.msa_channel, device=device),
                 "prev_pair": torch.zeros(*_pair_shard_shape(n, rt), e.pair_channel, device=device, dtype=rt.dtype)}
         kept = None
+        last = False
         with _matmul_precision(rt):
             for i in range(num_recycle + 1):
                 if return_prev_inputs and (i == num_recycle or early_stop_tolerance > 0):
@@ -167,10 +182,18 @@ class AlphaFold(nn.Module):
                         "prev_pair": reps["pair"]}
                 if callback is not None:
                     callback(i, sm)
-                if early_stop_tolerance > 0 and i > 0 and \
+                if last:
+                    break
+                if self.multimer:
+                    # AlphaFold-Multimer: stop when the change is <= tol, after one more pass.
+                    last = early_stop_tolerance > 0 and \
+                        float(compute_tol(prev_pos, sm["final_atom_positions"], batch_i["seq_mask"])) <= early_stop_tolerance
+                elif early_stop_tolerance > 0 and i > 0 and \
                         float(compute_tol(prev_pos, sm["final_atom_positions"], batch_i["seq_mask"])) < early_stop_tolerance:
                     break
             out = self.heads(reps, sm, rt)
+            if self.multimer:
+                _multimer_confidence(out, batch)
         if kept is not None:
             for k, v in kept.items():
                 if k == "prev_pair":  # DAP: a row shard of the padded pair
@@ -178,6 +201,16 @@ class AlphaFold(nn.Module):
                 out["last_iter_input_" + k] = v.float()
         out["num_recycles_run"] = torch.tensor(i)
         return out
+
+
+def _multimer_confidence(out: Dict[str, torch.Tensor], batch: Dict[str, torch.Tensor]) -> None:
+    """ipTM (pTM over residue pairs of different chains) and AlphaFold-Multimer's ranking
+    confidence 0.8 ipTM + 0.2 pTM, added to the outputs."""
+    if "predicted_aligned_error_logits" not in out:
+        return
+    logits, breaks = out["predicted_aligned_error_logits"], out["predicted_aligned_error_breaks"]
+    out["iptm"] = H.predicted_tm_score(logits, breaks.to(logits.device), asym_id=batch["asym_id"].to(logits.device))
+    out["ranking_confidence"] = 0.8 * out["iptm"] + 0.2 * out["ptm"]
 
 
 def _pair_shard_shape(n: int, rt: Runtime):

@@ -364,10 +364,13 @@ class EvoformerIteration(nn.Module):
 
 
 class TemplatePairBlock(nn.Module):
-    """One block of the template pair stack (Suppl. Alg. 16): attention first, then multiplication."""
+    """One block of the template pair stack (Suppl. Alg. 16): attention first, then multiplication;
+    with `cfg.multiplication_first` (AlphaFold-Multimer's TemplateEmbeddingIteration) the two
+    triangle multiplications come first, then the two attentions."""
 
     def __init__(self, cfg: Config, c_t: int):
         super().__init__()
+        self.multiplication_first = bool(cfg.get("multiplication_first", False))
         self.triangle_attention_starting_node = TriangleAttention(cfg.triangle_attention_starting_node, c_t, False)
         self.triangle_attention_ending_node = TriangleAttention(cfg.triangle_attention_ending_node, c_t, True)
         self.triangle_multiplication_outgoing = TriangleMultiplication(cfg.triangle_multiplication_outgoing, c_t, True)
@@ -376,8 +379,8 @@ class TemplatePairBlock(nn.Module):
 
     def forward(self, t, pair_mask, rt: Runtime):
         """t: [N, N, C_t]; pair_mask: [N, N] -> t."""
-        t = self.triangle_attention_starting_node(t, pair_mask, rt)
-        t = self.triangle_attention_ending_node(t, pair_mask, rt)
-        t = self.triangle_multiplication_outgoing(t, pair_mask, rt)
-        t = self.triangle_multiplication_incoming(t, pair_mask, rt)
+        att = (self.triangle_attention_starting_node, self.triangle_attention_ending_node)
+        mul = (self.triangle_multiplication_outgoing, self.triangle_multiplication_incoming)
+        for op in (mul + att if self.multiplication_first else att + mul):
+            t = op(t, pair_mask, rt)
         return self.pair_transition(t, rt)

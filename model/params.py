@@ -30,7 +30,11 @@ _STACKS = {
     "evoformer": "evoformer/evoformer_iteration/",
     "extra": "evoformer/extra_msa_stack/",
     "template": "template_pair_stack/__layer_stack_no_state/",
+    "template_multimer": "single_template_embedding/template_embedding_iteration/",
 }
+# Module attribute names that are not haiku scope names: haiku names the parameters created in the
+# method `_relative_encoding` of the multimer embedder `~_relative_encoding`.
+_SCOPE_NAMES = {"relative_encoding": "~_relative_encoding"}
 _MULTIMER_MARKERS = ("~_relative_encoding", "template_embedding_iteration", "quat_rigid", "/projection//")
 
 
@@ -44,7 +48,7 @@ def param_key(name: str) -> Tuple[str, Tuple[int, ...]]:
     """torch parameter name -> (npz key, indices into the key's leading block axes)."""
     parts = name.split(".")
     index = tuple(int(p) for p in parts[:-1] if p.isdigit())
-    scope = "/".join(p for p in parts[:-1] if not p.isdigit())
+    scope = "/".join(_SCOPE_NAMES.get(p, p) for p in parts[:-1] if not p.isdigit())
     return f"{PARAM_PREFIX}{scope}//{parts[-1]}", index
 
 
@@ -56,6 +60,8 @@ def block_counts(shapes: Mapping[str, Tuple[int, ...]]) -> Dict[str, int]:
         if len(lead) > 1:
             raise ParamsError(f"inconsistent block counts under {marker!r}: {sorted(lead)}")
         counts[name] = lead.pop() if lead else 0
+    multimer_templates = counts.pop("template_multimer")
+    counts["template"] = counts["template"] or multimer_templates
     return counts
 
 
@@ -75,6 +81,18 @@ def check_monomer_file(shapes: Mapping[str, Tuple[int, ...]], preset: str, sourc
     if has_pae != cfg["heads"]["predicted_aligned_error"]["enabled"]:
         raise ParamsError(f"{source} {'has' if has_pae else 'has no'} a predicted-aligned-error head but preset "
                           f"{preset} {'is not' if has_pae else 'is'} a _ptm preset")
+
+
+def check_multimer_file(shapes: Mapping[str, Tuple[int, ...]], preset: str, source: str = "parameter file") -> None:
+    """Raise ParamsError unless the keys are those of an AlphaFold-Multimer (v3) file."""
+    keys = list(shapes)
+    if not keys or not all(k.startswith(PARAM_PREFIX) for k in keys):
+        raise ParamsError(f"{source} is not an AlphaFold parameter file (keys are not under '{PARAM_PREFIX}')")
+    if not any("~_relative_encoding" in k for k in keys):
+        raise ParamsError(f"{source} holds monomer AlphaFold parameters; preset {preset} is an AlphaFold-Multimer model")
+    if not any("/projection//" in k for k in keys):
+        raise ParamsError(f"{source} has unfused triangle multiplication weights (multimer v1/v2?); "
+                          f"preset {preset} needs the v3 parameters (params_{preset}.npz)")
 
 
 def build_model(preset: str, shapes: Mapping[str, Tuple[int, ...]], device="cpu") -> AlphaFold:
@@ -135,18 +153,20 @@ def read_npz(path) -> Dict[str, np.ndarray]:
 
 
 def load_model(path, preset: Optional[str] = None, device="cpu") -> AlphaFold:
-    """Build the monomer model for `preset` (default: from the file name) and load the file's
-    parameters into it. Block counts come from the file."""
+    """Build the model for `preset` (monomer or multimer v3; default: from the file name) and load
+    the file's parameters into it. Block counts come from the file."""
     preset = preset or preset_from_filename(path)
     if preset is None:
         raise ParamsError(f"cannot tell the preset from the file name {Path(path).name}; pass --preset")
-    if preset not in configs.MONOMER_PRESETS:
-        if preset in configs.MULTIMER_PRESETS:
-            raise ParamsError(f"preset {preset} is AlphaFold-Multimer, which is not supported yet")
-        raise ParamsError(f"unknown preset {preset!r}; known: {', '.join(configs.MONOMER_PRESETS)}")
+    if preset not in configs.MONOMER_PRESETS + configs.MULTIMER_PRESETS:
+        raise ParamsError(f"unknown preset {preset!r}; known: "
+                          f"{', '.join(configs.MONOMER_PRESETS + configs.MULTIMER_PRESETS)}")
     arrays = read_npz(path)
     shapes = {k: tuple(v.shape) for k, v in arrays.items()}
-    check_monomer_file(shapes, preset, source=str(path))
+    if preset in configs.MULTIMER_PRESETS:
+        check_multimer_file(shapes, preset, source=str(path))
+    else:
+        check_monomer_file(shapes, preset, source=str(path))
     model = build_model(preset, shapes, device="cpu")
     mapping = map_parameters(model, shapes)
     params = dict(model.named_parameters())

@@ -21,6 +21,14 @@ def problem_for(model: AlphaFold, batch: Dict, precision: str, backend: str) -> 
     templ = int(batch["template_aatype"].shape[-2]) if (e.template.enabled and "template_aatype" in batch) else 0
     trunk = sum(p.numel() for p in model.evoformer.parameters())
     total = sum(p.numel() for p in model.parameters())
+    if getattr(model, "multimer", False):  # the network samples its cluster / extra rows from the raw MSA
+        s = model.evoformer.sampling
+        rows = int(batch["msa"].shape[-2])
+        n_seq = min(rows, s.num_msa if s.num_msa is not None else e.num_msa)
+        n_extra = min(rows - n_seq, s.num_extra_msa if s.num_extra_msa is not None else e.num_extra_msa)
+        return Problem(n_res=n, n_seq=n_seq, n_extra=n_extra, n_templ=templ, precision=precision, backend=backend,
+                       c_m=e.msa_channel, c_z=e.pair_channel, c_e=e.extra_msa_channel, num_params=total,
+                       trunk_params=trunk)
     return Problem(n_res=n, n_seq=int(batch["msa_feat"].shape[-3]), n_extra=int(batch["extra_msa"].shape[-2]),
                    n_templ=templ, precision=precision, backend=backend, c_m=e.msa_channel, c_z=e.pair_channel,
                    c_e=e.extra_msa_channel, num_params=total, trunk_params=trunk)

@@ -3,6 +3,11 @@ update on quaternion affines, side-chain torsion resnet, frames -> atom14 -> ato
 
 Backbone frames are kept as AlphaFold keeps them: a unit quaternion [N, 4] (w, x, y, z), its rotation
 matrix [N, 3, 3] and a translation [N, 3] in internal units (Å / position_scale).
+
+`cfg.multimer` switches to AlphaFold-Multimer's folding_multimer.py: frames are rotation matrices
+composed with a quaternion-free update (`quat_rigid`: (1, x, y, z) normalised, R <- R @ dR,
+t <- R dt + t), IPA projections without biases in per-head point layout, position_scale 20 from the
+config, trajectory and side-chain frames as [.., 3, 4] [R | t] arrays, atom masks from aatype.
 """
 from __future__ import annotations
 
@@ -27,6 +32,29 @@ def pre_compose(quat: torch.Tensor, rot: torch.Tensor, trans: torch.Tensor, upda
     return new_q, all_atom.quat_to_rot(new_q, normalize=False), new_t
 
 
+class LinearND(nn.Module):
+    """haiku Linear with a multi-axis output: weights [in, *out], bias [*out] (multimer IPA)."""
+
+    def __init__(self, num_input: int, out_shape, use_bias: bool = True):
+        super().__init__()
+        self.out_shape = tuple(out_shape)
+        self.weights = nn.Parameter(torch.empty(num_input, *self.out_shape))
+        self.bias = nn.Parameter(torch.empty(*self.out_shape)) if use_bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.matmul(x, self.weights.reshape(self.weights.shape[0], -1)).reshape(*x.shape[:-1], *self.out_shape)
+        return y if self.bias is None else y + self.bias
+
+
+def quat_rigid_update(rot: torch.Tensor, trans: torch.Tensor, update: torch.Tensor):
+    """AlphaFold-Multimer's backbone update (QuatRigid, then Rigid3Array composition rigid @ update):
+    update [N, 6] = (x, y, z, dt); dR from the quaternion (1, x, y, z) normalised; returns
+    (R @ dR, R dt + t)."""
+    qx, qy, qz = update[..., 0], update[..., 1], update[..., 2]
+    d_rot = all_atom.rot_from_quaternion(torch.ones_like(qx), qx, qy, qz, normalize=True)
+    return all_atom.rot_mul_rot(rot, d_rot), all_atom.rot_vec_mul(rot, update[..., 3:]) + trans
+
+
 def apply_to_point(rot, trans, p):
     """rot: [N, 3, 3]; trans: [N, 3]; p: [N, K, 3] local points -> global [N, K, 3]."""
     return torch.einsum("nij,nkj->nki", rot, p) + trans[:, None, :]
@@ -45,10 +73,20 @@ class InvariantPointAttention(nn.Module):
         super().__init__()
         h, sq, sv, pq, pv = cfg.num_head, cfg.num_scalar_qk, cfg.num_scalar_v, cfg.num_point_qk, cfg.num_point_v
         self.h, self.sq, self.sv, self.pq, self.pv = h, sq, sv, pq, pv
-        self.q_scalar = Linear(c_s, h * sq)
-        self.kv_scalar = Linear(c_s, h * (sv + sq))
-        self.q_point_local = Linear(c_s, h * 3 * pq)
-        self.kv_point_local = Linear(c_s, h * 3 * (pq + pv))
+        self.multimer = bool(cfg.get("multimer", False))
+        if self.multimer:  # folding_multimer.InvariantPointAttention parameter layout
+            self.q_scalar_projection = LinearND(c_s, (h, sq), use_bias=False)
+            self.k_scalar_projection = LinearND(c_s, (h, sq), use_bias=False)
+            self.v_scalar_projection = LinearND(c_s, (h, sv), use_bias=False)
+            for name, count in (("q", pq), ("k", pq), ("v", pv)):
+                proj = nn.Module()
+                proj.point_projection = LinearND(c_s, (h, 3 * count))
+                self.add_module(f"{name}_point_projection", proj)
+        else:
+            self.q_scalar = Linear(c_s, h * sq)
+            self.kv_scalar = Linear(c_s, h * (sv + sq))
+            self.q_point_local = Linear(c_s, h * 3 * pq)
+            self.kv_point_local = Linear(c_s, h * 3 * (pq + pv))
         self.trainable_point_weights = nn.Parameter(torch.empty(h))
         self.attention_2d = Linear(c_z, h)
         self.output_projection = Linear(h * (sv + pv * 4 + c_z), cfg.num_channel)
@@ -59,16 +97,28 @@ class InvariantPointAttention(nn.Module):
         Returns [N, C]."""
         n = s.shape[0]
         h, sq, sv, pq, pv = self.h, self.sq, self.sv, self.pq, self.pv
-        q_scalar = self.q_scalar(s).reshape(n, h, sq)
-        k_scalar, v_scalar = self.kv_scalar(s).reshape(n, h, sv + sq).split([sq, sv], dim=-1)
+        if self.multimer:
+            q_scalar = self.q_scalar_projection(s)
+            k_scalar, v_scalar = self.k_scalar_projection(s), self.v_scalar_projection(s)
 
-        def points(lin, count):
-            # AlphaFold splits the projection into x, y, z blocks of h*count each.
-            local = lin(s).reshape(n, 3, h * count).transpose(1, 2)
-            return apply_to_point(rot, trans, local).reshape(n, h, count, 3)
+            def mpoints(name, count):
+                # [N, H, 3*count] split into x, y, z blocks of `count` per head.
+                local = getattr(self, f"{name}_point_projection").point_projection(s)
+                local = local.reshape(n, h, 3, count).permute(0, 1, 3, 2).reshape(n, h * count, 3)
+                return apply_to_point(rot, trans, local).reshape(n, h, count, 3)
 
-        q_point = points(self.q_point_local, pq)
-        k_point, v_point = points(self.kv_point_local, pq + pv).split([pq, pv], dim=2)
+            q_point, k_point, v_point = mpoints("q", pq), mpoints("k", pq), mpoints("v", pv)
+        else:
+            q_scalar = self.q_scalar(s).reshape(n, h, sq)
+            k_scalar, v_scalar = self.kv_scalar(s).reshape(n, h, sv + sq).split([sq, sv], dim=-1)
+
+            def points(lin, count):
+                # AlphaFold splits the projection into x, y, z blocks of h*count each.
+                local = lin(s).reshape(n, 3, h * count).transpose(1, 2)
+                return apply_to_point(rot, trans, local).reshape(n, h, count, 3)
+
+            q_point = points(self.q_point_local, pq)
+            k_point, v_point = points(self.kv_point_local, pq + pv).split([pq, pv], dim=2)
 
         scalar_weights = math.sqrt(1.0 / (3 * max(sq, 1)))
         point_weights = math.sqrt(1.0 / (3 * max(pq, 1) * 9.0 / 2))
@@ -111,7 +161,10 @@ class InvariantPointAttention(nn.Module):
         res_point = res[:, h * sv: h * sv + h * pv * 3].reshape(n, h * pv, 3)
         res_2d = res[:, h * sv + h * pv * 3:]
         local = invert_point(rot, trans, res_point)                         # [N, H*pv, 3]
-        norm = torch.sqrt(1e-8 + (local ** 2).sum(-1))
+        if self.multimer:  # Vec3Array.norm(1e-8): clipped, not offset
+            norm = torch.sqrt(torch.clamp((local ** 2).sum(-1), min=1e-16))
+        else:
+            norm = torch.sqrt(1e-8 + (local ** 2).sum(-1))
         feats = torch.cat([res_scalar, local[..., 0], local[..., 1], local[..., 2], norm, res_2d], dim=-1)
         return self.output_projection(feats)
 
@@ -160,7 +213,11 @@ class FoldIteration(nn.Module):
         for i in range(cfg.num_layer_in_transition):
             self.add_module("transition" if i == 0 else f"transition_{i}", Linear(cfg.num_channel, cfg.num_channel))
         self.transition_layer_norm = LayerNorm(cfg.num_channel)
-        self.affine_update = Linear(cfg.num_channel, 6)
+        if cfg.get("multimer", False):
+            self.quat_rigid = nn.Module()
+            self.quat_rigid.rigid = Linear(cfg.num_channel, 6)
+        else:
+            self.affine_update = Linear(cfg.num_channel, 6)
         self.rigid_sidechain = MultiRigidSidechain(cfg.sidechain, cfg.num_channel)
 
 
@@ -190,6 +247,7 @@ class StructureModule(nn.Module):
 
         def pair_rows(r0, r1):
             return self.pair_layer_norm(pair[r0 - lo:r1 - lo, :n].float(), rt.backend)
+        multimer = bool(cfg.get("multimer", False))
         quat = torch.zeros(n, 4, dtype=act.dtype, device=act.device)
         quat[:, 0] = 1.0
         rot = all_atom.quat_to_rot(quat, normalize=False)
@@ -204,17 +262,30 @@ class StructureModule(nn.Module):
                 if i < cfg.num_layer_in_transition - 1:
                     act = torch.relu(act)
             act = fi.transition_layer_norm(act + inp)
-            quat, rot, trans = pre_compose(quat, rot, trans, fi.affine_update(act))
+            if multimer:
+                rot, trans = quat_rigid_update(rot, trans, fi.quat_rigid.rigid(act))
+            else:
+                quat, rot, trans = pre_compose(quat, rot, trans, fi.affine_update(act))
             sc_out.append(fi.rigid_sidechain(act, initial_act, aatype, rot, trans * cfg.position_scale))
-            traj.append(torch.cat([quat, trans * cfg.position_scale], dim=-1))
+            if multimer:
+                traj.append(torch.cat([rot, (trans * cfg.position_scale)[..., None]], dim=-1))
+            else:
+                traj.append(torch.cat([quat, trans * cfg.position_scale], dim=-1))
         out = {"traj": torch.stack(traj), "single": act}
         for k in sc_out[0]:
             out["sidechains_" + k] = torch.stack([s[k] for s in sc_out])
         atom14 = out["sidechains_atom_pos"][-1]
         out["final_atom14_positions"] = atom14
-        out["final_atom14_mask"] = batch["atom14_atom_exists"].float()
+        if multimer:  # masks from aatype and seq_mask (folding_multimer.StructureModule)
+            mask14 = all_atom.atom14_mask(aatype) * seq_mask[:, None]
+            mask37 = all_atom.atom37_mask(aatype) * seq_mask[:, None]
+            f = out["sidechains_frames"]  # [L, N, 8, 12] -> [L, N, 8, 3, 4]
+            out["sidechains_frames"] = torch.cat([f[..., :9].unflatten(-1, (3, 3)), f[..., 9:, None]], dim=-1)
+        else:
+            mask14, mask37 = batch["atom14_atom_exists"].float(), batch["atom37_atom_exists"].float()
+        out["final_atom14_mask"] = mask14
         atom37 = all_atom.atom14_to_atom37(atom14, aatype)
-        out["final_atom_positions"] = atom37 * batch["atom37_atom_exists"].float()[..., None]
-        out["final_atom_mask"] = batch["atom37_atom_exists"].float()
-        out["final_affines"] = out["traj"][-1]
+        out["final_atom_positions"] = atom37 * mask37[..., None]
+        out["final_atom_mask"] = mask37
+        out["final_rigids" if multimer else "final_affines"] = out["traj"][-1]
         return out
