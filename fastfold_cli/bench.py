@@ -38,10 +38,12 @@ def _lengths(value: str):
 @click.option("--find-max-length", is_flag=True, help="Search the longest N that fits (one pass, isolated trials).")
 @click.option("--no-breakdown", is_flag=True, help="Skip the per-module timing hooks.")
 @click.option("--no-warmup", is_flag=True, help="Skip the untimed warm-up pass (memory-only runs).")
+@click.option("--gpus", type=click.IntRange(min=1), default=1, show_default=True,
+              help="DAP: spread each prediction over this many GPUs, one process each (docs/DAP.md).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
 def bench(lengths, precision, preset, msa_depth, extra_depth, templates, recycles, backend, device, max_memory,
-          compare, find_max_length, no_breakdown, no_warmup, json_path, plot_path):
+          compare, find_max_length, no_breakdown, no_warmup, gpus, json_path, plot_path):
     """Time and measure the whole network (random parameters) at each length."""
     import torch
     from rich.console import Console
@@ -69,6 +71,10 @@ def bench(lengths, precision, preset, msa_depth, extra_depth, templates, recycle
     if find_max_length:
         rows.append(_find_max_length(preset, precision, backend, msa_depth, extra_depth, templates, max_memory,
                                      lengths, console))
+    elif gpus > 1:
+        rows.extend(_bench_dap(gpus, lengths, preset, precision, backend, msa_depth, extra_depth, templates,
+                               recycles, budget, console))
+        _table(rows, console)
     else:
         model = make_bench_model(preset, precision, device)
         for n in lengths:
@@ -87,6 +93,31 @@ def bench(lengths, precision, preset, msa_depth, extra_depth, templates, recycle
     if plot_path and not find_max_length:
         _plot(rows, plot_path)
     click.echo(json.dumps(rows))
+
+
+def _bench_dap(gpus, lengths, preset, precision, backend, msa_depth, extra_depth, templates, recycles, budget,
+               console):
+    """--gpus P: each length on P ranks (model/dap_bench.py), chunks planned per rank; one row per
+    length with the slowest rank's time, the largest per-rank peak and every rank's row."""
+    from model import dap
+    from model.dap_bench import bench_rank
+
+    rows = []
+    for n in lengths:
+        console.print(f"[bold]N={n}[/] {precision} DAP on {gpus} GPUs …")
+        ranks = dap.launch(bench_rank, gpus, args=(preset, n, precision, backend, recycles, msa_depth, extra_depth,
+                                                   templates, budget))
+        r = {"n_res": n, "path": f"dap{gpus}", "precision": precision, "gpus": gpus, "preset": preset, "ranks": ranks}
+        errors = [x["error"] for x in ranks if "error" in x]
+        if errors:
+            r["error"] = errors[0]
+        else:
+            r.update(seconds=max(x["seconds"] for x in ranks), seconds_per_pass=ranks[0]["seconds_per_pass"],
+                     tflops=ranks[0]["tflops_total"], predicted_peak_gib=ranks[0].get("predicted_peak_gib"))
+            if "peak_allocated_gib" in ranks[0]:
+                r["peak_allocated_gib"] = max(x["peak_allocated_gib"] for x in ranks)
+        rows.append(r)
+    return rows
 
 
 def _table(rows, console):
