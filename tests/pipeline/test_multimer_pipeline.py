@@ -342,3 +342,29 @@ def test_template_search_without_hits_gives_the_zero_template(tmp_path):
                                 "hmmsearch", None)
     assert raw["template_aatype"].shape == (1, len(seq), 22) and not raw["template_all_atom_masks"].any()
     assert not warns
+
+
+def _msa_cli(*args):
+    return subprocess.run([sys.executable, "-c", "from fastfold_cli.main import cli; cli()", "msa", *map(str, args)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+
+
+def test_cli_single_sequence_multimer_and_too_many_chains(tmp_path):
+    """--msa-mode single-sequence needs no database: each chain's query only, the queries paired
+    in row 0; more than 62 records is refused before any work (exit 2, one line)."""
+    f = tmp_path / "in.fasta"
+    f.write_text(">A\nMKTAYIAKQRQISFVKSHFSRQ\n>B\nGSHMDKKETKHLLKIKKEDYPQ\n>C\nMKTAYIAKQRQISFVKSHFSRQ\n")
+    r = _msa_cli(f, "--out", tmp_path / "o", "--msa-mode", "single-sequence", "--model-preset", "multimer",
+                 "--executor", "serial")
+    assert r.returncode == 0, r.stderr
+    with np.load(tmp_path / "o" / "features.npz") as b:
+        assert b["msa"].shape == (512, 66) and b["msa_mask"][:, 0].tolist() == [1] + [0] * 511
+        np.testing.assert_array_equal(b["msa"][0], b["aatype"])
+        np.testing.assert_array_equal(b["asym_id"], np.repeat([1, 2, 3], 22))
+        np.testing.assert_array_equal(b["entity_id"], np.repeat([1, 1, 2], 22))
+    many = tmp_path / "many.fasta"
+    many.write_text("".join(f">c{i}\nMKTAYIAKQR\n" for i in range(63)))
+    r = _msa_cli(many, "--out", tmp_path / "m", "--msa-mode", "single-sequence", "--model-preset", "multimer")
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        f"Error: {many}: 63 chains; AlphaFold-Multimer takes at most 62 (PDB chain ids)"]
+    assert not (tmp_path / "m").exists()
