@@ -45,8 +45,11 @@ from fastfold_cli.errors import fail
 @click.option("--early-stop-tolerance", type=float, default=None,
               help="Stop recycling when the Cα distance change falls below this (default: the preset's; "
                    "0.5 Å for multimer, off for monomer).")
+@click.option("--gpus", type=click.IntRange(min=1), default=1, show_default=True,
+              help="DAP: spread the prediction over this many GPUs (one process each; with --device cpu, "
+                   "processes on the CPU through gloo). Monomer presets.")
 def run_features(features, params_path, out_path, preset, num_recycles, device, precision, backend, chunk_size,
-                 num_msa, num_extra_msa, msa_sampling, seed, early_stop_tolerance):
+                 num_msa, num_extra_msa, msa_sampling, seed, early_stop_tolerance, gpus=1):
     """Run the AlphaFold network on FEATURES (.npz) and write all outputs to --out."""
     import numpy as np
     import torch
@@ -64,7 +67,7 @@ def run_features(features, params_path, out_path, preset, num_recycles, device, 
     if device.startswith("cuda") and not torch.cuda.is_available():
         fail("--device cuda requested but no CUDA device is available")
     try:
-        model = load_model(params_path, preset, device=device)
+        model = load_model(params_path, preset, device="cpu" if gpus > 1 else device)
     except ParamsError as e:
         fail(str(e))
     if model.multimer:
@@ -82,6 +85,20 @@ def run_features(features, params_path, out_path, preset, num_recycles, device, 
     missing = [k for k in need if k not in batch]
     if missing:
         fail(f"{features} is not {kind}: missing {', '.join(missing)}")
+    if gpus > 1:
+        if model.multimer:
+            fail("--gpus: DAP is not implemented for multimer presets yet")
+        if device.startswith("cuda") and torch.cuda.device_count() < gpus:
+            fail(f"--gpus {gpus}: only {torch.cuda.device_count()} CUDA devices visible")
+        from model import dap
+        t0 = time.perf_counter()
+        arrays = dap.launch(_run_rank, gpus, "nccl" if device.startswith("cuda") else "gloo",
+                            args=(params_path, preset, batch, num_recycles, precision, backend, chunk_size,
+                                  early_stop_tolerance, device.startswith("cuda")))[0]
+        _save(arrays, out_path)
+        click.echo(f"wrote {len(arrays)} outputs to {out_path} ({time.perf_counter() - t0:.2f} s on {gpus} "
+                   f"{'GPUs' if device.startswith('cuda') else 'CPU processes'}, {precision})", err=True)
+        return
     rt = Runtime.chunked_all(chunk_size, precision=precision, backend=backend, inplace=bool(chunk_size))
     model.prepare(rt)
     t0 = time.perf_counter()
@@ -97,3 +114,29 @@ def run_features(features, params_path, out_path, preset, num_recycles, device, 
     np.savez(tmp, **arrays)
     os.replace(tmp, out_path)
     click.echo(f"wrote {len(arrays)} outputs to {out_path} ({dt:.2f} s on {device}, {precision})", err=True)
+
+
+def _run_rank(shard, params_path, preset, batch, num_recycles, precision, backend, chunk_size, early_stop_tolerance,
+              cuda):
+    """One DAP rank of --gpus (model/dap.py launches it): rank 0 returns the outputs as numpy."""
+    import torch
+
+    from model.config import Runtime
+    from model.params import load_model
+    device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
+    model = load_model(params_path, preset, device=device)
+    rt = Runtime.chunked_all(chunk_size, precision=precision, backend=backend, inplace=bool(chunk_size), shard=shard)
+    model.prepare(rt)
+    out = model(batch, rt, num_recycle=num_recycles, early_stop_tolerance=early_stop_tolerance,
+                return_prev_inputs=True, device=device)
+    if shard is not None and shard.rank != 0:
+        return None
+    return {k: v.detach().float().cpu().numpy() if v.is_floating_point() else v.cpu().numpy() for k, v in out.items()}
+
+
+def _save(arrays, out_path):
+    import numpy as np
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(out_path.name + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, out_path)
