@@ -250,8 +250,11 @@ def _worker(rank: int, fn: Callable, world_size: int, backend: str, port: int, a
     os.environ["MASTER_PORT"] = str(port)
     if backend == "nccl":
         torch.cuda.set_device(rank)
-    dist.init_process_group(backend, rank=rank, world_size=world_size,
-                            device_id=torch.device("cuda", rank) if backend == "nccl" else None)
+    kw = {"device_id": torch.device("cuda", rank)} if backend == "nccl" else {}
+    try:
+        dist.init_process_group(backend, rank=rank, world_size=world_size, **kw)
+    except TypeError:  # torch < 2.3: no device_id
+        dist.init_process_group(backend, rank=rank, world_size=world_size)
     try:
         result = fn(ShardSpec(rank, world_size), *args, **kwargs)
         queue.put((rank, result))
