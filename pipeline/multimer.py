@@ -6,7 +6,8 @@ Re-implements AlphaFold 2.3's `data/pipeline_multimer.py` (chain ids, `convert_m
 unpaired rows, block-diagonal unpaired MSAs, `merge_chain_features`) without pandas/scipy.
 The arrays equal AlphaFold's (tests/pipeline/test_multimer_pipeline.py runs against arrays made by
 AlphaFold's own code). Ties in the species sort are broken exactly as pandas' `sort_values`
-(numpy quicksort on the reversed array), so rows with equal similarity are paired as AlphaFold does.
+(numpy quicksort on the reversed array), so rows with equal similarity are paired as AlphaFold does
+on the same numpy and CPU (numpy's SIMD quicksort orders ties CPU-dependently, in AlphaFold too).
 
 Entry points:
   `multimer_features(raw_chains)`  -> AlphaFold's multimer `features.pkl` dict (its keys and dtypes)

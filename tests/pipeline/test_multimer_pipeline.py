@@ -368,3 +368,16 @@ def test_cli_single_sequence_multimer_and_too_many_chains(tmp_path):
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [
         f"Error: {many}: 63 chains; AlphaFold-Multimer takes at most 62 (PDB chain ids)"]
     assert not (tmp_path / "m").exists()
+
+
+def test_no_templates_equals_the_zero_template(raw):
+    """--no-templates gives (0,)-shaped template features; the merged batch is the same as with
+    AlphaFold's one all-zero template (both pad to 4 zero templates)."""
+    from pipeline.features import empty_template_features
+    n = len(raw["luxc_A"]["sequence"][0])
+    assert raw["luxc_A"]["template_aatype"].shape == (1, n, 22) and not raw["luxc_A"]["template_aatype"].any()
+    bare = dict(raw["luxc_A"], **empty_template_features(n))
+    a = multimer.network_batch(multimer.multimer_features([raw["luxc_A"], raw["luxc_B"]]))
+    b = multimer.network_batch(multimer.multimer_features([bare, raw["luxc_B"]]))
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
