@@ -5,6 +5,10 @@ plots, timings.
 A rerun into the same directory skips finished models (their scores are kept in
 `result_<model>.json`); every file is written atomically; a failing model is reported and the
 others still run, and the exit code is 1 if any failed.
+
+Several FASTA files, a directory of them, or a multi-record file with `--batch` (one target per
+record) run as a batch on a Ray cluster (`fastfold_cli.batch`): OUT/<target>/ as in single mode,
+plus OUT/batch_summary.json.
 """
 from __future__ import annotations
 
@@ -16,6 +20,10 @@ import sys
 import time
 import traceback
 from pathlib import Path
+
+import dataclasses
+from collections import OrderedDict
+from typing import Callable, Optional
 
 import click
 
@@ -29,9 +37,37 @@ def _fail(message: str, code: int = 2):
     sys.exit(code)
 
 
+@dataclasses.dataclass
+class Settings:
+    """What to run for each target (picklable: a batch sends it to its folding workers).
+    `precision`/`backend`/`device` None = chosen per device (bf16/triton on a GPU, fp32/torch on the CPU)."""
+    model_names: list
+    seed: int = 0
+    num_seeds: int = 1
+    num_recycles: Optional[int] = None
+    early_stop: float = 0.0
+    precision: Optional[str] = None
+    backend: Optional[str] = None
+    max_memory: Optional[float] = None
+    param_paths: Optional[dict] = None    # preset -> params file; None = random parameters
+    relax: bool = False
+
+    def names(self) -> list:
+        """(output name, preset, seed) of every prediction, in run order."""
+        return [(m if self.num_seeds == 1 else f"{m}_seed_{s}", m, s)
+                for m in self.model_names for s in range(self.seed, self.seed + self.num_seeds)]
+
+
+class TargetError(Exception):
+    """A target that produced nothing (every model failed)."""
+
+
 @click.command("predict")
-@click.argument("fasta", type=click.Path(dir_okay=False))
+@click.argument("fasta", nargs=-1, required=True, type=click.Path())
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@click.option("--batch", is_flag=True,
+              help="Each record of a multi-record FASTA is its own target (without it, a multi-record file is "
+                   "one complex). Several FASTA files or a directory are always a batch: OUT/<target>/ each.")
 @click.option("--models", default=DEFAULT_MODELS, show_default=True, help="Comma-separated model presets.")
 @click.option("--num-recycles", type=int, default=None, help="Recycling passes after the first (default 3).")
 @click.option("--recycle-early-stop-tolerance", type=float, default=0.0, show_default=True,
@@ -40,16 +76,18 @@ def _fail(message: str, code: int = 2):
 @click.option("--num-seeds", type=int, default=1, show_default=True, help="Predictions per model (seeds seed..).")
 @click.option("--precision", type=click.Choice(["fp32", "tf32", "bf16"]), default=None,
               help="Default: bf16 on a GPU, fp32 on the CPU.")
-@click.option("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available).")
+@click.option("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available). "
+                                             "Batch: cuda = one folding worker per GPU of the cluster.")
 @click.option("--backend", type=click.Choice(["torch", "triton"]), default=None,
               help="Kernel backend (default: triton on a GPU, torch on the CPU).")
-@click.option("--max-memory", type=float, default=None, help="GPU memory budget in GiB (default: free memory).")
+@click.option("--max-memory", type=float, default=None,
+              help="GPU memory budget in GiB (default: free memory; batch: of each worker's own GPU).")
 @click.option("--params-dir", type=click.Path(file_okay=False), default=None,
               help="Directory of params_<model>.npz (default $FASTFOLD_PARAMS_DIR or ~/.cache/fastfold/params).")
 @click.option("--random-params", is_flag=True,
               help="Random parameters of the full preset shapes: smoke runs and benchmarks only.")
 @click.option("--msa-dir", type=click.Path(file_okay=False), default=None,
-              help="Reuse alignments from a `fastfold msa` output directory.")
+              help="Reuse alignments from a `fastfold msa` output directory (batch: DIR/<target>/).")
 @click.option("--db-dir", type=click.Path(file_okay=False), default=None)
 @click.option("--db-config", type=click.Path(dir_okay=False), default=None)
 @_db_options
@@ -60,12 +98,14 @@ def _fail(message: str, code: int = 2):
 @click.option("--cpus", type=int, default=None, help="CPUs for the searches (default: all).")
 @click.option("--ray-address", default=None, help="Join an existing Ray cluster.")
 @click.option("--relax/--no-relax", default=False, show_default=True, help="Amber relaxation of the ranked models.")
-def predict(fasta, out_dir, models, num_recycles, recycle_early_stop_tolerance, seed, num_seeds, precision, device,
-            backend, max_memory, params_dir, random_params, msa_dir, db_dir, db_config, db_preset, templates,
-            max_template_date, msa_mode, cpus, ray_address, relax, **db_paths):
-    """Predict the structure of the protein in FASTA with AlphaFold2."""
+@click.option("--progress/--no-progress", default=None, help="Batch: rich progress display (default: on a terminal).")
+def predict(fasta, out_dir, batch, models, num_recycles, recycle_early_stop_tolerance, seed, num_seeds, precision,
+            device, backend, max_memory, params_dir, random_params, msa_dir, db_dir, db_config, db_preset, templates,
+            max_template_date, msa_mode, cpus, ray_address, relax, progress, **db_paths):
+    """Predict the structure of the protein in FASTA with AlphaFold2 (several FASTA files, a
+    directory of them, or --batch: one target each, on a Ray cluster)."""
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    from pipeline.errors import InputError, ToolError
+    from pipeline.errors import InputError
     from pipeline.fasta import read_fasta
 
     import configs
@@ -77,31 +117,52 @@ def predict(fasta, out_dir, models, num_recycles, recycle_early_stop_tolerance, 
             if m in configs.MULTIMER_PRESETS:
                 _fail(f"{m}: AlphaFold-Multimer is not supported yet")
             _fail(f"unknown model {m!r}; known: {', '.join(configs.MONOMER_PRESETS)}")
+    if not model_names:
+        _fail("--models is empty")
     if num_seeds < 1:
         _fail("--num-seeds must be >= 1")
-    try:
-        chains = read_fasta(fasta)
-    except InputError as e:
-        _fail(str(e))
-    if len(chains) > 1:
-        _fail(f"{fasta} has {len(chains)} records: complexes need AlphaFold-Multimer, not supported yet")
-
-    import torch
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        _fail("--device cuda requested but no CUDA device is available")
-    on_gpu = device.startswith("cuda")
-    precision = precision or ("bf16" if on_gpu else "fp32")
-    backend = backend or ("triton" if on_gpu else "torch")
-    if not random_params:
-        from fastfold_cli.params import ParamsError, find_params
+    if cpus is not None and cpus < 1:
+        _fail("--cpus must be >= 1")
+    if max_memory is not None and max_memory <= 0:
+        _fail("--max-memory must be > 0")
+    settings = Settings(model_names=model_names, seed=seed, num_seeds=num_seeds, num_recycles=num_recycles,
+                        early_stop=recycle_early_stop_tolerance, precision=precision, backend=backend,
+                        max_memory=max_memory, relax=relax)
+    is_batch = batch or len(fasta) > 1 or Path(fasta[0]).is_dir()
+    if not is_batch:
         try:
-            param_paths = {m: find_params(m, params_dir) for m in model_names}
-        except ParamsError as e:
+            chains = read_fasta(fasta[0])
+        except InputError as e:
             _fail(str(e))
+        if len(chains) > 1:
+            _fail(f"{fasta[0]} has {len(chains)} records: complexes need AlphaFold-Multimer, not supported yet "
+                  "(--batch: one target per record)")
     else:
-        click.echo("WARNING: --random-params: the network runs with RANDOM parameters. The structures, pLDDT "
-                   "and PAE are meaningless; use this for smoke runs and benchmarks only.", err=True)
+        from fastfold_cli import batch as batchmod
+        try:
+            targets = batchmod.collect_targets(fasta, per_record=batch)
+        except InputError as e:
+            _fail(str(e))
+    if device is not None and not (device == "cpu" or device == "cuda" or device.startswith("cuda:")):
+        _fail(f"--device must be cpu, cuda or cuda:N, got {device!r}")
+    if not is_batch:
+        import torch
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            _fail("--device cuda requested but no CUDA device is available")
+    settings.param_paths = _param_paths(model_names, params_dir, random_params)
+    if ray_address:
+        from fastfold_cli.batch import _check_address
+        try:
+            _check_address(ray_address)
+        except InputError as e:
+            _fail(str(e))
+    search = dict(msa_dir=msa_dir, db_dir=db_dir, db_config=db_config, db_paths=db_paths, db_preset=db_preset,
+                  templates=templates, max_template_date=max_template_date, msa_mode=msa_mode)
+    if is_batch:
+        code = batchmod.run_batch(targets, out, settings, search, device=device, cpus=cpus, ray_address=ray_address,
+                                  progress=sys.stderr.isatty() if progress is None else progress)
+        sys.exit(code)
 
     timings = _load_json(out / "timings.json") or {}
     # 1. Features: reuse out/features.pkl, or alignments from --msa-dir, or search.
@@ -110,59 +171,14 @@ def predict(fasta, out_dir, models, num_recycles, recycle_early_stop_tolerance, 
                     msa_mode, cpus, ray_address)
     timings["features"] = time.time() - t0
 
-    # 2. Models.
-    from fastfold_cli.outputs import write_atomic, write_prediction_outputs, write_ranked
-    results, failed = {}, []
-    for model_name in model_names:
-        for s in range(seed, seed + num_seeds):
-            name = model_name if num_seeds == 1 else f"{model_name}_seed_{s}"
-            done = _load_json(out / f"result_{name}.json")
-            if done is not None and (out / f"unrelaxed_{name}.pdb").is_file():
-                results[name] = done
-                click.echo(f"{name}: reusing finished result", err=True)
-                continue
-            try:
-                t1 = time.time()
-                result, processed, info = _run_model(model_name, raw, s, device, precision, backend, max_memory,
-                                                     None if random_params else param_paths[model_name],
-                                                     num_recycles, recycle_early_stop_tolerance)
-                write_prediction_outputs(out, name, processed, result)
-                summary = {"plddt": result["plddt"].tolist(), "mean_plddt": float(result["plddt"].mean()),
-                           **({"ptm": float(result["ptm"])} if "ptm" in result else {}),
-                           **({"predicted_aligned_error": result["predicted_aligned_error"].tolist(),
-                               "max_predicted_aligned_error": float(result["max_predicted_aligned_error"])}
-                              if "predicted_aligned_error" in result else {}),
-                           "num_recycles": int(result["num_recycles_run"]), **info}
-                write_atomic(out / f"result_{name}.json", json.dumps(summary))
-                results[name] = summary
-                timings[f"predict_{name}"] = time.time() - t1
-                click.echo(f"{name}: mean pLDDT {summary['mean_plddt']:.2f}"
-                           + (f", pTM {summary['ptm']:.3f}" if "ptm" in summary else "")
-                           + f" ({timings[f'predict_{name}']:.1f} s)", err=True)
-            except Exception as e:  # noqa: BLE001 - one failing model must not stop the others
-                failed.append(name)
-                click.echo(f"Error: {name} failed: {type(e).__name__}: {e}", err=True)
-                (out / "logs").mkdir(parents=True, exist_ok=True)
-                write_atomic(out / "logs" / f"{name}.traceback.txt", traceback.format_exc())
-            write_atomic(out / "timings.json", json.dumps(timings, indent=2))
-    if not results:
-        _fail("every model failed; see the errors above", 1)
-
-    import numpy as np
-    res_np = {k: {kk: np.asarray(vv) for kk, vv in v.items() if kk in ("plddt", "ptm", "predicted_aligned_error")}
-              for k, v in results.items()}
-    relaxed = {}
-    if relax:
-        relaxed = _relax(out, results, on_gpu, timings)
-    t2 = time.time()
-    order = write_ranked(out, res_np, relaxed)
-    from fastfold_cli.plots import write_plots
-    write_plots(out, res_np, raw)
-    timings["ranking_and_plots"] = time.time() - t2
-    write_atomic(out / "timings.json", json.dumps(timings, indent=2))
-    click.echo(f"ranked: {', '.join(order)} -> {out}", err=True)
-    if failed:
-        _fail(f"{len(failed)} model(s) failed: {', '.join(failed)}", 1)
+    # 2. Models, ranking, plots (the same function a batch's folding workers run).
+    try:
+        done = predict_target(out, raw, settings, device, ModelCache(1), timings,
+                              log=lambda line: click.echo(line, err=True))
+    except TargetError as e:
+        _fail(str(e), 1)
+    if done["failed"]:
+        _fail(f"{len(done['failed'])} model(s) failed: {', '.join(done['failed'])}", 1)
 
 
 def _load_json(path: Path):
@@ -214,40 +230,154 @@ def _features(chains, out, msa_dir, db_dir, db_config, db_paths, db_preset, temp
         return pickle.load(fh)
 
 
-def _run_model(model_name, raw, seed, device, precision, backend, max_memory, params_path, num_recycles,
-               early_stop):
-    """Process features for this preset and seed, load (or randomise) the model, run it within the
-    memory budget. Returns (numpy result, processed features, info)."""
+def _param_paths(model_names, params_dir, random_params):
+    """preset -> params file (a missing one is a one-line error), or None with --random-params."""
+    if random_params:
+        click.echo("WARNING: --random-params: the network runs with RANDOM parameters. The structures, pLDDT "
+                   "and PAE are meaningless; use this for smoke runs and benchmarks only.", err=True)
+        return None
+    from fastfold_cli.params import ParamsError, find_params
+    try:
+        return {m: find_params(m, params_dir) for m in model_names}
+    except ParamsError as e:
+        _fail(str(e))
+
+
+def resolve_device(device: Optional[str]) -> str:
+    import torch
+    return device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class ModelCache:
+    """Loaded, prepared models, at most `size` of them (least recently used dropped first): single
+    mode keeps one, a batch worker one per preset so each parameter file is read once."""
+
+    def __init__(self, size: int = 1):
+        self.size = max(1, size)
+        self.models: OrderedDict = OrderedDict()
+
+    def get(self, model_name: str, seed: int, settings: Settings, device: str, precision: str):
+        from model.config import Runtime
+        key = (model_name, precision, device, None if settings.param_paths else seed)
+        if key in self.models:
+            self.models.move_to_end(key)
+            return self.models[key]
+        while len(self.models) >= self.size:
+            self.models.popitem(last=False)
+            _empty_cache(device)
+        if settings.param_paths is None:
+            from model.random_params import random_model
+            model = random_model(model_name, seed=seed, device=device)
+        else:
+            from model.params import load_model
+            model = load_model(settings.param_paths[model_name], model_name, device=device)
+        model.prepare(Runtime(precision=precision))
+        self.models[key] = model
+        return model
+
+    def clear(self, device: str = "cpu"):
+        self.models.clear()
+        _empty_cache(device)
+
+
+def _empty_cache(device: str):
+    if str(device).startswith("cuda"):
+        import torch
+        torch.cuda.empty_cache()
+
+
+def _echo(line: str):
+    click.echo(line, err=True)
+
+
+def predict_target(out: Path, raw, settings: Settings, device: str, models: ModelCache, timings: dict,
+                   log: Callable[[str], None] = _echo) -> dict:
+    """Every model and seed of one target from its raw features into `out` (finished ones reused),
+    then relaxation, ranking, plots, timings.json. A failing model is logged and the others run.
+
+    Returns {"results": name -> result summary, "failed": [names], "order": ranked names}; raises
+    TargetError when every model failed."""
     import numpy as np
 
-    from model.params import load_model
-    from model.random_params import random_model
+    from fastfold_cli.outputs import write_atomic, write_prediction_outputs, write_ranked
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    on_gpu = device.startswith("cuda")
+    precision = settings.precision or ("bf16" if on_gpu else "fp32")
+    backend = settings.backend or ("triton" if on_gpu else "torch")
+    results, failed = {}, []
+    for name, model_name, s in settings.names():
+        done = _load_json(out / f"result_{name}.json")
+        if done is not None and (out / f"unrelaxed_{name}.pdb").is_file():
+            results[name] = done
+            log(f"{name}: reusing finished result")
+            continue
+        try:
+            t1 = time.time()
+            model = models.get(model_name, s, settings, device, precision)
+            result, processed, info = _run_model(model, model_name, raw, s, device, precision, backend, settings)
+            write_prediction_outputs(out, name, processed, result)
+            summary = {"plddt": result["plddt"].tolist(), "mean_plddt": float(result["plddt"].mean()),
+                       **({"ptm": float(result["ptm"])} if "ptm" in result else {}),
+                       **({"predicted_aligned_error": result["predicted_aligned_error"].tolist(),
+                           "max_predicted_aligned_error": float(result["max_predicted_aligned_error"])}
+                          if "predicted_aligned_error" in result else {}),
+                       "num_recycles": int(result["num_recycles_run"]), **info}
+            write_atomic(out / f"result_{name}.json", json.dumps(summary))
+            results[name] = summary
+            timings[f"predict_{name}"] = time.time() - t1
+            log(f"{name}: mean pLDDT {summary['mean_plddt']:.2f}"
+                + (f", pTM {summary['ptm']:.3f}" if "ptm" in summary else "")
+                + f" ({timings[f'predict_{name}']:.1f} s)")
+        except Exception as e:  # noqa: BLE001 - one failing model must not stop the others
+            failed.append(name)
+            log(f"Error: {name} failed: {type(e).__name__}: {e}")
+            (out / "logs").mkdir(parents=True, exist_ok=True)
+            write_atomic(out / "logs" / f"{name}.traceback.txt", traceback.format_exc())
+        write_atomic(out / "timings.json", json.dumps(timings, indent=2))
+    if not results:
+        raise TargetError("every model failed; see the errors above")
+
+    res_np = {k: {kk: np.asarray(vv) for kk, vv in v.items() if kk in ("plddt", "ptm", "predicted_aligned_error")}
+              for k, v in results.items()}
+    relaxed = {}
+    if settings.relax:
+        relaxed = _relax(out, results, on_gpu, timings, log)
+    t2 = time.time()
+    order = write_ranked(out, res_np, relaxed)
+    from fastfold_cli.plots import write_plots
+    write_plots(out, res_np, raw)
+    timings["ranking_and_plots"] = time.time() - t2
+    write_atomic(out / "timings.json", json.dumps(timings, indent=2))
+    log(f"ranked: {', '.join(order)} -> {out}")
+    return {"results": results, "failed": failed, "order": order}
+
+
+def _run_model(model, model_name, raw, seed, device, precision, backend, settings: Settings):
+    """Process features for this preset and seed, run the (loaded, prepared) model within the
+    memory budget. Returns (numpy result, processed features, info)."""
     from model.runner import run_planned
     from pipeline.features import preset_config, process_features
 
     cfg = preset_config(model_name)
-    if num_recycles is not None:
-        import dataclasses
-        cfg = dataclasses.replace(cfg, num_recycle=num_recycles)
+    if settings.num_recycles is not None:
+        cfg = dataclasses.replace(cfg, num_recycle=settings.num_recycles)
     processed = process_features(raw, cfg, seed=seed, ensemble_axis=True, pad=False)
-    model = (random_model(model_name, seed=seed, device=device) if params_path is None
-             else load_model(params_path, model_name, device=device))
-    from model.config import Runtime
-    model.prepare(Runtime(precision=precision))
-    budget = max_memory * 1024 ** 3 if max_memory else None
+    budget = settings.max_memory * 1024 ** 3 if settings.max_memory else None
     out, plan = run_planned(model, processed, precision, backend, budget, num_recycle=cfg.num_recycle,
-                            early_stop_tolerance=early_stop)
+                            early_stop_tolerance=settings.early_stop)
     result = {k: v.detach().float().cpu().numpy() for k, v in out.items()
               if k in ("final_atom_positions", "final_atom_mask", "plddt", "ptm", "predicted_aligned_error",
                        "max_predicted_aligned_error", "num_recycles_run")}
-    del model, out
+    del out
     info = {"precision": precision, "backend": backend, "device": device,
             "chunks": {k: v for k, v in plan.chunks.items() if v}}
     first = {k: v[0] if k not in ("seq_length",) and getattr(v, "ndim", 0) >= 1 else v for k, v in processed.items()}
     return result, first, info
 
 
-def _relax(out: Path, results, on_gpu, timings):
+def _relax(out: Path, results, on_gpu, timings, log: Callable[[str], None] = _echo):
     from fastfold_cli.outputs import write_atomic
     from pipeline.relax import relax_pdb
 
@@ -262,7 +392,7 @@ def _relax(out: Path, results, on_gpu, timings):
         try:
             r, _ = relax_pdb(pdb, use_gpu=on_gpu)
         except Exception as e:  # noqa: BLE001
-            click.echo(f"warning: relaxation of {name} failed: {e}", err=True)
+            log(f"warning: relaxation of {name} failed: {e}")
             continue
         write_atomic(path, r)
         relaxed[name] = r

@@ -1,0 +1,574 @@
+"""`fastfold predict` on many targets, on a Ray cluster (local, or `--ray-address`).
+
+    fastfold predict a.fasta b.fasta ... --out OUT          # one target per file
+    fastfold predict proteome/ --out OUT                    # every *.fasta/*.fa/*.faa/*.fas in it
+    fastfold predict library.fasta --batch --out OUT        # one target per record
+
+- Searches: one search DAG (`pipeline.batch`, built on `pipeline.dag`) over the distinct sequences
+  of every target, so identical sequences are searched once; its tasks run wherever CPUs are free.
+- Folding: one `FoldWorker` actor per GPU of the cluster (`num_gpus=1`; CPU-only clusters, or
+  `--device cpu`: one actor on the CPU). Each loads each preset's parameters once, and takes the
+  longest target whose features are ready next; the memory planner is sized to its own GPU's free
+  memory (or `--max-memory`). A target runs exactly as single mode (`predict.predict_target`), so
+  OUT/<target>/ is laid out as a single `fastfold predict --out OUT/<target>`.
+- A failing target (bad FASTA, failed search, every model failed) is reported and the others go on;
+  a target whose worker died is retried on the restarted worker (up to MAX_ATTEMPTS); a rerun skips
+  finished targets and resumes unfinished ones model by model; exit code 1 if any target failed.
+- Progress for the whole batch (rich), a summary table, and OUT/batch_summary.json.
+
+OUT and the databases must be at the same paths on every node (a shared file system).
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import socket
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Optional
+
+import click
+
+from pipeline.errors import InputError
+from pipeline.fasta import Chain
+
+FASTA_SUFFIXES = (".fasta", ".fa", ".faa", ".fas")
+MAX_ATTEMPTS = 3          # a target whose worker dies is tried this many times in all
+SEARCH_CACHE = ".search_cache"
+MAX_PROBE_FAILURES = 120  # a worker that has not come back after ~2 minutes of restarting is lost
+BATCH_LOGS = "batch_logs"  # OUT/batch_logs/<target>.log and <target>.running.json
+
+
+@dataclasses.dataclass
+class Target:
+    name: str
+    source: str
+    chain: Optional[Chain] = None
+    error: Optional[str] = None   # a target that cannot run (bad FASTA, a complex)
+
+    @property
+    def length(self) -> int:
+        return len(self.chain.sequence) if self.chain else 0
+
+
+# --- inputs ------------------------------------------------------------------------------------
+
+def collect_targets(paths, per_record: bool = False) -> list[Target]:
+    """Targets from FASTA files and directories of them (sorted). per_record: every record of a file
+    is a target named by its record; else a file is a target named by its stem, and a multi-record
+    file (a complex) is a failed target. A FASTA that does not parse is a failed target too, so one
+    bad file does not stop a proteome. Raises InputError for a missing path, a directory without
+    FASTA files, two targets of the same name."""
+    from pipeline.fasta import read_fasta
+
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in FASTA_SUFFIXES)
+            if not found:
+                raise InputError(f"{p}: no FASTA files ({', '.join('*' + s for s in FASTA_SUFFIXES)})")
+            files += found
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise InputError(f"{p}: no such file or directory")
+    targets: list[Target] = []
+    for f in files:
+        try:
+            chains = read_fasta(f)
+        except InputError as e:
+            targets.append(Target(f.stem, str(f), error=str(e)))
+            continue
+        if per_record:
+            targets += [Target(c.name, str(f), chain=c) for c in chains]
+        elif len(chains) > 1:
+            targets.append(Target(f.stem, str(f), error=f"{f} has {len(chains)} records: complexes need "
+                                  "AlphaFold-Multimer, not supported yet (--batch: one target per record)"))
+        else:
+            targets.append(Target(f.stem, str(f), chain=chains[0]))
+    seen: dict[str, str] = {}
+    for t in targets:
+        if t.name in seen:
+            raise InputError(f"two targets named '{t.name}' ({seen[t.name]} and {t.source}); "
+                             "target names must be unique")
+        if t.name.startswith(".") or t.name == BATCH_LOGS:
+            raise InputError(f"{t.source}: '{t.name}' cannot be a target name (OUT/{t.name} is the batch's own)")
+        seen[t.name] = t.source
+    return targets
+
+
+def finished_scores(target_dir: Path, settings, sequence: str) -> Optional[dict]:
+    """Scores of a target a previous run finished with these settings (every model and seed has its
+    result, the ranking is written, features are for this sequence), else None."""
+    from pipeline.batch import features_sequence
+
+    debug = _load_json(target_dir / "ranking_debug.json")
+    if not debug or not debug.get("order"):
+        return None
+    names = [n for n, _, _ in settings.names()]
+    if set(debug["order"]) != set(names):
+        return None
+    for n in names:
+        if not (target_dir / f"unrelaxed_{n}.pdb").is_file() or not (target_dir / f"result_{n}.json").is_file():
+            return None
+        if settings.relax and not (target_dir / f"relaxed_{n}.pdb").is_file():
+            return None
+    if not (target_dir / "ranked_0.pdb").is_file() or features_sequence(str(target_dir / "features.pkl")) != sequence:
+        return None
+    return _scores(target_dir, debug["order"])
+
+
+def _scores(target_dir: Path, order) -> dict:
+    best = _load_json(target_dir / f"result_{order[0]}.json") or {}
+    return {"best_model": order[0], "mean_plddt": best.get("mean_plddt"), "ptm": best.get("ptm")}
+
+
+def _load_json(path: Path):
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+# --- the folding worker (a Ray actor) ------------------------------------------------------------
+
+class FoldWorker:
+    """Folds targets one at a time on its own device (Ray gives it one GPU: cuda:0 here), keeping
+    every preset's loaded model between targets."""
+
+    def __init__(self, settings, device: Optional[str]):
+        from fastfold_cli.predict import ModelCache, resolve_device
+        self.settings = settings
+        # device None: this worker's GPU when it has a usable one (Ray sets CUDA_VISIBLE_DEVICES), else the CPU
+        self.device = device if device in ("cpu", "cuda") else resolve_device(None)
+        random = settings.param_paths is None
+        self.models = ModelCache(len(settings.model_names) * (settings.num_seeds if random else 1))
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+
+    def info(self) -> dict:
+        import ray
+        return {"worker": self.worker, "device": self.device,
+                "gpu_ids": [str(g) for g in ray.get_gpu_ids()]}
+
+    def fold(self, name: str, batch_dir: str, attempt: int, search_seconds: Optional[float]) -> dict:
+        """Fold target `name` in batch_dir/name/ (its features.pkl is there) as single mode does.
+        While it runs, batch_dir/batch_logs/<name>.running.json says which worker has it; its log lines
+        go to batch_dir/batch_logs/<name>.log. Returns the target's summary record."""
+        import pickle
+
+        import torch
+
+        from fastfold_cli.outputs import write_atomic
+        from fastfold_cli.predict import TargetError, predict_target
+
+        out = Path(batch_dir) / name
+        logs = Path(batch_dir) / BATCH_LOGS
+        logs.mkdir(parents=True, exist_ok=True)
+        t0 = time.time()
+        running = logs / f"{name}.running.json"
+        write_atomic(running, json.dumps({"worker": self.worker, "pid": os.getpid(), "attempt": attempt,
+                                          "device": self.device, "start": t0}))
+        lines: list[str] = []
+
+        def log(line: str) -> None:
+            lines.append(line)
+            with open(logs / f"{name}.log", "a") as fh:
+                fh.write(f"{datetime.datetime.now().isoformat(timespec='seconds')} [{self.worker}] {line}\n")
+
+        res: dict[str, Any] = {"worker": self.worker, "device": self.device, "attempt": attempt, "fold_started": t0}
+        try:
+            if self.device.startswith("cuda") and not torch.cuda.is_available():
+                raise RuntimeError("this folding worker has no usable CUDA device")
+            with open(out / "features.pkl", "rb") as fh:
+                raw = pickle.load(fh)
+            timings = _load_json(out / "timings.json") or {}
+            if search_seconds is not None:
+                timings["features"] = search_seconds
+            done = predict_target(out, raw, self.settings, self.device, self.models, timings, log=log)
+            res.update(_scores(out, done["order"]))
+            if done["failed"]:
+                res.update(status="failed", error=f"{len(done['failed'])} model(s) failed: "
+                                                  f"{', '.join(done['failed'])}")
+            else:
+                res["status"] = "ok"
+        except TargetError as e:
+            errs = [line[len("Error: "):] for line in lines if line.startswith("Error: ")]
+            res.update(status="failed", error=errs[0] if len(errs) == 1 else f"{e} ({'; '.join(errs)})")
+        except Exception as e:  # noqa: BLE001 - reported per target, the worker goes on
+            res.update(status="failed", error=f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}")
+            log(traceback.format_exc())
+        finally:
+            _empty_cache(self.device)
+            try:
+                running.unlink()
+            except OSError:
+                pass
+        res["fold_seconds"] = time.time() - t0
+        return res
+
+
+def _empty_cache(device: str) -> None:
+    if str(device).startswith("cuda"):
+        import torch
+        torch.cuda.empty_cache()
+
+
+# --- the driver --------------------------------------------------------------------------------
+
+def _ray_error(exc: BaseException) -> str:
+    """One line for an error that came through Ray (a task's error wraps the original as `cause`)."""
+    cause = getattr(exc, "cause", None)
+    e = cause if isinstance(cause, BaseException) else exc
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
+class _Display:
+    """Rich progress of the whole batch on stderr (or one line per finished target without it)."""
+
+    def __init__(self, total: int, enabled: bool):
+        from rich.console import Console
+        self.console = Console(stderr=True, highlight=False)
+        self.enabled = enabled
+        self.total = total
+        self.done = 0
+        if enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+            self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                                     MofNCompleteColumn(), TimeElapsedColumn(), console=self.console)
+            self.row = self.progress.add_task("targets", total=total)
+            self.progress.start()
+
+    def status(self, counts: dict) -> None:
+        if self.enabled:
+            text = " · ".join(f"{k} {v}" for k, v in counts.items() if v)
+            self.progress.update(self.row, description=f"targets: {text}")
+
+    def finished(self, name: str, rec: dict) -> None:
+        self.done += 1
+        line = f"[{self.done}/{self.total}] {name}: {rec['status']}"
+        if rec.get("mean_plddt") is not None:
+            line += f", mean pLDDT {rec['mean_plddt']:.2f}"
+        if rec.get("ptm") is not None:
+            line += f", pTM {rec['ptm']:.3f}"
+        if rec.get("seconds"):
+            line += f" ({rec['seconds']:.1f} s)"
+        if rec.get("error"):
+            line += f": {rec['error']}"
+        if self.enabled:
+            self.progress.console.print(line, markup=False)
+            self.progress.advance(self.row)
+        else:
+            click.echo(line, err=True)
+
+    def stop(self) -> None:
+        if self.enabled:
+            self.progress.stop()
+
+    def table(self, records: dict) -> None:
+        from rich.table import Table
+        t = Table(title="fastfold predict: batch summary")
+        for col in ("target", "length", "status", "time (s)", "mean pLDDT", "pTM", "worker / error"):
+            if col == "worker / error":
+                t.add_column(col, no_wrap=True, overflow="ellipsis", max_width=32)
+            else:
+                t.add_column(col, justify="right" if col != "status" and col != "target" else "left", no_wrap=True,
+                             min_width=len(col))
+        for name, r in records.items():
+            t.add_row(name, str(r.get("length") or ""), r["status"],
+                      f"{r['seconds']:.1f}" if r.get("seconds") else "",
+                      f"{r['mean_plddt']:.2f}" if r.get("mean_plddt") is not None else "",
+                      f"{r['ptm']:.3f}" if r.get("ptm") is not None else "",
+                      r.get("error") or r.get("worker") or "")
+        self.console.print(t)
+
+
+def _check_address(address: Optional[str]) -> None:
+    """Fail fast on a --ray-address nobody answers at (ray.init would retry for minutes)."""
+    if not address or address == "auto" or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=5).close()
+    except ValueError:
+        raise InputError(f"--ray-address must be HOST:PORT, got '{address}'") from None
+    except OSError as e:
+        raise InputError(f"--ray-address {address}: no Ray cluster answers there ({e.strerror or e})") from None
+
+
+def _cluster(device: Optional[str]) -> dict:
+    """Folding workers to start and the CPUs a search task may ask for, from the cluster's nodes."""
+    import ray
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    gpus = int(sum(n["Resources"].get("GPU", 0) for n in nodes))
+    cpus = int(sum(n["Resources"].get("CPU", 0) for n in nodes))
+    on_gpu = device != "cpu" and gpus > 0
+    if device is not None and device.startswith("cuda") and gpus == 0:
+        raise InputError(f"--device {device}: the Ray cluster has no GPU")
+    workers = gpus if on_gpu else 1
+    # a folding worker holds one CPU when the cluster has enough for the searches besides
+    fold_cpus = 1 if cpus > workers else 0
+    per_node = max((int(n["Resources"].get("CPU", 0)) for n in nodes), default=1)
+    return {"gpus": gpus, "cpus": cpus, "on_gpu": on_gpu, "workers": workers, "fold_cpus": fold_cpus,
+            "max_task_cpus": max(1, per_node - fold_cpus)}
+
+
+def _search_options(search: dict, cpus: int, max_task_cpus: int):
+    from pipeline import dag
+    max_template_date = search["max_template_date"] or datetime.date.today().isoformat()
+    try:
+        datetime.date.fromisoformat(max_template_date)
+    except ValueError:
+        raise InputError(f"--max-template-date must be YYYY-MM-DD, got '{max_template_date}'") from None
+    return dag.Options(db_preset=search["db_preset"], use_templates=search["templates"],
+                       msa_mode=search["msa_mode"], max_template_date=max_template_date, cpus=max(1, cpus),
+                       hhblits_cpus=min(4, max_task_cpus), hhsearch_cpus=1)
+
+
+def run_batch(targets: list[Target], out: Path, settings, search: dict, device: Optional[str] = None,
+              cpus: Optional[int] = None, ray_address: Optional[str] = None, progress: bool = False) -> int:
+    """Run every target; write OUT/<target>/ and OUT/batch_summary.json. Returns the exit code
+    (0, or 1 when any target failed). Bad options raise nothing: one 'Error:' line, exit 2."""
+    import ray
+
+    from fastfold_cli.outputs import write_atomic
+    from fastfold_cli.predict import _fail
+    from pipeline import batch as pbatch
+    from pipeline import dag
+    from pipeline.batch import features_sequence
+    from pipeline.errors import ToolError
+
+    t_start = time.time()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    records: dict[str, dict] = {t.name: {"status": "pending", "length": t.length or None, "source": t.source}
+                                for t in targets}
+    by_name = {t.name: t for t in targets}
+
+    def finish(name: str, display: Optional[_Display] = None, **rec) -> None:
+        records[name].update(rec)
+        if display is not None:
+            display.finished(name, records[name])
+        write_summary()
+
+    def write_summary() -> None:
+        counts = _counts(records)
+        write_atomic(out / "batch_summary.json", json.dumps({
+            "targets": records, "wall_seconds": time.time() - t_start,
+            "targets_per_hour": counts["ok"] * 3600.0 / max(time.time() - t_start, 1e-9),
+            "counts": counts, "workers": [workers_info[k] for k in sorted(workers_info)], "searches": search_stats,
+            "models": settings.model_names, "num_seeds": settings.num_seeds,
+            "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}, indent=2))
+
+    workers_info: dict[int, dict] = {}
+    search_stats = {"unique_sequences": 0, "tasks": 0}
+    # 1. What is already done, what has features, what needs searching.
+    need_search: dict[str, Target] = {}
+    have_features: list[str] = []
+    for t in targets:
+        if t.error:
+            records[t.name].update(status="failed", error=t.error)
+            continue
+        tdir = out / t.name
+        scores = finished_scores(tdir, settings, t.chain.sequence)
+        if scores is not None:
+            records[t.name].update(status="reused", seconds=0.0, **scores)
+            continue
+        if features_sequence(str(tdir / "features.pkl")) == t.chain.sequence:
+            have_features.append(t.name)
+            continue
+        if search["msa_dir"]:
+            src = Path(search["msa_dir"]) / t.name / "features.pkl"
+            if features_sequence(str(src)) == t.chain.sequence:
+                tdir.mkdir(parents=True, exist_ok=True)
+                write_atomic(tdir / "features.pkl", src.read_bytes())
+                have_features.append(t.name)
+            else:
+                records[t.name].update(status="failed", error=f"{src}: missing or for another sequence "
+                                                              "(run `fastfold msa` into it first)")
+            continue
+        need_search[t.name] = t
+    todo = have_features + list(need_search)
+    display = None
+    if not todo:  # nothing left to run: no Ray at all
+        display = _Display(len(targets), progress)
+        for name, rec in records.items():
+            display.finished(name, rec)
+        write_summary()
+        return _report(display, records, out, t_start)
+    # 2. Ray, the folding workers, the searches (bad options fail before Ray starts).
+    dbs = None
+    try:
+        if need_search:
+            from pipeline import databases
+            _search_options(search, 1, 1)  # the flags alone
+            dbs = databases.resolve(search["db_dir"], search["db_paths"], search["db_config"])
+            databases.check(dbs, search["db_preset"], search["templates"], search["msa_mode"])
+        _check_address(ray_address)
+    except InputError as e:
+        _fail(str(e))
+    try:
+        dag.init_ray(cpus, ray_address)
+    except Exception as e:  # noqa: BLE001 - e.g. no cluster at --ray-address
+        _fail(f"cannot start or join Ray{f' at {ray_address}' if ray_address else ''}: {_ray_error(e)}")
+    try:
+        try:
+            cl = _cluster(device)
+            opts = _search_options(search, cl["cpus"], cl["max_task_cpus"]) if need_search else None
+        except InputError as e:
+            ray.shutdown()
+            _fail(str(e))
+        display = _Display(len(targets), progress)
+        for name, rec in records.items():
+            if rec["status"] in ("failed", "reused"):
+                display.finished(name, rec)
+        write_summary()
+        actor_cls = ray.remote(FoldWorker).options(
+            num_gpus=1 if cl["on_gpu"] else 0, num_cpus=cl["fold_cpus"], max_restarts=-1, max_task_retries=0)
+        fold_device = None if cl["on_gpu"] else "cpu"
+        if cl["on_gpu"] and device and device.startswith("cuda"):
+            fold_device = "cuda"
+        actors = [actor_cls.remote(settings, fold_device) for _ in range(min(cl["workers"], len(todo)))]
+        # a worker takes targets once it answers a probe (again after a restart: a call sent to a
+        # restarting actor would fail at once and burn one of its target's attempts)
+        probes = {a.info.remote(): i for i, a in enumerate(actors)}
+        reprobe: list[tuple[float, int]] = []
+
+        t_search = time.time()
+        pending: dict[Any, str] = {}  # writer ref -> target
+        if need_search:
+            p, order = pbatch.plan_searches([t.chain for t in need_search.values()], dbs, opts,
+                                            str(out / SEARCH_CACHE))
+            refs = pbatch.submit_searches(p, order, {n: (str(out / n), t.chain) for n, t in need_search.items()})
+            pending = {ref: n for n, ref in refs.items()}
+            search_stats.update(unique_sequences=len(p.seq_ids), tasks=len(order))
+        for n in need_search:
+            records[n]["status"] = "searching"
+        ready: list[str] = list(have_features)
+        for n in ready:
+            records[n]["status"] = "queued"
+        search_seconds = {n: None for n in have_features}
+        attempts = {n: 0 for n in todo}
+        idle: list[int] = []
+        probe_failures: dict[int, int] = {}
+        lost: dict[int, str] = {}
+        running: dict[Any, tuple[int, str, float]] = {}  # fold ref -> (actor, target, start)
+
+        while pending or ready or running:
+            now = time.time()
+            for due, i in [x for x in reprobe if x[0] <= now]:
+                reprobe.remove((due, i))
+                probes[actors[i].info.remote()] = i
+            # the longest ready target to each idle worker
+            ready.sort(key=lambda n: (-by_name[n].length, n))
+            while idle and ready:
+                i, n = idle.pop(0), ready.pop(0)
+                attempts[n] += 1
+                records[n]["status"] = "folding"
+                ref = actors[i].fold.remote(n, str(out), attempts[n], search_seconds.get(n))
+                running[ref] = (i, n, time.time())
+            display.status(_counts(records))
+            if len(lost) == len(actors):  # no folding worker left: the rest cannot fold
+                why = next(iter(lost.values()))
+                for n in ready + list(pending.values()):
+                    finish(n, display, status="failed", error=f"no folding worker left: {why}")
+                ready, pending = [], {}
+                break
+            waitable = list(pending) + list(running) + list(probes)
+            if not waitable:
+                time.sleep(0.2)
+                continue
+            done_refs, _ = ray.wait(waitable, num_returns=1, timeout=0.5)
+            for r in done_refs:
+                if r in probes:
+                    i = probes.pop(r)
+                    try:
+                        workers_info[i] = ray.get(r)
+                        idle.append(i)
+                    except Exception as e:  # noqa: BLE001 - not up (yet): ask again in a moment
+                        workers_info.setdefault(i, {"worker": f"#{i}", "error": _ray_error(e)})
+                        probe_failures[i] = probe_failures.get(i, 0) + 1
+                        if probe_failures[i] < MAX_PROBE_FAILURES:
+                            reprobe.append((time.time() + 1.0, i))
+                        else:  # dead for good (e.g. its constructor fails): no more targets for it
+                            lost[i] = _ray_error(e)
+                            workers_info[i] = {"worker": f"#{i}", "error": lost[i]}
+                    else:
+                        probe_failures[i] = 0
+                elif r in pending:
+                    n = pending.pop(r)
+                    try:
+                        ray.get(r)
+                        search_seconds[n] = time.time() - t_search
+                        records[n]["status"] = "queued"
+                        records[n]["search_seconds"] = search_seconds[n]
+                        ready.append(n)
+                    except Exception as e:  # noqa: BLE001 - a failed search fails its target only
+                        finish(n, display, status="failed", error=f"search: {_ray_error(e)}",
+                               search_seconds=time.time() - t_search)
+                else:
+                    i, n, t1 = running.pop(r)
+                    try:
+                        res = ray.get(r)
+                        idle.append(i)
+                    except ray.exceptions.RayActorError as e:
+                        probes[actors[i].info.remote()] = i  # back to work once restarted
+                        if attempts[n] < MAX_ATTEMPTS:  # its worker died: again, on the restarted one
+                            records[n].update(status="queued", retried_after=_ray_error(e))
+                            ready.append(n)
+                            continue
+                        res = {"status": "failed", "attempt": attempts[n],
+                               "error": f"folding worker died {attempts[n]} times: {_ray_error(e)}"}
+                    except Exception as e:  # noqa: BLE001
+                        idle.append(i)
+                        res = {"status": "failed", "attempt": attempts[n], "error": _ray_error(e)}
+                    res["attempts"] = res.pop("attempt", attempts[n])
+                    res["seconds"] = (search_seconds.get(n) or 0.0) + res.get("fold_seconds", time.time() - t1)
+                    finish(n, display, **res)
+        write_summary()
+        return _report(display, records, out, t_start)
+    except KeyboardInterrupt:
+        if display:
+            display.stop()
+        ray.shutdown()
+        write_summary()
+        click.echo("Error: interrupted; rerun the same command to resume", err=True)
+        return 130
+    except ToolError as e:
+        if display:
+            display.stop()
+        ray.shutdown()
+        _fail(str(e), 1)
+    except Exception as e:  # noqa: BLE001 - a bug or a broken cluster: one line, details in a file
+        if display:
+            display.stop()
+        (out / BATCH_LOGS).mkdir(parents=True, exist_ok=True)
+        (out / BATCH_LOGS / "driver.traceback.txt").write_text(traceback.format_exc())
+        write_summary()
+        click.echo(f"Error: the batch stopped: {type(e).__name__}: {_ray_error(e)} "
+                   f"(traceback in {out / BATCH_LOGS / 'driver.traceback.txt'}; rerun to resume)", err=True)
+        return 1
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+
+
+def _counts(records: dict) -> dict:
+    c = {k: 0 for k in ("searching", "queued", "folding", "ok", "reused", "failed")}
+    for r in records.values():
+        if r["status"] in c:
+            c[r["status"]] += 1
+    return c
+
+
+def _report(display: _Display, records: dict, out: Path, t_start: float) -> int:
+    display.stop()
+    display.table(records)
+    c = _counts(records)
+    wall = time.time() - t_start
+    click.echo(f"{len(records)} target(s): {c['ok']} done, {c['reused']} reused, {c['failed']} failed in {wall:.1f} s "
+               f"({c['ok'] * 3600.0 / max(wall, 1e-9):.1f} targets/hour) -> {out / 'batch_summary.json'}", err=True)
+    return 1 if c["failed"] else 0
