@@ -134,11 +134,13 @@ def all_to_all(shard: Optional[ShardSpec], x: torch.Tensor, split_dim: int, cat_
     """Switch the sharded axis: x is sharded along `cat_dim`; it is split in P blocks along
     `split_dim`, block r goes to rank r, and the received blocks are joined along `cat_dim`.
     E.g. a row shard [n/P, N, C] with split_dim=1, cat_dim=0 becomes the column shard [n, N/P, C].
-    out: write the result there (e.g. the storage of a tensor the result replaces) instead of a
-    new tensor. async_op: return a pending handle whose `wait()` gives the result.
+    out: write the result there (e.g. the storage of the tensor the result replaces).
 
-    Memory: the blocks are sent in the layout they have in the result, so joining along axis 0
-    is free (a view of the receive buffer); otherwise one copy into the result."""
+    Synchronous calls exchange one block per step with one peer (ring order, send/recv pairs):
+    besides the result only one block (1/P of the shard) is ever copied, and blocks land straight
+    in the result where its layout allows. async_op=True (one all_to_all_single, overlapped with
+    compute; a send copy and a receive buffer of the whole shard) returns a handle whose `wait()`
+    gives the result."""
     if not active(shard):
         if out is not None and out is not x:
             out.copy_(x)
@@ -147,9 +149,11 @@ def all_to_all(shard: Optional[ShardSpec], x: torch.Tensor, split_dim: int, cat_
     p = shard.world
     if x.shape[split_dim] % p:
         raise ValueError(f"axis {split_dim} of {tuple(x.shape)} does not divide by {p}")
+    if not async_op:
+        return _ring_all_to_all(shard, x, split_dim, cat_dim, out)
     xs = x.unflatten(split_dim, (p, -1)).movedim(split_dim, 0).contiguous()  # [P, ..k..]: block r -> rank r
     recv = torch.empty_like(xs)
-    work = dist.all_to_all_single(recv, xs, group=shard.group, async_op=async_op)
+    work = dist.all_to_all_single(recv, xs, group=shard.group, async_op=True)
 
     def finish():
         joined = recv.movedim(0, cat_dim)  # block r came from rank r: [.., P, n_r, ..]
@@ -158,21 +162,49 @@ def all_to_all(shard: Optional[ShardSpec], x: torch.Tensor, split_dim: int, cat_
             return out
         return joined.flatten(cat_dim, cat_dim + 1)
 
-    if async_op:
-        return _Pending(work, finish)
-    return finish()
+    return _Pending(work, finish)
+
+
+def _ring_all_to_all(shard: ShardSpec, x: torch.Tensor, split_dim: int, cat_dim: int,
+                     out: Optional[torch.Tensor]) -> torch.Tensor:
+    p, me = shard.world, shard.rank
+    k, n_c = x.shape[split_dim] // p, x.shape[cat_dim]
+    if out is None:
+        shape = list(x.shape)
+        shape[split_dim], shape[cat_dim] = k, n_c * p
+        out = x.new_empty(shape)
+
+    def block_for(q):    # what this rank sends to rank q
+        return x.narrow(split_dim, q * k, k)
+
+    def block_from(r):   # where rank r's block lands
+        return out.narrow(cat_dim, r * n_c, n_c)
+
+    block_from(me).copy_(block_for(me))
+    for step in range(1, p):
+        to, frm = (me + step) % p, (me - step) % p
+        send = block_for(to).contiguous()
+        dst = block_from(frm)
+        recv = dst if dst.is_contiguous() else torch.empty_like(send)
+        ops = [dist.P2POp(dist.isend, send, shard.global_rank(to), shard.group),
+               dist.P2POp(dist.irecv, recv, shard.global_rank(frm), shard.group)]
+        for work in dist.batch_isend_irecv(ops):
+            work.wait()
+        if recv is not dst:
+            dst.copy_(recv)
+    return out
 
 
 def row_to_col(shard: Optional[ShardSpec], x: torch.Tensor, async_op: bool = False):
-    """[n/P, N, ...] (rows sharded) -> [n, N/P, ...] (columns sharded); the result is a view of
-    the receive buffer (send copy + receive buffer: 2 shard-sized buffers, 1 afterwards)."""
+    """[n/P, N, ...] (rows sharded) -> [n, N/P, ...] (columns sharded): the result plus one
+    block-sized send copy."""
     return all_to_all(shard, x, split_dim=1, cat_dim=0, async_op=async_op)
 
 
 def col_to_row(shard: Optional[ShardSpec], x: torch.Tensor, async_op: bool = False,
                out: Optional[torch.Tensor] = None):
-    """[n, N/P, ...] (columns sharded) -> [n/P, N, ...] (rows sharded), into `out` if given (no
-    send copy; receive buffer + result)."""
+    """[n, N/P, ...] (columns sharded) -> [n/P, N, ...] (rows sharded), into `out` if given
+    (then only one block-sized receive buffer)."""
     return all_to_all(shard, x, split_dim=0, cat_dim=1, async_op=async_op, out=out)
 
 

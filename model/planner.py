@@ -99,7 +99,7 @@ def transient_bytes(op: str, chunk: Optional[int], p: Problem) -> float:
     b, cz, cm, ce = p.b, p.c_z, p.c_m, p.c_e
     fused = p.backend == "triton"  # no logits in memory
     nl, dap = p.local(n), p.world > 1  # DAP: this rank's pair rows (or columns)
-    a2a = 2 * nl * n * cz * b if dap else 0  # a column-wise op's all_to_all buffers (dap.all_to_all)
+    a2a = (1 + 1 / p.world) * nl * n * cz * b if dap else 0  # a column-wise op's shard switch (dap.all_to_all)
     rows = _ceil(nl, chunk)
     if op == "pair_rows":
         # LN(z) rows, projections, the [H, N, N] bias being assembled, pair-embedding temporaries
@@ -146,7 +146,8 @@ def transient_bytes(op: str, chunk: Optional[int], p: Problem) -> float:
         # one pass: [N, N, H, D] + max/sum accumulators; two passes: [T, N, N, H] logits
         acc = t * nl * n * 4 * 4 if p.recompute_templates else nl * n * (4 * 16 + 8) * 4
         emb = nl * n * p.c_t * b
-        stack = p.c_t * nl * n * b * (4 if dap else 2) + _ceil(nl, 256) * n * p.c_t * 8 * b  # its tri_mul at c=64
+        switch = (1 + 1 / p.world) if dap else 0  # its column-wise ops' shard switch
+        stack = p.c_t * nl * n * b * (2 + switch) + _ceil(nl, 256) * n * p.c_t * 8 * b  # its tri_mul at c=64
         return acc + emb + stack + r * n * (cz + 3 * 64) * 4
     if op == "ipa":
         r = rows
