@@ -198,7 +198,8 @@ class FoldWorker:
             errs = [line[len("Error: "):] for line in lines if line.startswith("Error: ")]
             res.update(status="failed", error=errs[0] if len(errs) == 1 else f"{e} ({'; '.join(errs)})")
         except Exception as e:  # noqa: BLE001 - reported per target, the worker goes on
-            res.update(status="failed", error=f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}")
+            first = str(e).strip().splitlines()
+            res.update(status="failed", error=f"{type(e).__name__}: {first[0] if first else ''}".rstrip(": "))
             log(traceback.format_exc())
         finally:
             _empty_cache(self.device)
@@ -236,7 +237,8 @@ class _Display:
         self.total = total
         self.done = 0
         if enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
+                                       TimeElapsedColumn)
             self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
                                      MofNCompleteColumn(), TimeElapsedColumn(), console=self.console)
             self.row = self.progress.add_task("targets", total=total)

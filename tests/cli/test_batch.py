@@ -169,13 +169,14 @@ def test_longest_first_on_one_cpu_worker_from_msa_dir(batch, cluster, params_dir
     out, _ = batch
     dest = tmp_path / "o"
     p = run("predict", inputs / "short.fa", inputs / "query.fasta", "--out", dest, "--params-dir", params_dir,
-            "--ray-address", cluster, "--device", "cpu", "--msa-dir", out, *COMMON)
+            "--ray-address", cluster, "--device", "cpu", "--msa-dir", out, "--progress", *COMMON)
     assert p.returncode == 0, p.stderr[-3000:]
     s = summary(dest)
     assert len(s["workers"]) == 1 and s["workers"][0]["device"] == "cpu" and s["searches"]["tasks"] == 0
     t = s["targets"]
     assert t["query"]["fold_started"] < t["short"]["fold_started"]  # 73 residues before 40
     assert t["query"]["worker"] == t["short"]["worker"]
+    assert "targets" in p.stderr and "batch summary" in p.stderr  # the rich display ran
 
 
 def test_killed_worker_target_is_retried(cluster, params_dir, tmp_path):
