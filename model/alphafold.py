@@ -184,13 +184,12 @@ class AlphaFold(nn.Module):
                     callback(i, sm)
                 if last:
                     break
-                if self.multimer:
-                    # AlphaFold-Multimer: stop when the change is <= tol, after one more pass.
-                    last = early_stop_tolerance > 0 and \
-                        float(compute_tol(prev_pos, sm["final_atom_positions"], batch_i["seq_mask"])) <= early_stop_tolerance
-                elif early_stop_tolerance > 0 and i > 0 and \
-                        float(compute_tol(prev_pos, sm["final_atom_positions"], batch_i["seq_mask"])) < early_stop_tolerance:
-                    break
+                if early_stop_tolerance > 0 and (self.multimer or i > 0):
+                    tol = float(compute_tol(prev_pos, sm["final_atom_positions"], batch_i["seq_mask"]))
+                    if self.multimer:  # AlphaFold-Multimer's while loop: one more pass once tol <= tolerance
+                        last = tol <= early_stop_tolerance
+                    elif tol < early_stop_tolerance:
+                        break
             out = self.heads(reps, sm, rt)
             if self.multimer:
                 _multimer_confidence(out, batch)

@@ -38,7 +38,7 @@ def init_random_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
                 elif leaf == "output_w":
                     fan_in = p.shape[0] * p.shape[1]
                 std = 1.0 / math.sqrt(max(fan_in, 1))
-                if any(s in name for s in ("output_projection", "transition2", "gating_w", "affine_update",
+                if any(s in name for s in ("output_projection", "transition2", "gating_w", "affine_update", "quat_rigid",
                                           "resblock2", "logits", "output_w")):
                     std *= 0.1  # AlphaFold zero-initialises these final layers; keep them small
                 v = torch.randn(p.shape, generator=g) * std
@@ -92,3 +92,44 @@ def random_features(preset: str, n_res: int, n_seq: int, n_extra: int, n_templat
             "template_pseudo_beta_mask": np.ones((n_templates, n_res), np.float32),
         })
     return batch
+
+
+def random_multimer_features(chain_lens=(40, 30), n_seq: int = 64, n_templates: int = 4, homomer: bool = False,
+                             seed: int = 0):
+    """A random but well-formed raw AlphaFold-Multimer feature batch (what the multimer network
+    consumes; it samples its cluster / extra MSA rows itself): chains of `chain_lens` residues,
+    `n_seq` MSA rows (row 0 the query), `n_templates` templates (AlphaFold pads to 4)."""
+    import numpy as np
+
+    from model import residue_constants as rc
+
+    rng = np.random.default_rng(seed)
+    lens = list(chain_lens)
+    if homomer:
+        seq = rng.integers(0, 20, lens[0])
+        seqs = [seq.copy() for _ in lens]
+        entity, sym = [1] * len(lens), list(range(1, len(lens) + 1))
+    else:
+        seqs = [rng.integers(0, 20, n) for n in lens]
+        entity, sym = list(range(1, len(lens) + 1)), [1] * len(lens)
+    aatype = np.concatenate(seqs).astype(np.int32)
+    n_res = len(aatype)
+    msa = np.where(rng.random((n_seq, n_res)) < 0.3, rng.integers(0, 22, (n_seq, n_res)), aatype[None])
+    msa[0] = aatype
+    pos = np.cumsum(rng.normal(0, 2.2, (n_templates, n_res, 1, 3)), axis=1) + rng.normal(0, 1.0, (n_templates, n_res, 37, 3))
+    mask = np.tile(rc.restype_atom37_mask[aatype][None], (n_templates, 1, 1)).astype(np.float32)
+    return {
+        "aatype": aatype,
+        "residue_index": np.concatenate([np.arange(n) for n in lens]).astype(np.int32),
+        "asym_id": np.concatenate([np.full(n, i + 1) for i, n in enumerate(lens)]).astype(np.int32),
+        "entity_id": np.concatenate([np.full(n, e) for e, n in zip(entity, lens)]).astype(np.int32),
+        "sym_id": np.concatenate([np.full(n, s) for s, n in zip(sym, lens)]).astype(np.int32),
+        "seq_mask": np.ones(n_res, np.float32),
+        "msa": msa.astype(np.int32),
+        "deletion_matrix": (rng.random((n_seq, n_res)) < 0.05).astype(np.float32) * rng.integers(1, 5, (n_seq, n_res)),
+        "msa_mask": np.ones((n_seq, n_res), np.float32),
+        "cluster_bias_mask": np.eye(n_seq, dtype=np.float32)[0],
+        "template_aatype": np.tile(aatype[None], (n_templates, 1)),
+        "template_all_atom_positions": (pos * mask[..., None]).astype(np.float32),
+        "template_all_atom_mask": mask,
+    }

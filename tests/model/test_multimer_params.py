@@ -103,3 +103,17 @@ def test_wrong_files_give_one_line_errors(tmp_path):
         load_model(path)
     assert "\n" not in str(e.value)
     check_monomer_file(_shapes("model_1_ptm")[1], "model_1_ptm")
+
+
+def test_random_multimer_model_runs_on_random_features():
+    import torch
+
+    from model.config import Runtime
+    from model.random_params import random_model, random_multimer_features
+
+    model = random_model("model_5_multimer_v3", seed=1, num_evoformer=1, num_extra=1)
+    batch = random_multimer_features((9, 7), n_seq=12, n_templates=4, homomer=False, seed=1)
+    out = model(batch, Runtime(), num_recycle=1)
+    assert out["masked_msa_logits"].shape == (12, 16, 22)  # 12 rows < num_msa: all are cluster rows
+    assert torch.isfinite(out["final_atom_positions"]).all()
+    assert 0 <= float(out["iptm"]) <= 1 and 0 <= float(out["ptm"]) <= 1
