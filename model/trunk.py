@@ -5,7 +5,7 @@ Module attribute names equal AlphaFold's haiku scope names, so the official para
 `named_parameters()` mechanically (see model/params.py).
 
 DAP (`rt.shard`, model/dap.py): N and the MSA depths are padded to multiples of the world size
-(zero activations, zero masks); each rank embeds only its own rows of the pair (and of the extra
+(zero activations, mask entries dap.PAD_MASK); each rank embeds only its own rows of the pair (and of the extra
 MSA), runs the template, extra-MSA and Evoformer stacks on row shards, and the pair stays a row
 shard [N_pad/P, N_pad, C_z] from the recycling embedder to the end of the Evoformer.
 """
