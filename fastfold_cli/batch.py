@@ -6,10 +6,10 @@
 
 - Searches: one search DAG (`pipeline.batch`, built on `pipeline.dag`) over the distinct sequences
   of every target, so identical sequences are searched once; its tasks run wherever CPUs are free.
-- Folding: one `FoldWorker` actor per GPU of the cluster (`num_gpus=1`; CPU-only clusters, or
-  `--device cpu`: one actor on the CPU). Each loads each preset's parameters once, and takes the
-  longest target whose features are ready next; the memory planner is sized to its own GPU's free
-  memory (or `--max-memory`). A target runs exactly as single mode (`predict.predict_target`), so
+- Folding: one `FoldWorker` actor per GPU of the cluster (`num_gpus=1`, one CPU; CPU-only clusters,
+  or `--device cpu`: one actor holding half a node's CPUs as torch threads). Each loads each
+  preset's parameters once (kept between targets), and takes the longest target whose features
+  are ready next; the memory planner is sized to its own GPU's free memory (or `--max-memory`). A target runs exactly as single mode (`predict.predict_target`), so
   OUT/<target>/ is laid out as a single `fastfold predict --out OUT/<target>`.
 - A failing target (bad FASTA, failed search, every model failed) is reported and the others go on;
   a target whose worker died is retried on the restarted worker (up to MAX_ATTEMPTS); a rerun skips
@@ -147,11 +147,16 @@ class FoldWorker:
         random = settings.param_paths is None
         self.models = ModelCache(len(settings.model_names) * (settings.num_seeds if random else 1))
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        if self.device == "cpu":  # as many torch threads as CPUs Ray gave this worker
+            import ray
+            import torch
+            torch.set_num_threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
 
     def info(self) -> dict:
         import ray
-        return {"worker": self.worker, "device": self.device,
-                "gpu_ids": [str(g) for g in ray.get_gpu_ids()]}
+        import torch
+        return {"worker": self.worker, "device": self.device, "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
+                "torch_threads": torch.get_num_threads()}
 
     def fold(self, name: str, batch_dir: str, attempt: int, search_seconds: Optional[float]) -> dict:
         """Fold target `name` in batch_dir/name/ (its features.pkl is there) as single mode does.
@@ -311,9 +316,10 @@ def _cluster(device: Optional[str]) -> dict:
     if device is not None and device.startswith("cuda") and gpus == 0:
         raise InputError(f"--device {device}: the Ray cluster has no GPU")
     workers = gpus if on_gpu else 1
-    # a folding worker holds one CPU when the cluster has enough for the searches besides
-    fold_cpus = 1 if cpus > workers else 0
     per_node = max((int(n["Resources"].get("CPU", 0)) for n in nodes), default=1)
+    # a GPU folding worker holds one CPU when the cluster has enough for the searches besides; the
+    # CPU folding worker half of a node (its torch threads)
+    fold_cpus = (1 if on_gpu else max(1, per_node // 2)) if cpus > workers else 0
     return {"gpus": gpus, "cpus": cpus, "on_gpu": on_gpu, "workers": workers, "fold_cpus": fold_cpus,
             "max_task_cpus": max(1, per_node - fold_cpus)}
 

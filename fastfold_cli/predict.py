@@ -12,6 +12,7 @@ plus OUT/batch_summary.json.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import os
@@ -19,10 +20,8 @@ import pickle
 import sys
 import time
 import traceback
-from pathlib import Path
-
-import dataclasses
 from collections import OrderedDict
+from pathlib import Path
 from typing import Callable, Optional
 
 import click
