@@ -262,3 +262,25 @@ def test_real_searches_shared_by_identical_targets(cluster, params_dir, tmp_path
         raw = pickle.load(fh)
     assert raw["msa"].shape[0] > 100  # real homologs, not a single-sequence MSA
     assert (out / "query" / "ranked_0.pdb").read_text() == (out / "query_again" / "ranked_0.pdb").read_text()
+
+
+def test_target_failing_in_the_network_does_not_stop_the_others(batch, cluster, params_dir, inputs, tmp_path):
+    """A target whose features break the network (here: a features.pkl with its sequence but no
+    MSA) fails on its worker with the model's error; the other target is folded, exit code 1."""
+    out, _ = batch
+    msas = tmp_path / "msas"
+    (msas / "short").mkdir(parents=True)
+    shutil.copy(out / "short" / "features.pkl", msas / "short" / "features.pkl")
+    (msas / "query").mkdir()
+    with open(out / "query" / "features.pkl", "rb") as fh:
+        raw = pickle.load(fh)
+    (msas / "query" / "features.pkl").write_bytes(pickle.dumps({"sequence": raw["sequence"]}))
+    dest = tmp_path / "o"
+    p = run("predict", inputs / "query.fasta", inputs / "short.fa", "--out", dest, "--params-dir", params_dir,
+            "--ray-address", cluster, "--msa-dir", msas, *COMMON)
+    assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr[-3000:]
+    t = summary(dest)["targets"]
+    assert t["short"]["status"] == "ok" and (dest / "short" / "ranked_0.pdb").is_file()
+    assert t["query"]["status"] == "failed" and "model_3 failed" in t["query"]["error"]
+    assert (dest / "query" / "logs" / "model_3.traceback.txt").is_file()  # as single mode writes it
+    assert "query: failed" in p.stderr
