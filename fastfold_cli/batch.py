@@ -440,9 +440,10 @@ def run_batch(targets: list[Target], out: Path, settings, search: dict, device: 
         if cl["on_gpu"] and device and device.startswith("cuda"):
             fold_device = "cuda"
         actors = [actor_cls.remote(settings, fold_device) for _ in range(min(cl["workers"], len(todo)))]
-        # a worker takes targets once it answers a probe (again after a restart: a call sent to a
-        # restarting actor would fail at once and burn one of its target's attempts)
-        probes = {a.info.remote(): i for i, a in enumerate(actors)}
+        # New workers take targets at once (calls wait while they start, so the first targets spread
+        # over every worker). After a worker died it takes targets again only once it answers a
+        # probe: a call sent to a restarting actor fails at once and would burn an attempt.
+        probes = {a.info.remote(): (i, False) for i, a in enumerate(actors)}  # ref -> (worker, gating)
         reprobe: list[tuple[float, int]] = []
 
         t_search = time.time()
@@ -460,7 +461,7 @@ def run_batch(targets: list[Target], out: Path, settings, search: dict, device: 
             records[n]["status"] = "queued"
         search_seconds = {n: None for n in have_features}
         attempts = {n: 0 for n in todo}
-        idle: list[int] = []
+        idle: list[int] = list(range(len(actors)))
         probe_failures: dict[int, int] = {}
         lost: dict[int, str] = {}
         running: dict[Any, tuple[int, str, float]] = {}  # fold ref -> (actor, target, start)
@@ -469,7 +470,7 @@ def run_batch(targets: list[Target], out: Path, settings, search: dict, device: 
             now = time.time()
             for due, i in [x for x in reprobe if x[0] <= now]:
                 reprobe.remove((due, i))
-                probes[actors[i].info.remote()] = i
+                probes[actors[i].info.remote()] = (i, True)
             # the longest ready target to each idle worker
             ready.sort(key=lambda n: (-by_name[n].length, n))
             while idle and ready:
@@ -492,12 +493,15 @@ def run_batch(targets: list[Target], out: Path, settings, search: dict, device: 
             done_refs, _ = ray.wait(waitable, num_returns=1, timeout=0.5)
             for r in done_refs:
                 if r in probes:
-                    i = probes.pop(r)
+                    i, gating = probes.pop(r)
                     try:
                         workers_info[i] = ray.get(r)
-                        idle.append(i)
+                        if gating:
+                            idle.append(i)
                     except Exception as e:  # noqa: BLE001 - not up (yet): ask again in a moment
                         workers_info.setdefault(i, {"worker": f"#{i}", "error": _ray_error(e)})
+                        if not gating:
+                            continue  # its targets' calls fail too, and a gating probe follows
                         probe_failures[i] = probe_failures.get(i, 0) + 1
                         if probe_failures[i] < MAX_PROBE_FAILURES:
                             reprobe.append((time.time() + 1.0, i))
@@ -523,7 +527,7 @@ def run_batch(targets: list[Target], out: Path, settings, search: dict, device: 
                         res = ray.get(r)
                         idle.append(i)
                     except ray.exceptions.RayActorError as e:
-                        probes[actors[i].info.remote()] = i  # back to work once restarted
+                        probes[actors[i].info.remote()] = (i, True)  # back to work once restarted
                         if attempts[n] < MAX_ATTEMPTS:  # its worker died: again, on the restarted one
                             records[n].update(status="queued", retried_after=_ray_error(e))
                             ready.append(n)
