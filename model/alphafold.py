@@ -109,10 +109,11 @@ class AlphaFold(nn.Module):
                     probs, pae_rows, max_pae = H.compute_predicted_aligned_error(logits, breaks)
                     pae_logits[r0:r1], pae_probs[r0:r1], pae[r0:r1] = logits, probs, pae_rows
         if root:  # distogram = half + half^T, in place, one pair of row blocks at a time
-            for i0 in range(0, n, rows):
-                i1 = min(n, i0 + rows)
-                for j0 in range(i0, n, rows):
-                    j1 = min(n, j0 + rows)
+            sym = rows if dist.is_cuda else n  # on the host (memory to spare): one pass, not many small blocks
+            for i0 in range(0, n, sym):
+                i1 = min(n, i0 + sym)
+                for j0 in range(i0, n, sym):
+                    j1 = min(n, j0 + sym)
                     a, b = dist[i0:i1, j0:j1].clone(), dist[j0:j1, i0:i1].clone()
                     dist[i0:i1, j0:j1] = a + b.transpose(0, 1)
                     if j0 != i0:
