@@ -178,6 +178,7 @@ class AlphaFold(nn.Module):
                     kept = {k: v.clone() for k, v in prev.items()}
                 prev_pos = prev["prev_pos"]
                 batch_i = sample(i)
+                reps = sm = None  # the last pass's MSA and structure outputs are dead weight during this one
                 reps, sm = self.trunk_and_structure(batch_i, prev, rt)
                 prev = {"prev_pos": sm["final_atom_positions"], "prev_msa_first_row": reps["msa_first_row"],
                         "prev_pair": reps["pair"]}
