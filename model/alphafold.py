@@ -73,14 +73,19 @@ class AlphaFold(nn.Module):
 
         DAP: the pair is this rank's row shard [N_pad/P, N_pad, C_z]; each rank runs the pair heads
         on its rows and rank 0 receives the row blocks (pair, distogram half logits, PAE logits)
-        one block at a time. The pair-sized outputs and pTM exist on rank 0 only."""
+        one block at a time. The pair-sized outputs and pTM exist on rank 0 only. The MSA, a row
+        shard too, is gathered on rank 0 (other ranks' MSA outputs are empty)."""
         pair, sh = reps["pair"], rt.shard
         n = reps["single"].shape[0]
         lo, hi = dap.local_range(sh, pair.shape[1])
         root = dap.is_root(sh)
+        msa = reps["msa"]
+        if dap.active(sh):
+            blocks = [b for _, b in dap.gather_blocks(sh, msa)]
+            msa = torch.cat(blocks)[:reps["msa_rows"], :n] if root else msa[:0, :n]
         dev = torch.device(rt.outputs_device) if rt.outputs_device else pair.device
         rows = rt.chunk("heads") or n
-        out = {"repr_single": reps["single"], "repr_msa": reps["msa"], "repr_msa_first_row": reps["msa_first_row"]}
+        out = {"repr_single": reps["single"], "repr_msa": msa, "repr_msa_first_row": reps["msa_first_row"]}
         for k, v in sm.items():
             out[k if k.startswith("final_atom") else "structure_module_" + k] = v
         dh = self.distogram_head
@@ -121,7 +126,7 @@ class AlphaFold(nn.Module):
             out["repr_pair"] = repr_pair
             out["distogram_logits"] = dist
         out["distogram_bin_edges"] = edges
-        out["masked_msa_logits"] = self.masked_msa_head(reps["msa"])
+        out["masked_msa_logits"] = self.masked_msa_head(msa)
         out["experimentally_resolved_logits"] = self.experimentally_resolved_head(reps["single"])
         out["predicted_lddt_logits"] = self.predicted_lddt_head(sm["single"])
         out["plddt"] = H.compute_plddt(out["predicted_lddt_logits"])

@@ -246,6 +246,13 @@ def stream(shard: Optional[ShardSpec], x: torch.Tensor, lookahead: int = 2) -> I
         work.wait()
 
 
+def broadcast(shard: Optional[ShardSpec], x: torch.Tensor, src: int = 0) -> torch.Tensor:
+    """Rank src's x on every rank (in place into x, which must have the same shape everywhere)."""
+    if active(shard):
+        dist.broadcast(x, src=shard.global_rank(src), group=shard.group)
+    return x
+
+
 def is_root(shard: Optional[ShardSpec]) -> bool:
     """Rank 0 (or no DAP): the rank that assembles the pair-sized outputs."""
     return not active(shard) or shard.rank == 0

@@ -221,9 +221,11 @@ class EmbeddingsAndEvoformer(nn.Module):
         or, under DAP, this rank's row shard of the padded pair [N_pad/P, N_pad, C_z] (as returned
         in "pair_shard").
 
-        Returns dict(single [N, C_s], pair [N, N, C_z], msa [S, N, C_m], msa_first_row [N, C_m]);
-        under DAP pair is this rank's row shard [N_pad/P, N_pad, C_z] of the padded pair (the
-        structure module and heads work on it; recycle it as prev_pair).
+        Returns dict(single [N, C_s], pair [N, N, C_z], msa [S, N, C_m], msa_first_row [N, C_m]).
+        Under DAP, pair is this rank's row shard [N_pad/P, N_pad, C_z] of the padded pair (the
+        structure module and heads work on it; recycle it as prev_pair) and msa this rank's row
+        shard [S_pad/P, N_pad, C_m] of the padded MSA (template rows included; msa_rows: the S to
+        keep), gathered by the heads only; the first row is broadcast from rank 0.
         """
         c = self.cfg
         dt = rt.dtype
@@ -312,7 +314,9 @@ class EmbeddingsAndEvoformer(nn.Module):
         for block in self.evoformer_iteration:
             m, z = block(m, z, msa_mask, mask_2d, rt)
 
-        if dap.active(sh):
-            m = dap.gather(sh, m, 0)[:n_rows, :n]
+        if dap.active(sh):  # row 0 lives on rank 0
+            first = dap.broadcast(sh, m[0, :n].contiguous() if sh.rank == 0 else m.new_empty(n, m.shape[-1]))
+            return {"single": self.single_activations(first), "pair": z, "msa": m, "msa_rows": n_seq,
+                    "msa_first_row": first}
         single = self.single_activations(m[0])
         return {"single": single, "pair": z, "msa": m[:n_seq], "msa_first_row": m[0]}
