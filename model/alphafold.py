@@ -192,7 +192,9 @@ class AlphaFold(nn.Module):
                 if last:
                     break
                 if early_stop_tolerance > 0 and (self.multimer or i > 0):
-                    tol = float(compute_tol(prev_pos, sm["final_atom_positions"], batch_i["seq_mask"]))
+                    # DAP: rank 0's value, so that every rank stops after the same pass
+                    tol = float(dap.broadcast(rt.shard, compute_tol(prev_pos, sm["final_atom_positions"],
+                                                                    batch_i["seq_mask"]).reshape(1)))
                     if self.multimer:  # AlphaFold-Multimer's while loop: one more pass once tol <= tolerance
                         last = tol <= early_stop_tolerance
                     elif tol < early_stop_tolerance:
