@@ -29,6 +29,7 @@ import click
 from fastfold_cli.msa import _db_options
 
 DEFAULT_MODELS = ",".join(f"model_{i}_ptm" for i in range(1, 6))
+DEFAULT_MULTIMER_MODELS = ",".join(f"model_{i}_multimer_v3" for i in range(1, 6))
 
 
 def _fail(message: str, code: int = 2):
@@ -44,7 +45,7 @@ class Settings:
     seed: int = 0
     num_seeds: int = 1
     num_recycles: Optional[int] = None
-    early_stop: float = 0.0
+    early_stop: Optional[float] = None
     precision: Optional[str] = None
     backend: Optional[str] = None
     max_memory: Optional[float] = None
@@ -67,10 +68,13 @@ class TargetError(Exception):
 @click.option("--batch", is_flag=True,
               help="Each record of a multi-record FASTA is its own target (without it, a multi-record file is "
                    "one complex). Several FASTA files or a directory are always a batch: OUT/<target>/ each.")
-@click.option("--models", default=DEFAULT_MODELS, show_default=True, help="Comma-separated model presets.")
+@click.option("--models", default=None,
+              help="Comma-separated model presets (default: the five _ptm presets; for a complex the five "
+                   "multimer_v3 presets).")
 @click.option("--num-recycles", type=int, default=None, help="Recycling passes after the first (default 3).")
-@click.option("--recycle-early-stop-tolerance", type=float, default=0.0, show_default=True,
-              help="Stop recycling when the Cα distance change falls below this (Å); 0 = never.")
+@click.option("--recycle-early-stop-tolerance", type=float, default=None,
+              help="Stop recycling when the Cα distance change falls below this (Å); 0 = never "
+                   "(default: the preset's, 0 for monomers and 0.5 for AlphaFold-Multimer).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Feature-sampling seed.")
 @click.option("--num-seeds", type=int, default=1, show_default=True, help="Predictions per model (seeds seed..).")
 @click.option("--precision", type=click.Choice(["fp32", "tf32", "bf16"]), default=None,
@@ -110,14 +114,25 @@ def predict(fasta, out_dir, batch, models, num_recycles, recycle_early_stop_tole
     import configs
 
     out = Path(out_dir)
+    is_batch = batch or len(fasta) > 1 or Path(fasta[0]).is_dir()
+    chains = None
+    if not is_batch:
+        try:
+            chains = read_fasta(fasta[0])
+        except InputError as e:
+            _fail(str(e))
+    complex_ = chains is not None and len(chains) > 1
+    known = configs.MULTIMER_PRESETS if complex_ else configs.MONOMER_PRESETS
+    models = models or (DEFAULT_MULTIMER_MODELS if complex_ else DEFAULT_MODELS)
     model_names = [m.strip() for m in models.split(",") if m.strip()]
     for m in model_names:
-        if m not in configs.MONOMER_PRESETS:
+        if m not in known:
+            if complex_ and m in configs.MONOMER_PRESETS:
+                _fail(f"{fasta[0]} has {len(chains)} records (a complex): use AlphaFold-Multimer presets "
+                      f"({', '.join(configs.MULTIMER_PRESETS)}), or --batch for one target per record")
             if m in configs.MULTIMER_PRESETS:
-                _fail(f"{m}: AlphaFold-Multimer is not supported yet")
-            _fail(f"unknown model {m!r}; known: {', '.join(configs.MONOMER_PRESETS)}")
-    if not model_names:
-        _fail("--models is empty")
+                _fail(f"{m} is an AlphaFold-Multimer preset; a single chain needs a monomer preset")
+            _fail(f"unknown model {m!r}; known: {', '.join(known)}")
     if num_seeds < 1:
         _fail("--num-seeds must be >= 1")
     if cpus is not None and cpus < 1:
@@ -127,16 +142,7 @@ def predict(fasta, out_dir, batch, models, num_recycles, recycle_early_stop_tole
     settings = Settings(model_names=model_names, seed=seed, num_seeds=num_seeds, num_recycles=num_recycles,
                         early_stop=recycle_early_stop_tolerance, precision=precision, backend=backend,
                         max_memory=max_memory, relax=relax)
-    is_batch = batch or len(fasta) > 1 or Path(fasta[0]).is_dir()
-    if not is_batch:
-        try:
-            chains = read_fasta(fasta[0])
-        except InputError as e:
-            _fail(str(e))
-        if len(chains) > 1:
-            _fail(f"{fasta[0]} has {len(chains)} records: complexes need AlphaFold-Multimer, not supported yet "
-                  "(--batch: one target per record)")
-    else:
+    if is_batch:
         from fastfold_cli import batch as batchmod
         try:
             targets = batchmod.collect_targets(fasta, per_record=batch)
@@ -167,7 +173,7 @@ def predict(fasta, out_dir, batch, models, num_recycles, recycle_early_stop_tole
     # 1. Features: reuse out/features.pkl, or alignments from --msa-dir, or search.
     t0 = time.time()
     raw = _features(chains, out, msa_dir, db_dir, db_config, db_paths, db_preset, templates, max_template_date,
-                    msa_mode, cpus, ray_address)
+                    msa_mode, cpus, ray_address, multimer=complex_)
     timings["features"] = time.time() - t0
 
     # 2. Models, ranking, plots (the same function a batch's folding workers run).
@@ -188,27 +194,27 @@ def _load_json(path: Path):
 
 
 def _features(chains, out, msa_dir, db_dir, db_config, db_paths, db_preset, templates, max_template_date, msa_mode,
-              cpus, ray_address):
-    """The raw feature dict: out/features.pkl if it matches the sequence, else from --msa-dir's
-    features.pkl, else run the search DAG into `out` (which itself reuses finished searches)."""
+              cpus, ray_address, multimer: bool = False):
+    """The features of one target: out/features.pkl (complexes: the network batch features.npz)
+    if it matches the sequences, else from --msa-dir, else run the search DAG into `out` (which
+    itself reuses finished searches)."""
     from pipeline import dag, databases
     from pipeline.errors import InputError, ToolError
 
-    seq = chains[0].sequence
     for d in [out] + ([Path(msa_dir)] if msa_dir else []):
-        f = Path(d) / "features.pkl"
-        if f.is_file():
-            with open(f, "rb") as fh:
-                raw = pickle.load(fh)
-            if raw["sequence"][0].decode() == seq:
-                if Path(d) != out:
-                    from fastfold_cli.outputs import write_atomic
-                    write_atomic(out / "features.pkl", pickle.dumps(raw, protocol=4))
-                return raw
-            if Path(d) == Path(msa_dir or "") and d != out:
-                _fail(f"{f} is for another sequence")
+        found = _read_features(Path(d), chains, multimer)
+        if found is not None:
+            if Path(d) != out:
+                from fastfold_cli.outputs import write_atomic
+                for name in ("features.pkl", "features.npz", "multimer_chain_map.json"):
+                    if (Path(d) / name).is_file():
+                        write_atomic(out / name, (Path(d) / name).read_bytes())
+            return found
+        if msa_dir and Path(d) == Path(msa_dir) and (Path(d) / "features.pkl").is_file():
+            _fail(f"{Path(d) / 'features.pkl'} is for other sequences")
     if msa_dir:
-        _fail(f"{msa_dir} has no features.pkl (run `fastfold msa` into it first)")
+        _fail(f"{msa_dir} has no features for this input (run `fastfold msa"
+              f"{' --model-preset multimer' if multimer else ''}` into it first)")
     try:
         max_template_date = max_template_date or datetime.date.today().isoformat()
         try:
@@ -217,16 +223,41 @@ def _features(chains, out, msa_dir, db_dir, db_config, db_paths, db_preset, temp
             raise InputError(f"--max-template-date must be YYYY-MM-DD, got '{max_template_date}'") from None
         dbs = databases.resolve(db_dir, db_paths, db_config)
         opts = dag.Options(db_preset=db_preset, use_templates=templates, msa_mode=msa_mode,
-                           max_template_date=max_template_date, cpus=cpus or os.cpu_count() or 1)
-        databases.check(dbs, db_preset, templates, msa_mode)
+                           max_template_date=max_template_date, cpus=cpus or os.cpu_count() or 1,
+                           model_preset="multimer" if multimer else "monomer")
+        databases.check(dbs, db_preset, templates, msa_mode, multimer)
         dag.run_pipeline(chains, str(out), dbs, opts, executor="ray", ray_address=ray_address,
                          progress=sys.stderr.isatty())
     except InputError as exc:
         _fail(str(exc), 2)
     except ToolError as exc:
         _fail(str(exc), 1)
-    with open(out / "features.pkl", "rb") as fh:
-        return pickle.load(fh)
+    return _read_features(out, chains, multimer)
+
+
+def _read_features(d: Path, chains, multimer: bool):
+    """Features saved in `d` for exactly these chains, or None. Monomer: AlphaFold's raw
+    features.pkl. Complex: the network batch features.npz with the FASTA records' sequences (from
+    multimer_chain_map.json)."""
+    if not multimer:
+        f = d / "features.pkl"
+        if not f.is_file():
+            return None
+        with open(f, "rb") as fh:
+            raw = pickle.load(fh)
+        return raw if raw["sequence"][0].decode() == chains[0].sequence else None
+    f, m = d / "features.npz", d / "multimer_chain_map.json"
+    if not (f.is_file() and m.is_file()):
+        return None
+    import numpy as np
+
+    from model import residue_constants as rc
+    with np.load(f) as z:
+        batch = {k: z[k] for k in z.files}
+    letters = np.array(rc.restypes_with_x)
+    aatype = batch["aatype"].astype(int)
+    have = sorted("".join(letters[aatype[c["start"]:c["end"]]]) for c in json.loads(m.read_text()))
+    return batch if have == sorted(c.sequence for c in chains) else None
 
 
 def _param_paths(model_names, params_dir, random_params):
@@ -319,6 +350,8 @@ def predict_target(out: Path, raw, settings: Settings, device: str, models: Mode
             write_prediction_outputs(out, name, processed, result)
             summary = {"plddt": result["plddt"].tolist(), "mean_plddt": float(result["plddt"].mean()),
                        **({"ptm": float(result["ptm"])} if "ptm" in result else {}),
+                       **({"iptm": float(result["iptm"]), "ranking_confidence": float(result["ranking_confidence"])}
+                          if "iptm" in result else {}),
                        **({"predicted_aligned_error": result["predicted_aligned_error"].tolist(),
                            "max_predicted_aligned_error": float(result["max_predicted_aligned_error"])}
                           if "predicted_aligned_error" in result else {}),
@@ -328,6 +361,7 @@ def predict_target(out: Path, raw, settings: Settings, device: str, models: Mode
             timings[f"predict_{name}"] = time.time() - t1
             log(f"{name}: mean pLDDT {summary['mean_plddt']:.2f}"
                 + (f", pTM {summary['ptm']:.3f}" if "ptm" in summary else "")
+                + (f", ipTM {summary['iptm']:.3f}" if "iptm" in summary else "")
                 + f" ({timings[f'predict_{name}']:.1f} s)")
         except Exception as e:  # noqa: BLE001 - one failing model must not stop the others
             failed.append(name)
@@ -338,7 +372,7 @@ def predict_target(out: Path, raw, settings: Settings, device: str, models: Mode
     if not results:
         raise TargetError("every model failed; see the errors above")
 
-    res_np = {k: {kk: np.asarray(vv) for kk, vv in v.items() if kk in ("plddt", "ptm", "predicted_aligned_error")}
+    res_np = {k: {kk: np.asarray(vv) for kk, vv in v.items() if kk in ("plddt", "ptm", "iptm", "predicted_aligned_error")}
               for k, v in results.items()}
     relaxed = {}
     if settings.relax:
@@ -357,21 +391,30 @@ def _run_model(model, model_name, raw, seed, device, precision, backend, setting
     """Process features for this preset and seed, run the (loaded, prepared) model within the
     memory budget. Returns (numpy result, processed features, info)."""
     from model.runner import run_planned
-    from pipeline.features import preset_config, process_features
 
-    cfg = preset_config(model_name)
-    if settings.num_recycles is not None:
-        cfg = dataclasses.replace(cfg, num_recycle=settings.num_recycles)
-    processed = process_features(raw, cfg, seed=seed, ensemble_axis=True, pad=False)
     budget = settings.max_memory * 1024 ** 3 if settings.max_memory else None
-    out, plan = run_planned(model, processed, precision, backend, budget, num_recycle=cfg.num_recycle,
+    if getattr(model, "multimer", False):
+        # The multimer network samples and masks its MSA itself, from this seed (AlphaFold's way).
+        from model.multimer import MsaSampling
+        model.evoformer.sampling = MsaSampling(mode="random", seed=seed)
+        processed, num_recycle = raw, settings.num_recycles
+    else:
+        from pipeline.features import preset_config, process_features
+        cfg = preset_config(model_name)
+        if settings.num_recycles is not None:
+            cfg = dataclasses.replace(cfg, num_recycle=settings.num_recycles)
+        processed = process_features(raw, cfg, seed=seed, ensemble_axis=True, pad=False)
+        num_recycle = cfg.num_recycle
+    out, plan = run_planned(model, processed, precision, backend, budget, num_recycle=num_recycle,
                             early_stop_tolerance=settings.early_stop)
     result = {k: v.detach().float().cpu().numpy() for k, v in out.items()
-              if k in ("final_atom_positions", "final_atom_mask", "plddt", "ptm", "predicted_aligned_error",
-                       "max_predicted_aligned_error", "num_recycles_run")}
+              if k in ("final_atom_positions", "final_atom_mask", "plddt", "ptm", "iptm", "ranking_confidence",
+                       "predicted_aligned_error", "max_predicted_aligned_error", "num_recycles_run")}
     del out
     info = {"precision": precision, "backend": backend, "device": device,
             "chunks": {k: v for k, v in plan.chunks.items() if v}}
+    if processed is raw:  # multimer: the batch has no pass axis
+        return result, raw, info
     first = {k: v[0] if k not in ("seq_length",) and getattr(v, "ndim", 0) >= 1 else v for k, v in processed.items()}
     return result, first, info
 

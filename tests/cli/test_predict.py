@@ -153,3 +153,32 @@ def test_relax_writes_relaxed_and_ranks_them(tmp_path, prediction, params_dir):
     heavy = lambda s: [l for l in s.splitlines() if l.startswith("ATOM") and l[76:78].strip() != "H"]  # noqa: E731
     assert len(heavy(relaxed)) >= len(heavy(unrelaxed))
     assert "relax_model_3" in json.loads((dest / "timings.json").read_text())
+
+
+def test_complex_runs_alphafold_multimer(tmp_path):
+    """A two-record FASTA is a complex: AlphaFold-Multimer presets, chains A and B in the
+    structures, ranking by 0.8 ipTM + 0.2 pTM."""
+    gemmi = pytest.importorskip("gemmi")
+    params = tmp_path / "params"
+    params.mkdir()
+    src = next((ROOT / "tests" / "data" / "af_fixtures_multimer").glob("*/params_model_1_multimer_v3.npz"))
+    shutil.copy(src, params / src.name)
+    fasta = tmp_path / "complex.fasta"
+    fasta.write_text(">A\nMKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQ\n>B\nGSHMLEDPVDAFQLAKQ\n")
+    out = tmp_path / "out"
+    p = run("predict", fasta, "--out", out, "--params-dir", params, "--models", "model_1_multimer_v3",
+            "--msa-mode", "single-sequence", "--num-recycles", "1", "--device", "cpu")
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "ipTM" in p.stderr
+    debug = json.loads((out / "ranking_debug.json").read_text())
+    result = json.loads((out / "result_model_1_multimer_v3.json").read_text())
+    assert debug["order"] == ["model_1_multimer_v3"]
+    assert debug["iptm+ptm"]["model_1_multimer_v3"] == pytest.approx(0.8 * result["iptm"] + 0.2 * result["ptm"])
+    for path in (out / "ranked_0.pdb", out / "ranked_0.cif"):
+        st = gemmi.read_structure(str(path))
+        assert [(c.name, len(c)) for c in st[0]] == [("A", 33), ("B", 17)]
+    pae = json.loads((out / "pae_model_1_multimer_v3.json").read_text())[0]["predicted_aligned_error"]
+    assert np.asarray(pae).shape == (50, 50)
+    bad = run("predict", fasta, "--out", tmp_path / "o2", "--params-dir", params, "--models", "model_1_ptm",
+              "--msa-mode", "single-sequence", "--device", "cpu")
+    assert bad.returncode == 2 and "complex" in bad.stderr and "Traceback" not in bad.stderr
