@@ -11,6 +11,8 @@ if command -v apt-get >/dev/null 2>&1 && { ! command -v hhblits >/dev/null || ! 
 fi
 # torch 2.13.0 first: the CPU wheel on disk; an unpinned torch would pull CUDA builds.
 $PY -m pip install -q "torch==2.13.0" || $PY -m pip install -q torch
+# The Triton that matches torch 2.13 (kernel tests run it in interpreter mode on the CPU).
+$PY -m pip install -q "triton==3.7.1" || true
 extras="pipeline,triton,relax"
 [ "${1:-}" = "--test" ] && extras="$extras,test"
 $PY -m pip install -q -e ".[${extras}]"
