@@ -207,9 +207,11 @@ def test_killed_worker_target_is_retried(cluster, params_dir, tmp_path):
 
 
 def test_multi_record_file_without_batch_is_a_complex(tmp_path, inputs):
+    # A complex runs AlphaFold-Multimer (tests/cli/test_predict.py); with a monomer preset the
+    # one-line error points to --batch.
     p = run("predict", inputs / "complex.fasta", "--out", tmp_path / "o", "--msa-mode", "single-sequence",
-            "--random-params", "--device", "cpu")
-    assert p.returncode == 2
+            "--random-params", "--device", "cpu", "--models", "model_3")
+    assert p.returncode == 2 and "complex" in p.stderr
     assert p.stderr.strip().splitlines()[-1].startswith("Error:") and "--batch" in p.stderr
     assert "Traceback" not in p.stderr
 
