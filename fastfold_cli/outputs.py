@@ -278,17 +278,23 @@ def _confidence_category(score: float) -> str:
     raise ValueError(f"Invalid pLDDT score {score}")
 
 
-def confidence_json(plddt) -> str:
+def confidence_json(plddt, chain_scores: Optional[Mapping] = None) -> str:
     """AlphaFold's `confidence_<model>.json`: residueNumber (1-based), confidenceScore (2 decimals),
-    confidenceCategory (D/L/M/H). plddt: [N] in 0–100."""
+    confidenceCategory (D/L/M/H). plddt: [N] in 0–100. For complexes `chain_scores` ({"chains":
+    {chain id: {mean_plddt, ptm}}, "interfaces": {"A-B": ipTM}}) is added under those two keys;
+    AlphaFold's three keys stay as they are."""
     plddt = np.asarray(plddt)
     if plddt.ndim != 1:
         raise ValueError(f"The plddt array must be rank 1, got: {plddt.shape}.")
-    return json.dumps({
+    doc = {
         "residueNumber": list(range(1, len(plddt) + 1)),
         "confidenceScore": [round(float(s), 2) for s in plddt],
         "confidenceCategory": [_confidence_category(float(s)) for s in plddt],
-    }, indent=None, separators=(",", ":"))
+    }
+    if chain_scores:
+        doc["chains"] = {k: {kk: round(float(vv), 4) for kk, vv in v.items()} for k, v in chain_scores["chains"].items()}
+        doc["interfaces"] = {k: round(float(v), 4) for k, v in chain_scores["interfaces"].items()}
+    return json.dumps(doc, indent=None, separators=(",", ":"))
 
 
 def pae_json(pae, max_pae: float) -> str:
@@ -359,7 +365,7 @@ def write_prediction_outputs(out_dir, model_name: str, features: Mapping, result
     written = {"unrelaxed_pdb": write_atomic(out_dir / f"unrelaxed_{model_name}.pdb",
                                              to_pdb(**prediction_structure(features, result))),
                "confidence_json": write_atomic(out_dir / f"confidence_{model_name}.json",
-                                               confidence_json(result["plddt"]))}
+                                               confidence_json(result["plddt"], result.get("chain_scores")))}
     if "predicted_aligned_error" in result and "max_predicted_aligned_error" in result:
         written["pae_json"] = write_atomic(out_dir / f"pae_{model_name}.json", pae_json(
             result["predicted_aligned_error"], float(result["max_predicted_aligned_error"])))

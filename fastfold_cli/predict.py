@@ -352,6 +352,7 @@ def predict_target(out: Path, raw, settings: Settings, device: str, models: Mode
                        **({"ptm": float(result["ptm"])} if "ptm" in result else {}),
                        **({"iptm": float(result["iptm"]), "ranking_confidence": float(result["ranking_confidence"])}
                           if "iptm" in result else {}),
+                       **({"chain_scores": result["chain_scores"]} if "chain_scores" in result else {}),
                        **({"predicted_aligned_error": result["predicted_aligned_error"].tolist(),
                            "max_predicted_aligned_error": float(result["max_predicted_aligned_error"])}
                           if "predicted_aligned_error" in result else {}),
@@ -407,10 +408,24 @@ def _run_model(model, model_name, raw, seed, device, precision, backend, setting
         num_recycle = cfg.num_recycle
     out, plan = run_planned(model, processed, precision, backend, budget, num_recycle=num_recycle,
                             early_stop_tolerance=settings.early_stop)
+    chain_scores = None
+    if getattr(model, "multimer", False) and "predicted_aligned_error_logits" in out:
+        import torch
+
+        from fastfold_cli.outputs import PDB_CHAIN_IDS
+        from model.heads import chain_scores as _chain_scores
+        cs = _chain_scores(out["predicted_aligned_error_logits"], out["predicted_aligned_error_breaks"],
+                           out["plddt"], torch.as_tensor(processed["asym_id"]).to(out["plddt"].device))
+        letter = lambda a: PDB_CHAIN_IDS[int(a) - 1]  # noqa: E731 - asym_id 1 -> chain A
+        chain_scores = {"chains": {letter(a): v for a, v in cs["chains"].items()},
+                        "interfaces": {"-".join(letter(x) for x in k.split("-")): v
+                                       for k, v in cs["interfaces"].items()}}
     result = {k: v.detach().float().cpu().numpy() for k, v in out.items()
               if k in ("final_atom_positions", "final_atom_mask", "plddt", "ptm", "iptm", "ranking_confidence",
                        "predicted_aligned_error", "max_predicted_aligned_error", "num_recycles_run")}
     del out
+    if chain_scores is not None:
+        result["chain_scores"] = chain_scores
     info = {"precision": precision, "backend": backend, "device": device,
             "chunks": {k: v for k, v in plan.chunks.items() if v}}
     if processed is raw:  # multimer: the batch has no pass axis

@@ -114,3 +114,25 @@ def predicted_tm_score(logits: torch.Tensor, breaks: torch.Tensor, residue_weigh
     normed = w / (1e-8 + w.sum(-1, keepdim=True))
     per_alignment = (term * normed).sum(-1)
     return (per_alignment * residue_weights).max()
+
+
+def chain_scores(logits: torch.Tensor, breaks: torch.Tensor, plddt: torch.Tensor, asym_id: torch.Tensor) -> dict:
+    """Per-chain and interface confidence of a complex, from PAE logits [N, N, B], pLDDT [N] and
+    asym_id [N] (1-based chain index):
+
+    chains: {asym: {"mean_plddt", "ptm"}} — pTM of the chain on its own residues;
+    interfaces: {"a-b": ipTM} — the ipTM restricted to chains a and b (AlphaFold's ipTM formula with
+    residue weights on those two chains: the pair-wise form of ColabFold's and AF3's chain-pair ipTM).
+    """
+    asym = asym_id.long()
+    ids = [int(a) for a in torch.unique(asym).tolist() if a > 0]
+    chains, interfaces = {}, {}
+    for a in ids:
+        m = asym == a
+        chains[a] = {"mean_plddt": float(plddt[m].float().mean()),
+                     "ptm": float(predicted_tm_score(logits, breaks, residue_weights=m.float()))}
+    for i, a in enumerate(ids):
+        for b in ids[i + 1:]:
+            w = ((asym == a) | (asym == b)).float()
+            interfaces[f"{a}-{b}"] = float(predicted_tm_score(logits, breaks, residue_weights=w, asym_id=asym))
+    return {"chains": chains, "interfaces": interfaces}

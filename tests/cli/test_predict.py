@@ -179,6 +179,13 @@ def test_complex_runs_alphafold_multimer(tmp_path):
         assert [(c.name, len(c)) for c in st[0]] == [("A", 33), ("B", 17)]
     pae = json.loads((out / "pae_model_1_multimer_v3.json").read_text())[0]["predicted_aligned_error"]
     assert np.asarray(pae).shape == (50, 50)
+    conf = json.loads((out / "confidence_model_1_multimer_v3.json").read_text())
+    assert set(conf["chains"]) == {"A", "B"} and list(conf["interfaces"]) == ["A-B"]
+    # two chains: the A-B interface score is the complex's ipTM itself
+    assert conf["interfaces"]["A-B"] == pytest.approx(result["iptm"], abs=1e-4)
+    scores = np.asarray(conf["confidenceScore"])
+    assert conf["chains"]["A"]["mean_plddt"] == pytest.approx(scores[:33].mean(), abs=0.01)
+    assert all(0 < c["ptm"] < 1 for c in conf["chains"].values())
     bad = run("predict", fasta, "--out", tmp_path / "o2", "--params-dir", params, "--models", "model_1_ptm",
               "--msa-mode", "single-sequence", "--device", "cpu")
     assert bad.returncode == 2 and "complex" in bad.stderr and "Traceback" not in bad.stderr
