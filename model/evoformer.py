@@ -37,7 +37,9 @@ def _pair_bias(z: torch.Tensor, norm: LayerNorm, weights: torch.Tensor, rt: Runt
     are all-gathered); weights: [C, H]. LN(z) is formed one row block at a time, never whole."""
     w = weights.to(z.dtype)
     b = chunked(lambda z_c: torch.matmul(norm(z_c, rt.backend), w), [z], rt.chunk("pair_rows"), dim=0)
-    return dap.gather(rt.shard, b, 0).permute(2, 0, 1).unsqueeze(0)
+    # Contiguous [H, N, N] once per call: the attention kernel would otherwise copy the permuted
+    # view for every chunk of rows.
+    return dap.gather(rt.shard, b, 0).permute(2, 0, 1).contiguous().unsqueeze(0)
 
 
 class MSARowAttentionWithPairBias(nn.Module):
@@ -237,21 +239,22 @@ class TriangleMultiplication(nn.Module):
         c = sides[0][0].shape[1]
         cc = rt.chunk("tri_mul") or c
         rows = rt.chunk("pair_rows") or n
-        mask = dap.mask_weights(sh, dap.scatter(sh, pair_mask, 0)).to(dt).unsqueeze(-1)
+        mask = dap.mask_weights(sh, dap.scatter(sh, pair_mask, 0)).to(dt)  # [n, N]
         p = z.new_empty(c, n, n_all)
         for c0 in range(0, c, cc):
             c1 = min(c, c0 + cc)
             ab = z.new_empty(2, c1 - c0, n, n_all)
             for r0 in range(0, n, rows):
                 r1 = min(n, r0 + rows)
-                x = norm_in(z[r0:r1], rt.backend)
+                x2d = norm_in(z[r0:r1], rt.backend).reshape(-1, z.shape[-1])  # [r*N, C_z]
                 for side, (pw, pb, gw, gb) in enumerate(sides):
-                    proj = torch.addmm(pb[c0:c1].to(dt), x.reshape(-1, x.shape[-1]), pw[:, c0:c1].to(dt))
-                    gate = torch.addmm(gb[c0:c1].to(dt), x.reshape(-1, x.shape[-1]), gw[:, c0:c1].to(dt))
-                    val = (mask[r0:r1] * proj.reshape(r1 - r0, n_all, -1)) * \
-                        torch.sigmoid(gate).reshape(r1 - r0, n_all, -1)
-                    ab[side, :, r0:r1] = val.permute(2, 0, 1)
-                del x
+                    # W^T x^T straight from the GEMM: channel-major [c', r*N], no transposing copy.
+                    proj = torch.addmm(pb[c0:c1].to(dt)[:, None], pw[:, c0:c1].to(dt).t(), x2d.t())
+                    gate = torch.addmm(gb[c0:c1].to(dt)[:, None], gw[:, c0:c1].to(dt).t(), x2d.t())
+                    val = ab[side, :, r0:r1]
+                    torch.mul(mask[r0:r1], proj.view(c1 - c0, r1 - r0, n_all), out=val)
+                    val.mul_(torch.sigmoid(gate).view(c1 - c0, r1 - r0, n_all))
+                del x2d
             a, b = ab[0], ab[1]
             # Channel-batched GEMMs: the N^3 contraction stays in cuBLAS.
             if dap.active(sh):  # p[i,j] = sum_k a[i,k] b[j,k], b's rows j from each rank in turn
@@ -263,9 +266,13 @@ class TriangleMultiplication(nn.Module):
                 torch.matmul(b.transpose(1, 2), a, out=p[c0:c1])
             del ab, a, b
         target = z if rt.inplace else torch.empty_like(z)
+        w_out, b_out = self.output_projection.weights.to(dt), self.output_projection.bias.to(dt)
         for r0 in range(0, n, rows):
             r1 = min(n, r0 + rows)
-            upd = self.output_projection(norm_center(p[:, r0:r1].permute(1, 2, 0), rt.backend))
+            # Centre LayerNorm over the channel axis of the channel-major product, then the output
+            # projection with the transposed operand: [r*N, c] @ [c, C_z] without a transposing copy.
+            pc = _channel_layer_norm(p[:, r0:r1], norm_center).reshape(c, -1)
+            upd = torch.addmm(b_out, pc.t(), w_out).view(r1 - r0, n_all, -1)
             upd = upd * torch.sigmoid(self.gating_linear(norm_in(z[r0:r1], rt.backend)))
             if rt.inplace:
                 target[r0:r1] += upd
@@ -274,6 +281,17 @@ class TriangleMultiplication(nn.Module):
         if transposed:  # back to rows; in place: into the storage of the row shard it replaces
             return dap.col_to_row(sh, target.transpose(0, 1), out=z_rows if rt.inplace else None)
         return target
+
+
+def _channel_layer_norm(x: torch.Tensor, norm: LayerNorm) -> torch.Tensor:
+    """LayerNorm over the FIRST axis of a channel-major tensor x [c, *] (statistics in float32, as
+    `kernels.layer_norm`), returned in x's dtype and layout."""
+    xf = x.float()
+    mean = xf.mean(0, keepdim=True)
+    var = (xf - mean).square_().mean(0, keepdim=True)
+    shape = (-1,) + (1,) * (x.dim() - 1)
+    y = (xf - mean) * torch.rsqrt(var + norm.eps) * norm.scale.float().view(shape) + norm.offset.float().view(shape)
+    return y.to(x.dtype)
 
 
 class TriangleAttention(nn.Module):
