@@ -51,6 +51,7 @@ class Settings:
     max_memory: Optional[float] = None
     param_paths: Optional[dict] = None    # preset -> params file; None = random parameters
     relax: bool = False
+    gpus: int = 1                         # DAP: one prediction spread over this many GPUs (processes)
 
     def names(self) -> list:
         """(output name, preset, seed) of every prediction, in run order."""
@@ -101,10 +102,13 @@ class TargetError(Exception):
 @click.option("--cpus", type=int, default=None, help="CPUs for the searches (default: all).")
 @click.option("--ray-address", default=None, help="Join an existing Ray cluster.")
 @click.option("--relax/--no-relax", default=False, show_default=True, help="Amber relaxation of the ranked models.")
+@click.option("--gpus", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Spread each prediction over this many GPUs (Dynamic Axial Parallelism, one process per GPU; "
+                   "with --device cpu: that many CPU processes over gloo).")
 @click.option("--progress/--no-progress", default=None, help="Batch: rich progress display (default: on a terminal).")
 def predict(fasta, out_dir, batch, models, num_recycles, recycle_early_stop_tolerance, seed, num_seeds, precision,
             device, backend, max_memory, params_dir, random_params, msa_dir, db_dir, db_config, db_preset, templates,
-            max_template_date, msa_mode, cpus, ray_address, relax, progress, **db_paths):
+            max_template_date, msa_mode, cpus, ray_address, relax, progress, gpus, **db_paths):
     """Predict the structure of the protein in FASTA with AlphaFold2 (several FASTA files, a
     directory of them, or --batch: one target each, on a Ray cluster)."""
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -139,9 +143,12 @@ def predict(fasta, out_dir, batch, models, num_recycles, recycle_early_stop_tole
         _fail("--cpus must be >= 1")
     if max_memory is not None and max_memory <= 0:
         _fail("--max-memory must be > 0")
+    if gpus > 1 and (is_batch or complex_):
+        _fail("--gpus (DAP) is not supported for " + ("batches" if is_batch else "complexes (AlphaFold-Multimer)")
+              + " yet")
     settings = Settings(model_names=model_names, seed=seed, num_seeds=num_seeds, num_recycles=num_recycles,
                         early_stop=recycle_early_stop_tolerance, precision=precision, backend=backend,
-                        max_memory=max_memory, relax=relax)
+                        max_memory=max_memory, relax=relax, gpus=gpus)
     if is_batch:
         from fastfold_cli import batch as batchmod
         try:
@@ -155,6 +162,8 @@ def predict(fasta, out_dir, batch, models, num_recycles, recycle_early_stop_tole
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if device.startswith("cuda") and not torch.cuda.is_available():
             _fail("--device cuda requested but no CUDA device is available")
+        if gpus > 1 and device.startswith("cuda") and torch.cuda.device_count() < gpus:
+            _fail(f"--gpus {gpus}: only {torch.cuda.device_count()} CUDA device(s) visible")
     settings.param_paths = _param_paths(model_names, params_dir, random_params)
     if ray_address:
         from fastfold_cli.batch import _check_address
@@ -345,7 +354,7 @@ def predict_target(out: Path, raw, settings: Settings, device: str, models: Mode
             continue
         try:
             t1 = time.time()
-            model = models.get(model_name, s, settings, device, precision)
+            model = None if settings.gpus > 1 else models.get(model_name, s, settings, device, precision)
             result, processed, info = _run_model(model, model_name, raw, s, device, precision, backend, settings)
             write_prediction_outputs(out, name, processed, result)
             summary = {"plddt": result["plddt"].tolist(), "mean_plddt": float(result["plddt"].mean()),
@@ -394,6 +403,8 @@ def _run_model(model, model_name, raw, seed, device, precision, backend, setting
     from model.runner import run_planned
 
     budget = settings.max_memory * 1024 ** 3 if settings.max_memory else None
+    if model is None:  # DAP: settings.gpus processes, each loads the model and runs its shard
+        return _run_model_dap(model_name, raw, seed, device, precision, backend, settings, budget)
     if getattr(model, "multimer", False):
         # The multimer network samples and masks its MSA itself, from this seed (AlphaFold's way).
         from model.multimer import MsaSampling
@@ -420,9 +431,7 @@ def _run_model(model, model_name, raw, seed, device, precision, backend, setting
         chain_scores = {"chains": {letter(a): v for a, v in cs["chains"].items()},
                         "interfaces": {"-".join(letter(x) for x in k.split("-")): v
                                        for k, v in cs["interfaces"].items()}}
-    result = {k: v.detach().float().cpu().numpy() for k, v in out.items()
-              if k in ("final_atom_positions", "final_atom_mask", "plddt", "ptm", "iptm", "ranking_confidence",
-                       "predicted_aligned_error", "max_predicted_aligned_error", "num_recycles_run")}
+    result = {k: v.detach().float().cpu().numpy() for k, v in out.items() if k in _RESULT_KEYS}
     del out
     if chain_scores is not None:
         result["chain_scores"] = chain_scores
@@ -432,6 +441,54 @@ def _run_model(model, model_name, raw, seed, device, precision, backend, setting
         return result, raw, info
     first = {k: v[0] if k not in ("seq_length",) and getattr(v, "ndim", 0) >= 1 else v for k, v in processed.items()}
     return result, first, info
+
+
+_RESULT_KEYS = ("final_atom_positions", "final_atom_mask", "plddt", "ptm", "iptm", "ranking_confidence",
+                "predicted_aligned_error", "max_predicted_aligned_error", "num_recycles_run")
+
+
+def _run_model_dap(model_name, raw, seed, device, precision, backend, settings: Settings, budget):
+    """One monomer prediction spread over settings.gpus processes (model/dap.py): NCCL over GPUs,
+    or gloo over CPU processes with --device cpu. Returns what `_run_model` returns."""
+    from model import dap
+    from pipeline.features import preset_config, process_features
+
+    cfg = preset_config(model_name)
+    if settings.num_recycles is not None:
+        cfg = dataclasses.replace(cfg, num_recycle=settings.num_recycles)
+    processed = process_features(raw, cfg, seed=seed, ensemble_axis=True, pad=False)
+    cuda = device.startswith("cuda")
+    params = None if settings.param_paths is None else settings.param_paths[model_name]
+    rows = dap.launch(_predict_rank, settings.gpus, "nccl" if cuda else "gloo",
+                      args=(model_name, params, seed, processed, precision, backend, budget, cfg.num_recycle,
+                            settings.early_stop, cuda))
+    result, chunks = rows[0]
+    info = {"precision": precision, "backend": backend, "device": device, "gpus": settings.gpus, "chunks": chunks}
+    first = {k: v[0] if k not in ("seq_length",) and getattr(v, "ndim", 0) >= 1 else v for k, v in processed.items()}
+    return result, first, info
+
+
+def _predict_rank(shard, model_name, params, seed, processed, precision, backend, budget, num_recycle, early_stop,
+                  cuda):
+    """One DAP rank of `predict --gpus` (spawned by dap.launch): rank 0 returns (result, chunks)."""
+    import torch
+
+    from model.config import Runtime
+    from model.runner import run_planned
+    device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
+    if params is None:
+        from model.random_params import random_model
+        model = random_model(model_name, seed=seed, device=device)
+    else:
+        from model.params import load_model
+        model = load_model(params, model_name, device=device)
+    model.prepare(Runtime(precision=precision))
+    out, plan = run_planned(model, processed, precision, backend, budget, shard=shard, num_recycle=num_recycle,
+                            early_stop_tolerance=early_stop)
+    if shard is not None and shard.rank != 0:
+        return None
+    return ({k: v.detach().float().cpu().numpy() for k, v in out.items() if k in _RESULT_KEYS},
+            {k: v for k, v in plan.chunks.items() if v})
 
 
 def _relax(out: Path, results, on_gpu, timings, log: Callable[[str], None] = _echo):

@@ -51,16 +51,25 @@ def make_plan(model: AlphaFold, batch: Dict, precision: str = "fp32", backend: s
 
 
 def run_planned(model: AlphaFold, batch: Dict, precision: str = "fp32", backend: str = "torch",
-                max_memory: Optional[float] = None, retries: int = 2, **forward_kw):
+                max_memory: Optional[float] = None, retries: int = 2, shard=None, **forward_kw):
     """Plan, run; on CUDA out-of-memory re-plan with 75% of the budget and try again.
 
+    shard: this process's DAP ShardSpec (model/dap.py), or None. The plan is then the one-rank
+    memory model of that world size, and there is no retry: a rank that re-planned alone would
+    leave the others waiting in a collective.
     Returns (outputs, plan used). Raises PlanError when it cannot fit."""
+    from dataclasses import replace
+
+    from model import dap
+
     device = next(model.parameters()).device
     budget = max_memory if max_memory is not None else default_budget(device)
+    if dap.active(shard):
+        retries = 0
     for attempt in range(retries + 1):
-        p = plan(problem_for(model, batch, precision, backend), budget)
+        p = plan(replace(problem_for(model, batch, precision, backend), world=dap.world(shard)), budget)
         try:
-            return model(batch, p.runtime(), **forward_kw), p
+            return model(batch, p.runtime(shard=shard), **forward_kw), p
         except torch.cuda.OutOfMemoryError:
             if attempt == retries:
                 raise PlanError(f"out of GPU memory at N={p.problem.n_res} even with a "

@@ -189,3 +189,23 @@ def test_complex_runs_alphafold_multimer(tmp_path):
     bad = run("predict", fasta, "--out", tmp_path / "o2", "--params-dir", params, "--models", "model_1_ptm",
               "--msa-mode", "single-sequence", "--device", "cpu")
     assert bad.returncode == 2 and "complex" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_gpus_2_on_cpu_processes_equals_one_process(tmp_path, prediction, params_dir):
+    """`--gpus 2 --device cpu`: the same prediction spread over two gloo processes (DAP)."""
+    out, _ = prediction
+    dest = tmp_path / "out"
+    dest.mkdir()
+    shutil.copy(out / "features.pkl", dest / "features.pkl")
+    p = run("predict", ROOT / "examples" / "query.fasta", "--out", dest, "--params-dir", params_dir, "--models",
+            "model_3", "--num-recycles", "1", "--device", "cpu", "--gpus", "2")
+    assert p.returncode == 0, p.stderr[-3000:]
+    one = json.loads((out / "result_model_3.json").read_text())
+    two = json.loads((dest / "result_model_3.json").read_text())
+    assert two["gpus"] == 2
+    np.testing.assert_allclose(two["plddt"], one["plddt"], atol=1e-3)
+    a = (out / "unrelaxed_model_3.pdb").read_text().splitlines()
+    b = (dest / "unrelaxed_model_3.pdb").read_text().splitlines()
+    coords = lambda lines: np.array([[float(l[30:38]), float(l[38:46]), float(l[46:54])]  # noqa: E731
+                                     for l in lines if l.startswith("ATOM")])
+    np.testing.assert_allclose(coords(b), coords(a), atol=2e-3)
