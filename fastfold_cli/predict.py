@@ -411,12 +411,7 @@ def _run_model(model, model_name, raw, seed, device, precision, backend, setting
         model.evoformer.sampling = MsaSampling(mode="random", seed=seed)
         processed, num_recycle = raw, settings.num_recycles
     else:
-        from pipeline.features import preset_config, process_features
-        cfg = preset_config(model_name)
-        if settings.num_recycles is not None:
-            cfg = dataclasses.replace(cfg, num_recycle=settings.num_recycles)
-        processed = process_features(raw, cfg, seed=seed, ensemble_axis=True, pad=False)
-        num_recycle = cfg.num_recycle
+        processed, num_recycle = _monomer_batch(model_name, raw, seed, settings)
     out, plan = run_planned(model, processed, precision, backend, budget, num_recycle=num_recycle,
                             early_stop_tolerance=settings.early_stop)
     chain_scores = None
@@ -439,8 +434,21 @@ def _run_model(model, model_name, raw, seed, device, precision, backend, setting
             "chunks": {k: v for k, v in plan.chunks.items() if v}}
     if processed is raw:  # multimer: the batch has no pass axis
         return result, raw, info
-    first = {k: v[0] if k not in ("seq_length",) and getattr(v, "ndim", 0) >= 1 else v for k, v in processed.items()}
-    return result, first, info
+    return result, _first_sample(processed), info
+
+
+def _monomer_batch(model_name, raw, seed, settings: Settings):
+    """The processed monomer batch (one MSA sample per pass) and the number of recycles."""
+    from pipeline.features import preset_config, process_features
+    cfg = preset_config(model_name)
+    if settings.num_recycles is not None:
+        cfg = dataclasses.replace(cfg, num_recycle=settings.num_recycles)
+    return process_features(raw, cfg, seed=seed, ensemble_axis=True, pad=False), cfg.num_recycle
+
+
+def _first_sample(processed):
+    """The first pass's features of a batch with a leading pass axis (for the output writers)."""
+    return {k: v[0] if k != "seq_length" and getattr(v, "ndim", 0) >= 1 else v for k, v in processed.items()}
 
 
 _RESULT_KEYS = ("final_atom_positions", "final_atom_mask", "plddt", "ptm", "iptm", "ranking_confidence",
@@ -451,21 +459,16 @@ def _run_model_dap(model_name, raw, seed, device, precision, backend, settings: 
     """One monomer prediction spread over settings.gpus processes (model/dap.py): NCCL over GPUs,
     or gloo over CPU processes with --device cpu. Returns what `_run_model` returns."""
     from model import dap
-    from pipeline.features import preset_config, process_features
 
-    cfg = preset_config(model_name)
-    if settings.num_recycles is not None:
-        cfg = dataclasses.replace(cfg, num_recycle=settings.num_recycles)
-    processed = process_features(raw, cfg, seed=seed, ensemble_axis=True, pad=False)
+    processed, num_recycle = _monomer_batch(model_name, raw, seed, settings)
     cuda = device.startswith("cuda")
     params = None if settings.param_paths is None else settings.param_paths[model_name]
     rows = dap.launch(_predict_rank, settings.gpus, "nccl" if cuda else "gloo",
-                      args=(model_name, params, seed, processed, precision, backend, budget, cfg.num_recycle,
+                      args=(model_name, params, seed, processed, precision, backend, budget, num_recycle,
                             settings.early_stop, cuda))
     result, chunks = rows[0]
     info = {"precision": precision, "backend": backend, "device": device, "gpus": settings.gpus, "chunks": chunks}
-    first = {k: v[0] if k not in ("seq_length",) and getattr(v, "ndim", 0) >= 1 else v for k, v in processed.items()}
-    return result, first, info
+    return result, _first_sample(processed), info
 
 
 def _predict_rank(shard, model_name, params, seed, processed, precision, backend, budget, num_recycle, early_stop,
