@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from af_testlib import rel_err
+
 from model.alphafold import to_tensors
 from model.config import Runtime
 from model.multimer import MsaSampling, sample_features
@@ -17,9 +19,7 @@ ROOT = Path(__file__).resolve().parents[1] / "data" / "af_fixtures_multimer"
 FIXTURES = sorted(p for p in ROOT.iterdir() if p.is_dir()) if ROOT.is_dir() else []
 
 
-def _rel(ours, ref):
-    ours, ref = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
-    return np.abs(ours - ref).max() / max(np.abs(ref).max(), 1e-30)
+_rel = rel_err
 
 
 def _load(fx):

@@ -1,30 +1,15 @@
 """Parameter import: every key of every official monomer file maps to exactly one model parameter
 with the right shape (from the real manifests), block counts come from the file, and bad files give
 one-line errors."""
-import json
-import zipfile
-from pathlib import Path
-
 import numpy as np
 import pytest
-import torch
 
 import configs
+from af_testlib import manifest_shapes
 from model.params import (ParamsError, block_counts, build_model, check_monomer_file, load_model,
-                          map_parameters, param_key, preset_from_filename, read_npz)
+                          map_parameters, param_key, preset_from_filename)
 
-MANIFESTS = Path(__file__).resolve().parents[1] / "data" / "af_param_manifests"
-
-
-def _shapes(preset, truncate=None):
-    m = json.loads((MANIFESTS / f"{preset}.json").read_text())
-    shapes = {}
-    for p in m["params"]:
-        shape = tuple(p["shape"])
-        if truncate and p["stacked"]:
-            shape = (truncate,) + shape[1:]
-        shapes[p["key"]] = shape
-    return m, shapes
+_shapes = manifest_shapes
 
 
 @pytest.mark.parametrize("preset", configs.MONOMER_PRESETS)

@@ -7,15 +7,15 @@ import numpy as np
 import pytest
 import torch
 
+from af_testlib import rel_err
+
 from model.config import Runtime
 from model.params import load_model
 
 FIXTURES = sorted(p for p in (Path(__file__).resolve().parents[1] / "data" / "af_fixtures").iterdir() if p.is_dir())
 
 
-def _rel(ours, ref):
-    ours, ref = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
-    return np.abs(ours - ref).max() / max(np.abs(ref).max(), 1e-30)
+_rel = rel_err
 
 
 @pytest.fixture(scope="module", params=FIXTURES, ids=[p.name for p in FIXTURES])
