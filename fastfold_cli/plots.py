@@ -2,13 +2,15 @@
 PAE heatmaps (one panel per model), and the MSA coverage plot.
 
 matplotlib is imported lazily with the Agg backend (no display on a cluster node), and every PNG is
-rendered into memory and then written atomically (`outputs.write_atomic`).
+rendered into memory and then written atomically (`outputs.write_atomic`). matplotlib is optional:
+without it `write_plots` warns in one line and writes no PNG, and the prediction goes on.
 """
 from __future__ import annotations
 
 import io
+import sys
 from pathlib import Path
-from typing import Mapping, Optional, Sequence
+from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -155,11 +157,31 @@ def plot_msa_coverage(features: Mapping, path, dpi: int = 100) -> Path:
     return _save(fig, path)
 
 
-def write_plots(out_dir, results: Mapping[str, Mapping], features: Optional[Mapping] = None) -> dict[str, Path]:
+def matplotlib_available() -> bool:
+    """Whether matplotlib can be imported (it is optional: without it no PNG is drawn)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def write_plots(out_dir, results: Mapping[str, Mapping], features: Optional[Mapping] = None,
+                log: Callable[[str], None] = _stderr) -> dict[str, Path]:
     """All plots of a target into out_dir: `plddt.png` (every model), `pae.png` (models with a PAE),
     `msa_coverage.png` (when `features` has an MSA). results: model name -> result dict
-    (`plddt` [N], optional `predicted_aligned_error` [N,N]). Returns {kind: path}."""
+    (`plddt` [N], optional `predicted_aligned_error` [N,N]). Returns {kind: path}.
+    Without matplotlib: one warning line through `log`, no PNG, returns {} (the prediction's
+    other outputs do not depend on it)."""
     out_dir = Path(out_dir)
+    if not matplotlib_available():
+        log(f"warning: matplotlib is not installed: plots skipped in {out_dir} "
+            "(plddt.png, pae.png, msa_coverage.png); every other output is written")
+        return {}
     chain_lengths = chain_lengths_from_features(features) if features is not None else None
     written = {"plddt": plot_plddts({k: r["plddt"] for k, r in results.items()}, out_dir / "plddt.png",
                                     chain_lengths)}
