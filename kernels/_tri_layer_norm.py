@@ -19,7 +19,7 @@ MAX_CHANNELS = 4096
 
 
 @triton.jit
-def _layer_norm_kernel(X, W, B, Y, R, sx, sy, eps,
+def _layer_norm_kernel(X, W, B, Y, R, sx, sy, sxc, syc, eps,
                        C: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr,
                        BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
     pid = tl.program_id(0)
@@ -29,7 +29,9 @@ def _layer_norm_kernel(X, W, B, Y, R, sx, sy, eps,
         msk = (rows < R)[:, None]  # constant along C, so loads stay vectorised
     else:
         msk = (rows < R)[:, None] & (cols < C)[None, :]
-    x = tl.load(X + rows[:, None] * sx + cols[None, :], mask=msk, other=0.0).to(tl.float32)
+    # sxc/syc: channel strides, 1 for [*, C] rows (Triton specialises 1, keeping loads vectorised);
+    # the position count for a channel-major [C, P] tensor, whose rows are then its positions.
+    x = tl.load(X + rows[:, None] * sx + cols[None, :] * sxc, mask=msk, other=0.0).to(tl.float32)
     mean = tl.sum(x, axis=1) / C
     xc = x - mean[:, None]
     if C != BLOCK_C:
@@ -42,40 +44,57 @@ def _layer_norm_kernel(X, W, B, Y, R, sx, sy, eps,
     if HAS_B:
         b = tl.load(B + cols, mask=cols < C, other=0.0).to(tl.float32)
         y = y + b[None, :]
-    tl.store(Y + rows[:, None] * sy + cols[None, :], y.to(Y.dtype.element_ty), mask=msk)
+    tl.store(Y + rows[:, None] * sy + cols[None, :] * syc, y.to(Y.dtype.element_ty), mask=msk)
 
 
 @functools.lru_cache(maxsize=64)
-def default_config(c: int, itemsize: int, on_gpu: bool) -> dict:
-    """Rows per program and warps (cached by shape); from the H100 sweep in scripts/kernel_bench.py."""
+def default_config(c: int, itemsize: int, on_gpu: bool, channel_major: bool = False) -> dict:
+    """Rows per program and warps (cached by shape); from the H100 sweep in scripts/kernel_bench.py.
+    Channel-major tiles are read along positions: wider position blocks keep those loads coalesced."""
     block_c = triton.next_power_of_2(c)
     if not on_gpu:
         return dict(BLOCK_R=4, num_warps=1)
+    if channel_major:
+        return dict(BLOCK_R=64, num_warps=8)
     # ~16 KB of input per program: enough bytes in flight per SM without spilling the fp32 copy.
     block_r = max(1, min(128, 16384 // (block_c * itemsize)))
     return dict(BLOCK_R=block_r, num_warps=8 if block_r * block_c >= 8192 else 4)
 
 
 def layer_norm(x: torch.Tensor, weight: Optional[torch.Tensor], bias: Optional[torch.Tensor],
-               eps: float = 1e-5, config: Optional[dict] = None) -> torch.Tensor:
-    """x: [*, C] (last dim contiguous, or it is copied); weight, bias: [C] or None.
-    Returns a new contiguous [*, C] tensor in x's dtype."""
+               eps: float = 1e-5, config: Optional[dict] = None, dim: int = -1) -> torch.Tensor:
+    """x: [*, C] (last dim contiguous, or it is copied), or with dim=0 a channel-major [C, *]
+    whose x[0] is contiguous (a row block of triangle multiplication's [c, N, N] product);
+    weight, bias: [C] or None. Returns a new contiguous tensor of x's shape and dtype."""
+    if dim not in (-1, x.dim() - 1):
+        if dim != 0:
+            raise ValueError(f"layer_norm over dim {dim}: only the last or the first axis")
+        c = x.shape[0]
+        x2 = x.reshape(c, -1)  # [C, P], a view: positions contiguous, channels P apart
+        y = torch.empty_like(x2, memory_format=torch.contiguous_format)
+        _launch(x2.t(), y.t(), weight, bias, eps, config, channel_major=True)
+        return y.reshape(x.shape)
     c = x.shape[-1]
     x2 = x.reshape(-1, c)  # a view whenever the leading dims can be flattened
     if c > 1 and x2.stride(-1) != 1:
         x2 = x2.contiguous()
-    r = x2.shape[0]
-    y = torch.empty((r, c), dtype=x.dtype, device=x.device)
+    y = torch.empty((x2.shape[0], c), dtype=x.dtype, device=x.device)
+    _launch(x2, y, weight, bias, eps, config)
+    return y.reshape(x.shape)
+
+
+def _launch(x2, y, weight, bias, eps, config, channel_major: bool = False):
+    """Normalise the rows of x2 [R, C] into y [R, C] (either may be a transposed view)."""
+    r, c = x2.shape
     if r == 0:
-        return y.reshape(x.shape)
-    cfg = dict(default_config(c, x.element_size(), x.device.type == "cuda"))
+        return
+    cfg = dict(default_config(c, x2.element_size(), x2.device.type == "cuda", channel_major))
     if config:
         cfg.update(config)
     w = weight.contiguous() if weight is not None else x2
     b = bias.contiguous() if bias is not None else x2
     grid = (triton.cdiv(r, cfg["BLOCK_R"]),)
-    _layer_norm_kernel[grid](x2, w, b, y, r, x2.stride(0), y.stride(0), float(eps),
+    _layer_norm_kernel[grid](x2, w, b, y, r, x2.stride(0), y.stride(0), x2.stride(1), y.stride(1), float(eps),
                              C=c, HAS_W=weight is not None, HAS_B=bias is not None,
                              BLOCK_R=cfg["BLOCK_R"], BLOCK_C=triton.next_power_of_2(c),
                              num_warps=cfg["num_warps"])
-    return y.reshape(x.shape)

@@ -20,6 +20,7 @@ from typing import Optional
 import torch
 from torch import nn
 
+import kernels
 from model import dap
 from model.config import Config, Runtime
 from model.primitives import Attention, GlobalAttention, LayerNorm, Linear, chunked
@@ -148,32 +149,36 @@ class OuterProductMean(nn.Module):
         that rank; the gathered [S, N, c] projection is never formed."""
         mask = dap.mask_weights(rt.shard, msa_mask).to(m.dtype).unsqueeze(-1)  # [S, N, 1], whole (normaliser)
         mask_local = dap.scatter(rt.shard, mask, 1)
+        depth = m.shape[0]
 
-        def project(m_c, mask_c):  # LN and projections one block of sequences at a time
-            x = self.layer_norm_input(m_c, rt.backend)
-            return torch.cat([mask_c * self.left_projection(x), mask_c * self.right_projection(x)], dim=-1)
+        def right_projection(m_c, mask_c):  # LN and projection one block of sequences at a time
+            return mask_c * self.right_projection(self.layer_norm_input(m_c, rt.backend))
 
-        lr = chunked(project, [m, mask_local], rt.chunk("transition"), dim=0)  # [S, N, 2c]
-        c_ = lr.shape[-1] // 2
-        left, right_local = lr[..., :c_], lr[..., c_:]
-        c = left.shape[-1]
+        # Only the right projection [S, N, c] is kept whole (every row block needs all of it); the
+        # left one is formed per row block of the output from the same columns of m.
+        right_local = chunked(right_projection, [m, mask_local], rt.chunk("transition"), dim=0)
+        c = right_local.shape[-1]
         w = self.output_w.to(m.dtype).reshape(c * c, -1)
         target = z if rt.inplace else z.clone()
         for r, right in dap.stream(rt.shard, right_local):  # one block of columns j at a time
             n_res = right.shape[1]
             mask_j = mask[:, r * n_res:(r + 1) * n_res]
-            # Only a row block of the [N, N, c*c] outer product is ever alive.
-            right_t = right.permute(1, 2, 0).reshape(n_res * c, right.shape[0])  # [N*c, S]
+            right2d = right.reshape(depth, n_res * c)  # [S, N*c], a view
 
-            def rows(left_c, mask_c):  # left_c: [S, n, c], mask_c: [S, n, 1]
-                n = left_c.shape[1]
-                outer = torch.matmul(left_c.permute(1, 2, 0).reshape(n * c, left_c.shape[0]), right_t.t())  # [n*c, N*c]
-                outer = outer.reshape(n, c, n_res, c).permute(0, 2, 1, 3).reshape(n, n_res, c * c)  # [n, N, c*c]
-                out = torch.matmul(outer, w) + self.output_b.to(m.dtype)
+            def rows(m_c, mask_c):  # m_c: [S, n, C_m], mask_c: [S, n, 1]: rows i of the pair
+                n = m_c.shape[1]
+                left_c = mask_c * self.left_projection(self.layer_norm_input(m_c, rt.backend))  # [S, n, c]
+                left_t = left_c.permute(1, 2, 0).reshape(n * c, depth)  # [n*c, S]
+                del left_c
+                outer = torch.matmul(left_t, right2d)  # [n*c, N*c]; only a row block of it is alive
+                del left_t
+                outer = outer.view(n, c, n_res, c).permute(0, 2, 1, 3).reshape(n, n_res, c * c)  # [n, N, c*c]
+                out = torch.addmm(self.output_b.to(m.dtype), outer.view(-1, c * c), w).view(n, n_res, -1)
+                del outer
                 norm = torch.einsum("abc,adc->bdc", mask_c, mask_j)
-                return out / (1e-3 + norm)
+                return out.div_(norm.add_(1e-3))
 
-            chunked(rows, [left, mask_local], rt.chunk("opm"), dim=1, out_dim=0,
+            chunked(rows, [m, mask_local], rt.chunk("opm"), dim=1, out_dim=0,
                     add_to=target[:, r * n_res:(r + 1) * n_res])
         return target
 
@@ -222,7 +227,7 @@ class TriangleMultiplication(nn.Module):
 
         Memory: the product p [c, N, N] is the only full-size temporary; the gated projections a, b
         are formed `rt.chunk("tri_mul")` channels at a time from row blocks of LN(z)
-        (`rt.chunk("pair_rows")`), and the output stage runs in row blocks, in place if allowed.
+        (`tri_mul_rows`), and the output stage runs in the same row blocks, in place if allowed.
 
         DAP: outgoing works on the local rows i; incoming switches to the column shard and works on
         z^T, whose rows are the local columns j (p^T[j,i] = sum_k a^T[j,k] b^T[i,k], the outgoing
@@ -238,7 +243,7 @@ class TriangleMultiplication(nn.Module):
         norm_in, norm_center, sides = self._weights()
         c = sides[0][0].shape[1]
         cc = rt.chunk("tri_mul") or c
-        rows = rt.chunk("pair_rows") or n
+        rows = tri_mul_rows(n, rt.chunk("tri_mul"))
         mask = dap.mask_weights(sh, dap.scatter(sh, pair_mask, 0)).to(dt)  # [n, N]
         p = z.new_empty(c, n, n_all)
         for c0 in range(0, c, cc):
@@ -249,11 +254,12 @@ class TriangleMultiplication(nn.Module):
                 x2d = norm_in(z[r0:r1], rt.backend).reshape(-1, z.shape[-1])  # [r*N, C_z]
                 for side, (pw, pb, gw, gb) in enumerate(sides):
                     # W^T x^T straight from the GEMM: channel-major [c', r*N], no transposing copy.
-                    proj = torch.addmm(pb[c0:c1].to(dt)[:, None], pw[:, c0:c1].to(dt).t(), x2d.t())
-                    gate = torch.addmm(gb[c0:c1].to(dt)[:, None], gw[:, c0:c1].to(dt).t(), x2d.t())
                     val = ab[side, :, r0:r1]
+                    proj = torch.addmm(pb[c0:c1].to(dt)[:, None], pw[:, c0:c1].to(dt).t(), x2d.t())
                     torch.mul(mask[r0:r1], proj.view(c1 - c0, r1 - r0, n_all), out=val)
-                    val.mul_(torch.sigmoid(gate).view(c1 - c0, r1 - r0, n_all))
+                    proj = torch.addmm(gb[c0:c1].to(dt)[:, None], gw[:, c0:c1].to(dt).t(), x2d.t(), out=proj)
+                    val.mul_(torch.sigmoid_(proj).view(c1 - c0, r1 - r0, n_all))
+                    del proj  # loop temporaries must not outlive their block (they are row-block sized)
                 del x2d
             a, b = ab[0], ab[1]
             # Channel-batched GEMMs: the N^3 contraction stays in cuBLAS.
@@ -271,27 +277,29 @@ class TriangleMultiplication(nn.Module):
             r1 = min(n, r0 + rows)
             # Centre LayerNorm over the channel axis of the channel-major product, then the output
             # projection with the transposed operand: [r*N, c] @ [c, C_z] without a transposing copy.
-            pc = _channel_layer_norm(p[:, r0:r1], norm_center).reshape(c, -1)
+            pc = kernels.layer_norm(p[:, r0:r1], norm_center.scale, norm_center.offset, norm_center.eps,
+                                    backend=rt.backend, dim=0).reshape(c, -1)
             upd = torch.addmm(b_out, pc.t(), w_out).view(r1 - r0, n_all, -1)
-            upd = upd * torch.sigmoid(self.gating_linear(norm_in(z[r0:r1], rt.backend)))
+            del pc
+            gate = self.gating_linear(norm_in(z[r0:r1], rt.backend))
+            upd.mul_(torch.sigmoid_(gate))
+            del gate
             if rt.inplace:
                 target[r0:r1] += upd
             else:
                 torch.add(z[r0:r1], upd, out=target[r0:r1])
+            del upd
+        del p
         if transposed:  # back to rows; in place: into the storage of the row shard it replaces
             return dap.col_to_row(sh, target.transpose(0, 1), out=z_rows if rt.inplace else None)
         return target
 
 
-def _channel_layer_norm(x: torch.Tensor, norm: LayerNorm) -> torch.Tensor:
-    """LayerNorm over the FIRST axis of a channel-major tensor x [c, *] (statistics in float32, as
-    `kernels.layer_norm`), returned in x's dtype and layout."""
-    xf = x.float()
-    mean = xf.mean(0, keepdim=True)
-    var = (xf - mean).square_().mean(0, keepdim=True)
-    shape = (-1,) + (1,) * (x.dim() - 1)
-    y = (xf - mean) * torch.rsqrt(var + norm.eps) * norm.scale.float().view(shape) + norm.offset.float().view(shape)
-    return y.to(x.dtype)
+def tri_mul_rows(n: int, chunk) -> int:
+    """Row block of triangle multiplication's projection and output stages: the op's chunk size,
+    or a quarter of the rows when unchunked (its temporaries are then ~1/4 of the pair, not several
+    pairs; model/planner.py counts them)."""
+    return max(1, min(n, chunk)) if chunk else max(1, -(-n // 4))
 
 
 class TriangleAttention(nn.Module):

@@ -73,72 +73,99 @@ class Plan:
 
 
 def persistent_bytes(p: Problem) -> float:
-    """Tensors alive through the whole trunk: weights, pair, MSA, features, masks."""
-    n, s, e, t = p.n_res, p.n_seq + p.n_templ, p.n_extra, p.n_templ
+    """Tensors alive through the whole pass: weights, the pair, features, masks (the MSA and extra
+    MSA activations live only while their stack runs: `stack_bytes`)."""
+    n, e, t = p.n_res, p.n_extra, p.n_templ
     b = p.b
     weights = p.trunk_params * b + (p.num_params - p.trunk_params) * 4
     z = p.local(n) * n * p.c_z * b
-    m = p.local(s) * n * p.c_m * b
     feats = p.n_seq * n * 49 * 4 + e * n * (4 + 4 + 4 + 4) + t * n * 37 * 4 * 4 + n * 1024
     masks = n * n * b  # mask_2d
-    return weights + z + m + feats + masks
+    return weights + z + feats + masks
+
+
+def stack_bytes(p: Problem, stack: str) -> float:
+    """Activations of one stack, alive while it runs: the MSA m [S, N, C_m] ("main", template
+    rows included) or the extra MSA e [E, N, C_e] ("extra"); DAP: this rank's rows."""
+    if stack == "main":
+        return p.local(p.n_seq + p.n_templ) * p.n_res * p.c_m * p.b
+    return p.local(p.n_extra) * p.n_res * p.c_e * p.b
 
 
 def extra_msa_bytes(p: Problem) -> float:
-    """The extra-MSA activations, alive during the extra-MSA stack only (not while templates run)."""
-    return p.local(p.n_extra) * p.n_res * p.c_e * p.b
+    """The extra-MSA activations, alive during the extra-MSA stack only."""
+    return stack_bytes(p, "extra")
 
 
 def _ceil(x, c):
     return x if c is None else min(x, c)
 
 
-def transient_bytes(op: str, chunk: Optional[int], p: Problem) -> float:
-    """Extra bytes alive at the peak of `op` with chunk size `chunk` (beyond `persistent_bytes`)."""
-    n, s, e, t = p.n_res, p.n_seq + p.n_templ, p.n_extra, p.n_templ
-    b, cz, cm, ce = p.b, p.c_z, p.c_m, p.c_e
+def _stack_dims(p: Problem, stack: str):
+    """(MSA rows S (this rank's), channels C) of the stack's MSA."""
+    if stack == "main":
+        return p.local(p.n_seq + p.n_templ), p.c_m
+    return p.local(p.n_extra), p.c_e
+
+
+# Ops that run in both Evoformer stacks (their transient differs with the MSA's depth and width).
+SHARED_OPS = ("tri_mul", "tri_att", "transition", "opm")
+STACK_OF = {"msa_row_att": "main", "msa_col_att": "main", "extra_row_att": "extra", "extra_col_att": "extra"}
+
+
+def transient_bytes(op: str, chunk: Optional[int], p: Problem, stack: str = "main") -> float:
+    """Extra bytes alive at the peak of `op` with chunk size `chunk`, beyond `persistent_bytes`
+    and the stack's own activations. Counted from the code of each op (model/evoformer.py):
+    its full-size temporaries plus one chunk's worth of row-block temporaries."""
+    from model.evoformer import tri_mul_rows
+
+    n, t = p.n_res, p.n_templ
+    b, cz = p.b, p.c_z
+    depth, cm = _stack_dims(p, stack)
     fused = p.backend == "triton"  # no logits in memory
     nl, dap = p.local(n), p.world > 1  # DAP: this rank's pair rows (or columns)
     a2a = (1 + 1 / p.world) * nl * n * cz * b if dap else 0  # a column-wise op's shard switch (dap.all_to_all)
     rows = _ceil(nl, chunk)
     if op == "pair_rows":
-        # LN(z) rows, projections, the [H, N, N] bias being assembled, pair-embedding temporaries
-        return rows * n * cz * b * 4 + 8 * n * n * b
+        # the pair embedding's row block (float32 LN of the recycled pair, one-hot lookups) and the
+        # [N, N, H] attention bias with its contiguous [H, N, N] copy
+        return rows * n * cz * (4 * b + 8) + 2 * 8 * n * n * b
     if op == "tri_mul":
         c = cz
         cc = _ceil(c, chunk)
-        prow = _ceil(nl, 256)
-        stream = 2 * cc * nl * n * b if dap else 0  # two foreign blocks of the other side
-        return c * nl * n * b + 2 * cc * nl * n * b + stream + a2a + prow * n * (cz + 4 * cc + 3 * cz) * b
+        r = tri_mul_rows(nl, chunk)
+        prod = c * nl * n * b
+        ab = 2 * cc * nl * n * b + (2 * cc * nl * n * b if dap else 0)  # + two streamed foreign blocks
+        proj_stage = r * n * (cz + cc) * b
+        out_stage = r * n * max(c * (8 if b == 2 else 4), c * b + 3 * cz * b)
+        return prod + max(ab + proj_stage, out_stage) + a2a
     if op == "tri_att":
         h = 4
+        bias = h * n * n * b  # while it is formed: [N, N, H] and its contiguous [H, N, N] copy
+        per_row = n * cz * b * 10 + (0 if fused else h * n * n * 4 * 3)
+        return bias + max(bias, rows * per_row) + a2a
+    if op in ("msa_row_att", "extra_row_att"):
+        h = 8
+        r = _ceil(depth, chunk)
+        emb = r * n * 26 * b if op == "extra_row_att" else 0  # the extra MSA's embedding chunks
         bias = h * n * n * b
-        per_row = n * cz * b * 6 + (0 if fused else h * n * n * 4 * 3)
-        return bias + rows * per_row + a2a
-    if op == "msa_row_att":
-        h = 8
-        r = _ceil(p.local(s), chunk)
-        return h * n * n * b + r * (n * cm * b * 6 + (0 if fused else h * n * n * 4 * 3))
-    if op == "extra_row_att":
-        h = 8
-        r = _ceil(p.local(e), chunk)
-        return h * n * n * b + r * (n * ce * b * 6 + (0 if fused else h * n * n * 4 * 3)) + r * n * 25 * b
+        return bias + max(bias, r * (n * cm * b * 10 + (0 if fused else h * n * n * 4 * 3)) + emb)
     if op == "msa_col_att":
         h = 8
         cols = _ceil(nl, chunk)
-        return cols * (s * cm * b * 6 + (0 if fused else h * s * s * 4 * 3))
+        return cols * (depth * cm * b * 10 + (0 if fused else h * depth * depth * 4 * 3))
     if op == "extra_col_att":
         cols = _ceil(nl, chunk)
-        return cols * e * ce * b * 6
+        return cols * depth * cm * b * 6
     if op == "transition":
-        # MSA rows of N/P columns (DAP) or pair rows of N columns, whichever is larger
-        return max(_ceil(s, chunk) * nl, rows * n) * cm * 4 * b * 2
+        # an MSA block of rows (all N/P columns) or a pair block of rows: LN, 4x hidden, ReLU, out
+        return max(_ceil(depth, chunk) * nl * cm, rows * n * cz) * b * 10
     if op == "opm":
-        r = rows
-        depth = max(s, e)
-        # left|right [S, N, 2c], the transposed right copy, then one row block of the outer product
-        # (DAP: of the rank's columns, plus two other ranks' right blocks streamed in)
-        return (3 * nl + (2 * nl if dap else 0)) * depth * 32 * b + r * n * 1024 * b * 2 + r * n * cz * b * 2
+        # the whole right projection [S, N, 32] (DAP: + two streamed foreign blocks), then per row
+        # block: LN(m) and the left projection [S, r, 32] (and its transpose), the outer product
+        # [r, N, 32*32] and its permuted copy, the [r, N, C_z] update
+        right = depth * nl * 32 * b * (3 if dap else 1)
+        return right + rows * (depth * (cm + 64) * b + n * (2 * 1024 + cz) * b)
     if op == "template_att":
         if t == 0:
             return 0.0
@@ -147,22 +174,32 @@ def transient_bytes(op: str, chunk: Optional[int], p: Problem) -> float:
         acc = t * nl * n * 4 * 4 if p.recompute_templates else nl * n * (4 * 16 + 8) * 4
         emb = nl * n * p.c_t * b
         switch = (1 + 1 / p.world) if dap else 0  # its column-wise ops' shard switch
-        stack = p.c_t * nl * n * b * (2 + switch) + _ceil(nl, 256) * n * p.c_t * 8 * b  # its tri_mul at c=64
-        return acc + emb + stack + r * n * (cz + 3 * 64) * 4
+        stack_ = p.c_t * nl * n * b * (2 + switch) + _ceil(nl, 256) * n * p.c_t * 8 * b  # its tri_mul at c=64
+        return acc + emb + stack_ + r * n * (cz + 3 * 64) * 4
     if op == "ipa":
         r = rows
-        return r * n * (12 * 4 * 4 + 12 * 4 * 3 + cz * 4 * 3)
+        msa_out = p.n_seq * n * p.c_m * 4  # the MSA representation, float32 for the heads
+        return msa_out + r * n * (12 * 4 * 4 + 12 * 4 * 3 + cz * 4 * 3)
     if op == "heads":
         r = rows
         out = n * n * (128 + 64 + 64 * 2 + 1) * 4 if p.outputs_on_device else 0
-        return out + r * n * (cz + 64 * 4) * 4 * (1 + p.world if dap else 1)  # DAP: rank 0's gathered blocks
+        msa_out = p.n_seq * n * p.c_m * 4
+        return msa_out + out + r * n * (cz + 64 * 4) * 4 * (1 + p.world if dap else 1)  # DAP: rank 0's blocks
     raise KeyError(op)
 
 
 def op_bytes(op: str, chunk: Optional[int], p: Problem) -> float:
-    """Transient of `op` plus what else is alive only while it can run (the extra-MSA activations
-    during the stacks; not during the template embedding, which runs before them)."""
-    return transient_bytes(op, chunk, p) + (0.0 if op == "template_att" else extra_msa_bytes(p))
+    """Peak bytes of `op` beyond `persistent_bytes`: its transient plus the stack activations alive
+    while it runs (the larger of the two stacks for ops that run in both; none for the template
+    embedding, which runs before either, or for the structure module and heads)."""
+    if op in SHARED_OPS:
+        return max(transient_bytes(op, chunk, p, s) + stack_bytes(p, s) for s in ("main", "extra"))
+    if op in STACK_OF:
+        s = STACK_OF[op]
+        return transient_bytes(op, chunk, p, s) + stack_bytes(p, s)
+    if op == "pair_rows":  # the pair embedding runs before the stacks; the biases inside them
+        return transient_bytes(op, chunk, p) + stack_bytes(p, "extra")
+    return transient_bytes(op, chunk, p)
 
 
 def plan(p: Problem, budget: float, fixed: Optional[Dict[str, Optional[int]]] = None,

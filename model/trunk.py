@@ -236,9 +236,6 @@ class EmbeddingsAndEvoformer(nn.Module):
         hi_real = max(lo, min(hi, n))
         rows = rt.chunk("pair_rows") or n
         target_feat = batch["target_feat"].to(dt)
-        m = self.preprocess_1d(target_feat)[None] + self.preprocess_msa(batch["msa_feat"].to(dt))
-        if c.recycle_features:
-            m[0] += self.prev_msa_first_row_norm(prev["prev_msa_first_row"].float()).to(dt)
         left, right = self.left_single(target_feat), self.right_single(target_feat)
         seq_mask = batch["seq_mask"].to(dt)
         mask_2d = dap.pad(seq_mask[:, None] * seq_mask[None, :], (n_pad, n_pad), dap.PAD_MASK)  # whole, every rank
@@ -262,12 +259,14 @@ class EmbeddingsAndEvoformer(nn.Module):
             if c.recycle_pos:
                 dgram = dgram_from_positions(pb, **c.prev_pos, rows=slice(r0, r1)).to(dt)
                 blk = blk + self.prev_pos_linear(dgram)
+                del dgram
             if c.recycle_features:
                 blk = blk + self.prev_pair_norm(prev_pair[r0 - prev_lo:r1 - prev_lo, :n].float()).to(dt)
             # Relative position one-hot @ W == row lookup of W.
             offset = torch.clamp(ri[r0:r1, None] - ri[None, :] + c.max_relative_feature, 0,
                                  2 * c.max_relative_feature)
             z[r0 - lo:r1 - lo, :n] = blk + (rp.weights.to(dt)[offset] + rp.bias.to(dt))
+            del blk, offset  # row-block temporaries must not outlive the loop
         del prev_pair
 
         if c.template.enabled:
@@ -291,6 +290,11 @@ class EmbeddingsAndEvoformer(nn.Module):
             e, z = block(e, z, extra_mask, mask_2d, rt)
         del e
 
+        # The MSA activations are formed only now: they are not needed while the templates and the
+        # extra-MSA stack run, and would only add to those stages' peaks.
+        m = self.preprocess_1d(target_feat)[None] + self.preprocess_msa(batch["msa_feat"].to(dt))
+        if c.recycle_features:
+            m[0] += self.prev_msa_first_row_norm(prev["prev_msa_first_row"].float()).to(dt)
         msa_mask = batch["msa_mask"].to(dt)
         n_seq = m.shape[0]
         if c.template.enabled and c.template.embed_torsion_angles:

@@ -51,3 +51,37 @@ def test_backend_switch_and_fallback(interpret, monkeypatch):
                                rtol=0, atol=0)
     with pytest.raises(ValueError):
         layer_norm(x, w, b, backend="nope")
+
+
+def _ref64_channel_major(x, w, b, eps=1e-5):
+    """dim=0 by the last-axis float64 reference on the channel-last copy: an independent route."""
+    return _ref64(x.movedim(0, -1), w, b, eps).movedim(-1, 0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("rows", [slice(0, 7), slice(3, 11)])
+def test_channel_major(interpret, dtype, rows):
+    """dim=0 over a row block p[:, r0:r1] of a channel-major [c, n, N] product (triangle
+    multiplication's layout): channels n*N apart, each channel's block contiguous; odd sizes."""
+    gen = torch.Generator().manual_seed(7 + rows.start)
+    c, n, n_all = 24, 11, 13
+    p = (torch.randn(c, n, n_all, generator=gen) * 2 - 0.7).to(dtype)
+    w, b = torch.randn(c, generator=gen), torch.randn(c, generator=gen)
+    x = p[:, rows]
+    want = _ref64_channel_major(x, w, b)
+    y = layer_norm_triton(x, w, b, dim=0)
+    assert y.shape == x.shape and y.dtype == x.dtype and y.is_contiguous()
+    assert rel_err(y, want) < TOL[dtype]
+    # the torch reference's own dim=0 route, and the dispatcher, agree with it too
+    assert rel_err(layer_norm_reference(x, w, b, dim=0), want) < TOL[dtype]
+    assert rel_err(layer_norm(x, w, b, backend="triton", dim=0), want) < TOL[dtype]
+
+
+def test_channel_major_needs_contiguous_channels(interpret):
+    """A channel-major view whose channels are not contiguous runs (and matches) the reference."""
+    gen = torch.Generator().manual_seed(9)
+    x = torch.randn(6, 8, 10, generator=gen).transpose(1, 2)  # x[0] not contiguous
+    w, b = torch.randn(6, generator=gen), torch.randn(6, generator=gen)
+    assert rel_err(layer_norm(x, w, b, backend="triton", dim=0), _ref64_channel_major(x, w, b)) < 1e-6
+    with pytest.raises(ValueError):
+        layer_norm(x, w, b, dim=1)
