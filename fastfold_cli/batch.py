@@ -11,6 +11,11 @@
   preset's parameters once (kept between targets), and takes the longest target whose features
   are ready next; the memory planner is sized to its own GPU's free memory (or `--max-memory`). A target runs exactly as single mode (`predict.predict_target`), so
   OUT/<target>/ is laid out as a single `fastfold predict --out OUT/<target>`.
+- A target that does not fit one worker's GPU (the planner, world 1) but fits P = 2, 4, ... GPUs
+  (`Problem(world=P)`) is folded with DAP on P GPUs of one node, as `predict --gpus P` folds it: the
+  driver holds that node's workers as they finish, replaces P of them by one `FoldWorker` actor of
+  `num_gpus=P` (which launches the P DAP processes), and restarts them afterwards. A target that
+  needs more GPUs than any node has fails with that reason; the others go on.
 - A failing target (bad FASTA, failed search, every model failed) is reported and the others go on;
   a target whose worker died is retried on the restarted worker (up to MAX_ATTEMPTS); a rerun skips
   finished targets and resumes unfinished ones model by model; exit code 1 if any target failed.
@@ -39,6 +44,7 @@ FASTA_SUFFIXES = (".fasta", ".fa", ".faa", ".fas")
 MAX_ATTEMPTS = 3          # a target whose worker dies is tried this many times in all
 SEARCH_CACHE = ".search_cache"
 MAX_PROBE_FAILURES = 120  # a worker that has not come back after ~2 minutes of restarting is lost
+DAP_MAX_GPUS = 64         # the most GPUs the planner is asked about for one target (P = 2, 4, ..., 64)
 BATCH_LOGS = "batch_logs"  # OUT/batch_logs/<target>.log and <target>.running.json
 
 
@@ -156,12 +162,13 @@ class FoldWorker:
         import ray
         import torch
         return {"worker": self.worker, "device": self.device, "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
-                "torch_threads": torch.get_num_threads()}
+                "torch_threads": torch.get_num_threads(), "node_id": ray.get_runtime_context().get_node_id()}
 
     def fold(self, name: str, batch_dir: str, attempt: int, search_seconds: Optional[float]) -> dict:
         """Fold target `name` in batch_dir/name/ (its features.pkl is there) as single mode does.
         While it runs, batch_dir/batch_logs/<name>.running.json says which worker has it; its log lines
-        go to batch_dir/batch_logs/<name>.log. Returns the target's summary record."""
+        go to batch_dir/batch_logs/<name>.log. Returns the target's summary record; on a one-GPU
+        worker, status "needs_gpus" (nothing folded) when the target fits only P > 1 GPUs."""
         import pickle
 
         import torch
@@ -183,22 +190,35 @@ class FoldWorker:
             with open(logs / f"{name}.log", "a") as fh:
                 fh.write(f"{datetime.datetime.now().isoformat(timespec='seconds')} [{self.worker}] {line}\n")
 
-        res: dict[str, Any] = {"worker": self.worker, "device": self.device, "attempt": attempt, "fold_started": t0}
+        res: dict[str, Any] = {"worker": self.worker, "device": self.device, "attempt": attempt, "fold_started": t0,
+                               "gpus": self.settings.gpus}
         try:
             if self.device.startswith("cuda") and not torch.cuda.is_available():
                 raise RuntimeError("this folding worker has no usable CUDA device")
             with open(out / "features.pkl", "rb") as fh:
                 raw = pickle.load(fh)
-            timings = _load_json(out / "timings.json") or {}
-            if search_seconds is not None:
-                timings["features"] = search_seconds
-            done = predict_target(out, raw, self.settings, self.device, self.models, timings, log=log)
-            res.update(_scores(out, done["order"]))
-            if done["failed"]:
-                res.update(status="failed", error=f"{len(done['failed'])} model(s) failed: "
-                                                  f"{', '.join(done['failed'])}")
+            need, why = 1, None
+            if self.settings.gpus == 1:
+                try:
+                    need, why = gpus_needed(out, raw, self.settings, self.device, self.models)
+                except Exception:  # noqa: BLE001 - e.g. features the network cannot take: reported per model below
+                    pass
+            if need == 0:
+                res.update(status="failed", error=f"too large even for DAP over {DAP_MAX_GPUS} GPUs: {why}")
+            elif need > 1:  # the driver folds it on `need` GPUs
+                log(f"does not fit this worker's GPU ({why}); fits {need} GPUs (DAP)")
+                res.update(status="needs_gpus", gpus=need, why=why)
             else:
-                res["status"] = "ok"
+                timings = _load_json(out / "timings.json") or {}
+                if search_seconds is not None:
+                    timings["features"] = search_seconds
+                done = predict_target(out, raw, self.settings, self.device, self.models, timings, log=log)
+                res.update(_scores(out, done["order"]))
+                if done["failed"]:
+                    res.update(status="failed", error=f"{len(done['failed'])} model(s) failed: "
+                                                      f"{', '.join(done['failed'])}")
+                else:
+                    res["status"] = "ok"
         except TargetError as e:
             errs = [line[len("Error: "):] for line in lines if line.startswith("Error: ")]
             res.update(status="failed", error=errs[0] if len(errs) == 1 else f"{e} ({'; '.join(errs)})")
@@ -220,6 +240,45 @@ def _empty_cache(device: str) -> None:
     if str(device).startswith("cuda"):
         import torch
         torch.cuda.empty_cache()
+
+
+def gpus_needed(out: Path, raw, settings, device: str, models) -> tuple[int, Optional[str]]:
+    """The fewest GPUs P (1, 2, 4, ..., DAP_MAX_GPUS) on which every unfinished model of this
+    target fits this worker's memory budget (--max-memory, else its device's free memory), as the
+    planner sees it (`Problem(world=P)`: one DAP rank's memory); 0 when none does. Also the
+    planner's one line for the largest model at P = 1 (at DAP_MAX_GPUS when 0), else None."""
+    from dataclasses import replace
+
+    from fastfold_cli.predict import _monomer_batch
+    from model.planner import GB, PlanError, plan
+    from model.runner import default_budget, problem_for
+
+    on_gpu = device.startswith("cuda")
+    precision = settings.precision or ("bf16" if on_gpu else "fp32")
+    backend = settings.backend or ("triton" if on_gpu else "torch")
+    need, why, seen = 1, None, set()
+    for name, model_name, seed in settings.names():
+        if (out / f"result_{name}.json").is_file() and (out / f"unrelaxed_{name}.pdb").is_file():
+            continue  # finished: reused, not run
+        if model_name in seen:
+            continue  # every seed of a preset has the same sizes
+        seen.add(model_name)
+        model = models.get(model_name, seed, settings, device, precision)
+        budget = settings.max_memory * GB if settings.max_memory else default_budget(device)
+        problem = problem_for(model, _monomer_batch(model_name, raw, seed, settings)[0], precision, backend)
+        p, first = 1, None
+        while True:
+            try:
+                plan(replace(problem, world=p), budget)
+                break
+            except PlanError as e:
+                first = first or f"{name}: {e}"
+                if p >= DAP_MAX_GPUS:
+                    return 0, f"{name}: {e}"
+                p *= 2
+        if p > need:
+            need, why = p, first
+    return need, why
 
 
 # --- the driver --------------------------------------------------------------------------------
@@ -320,8 +379,9 @@ def _cluster(device: Optional[str]) -> dict:
     # a GPU folding worker holds one CPU when the cluster has enough for the searches besides; the
     # CPU folding worker half of a node (its torch threads)
     fold_cpus = (1 if on_gpu else max(1, per_node // 2)) if cpus > workers else 0
+    node_gpus = {n["NodeID"]: int(n["Resources"].get("GPU", 0)) for n in nodes} if on_gpu else {}
     return {"gpus": gpus, "cpus": cpus, "on_gpu": on_gpu, "workers": workers, "fold_cpus": fold_cpus,
-            "max_task_cpus": max(1, per_node - fold_cpus)}
+            "max_task_cpus": max(1, per_node - fold_cpus), "node_gpus": node_gpus}
 
 
 def _search_options(search: dict, cpus: int, max_task_cpus: int):
@@ -465,34 +525,101 @@ def run_batch(targets: list[Target], out: Path, settings, search: dict, device: 
         probe_failures: dict[int, int] = {}
         lost: dict[int, str] = {}
         running: dict[Any, tuple[int, str, float]] = {}  # fold ref -> (actor, target, start)
+        # DAP: targets that need P > 1 GPUs wait in dap_wait; the longest one reserves a node (its
+        # idle workers get no new targets) until P of its GPUs are free, then P workers there are
+        # retired for one FoldWorker of num_gpus=P, and replaced when it is done.
+        dap_wait: list[str] = []
+        dap_need: dict[str, int] = {}
+        dap_node: Optional[str] = None
+        retired: set[int] = set()
+        # fold ref -> (DAP actor, target, start, node, P, workers retired for it)
+        dap_running: dict[Any, tuple[Any, str, float, str, int, int]] = {}
+        dap_cls = ray.remote(FoldWorker)
+        node_gpus = cl["node_gpus"]
+        max_node_gpus = max(node_gpus.values(), default=0)
 
-        while pending or ready or running:
+        def node_of(i: int) -> Optional[str]:
+            return workers_info.get(i, {}).get("node_id")
+
+        def start_dap() -> None:
+            """Reserve a node for the longest waiting DAP target; start it once P GPUs there are free."""
+            nonlocal dap_node
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+            dap_wait.sort(key=lambda n: (-by_name[n].length, n))
+            n = dap_wait[0]
+            p = dap_need[n]
+            live = [i for i in range(len(actors)) if i not in retired]
+            if any(node_of(i) is None for i in live if i not in lost):
+                return  # a worker not placed yet: its node's free GPUs are unknown
+            spare = {x: [i for i in live if node_of(i) == x and (i in idle or i in lost)] for x in node_gpus}
+            free = {x: node_gpus[x] - sum(1 for i in live if node_of(i) == x)
+                    - sum(d[4] for d in dap_running.values() if d[3] == x) for x in node_gpus}
+            if dap_node is None or node_gpus[dap_node] < p:  # the node with P GPUs closest to having P free
+                fits = [x for x in node_gpus if node_gpus[x] >= p]
+                dap_node = max(fits, key=lambda x: (free[x] + len(spare[x]), x))
+            x = dap_node
+            if free[x] + len(spare[x]) < p:
+                return
+            kill = spare[x][:max(0, p - free[x])]
+            for i in kill:
+                ray.kill(actors[i], no_restart=True)
+                retired.add(i)
+                lost.pop(i, None)
+                if i in idle:
+                    idle.remove(i)
+            dap_wait.pop(0)
+            dap_node = None
+            attempts[n] += 1
+            records[n]["status"] = "folding"
+            actor = dap_cls.options(num_gpus=p, num_cpus=cl["fold_cpus"], max_restarts=0, max_task_retries=0,
+                                    scheduling_strategy=NodeAffinitySchedulingStrategy(x, soft=False)
+                                    ).remote(dataclasses.replace(settings, gpus=p), fold_device)
+            ref = actor.fold.remote(n, str(out), attempts[n], search_seconds.get(n))
+            dap_running[ref] = (actor, n, time.time(), x, p, len(kill))
+
+        def add_workers(k: int) -> None:
+            for _ in range(k):
+                actors.append(actor_cls.remote(settings, fold_device))
+                i = len(actors) - 1
+                probes[actors[i].info.remote()] = (i, False)
+                idle.append(i)
+
+        while pending or ready or running or dap_wait or dap_running:
             now = time.time()
             for due, i in [x for x in reprobe if x[0] <= now]:
                 reprobe.remove((due, i))
-                probes[actors[i].info.remote()] = (i, True)
-            # the longest ready target to each idle worker
+                if i not in retired:
+                    probes[actors[i].info.remote()] = (i, True)
+            if dap_wait:
+                start_dap()
+            # the longest ready target to each idle worker (not to those of a node reserved for DAP)
             ready.sort(key=lambda n: (-by_name[n].length, n))
-            while idle and ready:
-                i, n = idle.pop(0), ready.pop(0)
+            for i in [i for i in idle if dap_node is None or node_of(i) != dap_node]:
+                if not ready:
+                    break
+                idle.remove(i)
+                n = ready.pop(0)
                 attempts[n] += 1
                 records[n]["status"] = "folding"
                 ref = actors[i].fold.remote(n, str(out), attempts[n], search_seconds.get(n))
                 running[ref] = (i, n, time.time())
             display.status(_counts(records))
-            if len(lost) == len(actors):  # no folding worker left: the rest cannot fold
-                why = next(iter(lost.values()))
-                for n in ready + list(pending.values()):
+            if all(i in lost or i in retired for i in range(len(actors))) and not dap_running:
+                # no folding worker left: the rest cannot fold
+                why = next(iter(lost.values()), "every worker was lost")
+                for n in ready + list(pending.values()) + dap_wait:
                     finish(n, display, status="failed", error=f"no folding worker left: {why}")
-                ready, pending = [], {}
+                ready, pending, dap_wait = [], {}, []
                 break
-            waitable = list(pending) + list(running) + list(probes)
+            waitable = list(pending) + list(running) + list(probes) + list(dap_running)
             if not waitable:
                 time.sleep(0.2)
                 continue
             done_refs, _ = ray.wait(waitable, num_returns=1, timeout=0.5)
             for r in done_refs:
-                if r in probes:
+                if r in probes and probes[r][0] in retired:
+                    probes.pop(r)
+                elif r in probes:
                     i, gating = probes.pop(r)
                     try:
                         workers_info[i] = ray.get(r)
@@ -521,11 +648,41 @@ def run_batch(targets: list[Target], out: Path, settings, search: dict, device: 
                     except Exception as e:  # noqa: BLE001 - a failed search fails its target only
                         finish(n, display, status="failed", error=f"search: {_ray_error(e)}",
                                search_seconds=time.time() - t_search)
+                elif r in dap_running:
+                    actor, n, t1, x, p, k = dap_running.pop(r)
+                    try:
+                        res = ray.get(r)
+                    except Exception as e:  # noqa: BLE001 - its actor died, or could not start
+                        res = {"status": "failed", "attempt": attempts[n], "gpus": p, "error": _ray_error(e)}
+                        if isinstance(e, ray.exceptions.RayActorError) and attempts[n] < MAX_ATTEMPTS:
+                            records[n].update(status="queued", retried_after=_ray_error(e))
+                            dap_wait.append(n)
+                            res = None
+                    ray.kill(actor)
+                    if k and (ready or pending or running or dap_wait):  # its GPUs back to one-GPU workers
+                        add_workers(k)
+                    if res is not None:
+                        res["attempts"] = res.pop("attempt", attempts[n])
+                        res["seconds"] = (search_seconds.get(n) or 0.0) + res.get("fold_seconds", time.time() - t1)
+                        finish(n, display, **res)
                 else:
                     i, n, t1 = running.pop(r)
                     try:
                         res = ray.get(r)
                         idle.append(i)
+                        if res.get("status") == "needs_gpus":  # a check, not an attempt: to DAP
+                            attempts[n] -= 1
+                            p, why = res["gpus"], res["why"]
+                            records[n].update(gpus=p, gpus_reason=why)
+                            limit = ("this batch folds on the CPU (--device cpu or no GPU)" if not cl["on_gpu"]
+                                     else f"the largest node has {max_node_gpus}" if p > max_node_gpus else None)
+                            if limit is None:
+                                records[n]["status"] = "queued"
+                                dap_need[n] = p
+                                dap_wait.append(n)
+                                continue
+                            res = {"status": "failed", "attempt": attempts[n], "gpus": p,
+                                   "error": f"needs {p} GPUs of one node (DAP) and {limit}: {why}"}
                     except ray.exceptions.RayActorError as e:
                         probes[actors[i].info.remote()] = (i, True)  # back to work once restarted
                         if attempts[n] < MAX_ATTEMPTS:  # its worker died: again, on the restarted one

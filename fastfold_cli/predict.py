@@ -143,9 +143,11 @@ def predict(fasta, out_dir, batch, models, num_recycles, recycle_early_stop_tole
         _fail("--cpus must be >= 1")
     if max_memory is not None and max_memory <= 0:
         _fail("--max-memory must be > 0")
-    if gpus > 1 and (is_batch or complex_):
-        _fail("--gpus (DAP) is not supported for " + ("batches" if is_batch else "complexes (AlphaFold-Multimer)")
-              + " yet")
+    if gpus > 1 and is_batch:
+        _fail("--gpus (DAP) is for one target: a batch folds a target that does not fit one GPU on several GPUs "
+              "of one node by itself")
+    if gpus > 1 and complex_:
+        _fail("--gpus (DAP) is not supported for complexes (AlphaFold-Multimer) yet")
     settings = Settings(model_names=model_names, seed=seed, num_seeds=num_seeds, num_recycles=num_recycles,
                         early_stop=recycle_early_stop_tolerance, precision=precision, backend=backend,
                         max_memory=max_memory, relax=relax, gpus=gpus)
