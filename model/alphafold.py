@@ -16,6 +16,7 @@ from torch import nn
 from model import dap
 from model import heads as H
 from model.config import Config, Runtime
+from model.primitives import chunked
 from model.structure_module import StructureModule
 from model.trunk import EmbeddingsAndEvoformer
 
@@ -62,7 +63,9 @@ class AlphaFold(nn.Module):
         """One recycling iteration up to the structure module. `prev` may be consumed (its pair
         buffer becomes the new pair when `rt.inplace`). Returns (representations, structure outputs)."""
         reps = self.evoformer(batch, prev, rt)
-        for k in ("single", "msa", "msa_first_row"):
+        # The MSA stays in the runtime precision (a float32 copy would be the structure module's and
+        # the heads' largest tensor); the heads read it in blocks.
+        for k in ("single", "msa_first_row"):
             reps[k] = reps[k].float()
         sm = self.structure_module(reps["single"], reps["pair"], batch, rt)
         return reps, sm
@@ -113,6 +116,9 @@ class AlphaFold(nn.Module):
                 if self.has_pae:
                     probs, pae_rows, max_pae = H.compute_predicted_aligned_error(logits, breaks)
                     pae_logits[r0:r1], pae_probs[r0:r1], pae[r0:r1] = logits, probs, pae_rows
+                    del probs, pae_rows
+                del blk, zr_, half, logits  # row-block temporaries: not alive into the next block
+            del zr, parts
         if root:  # distogram = half + half^T, in place, one pair of row blocks at a time
             sym = rows if dist.is_cuda else n  # on the host (memory to spare): one pass, not many small blocks
             for i0 in range(0, n, sym):
@@ -126,7 +132,8 @@ class AlphaFold(nn.Module):
             out["repr_pair"] = repr_pair
             out["distogram_logits"] = dist
         out["distogram_bin_edges"] = edges
-        out["masked_msa_logits"] = self.masked_msa_head(msa)
+        out["repr_msa"] = msa.to(dev, torch.float32)
+        out["masked_msa_logits"] = chunked(lambda x: self.masked_msa_head(x.float()).to(dev), [msa], rows, dim=0)
         out["experimentally_resolved_logits"] = self.experimentally_resolved_head(reps["single"])
         out["predicted_lddt_logits"] = self.predicted_lddt_head(sm["single"])
         out["plddt"] = H.compute_plddt(out["predicted_lddt_logits"])

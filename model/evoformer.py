@@ -259,7 +259,7 @@ class TriangleMultiplication(nn.Module):
                     torch.mul(mask[r0:r1], proj.view(c1 - c0, r1 - r0, n_all), out=val)
                     proj = torch.addmm(gb[c0:c1].to(dt)[:, None], gw[:, c0:c1].to(dt).t(), x2d.t(), out=proj)
                     val.mul_(torch.sigmoid_(proj).view(c1 - c0, r1 - r0, n_all))
-                    del proj  # loop temporaries must not outlive their block (they are row-block sized)
+                    del proj, val  # loop temporaries (and views of ab) must not outlive their block
                 del x2d
             a, b = ab[0], ab[1]
             # Channel-batched GEMMs: the N^3 contraction stays in cuBLAS.
@@ -296,10 +296,11 @@ class TriangleMultiplication(nn.Module):
 
 
 def tri_mul_rows(n: int, chunk) -> int:
-    """Row block of triangle multiplication's projection and output stages: the op's chunk size,
-    or a quarter of the rows when unchunked (its temporaries are then ~1/4 of the pair, not several
-    pairs; model/planner.py counts them)."""
-    return max(1, min(n, chunk)) if chunk else max(1, -(-n // 4))
+    """Row block of triangle multiplication's projection and output stages: four times the op's
+    (channel) chunk size, or a quarter of the rows when unchunked. Its temporaries are then a
+    fraction of the pair, never several pairs (model/planner.py counts them), and the blocks stay
+    large enough that launch overhead does not dominate."""
+    return max(1, min(n, 4 * chunk)) if chunk else max(1, -(-n // 4))
 
 
 class TriangleAttention(nn.Module):

@@ -178,13 +178,16 @@ def transient_bytes(op: str, chunk: Optional[int], p: Problem, stack: str = "mai
         return acc + emb + stack_ + r * n * (cz + 3 * 64) * 4
     if op == "ipa":
         r = rows
-        msa_out = p.n_seq * n * p.c_m * 4  # the MSA representation, float32 for the heads
-        return msa_out + r * n * (12 * 4 * 4 + 12 * 4 * 3 + cz * 4 * 3)
+        msa = p.local(p.n_seq + p.n_templ) * n * p.c_m * b  # the MSA, kept for the heads
+        return msa + r * n * (12 * 4 * 4 + 12 * 4 * 3 + cz * 4 * 3)
     if op == "heads":
         r = rows
         out = n * n * (128 + 64 + 64 * 2 + 1) * 4 if p.outputs_on_device else 0
-        msa_out = p.n_seq * n * p.c_m * 4
-        return msa_out + out + r * n * (cz + 64 * 4) * 4 * (1 + p.world if dap else 1)  # DAP: rank 0's blocks
+        msa = p.local(p.n_seq + p.n_templ) * n * p.c_m * b
+        # a float32 row block of the pair, its distogram/PAE logits, their concatenation, the PAE
+        # probabilities (DAP: rank 0 receives each rank's block in turn)
+        blk = r * n * (2 * cz + 5 * 64) * 4
+        return msa + out + blk * (2 if dap else 1)
     raise KeyError(op)
 
 
@@ -202,20 +205,18 @@ def op_bytes(op: str, chunk: Optional[int], p: Problem) -> float:
     return transient_bytes(op, chunk, p)
 
 
-def plan(p: Problem, budget: float, fixed: Optional[Dict[str, Optional[int]]] = None,
-         floor: float = 1.0 * GB, slack: float = 1.5) -> Plan:
-    """Memory-lean chunk sizes: every op may use `slack` times the transient memory of the op that
-    needs the most even at its smallest chunk (at least `floor`, so short sequences aren't chunked
-    needlessly), taking the largest chunk within that cap (tiny chunks cost time). Raises PlanError
-    when the result exceeds `budget`."""
+def plan(p: Problem, budget: float, fixed: Optional[Dict[str, Optional[int]]] = None) -> Plan:
+    """The fastest chunk sizes that fit: every op takes the largest chunk (unchunked first) whose
+    peak fits `budget`, so a large GPU runs unchunked and a small budget (`--max-memory`) chunks
+    only what it must. The predicted peak is the largest op's. Raises PlanError when even the
+    smallest chunks exceed `budget`."""
     fixed = fixed or {}
     base = persistent_bytes(p)
     if base >= budget:
         raise PlanError(f"N={p.n_res} needs {base / GB:.1f} GiB before any op runs; the budget is "
                         f"{budget / GB:.1f} GiB")
     options = {op: [fixed[op]] if op in fixed else list(LADDER) for op in CHUNK_OPS}
-    floor_need = max(op_bytes(op, opts[-1], p) for op, opts in options.items())
-    cap = min(max(slack * floor_need, floor), budget - base)
+    cap = budget - base
     chunks, trans = {}, {}
     for op, opts in options.items():
         for c in opts:
@@ -224,16 +225,14 @@ def plan(p: Problem, budget: float, fixed: Optional[Dict[str, Optional[int]]] = 
                 chunks[op], trans[op] = c, tb
                 break
     peak = base + max(trans.values())
-    if not p.recompute_templates and p.n_templ and max(trans, key=trans.get) == "template_att":
+    if not p.recompute_templates and p.n_templ and max(trans, key=trans.get) == "template_att" and peak > budget:
         # The one-pass template accumulator is the peak: a second template stack pass may remove it.
         try:
-            alt = plan(replace(p, recompute_templates=True), budget, fixed, floor)
-            if alt.predicted_peak < 0.9 * peak or peak > budget:
-                return alt
+            return plan(replace(p, recompute_templates=True), budget, fixed)
         except PlanError:
             pass
     if peak > budget:
         worst = max(trans, key=trans.get)
-        raise PlanError(f"N={p.n_res} does not fit in {budget / GB:.1f} GiB: {worst} needs {peak / GB:.1f} GiB "
+        raise PlanError(f"N={p.n_res} does not fit in {budget / GB:.2f} GiB: {worst} needs {peak / GB:.2f} GiB "
                         f"even in chunks of {chunks[worst]}")
     return Plan(p, chunks, peak, base, trans)

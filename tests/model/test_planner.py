@@ -16,7 +16,7 @@ FIXTURE = Path(__file__).resolve().parents[1] / "data" / "af_fixtures" / "model_
 
 def test_smaller_budget_gives_smaller_chunks_and_peak():
     p = Problem(2048, precision="bf16")
-    roomy, tight = plan(p, 70 * GB, floor=8 * GB), plan(p, 7 * GB)
+    roomy, tight = plan(p, 70 * GB), plan(p, 7 * GB)
     assert tight.predicted_peak <= 7 * GB < roomy.predicted_peak
     for op in CHUNK_OPS:
         a, b = roomy.chunks[op], tight.chunks[op]
