@@ -115,8 +115,11 @@ STACK_OF = {"msa_row_att": "main", "msa_col_att": "main", "extra_row_att": "extr
 
 def transient_bytes(op: str, chunk: Optional[int], p: Problem, stack: str = "main") -> float:
     """Extra bytes alive at the peak of `op` with chunk size `chunk`, beyond `persistent_bytes`
-    and the stack's own activations. Counted from the code of each op (model/evoformer.py):
-    its full-size temporaries plus one chunk's worth of row-block temporaries."""
+    and the stack's own activations. Counted from the code of each op (model/evoformer.py): its
+    full-size temporaries plus one chunk's worth of row-block temporaries. The per-element factors
+    (8 activation-sized temporaries per row of an attention or transition chunk, 2 outer-product
+    copies in the OPM) are those measured with `fastfold bench` per-module peaks on an H200,
+    2026-11-28 (docs/BENCHMARKS.md, "Memory planner")."""
     from model.evoformer import tri_mul_rows
 
     n, t = p.n_res, p.n_templ
@@ -142,30 +145,30 @@ def transient_bytes(op: str, chunk: Optional[int], p: Problem, stack: str = "mai
     if op == "tri_att":
         h = 4
         bias = h * n * n * b  # while it is formed: [N, N, H] and its contiguous [H, N, N] copy
-        per_row = n * cz * b * 10 + (0 if fused else h * n * n * 4 * 3)
+        per_row = n * cz * b * 8 + (0 if fused else h * n * n * 4 * 3)
         return bias + max(bias, rows * per_row) + a2a
     if op in ("msa_row_att", "extra_row_att"):
         h = 8
         r = _ceil(depth, chunk)
         emb = r * n * 26 * b if op == "extra_row_att" else 0  # the extra MSA's embedding chunks
         bias = h * n * n * b
-        return bias + max(bias, r * (n * cm * b * 10 + (0 if fused else h * n * n * 4 * 3)) + emb)
+        return bias + max(bias, r * (n * cm * b * 8 + (0 if fused else h * n * n * 4 * 3)), emb)
     if op == "msa_col_att":
         h = 8
         cols = _ceil(nl, chunk)
-        return cols * (depth * cm * b * 10 + (0 if fused else h * depth * depth * 4 * 3))
+        return cols * (depth * cm * b * 8 + (0 if fused else h * depth * depth * 4 * 3))
     if op == "extra_col_att":
         cols = _ceil(nl, chunk)
         return cols * depth * cm * b * 6
     if op == "transition":
         # an MSA block of rows (all N/P columns) or a pair block of rows: LN, 4x hidden, ReLU, out
-        return max(_ceil(depth, chunk) * nl * cm, rows * n * cz) * b * 10
+        return max(_ceil(depth, chunk) * nl * cm, rows * n * cz) * b * 8
     if op == "opm":
         # the whole right projection [S, N, 32] (DAP: + two streamed foreign blocks), then per row
-        # block: LN(m) and the left projection [S, r, 32] (and its transpose), the outer product
-        # [r, N, 32*32] and its permuted copy, the [r, N, C_z] update
+        # block either LN(m) and the left projection [S, r, 32] with its transpose, or (later, the
+        # larger) the outer product [r, N, 32*32] and its permuted copy
         right = depth * nl * 32 * b * (3 if dap else 1)
-        return right + rows * (depth * (cm + 64) * b + n * (2 * 1024 + cz) * b)
+        return right + rows * max(depth * (cm + 64) * b, n * 2 * 1024 * b)
     if op == "template_att":
         if t == 0:
             return 0.0
