@@ -74,6 +74,10 @@ class Runtime:
         process, every collective a no-op.
     recompute_templates: template point-wise attention in two passes (logits, then values),
         embedding each template twice instead of holding an [N, N, H, D] accumulator.
+    max_blocks: run only the first K blocks of each stack (Evoformer, extra-MSA, template pair);
+        every parameter stays loaded. A memory probe (`fastfold bench --probe-blocks`): a stack's
+        peak is one block's, so K=1 shows the full network's peak in a fraction of its time.
+        None: every block (the real network).
     """
 
     precision: str = "fp32"
@@ -83,6 +87,7 @@ class Runtime:
     outputs_device: Optional[str] = None
     recompute_templates: bool = False
     shard: Optional[Any] = None  # model.dap.ShardSpec
+    max_blocks: Optional[int] = None
 
     @classmethod
     def chunked_all(cls, size: Optional[int], **kw) -> "Runtime":
@@ -92,6 +97,8 @@ class Runtime:
     def __post_init__(self):
         if self.precision not in PRECISIONS or self.precision == "fp16":
             raise ValueError(f"precision must be fp32, tf32 or bf16, not {self.precision!r}")
+        if self.max_blocks is not None and self.max_blocks < 1:
+            raise ValueError(f"max_blocks must be a positive integer or None, not {self.max_blocks!r}")
 
     @property
     def dtype(self) -> torch.dtype:

@@ -238,7 +238,7 @@ class MultimerSingleTemplateEmbedding(nn.Module):
             act = act + self.embed(4 + c, unit[..., c].to(dt))
         act = act + self.embed(7, bb_2d.to(dt))
         act = act + query_act
-        for block in self.template_embedding_iteration:
+        for block in self.template_embedding_iteration[:rt.max_blocks]:
             act = block(act, mask_2d, rt)
         return self.output_layer_norm(act, rt.backend)
 
@@ -385,7 +385,7 @@ class MultimerEmbeddingsAndEvoformer(nn.Module):
 
         e = self.extra_msa_activations(feats["extra_msa_feat"].to(dt))
         extra_mask = feats["extra_msa_mask"].to(dt)
-        for block in self.extra_msa_stack:
+        for block in self.extra_msa_stack[:rt.max_blocks]:
             e, z = block(e, z, extra_mask, mask_2d, rt)
         del e
 
@@ -397,7 +397,7 @@ class MultimerEmbeddingsAndEvoformer(nn.Module):
             m = torch.cat([m, ta], dim=0)
             msa_mask = torch.cat([msa_mask, tmask.to(dt)], dim=0)
 
-        for block in self.evoformer_iteration:
+        for block in self.evoformer_iteration[:rt.max_blocks]:
             m, z = block(m, z, msa_mask, mask_2d, rt)
 
         single = self.single_activations(m[0])

@@ -88,7 +88,7 @@ class SingleTemplateEmbedding(nn.Module):
         """feats: [N, N, 88] (DAP: row shard [N/P, N, 88]); mask_2d: [N, N] (whole) -> [N, N, C_t]
         (DAP: row shard)."""
         t = self.embedding2d(feats)
-        for block in self.blocks():
+        for block in self.blocks()[:rt.max_blocks]:
             t = block(t, mask_2d, rt)
         return self.output_layer_norm(t, rt.backend)
 
@@ -286,7 +286,7 @@ class EmbeddingsAndEvoformer(nn.Module):
                     rt.chunk("extra_row_att"), dim=0)
         e = dap.pad(e, (e_hi - e_lo, n_pad))
         extra_mask = dap.pad(batch["extra_msa_mask"].to(dt), (e_pad, n_pad), dap.PAD_MASK)
-        for block in self.extra_msa_stack:
+        for block in self.extra_msa_stack[:rt.max_blocks]:
             e, z = block(e, z, extra_mask, mask_2d, rt)
         del e
 
@@ -315,7 +315,7 @@ class EmbeddingsAndEvoformer(nn.Module):
             s_pad = dap.padded(sh, n_rows)
             m = dap.scatter(sh, dap.pad(m, (s_pad, n_pad)), 0).clone()
             msa_mask = dap.pad(msa_mask, (s_pad, n_pad), dap.PAD_MASK)
-        for block in self.evoformer_iteration:
+        for block in self.evoformer_iteration[:rt.max_blocks]:
             m, z = block(m, z, msa_mask, mask_2d, rt)
 
         if dap.active(sh):  # row 0 lives on rank 0
