@@ -44,6 +44,7 @@ class Problem:
     trunk_params: int = 90_000_000
     outputs_on_device: bool = False
     recompute_templates: bool = False
+    offload_pair: bool = False
     world: int = 1
 
     @property
@@ -69,7 +70,7 @@ class Plan:
         p = self.problem
         return Runtime(precision=p.precision, backend=p.backend, chunks=dict(self.chunks), inplace=True,
                        outputs_device=None if p.outputs_on_device else "cpu",
-                       recompute_templates=p.recompute_templates, **kw)
+                       recompute_templates=p.recompute_templates, offload_pair=p.offload_pair, **kw)
 
 
 def persistent_bytes(p: Problem) -> float:
@@ -133,6 +134,12 @@ def transient_bytes(op: str, chunk: Optional[int], p: Problem, stack: str = "mai
         # the pair embedding's row block (float32 LN of the recycled pair, one-hot lookups) and the
         # [N, N, H] attention bias with its contiguous [H, N, N] copy
         return rows * n * cz * (4 * b + 8) + 2 * 8 * n * n * b
+    if op == "tri_mul" and p.offload_pair and not dap:
+        # the pair itself on the host (minus its bytes); the whole projection b; one block's
+        # temporaries (the block of z, its LN, the product block and the output stage's)
+        c = cz
+        r = tri_mul_rows(nl, chunk)
+        return c * nl * n * b + r * n * b * (4 * cz + 3 * c) - nl * n * cz * b
     if op == "tri_mul":
         c = cz
         cc = _ceil(c, chunk)
@@ -177,7 +184,10 @@ def transient_bytes(op: str, chunk: Optional[int], p: Problem, stack: str = "mai
         acc = t * nl * n * 4 * 4 if p.recompute_templates else nl * n * (4 * 16 + 8) * 4
         emb = nl * n * p.c_t * b
         switch = (1 + 1 / p.world) if dap else 0  # its column-wise ops' shard switch
-        stack_ = p.c_t * nl * n * b * (2 + switch) + _ceil(nl, 256) * n * p.c_t * 8 * b  # its tri_mul at c=64
+        if p.offload_pair and not dap:  # its tri_mul holds b_t instead of t (on the host) + product
+            stack_ = _ceil(nl, 256) * n * p.c_t * 8 * b
+        else:
+            stack_ = p.c_t * nl * n * b * (2 + switch) + _ceil(nl, 256) * n * p.c_t * 8 * b  # its tri_mul at c=64
         return acc + emb + stack_ + r * n * (cz + 3 * 64) * 4
     if op == "ipa":
         r = rows
@@ -232,6 +242,12 @@ def plan(p: Problem, budget: float, fixed: Optional[Dict[str, Optional[int]]] = 
         # The one-pass template accumulator is the peak: a second template stack pass may remove it.
         try:
             return plan(replace(p, recompute_templates=True), budget, fixed)
+        except PlanError:
+            pass
+    if peak > budget and not p.offload_pair and p.world == 1 and max(trans, key=trans.get) in ("tri_mul", "template_att"):
+        # Triangle multiplication's pair plus product is the peak: move the pair to the host there.
+        try:
+            return plan(replace(p, offload_pair=True), budget, fixed)
         except PlanError:
             pass
     if peak > budget:
