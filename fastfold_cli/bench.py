@@ -23,19 +23,35 @@ def _lengths(value: str):
 
 
 @click.command("bench")
-@click.option("--lengths", default="256,512,1024", show_default=True, help="Comma-separated sequence lengths.")
+@click.option("--lengths", default=None,
+              help="Comma-separated sequence lengths [default: 256,512,1024]. With --find-max-length: the "
+                   "search range LO,HI [default: 256,65536].")
 @click.option("--precision", type=click.Choice(["fp32", "tf32", "bf16"]), default="bf16", show_default=True)
 @click.option("--preset", default="model_1", show_default=True)
 @click.option("--msa-depth", type=int, default=None, help="Clustered MSA rows (default: the preset's 508/512).")
 @click.option("--extra-depth", type=int, default=None, help="Extra MSA rows (default: the preset's 5120/1024).")
 @click.option("--templates", type=int, default=4, show_default=True)
-@click.option("--recycles", type=int, default=3, show_default=True)
+@click.option("--recycles", type=int, default=None,
+              help="Recycling iterations [default: 3; 0 (one pass) with --probe-blocks or --find-max-length].")
 @click.option("--backend", type=click.Choice(["torch", "triton"]), default="torch", show_default=True)
 @click.option("--device", default="cuda", show_default=True)
-@click.option("--max-memory", type=float, default=None, help="Memory budget in GiB (default: free GPU memory).")
+@click.option("--max-memory", type=float, default=None,
+              help="The planner's memory budget in GiB (default: free GPU memory - 1.5). On CUDA the process's "
+                   "allocator is also capped at this + 1.5 GiB (the default budget's margin), so a larger card "
+                   "runs as one with that much free memory would: --max-memory 77 ~ an 80 GB H100.")
 @click.option("--compare", type=click.Choice(["none", "plain"]), default="none", show_default=True,
               help="plain: also run the unchunked, not-in-place PyTorch path in the same process.")
-@click.option("--find-max-length", is_flag=True, help="Search the longest N that fits (one pass, isolated trials).")
+@click.option("--find-max-length", is_flag=True,
+              help="Search the longest N that fits: planner bisection, then isolated one-pass trials.")
+@click.option("--probe-blocks", type=click.IntRange(min=1), default=None,
+              help="Memory probe: run only the first K blocks of each stack (all parameters loaded); the peak "
+                   "is the full network's, the time is not (reported as probe seconds, no TFLOP/s).")
+@click.option("--step", type=click.IntRange(min=1), default=64, show_default=True,
+              help="--find-max-length: resolution of the search in residues.")
+@click.option("--max-trials", type=click.IntRange(min=1), default=6, show_default=True,
+              help="--find-max-length: most isolated trials to run.")
+@click.option("--trial-timeout", type=float, default=None,
+              help="--find-max-length: seconds before a trial is stopped and counted as failed (timeout).")
 @click.option("--no-breakdown", is_flag=True, help="Skip the per-module timing hooks.")
 @click.option("--no-warmup", is_flag=True, help="Skip the untimed warm-up pass (memory-only runs).")
 @click.option("--gpus", type=click.IntRange(min=1), default=1, show_default=True,
@@ -43,7 +59,8 @@ def _lengths(value: str):
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
 def bench(lengths, precision, preset, msa_depth, extra_depth, templates, recycles, backend, device, max_memory,
-          compare, find_max_length, no_breakdown, no_warmup, gpus, json_path, plot_path):
+          compare, find_max_length, probe_blocks, step, max_trials, trial_timeout, no_breakdown, no_warmup, gpus,
+          json_path, plot_path):
     """Time and measure the whole network (random parameters) at each length."""
     import torch
     from rich.console import Console
@@ -53,7 +70,11 @@ def bench(lengths, precision, preset, msa_depth, extra_depth, templates, recycle
     from model.benchmark import bench_one, make_bench_model
     from model.planner import GB
 
-    lengths = _lengths(lengths)
+    lengths = _lengths(lengths or ("256,65536" if find_max_length else "256,512,1024"))
+    if recycles is None:
+        recycles = 0 if (probe_blocks or find_max_length) else 3
+    if probe_blocks and gpus > 1:
+        fail("--probe-blocks is not supported with --gpus > 1 yet")
     if device.startswith("cuda") and not torch.cuda.is_available():
         fail("no CUDA device available (use --device cpu for a slow CPU run)")
     try:
@@ -70,20 +91,24 @@ def bench(lengths, precision, preset, msa_depth, extra_depth, templates, recycle
     rows = []
     if find_max_length:
         rows.append(_find_max_length(preset, precision, backend, msa_depth, extra_depth, templates, max_memory,
-                                     lengths, console))
+                                     lengths, console, device=device, probe_blocks=probe_blocks, recycles=recycles,
+                                     step=step, max_trials=max_trials, trial_timeout=trial_timeout))
+        _report_search(rows[-1], console)
     elif gpus > 1:
         rows.extend(_bench_dap(gpus, lengths, preset, precision, backend, msa_depth, extra_depth, templates,
                                recycles, budget, console))
         _table(rows, console)
     else:
+        card = _cap_memory(max_memory) if device.startswith("cuda") else {}
         model = make_bench_model(preset, precision, device)
         for n in lengths:
             for plain in ([False, True] if compare == "plain" else [False]):
                 console.print(f"[bold]N={n}[/] {precision} {'plain' if plain else 'planned'} …")
                 r = bench_one(model, n, precision=precision, backend=backend, n_seq=msa_depth, n_extra=extra_depth,
                               n_templ=templates, recycles=recycles, plain=plain, max_memory=budget,
-                              breakdown=not no_breakdown, warmup=not no_warmup)
-                r.update(preset=preset, device=torch.cuda.get_device_name() if device.startswith("cuda") else "cpu")
+                              breakdown=not no_breakdown, warmup=not no_warmup, probe_blocks=probe_blocks)
+                r.update(preset=preset, device=torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
+                         **card)
                 rows.append(r)
                 if device.startswith("cuda"):
                     torch.cuda.empty_cache()
@@ -123,7 +148,12 @@ def _bench_dap(gpus, lengths, preset, precision, backend, msa_depth, extra_depth
 def _table(rows, console):
     from rich.table import Table
 
-    t = Table(title="fastfold bench")
+    probe = any("probe_blocks" in r for r in rows)
+    title = "fastfold bench"
+    if probe:
+        title += (" - MEMORY PROBE: only the first probe_blocks block(s) of each stack ran; peaks are the full "
+                  "network's, times are not")
+    t = Table(title=title)
     for col in ("N", "path", "prec", "total s", "s/pass", "TFLOP/s", "peak alloc GiB", "predicted GiB", "top modules"):
         t.add_column(col)
     for r in rows:
@@ -132,8 +162,11 @@ def _table(rows, console):
             continue
         mods = ", ".join(f"{k} {v:.2f}" for k, v in list(r.get("modules_seconds", {}).items())[:3])
         pred = r.get("predicted_peak_gib")
-        t.add_row(str(r["n_res"]), r["path"], r["precision"], f"{r['seconds']:.2f}",
-                  f"{sum(r['seconds_per_pass']) / len(r['seconds_per_pass']):.2f}", f"{r['tflops']:.0f}",
+        pre = "probe_" if "probe_blocks" in r else ""
+        per_pass = r[pre + "seconds_per_pass"]
+        path = r["path"] + (f" probe{r['probe_blocks']}" if pre else "")
+        t.add_row(str(r["n_res"]), path, r["precision"], f"{r[pre + 'seconds']:.2f}" + (" (probe)" if pre else ""),
+                  f"{sum(per_pass) / len(per_pass):.2f}", f"{r['tflops']:.0f}" if "tflops" in r else "-",
                   f"{r.get('peak_allocated_gib', float('nan')):.2f}", "-" if pred is None else f"{pred:.2f}", mods)
     console.print(t)
 
@@ -147,7 +180,8 @@ def _plot(rows, path):
     fig, ax = plt.subplots(1, 2, figsize=(10, 4))
     for pathname in sorted({r["path"] for r in ok}):
         rs = [r for r in ok if r["path"] == pathname]
-        ax[0].plot([r["n_res"] for r in rs], [r["seconds"] for r in rs], "o-", label=pathname)
+        ax[0].plot([r["n_res"] for r in rs], [r.get("seconds", r.get("probe_seconds")) for r in rs], "o-",
+                   label=pathname)
         ax[1].plot([r["n_res"] for r in rs], [r.get("peak_allocated_gib", 0) for r in rs], "o-", label=pathname)
     ax[0].set(xlabel="residues", ylabel="seconds", title="wall time")
     ax[1].set(xlabel="residues", ylabel="GiB", title="peak allocated")
@@ -156,49 +190,188 @@ def _plot(rows, path):
     fig.savefig(path, dpi=100)
 
 
-def _find_max_length(preset, precision, backend, msa_depth, extra_depth, templates, max_memory, lengths, console):
-    """Bisect the longest N whose one-pass forward fits, each trial in its own process so an OOM
-    cannot poison the next. Starts from the planner's own limit."""
+# The margin default_budget (model/runner.py) leaves between the free memory and the planner's budget.
+MARGIN_GIB = 1.5
+
+
+def _cap_memory(max_memory):
+    """--max-memory M on CUDA: cap this process's allocator at M + MARGIN_GIB GiB, so that a larger
+    card (an H200) runs as a card with that much free memory would. Returns the JSON fields that
+    record the card and the cap."""
     import torch
 
+    from model.planner import GB
+
+    total = torch.cuda.get_device_properties(0).total_memory
+    out = {"card": torch.cuda.get_device_name(), "card_total_gib": total / GB}
+    if max_memory:
+        cap = min((max_memory + MARGIN_GIB) * GB, total)
+        torch.cuda.set_per_process_memory_fraction(cap / total)
+        out.update(memory_cap_gib=cap / GB, planner_budget_gib=max_memory)
+    return out
+
+
+def _card_info(device):
+    """Name, total and free memory of the GPU, read in a child process so that this one holds no
+    CUDA context (which would take memory from the trials)."""
+    if not device.startswith("cuda"):
+        return {"card": "cpu"}
+    code = ("import json, torch; f, t = torch.cuda.mem_get_info(); "
+            "print(json.dumps({'card': torch.cuda.get_device_name(), 'total': t, 'free': f}))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    try:
+        return json.loads(p.stdout.strip().splitlines()[-1])
+    except Exception:  # noqa: BLE001
+        fail("could not read the GPU's memory: " + (p.stderr.strip().splitlines() or ["no output"])[-1])
+
+
+def failure_reason(res):
+    """'CUDA OOM', 'planner refusal', 'timeout' or 'crash' for a failed trial's row."""
+    err = str(res.get("error", ""))
+    if res.get("timeout"):
+        return "timeout"
+    if "out of memory" in err.lower():
+        return "CUDA OOM"
+    if res.get("plan_error") or "does not fit" in err or "before any op runs" in err:
+        return "planner refusal"
+    return "crash"
+
+
+def search_max_length(lo, hi, planner, trial, step=64, max_trials=6, log=lambda msg: None):
+    """The longest N in [lo, hi] (on a grid of `step`) whose trial fits, and the first N that did not.
+
+    planner(n) -> None when the planner fits N, else its refusal (one line); cheap.
+    trial(n) -> the trial's row (a failed trial has "error"); expensive, at most `max_trials` calls.
+    The planner's limit L is bisected first; a trial at L that fits ends the search (the planner
+    refuses the next grid point); one that fails starts a bisection of trials below L."""
+    def grid(n):
+        return lo + (n - lo) // step * step
+
+    out = {"search_range": [lo, hi], "step": step, "trials": {}, "find_max_length": None, "first_failed": None}
+    refusal = planner(lo)
+    if refusal is not None:
+        out.update(planner_limit=None, first_failed={"n_res": lo, "reason": "planner refusal", "error": refusal})
+        return out
+    a, b, b_msg = lo, None, None
+    refusal = planner(hi)
+    if refusal is None:
+        a = hi
+    else:
+        b, b_msg = hi, refusal
+        while b - a > step:  # a fits, b does not
+            mid = grid((a + b) // 2)
+            if mid <= a:
+                mid = a + step
+            if mid >= b:
+                break
+            m_msg = planner(mid)
+            if m_msg is None:
+                a = mid
+            else:
+                b, b_msg = mid, m_msg
+    out["planner_limit"] = a
+    out["planner_first_refused"] = b
+    log(f"planner: fits N={a}" + (f", refuses N={b}" if b else " (the top of the range)"))
+    first_failed = None if b is None else {"n_res": b, "reason": "planner refusal", "error": b_msg}
+
+    def run(n):
+        res = trial(n)
+        out["trials"][n] = res
+        ok = "error" not in res
+        log(f"trial N={n}: " + ("ok" if ok else f"{failure_reason(res)}: {res['error']}"))
+        return ok
+
+    best = None
+    if run(a):
+        best = a
+    else:
+        res = out["trials"][a]
+        first_failed = {"n_res": a, "reason": failure_reason(res), "error": res["error"]}
+        good, bad = lo, a  # bisect the trials below the planner's limit; `good` not yet confirmed
+        while len(out["trials"]) < max_trials and bad - good > step:
+            mid = grid((good + bad) // 2)
+            if mid <= good:
+                mid = good + step
+            if mid >= bad:
+                break
+            if run(mid):
+                good = best = mid
+            else:
+                res = out["trials"][mid]
+                bad, first_failed = mid, {"n_res": mid, "reason": failure_reason(res), "error": res["error"]}
+        if best is None and good == lo and lo < bad and len(out["trials"]) < max_trials and run(lo):
+            best = lo
+    out["find_max_length"] = best
+    out["first_failed"] = first_failed
+    out["trials_run"] = len(out["trials"])
+    return out
+
+
+def _find_max_length(preset, precision, backend, msa_depth, extra_depth, templates, max_memory, lengths, console,
+                     device="cuda", probe_blocks=None, recycles=0, step=64, max_trials=6, trial_timeout=None):
+    """--find-max-length: the planner's limit by bisection, then isolated trials (each its own
+    process, so an OOM cannot poison the next) to confirm it or bisect below it."""
     from model.planner import GB, PlanError, Problem, plan
 
-    budget = max_memory * GB if max_memory else torch.cuda.mem_get_info()[0] - 1.5 * GB
-    lo, hi = 256, 65536
+    info = _card_info(device)
+    if max_memory:
+        budget = max_memory * GB
+    elif device.startswith("cuda"):
+        budget = info["free"] - MARGIN_GIB * GB
+    else:
+        budget = 1e15  # no practical limit on the host (model/runner.py default_budget)
+    lo, hi = min(lengths), max(lengths)
 
-    def predicted_ok(n):
+    def planner(n):
         try:
             plan(Problem(n, msa_depth + (templates if templates else 0), extra_depth, templates, precision, backend),
                  budget)
-            return True
-        except PlanError:
-            return False
-
-    while hi - lo > 64:  # the planner's limit, cheaply
-        mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if predicted_ok(mid) else (lo, mid)
-    trials = {}
+            return None
+        except PlanError as e:
+            return str(e)
 
     def trial(n):
         cmd = [sys.executable, "-m", "fastfold_cli", "bench", "--lengths", str(n), "--precision", precision,
                "--preset", preset, "--msa-depth", str(msa_depth), "--extra-depth", str(extra_depth), "--templates",
-               str(templates), "--recycles", "0", "--backend", backend, "--no-breakdown"]
-        if max_memory:
-            cmd += ["--max-memory", str(max_memory)]
-        p = subprocess.run(cmd, capture_output=True, text=True)
+               str(templates), "--recycles", str(recycles), "--backend", backend, "--device", device,
+               "--no-breakdown", "--no-warmup"]
+        if budget < 1e15:  # the parent's budget, so each trial plans as the search did (a trial's own default
+            # would see free memory after its weights are loaded and count them twice)
+            cmd += ["--max-memory", f"{budget / GB:.3f}"]
+        if probe_blocks:
+            cmd += ["--probe-blocks", str(probe_blocks)]
+        console.print(f"trial N={n} …")
+        try:
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=trial_timeout)
+        except subprocess.TimeoutExpired:
+            return {"n_res": n, "error": f"no result within {trial_timeout:g} s", "timeout": True}
         try:
             res = json.loads(p.stdout.strip().splitlines()[-1])[0]
         except Exception:  # noqa: BLE001 - a crashed trial is a failed trial
-            res = {"error": (p.stderr.strip().splitlines() or ["crashed"])[-1]}
-        trials[n] = res
-        console.print(f"trial N={n}: {'ok' if 'error' not in res else res['error']}")
-        return "error" not in res
+            res = {"n_res": n, "error": (p.stderr.strip().splitlines() or ["crashed"])[-1]}
+        return res
 
-    n = lo
-    while n > 256 and not trial(n):
-        n = int(n * 0.9)
-    best = n
-    step = max(64, n // 20)
-    while trial(best + step):
-        best += step
-    return {"find_max_length": best, "planner_limit": lo, "precision": precision, "trials": trials}
+    out = search_max_length(lo, hi, planner, trial, step=step, max_trials=max_trials, log=console.print)
+    out.update(precision=precision, backend=backend, preset=preset, recycles=recycles, passes=recycles + 1,
+               n_seq=msa_depth, n_extra=extra_depth, n_templ=templates, card=info.get("card"),
+               planner_budget_gib=budget / GB if budget < 1e15 else None)
+    if "total" in info:
+        out["card_total_gib"] = info["total"] / GB
+        out["card_free_gib"] = info["free"] / GB
+    if device.startswith("cuda"):  # each trial's allocator cap (_cap_memory)
+        out["memory_cap_gib"] = min(budget / GB + MARGIN_GIB, info["total"] / GB)
+    if probe_blocks:
+        out["probe_blocks"] = probe_blocks
+        out["note"] = (f"memory probe: each trial ran only the first {probe_blocks} block(s) of each stack with all "
+                       "parameters loaded; a stack's peak is one block's, so the fit is the full network's")
+    return out
+
+
+def _report_search(r, console):
+    best, ff = r["find_max_length"], r["first_failed"]
+    probe = f", probe {r['probe_blocks']} block(s)" if r.get("probe_blocks") else ""
+    cap = f", allocator capped at {r['memory_cap_gib']:.1f} GiB" if r.get("memory_cap_gib") else ""
+    console.print(f"[bold]longest N that ran: {best}[/] ({r['precision']}, {r['passes']} pass(es){probe}{cap}; "
+                  f"card {r.get('card')}); planner limit {r.get('planner_limit')}")
+    if ff:
+        console.print(f"first N that failed: {ff['n_res']} ({ff['reason']}: {ff['error']})")

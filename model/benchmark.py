@@ -93,8 +93,14 @@ class ModuleTimer:
 def bench_one(model: AlphaFold, n_res: int, *, precision: str, backend: str = "torch", n_seq: int = 508,
               n_extra: int = 5120, n_templ: int = 4, recycles: int = 3, plain: bool = False,
               max_memory: Optional[float] = None, breakdown: bool = True, warmup: bool = True,
-              seed: int = 0) -> Dict:
-    """Time one full forward at length n_res. plain=True runs the unchunked, not-in-place path."""
+              seed: int = 0, probe_blocks: Optional[int] = None) -> Dict:
+    """Time one full forward at length n_res. plain=True runs the unchunked, not-in-place path.
+
+    probe_blocks=K: a memory probe: only the first K blocks of each stack (Evoformer, extra MSA,
+    template pair) run (Runtime.max_blocks), every parameter stays loaded and every other stage
+    runs as usual. The peak is the full network's (a stack's blocks update the same activations
+    in place, so its peak is one block's); the times are not: they are reported as
+    `probe_seconds` / `probe_seconds_per_pass`, with no `seconds`, `pflop` or `tflops`."""
     device = next(model.parameters()).device
     cuda = device.type == "cuda"
     preset = model.cfg.get("preset", "model_1")
@@ -102,6 +108,9 @@ def bench_one(model: AlphaFold, n_res: int, *, precision: str, backend: str = "t
     row = {"n_res": n_res, "precision": precision, "backend": backend, "path": "plain" if plain else "planned",
            "n_seq": n_seq, "n_extra": n_extra, "n_templ": n_templ if model.cfg.embeddings_and_evoformer.template.enabled else 0,
            "recycles": recycles}
+    if probe_blocks is not None:
+        row.update(probe_blocks=probe_blocks, note=f"memory probe: only the first {probe_blocks} block(s) of each "
+                   "stack ran (all parameters loaded); times are not full-network times")
     if plain:
         rt = Runtime(precision=precision, backend=backend)
         row["predicted_peak_gib"] = None
@@ -110,11 +119,14 @@ def bench_one(model: AlphaFold, n_res: int, *, precision: str, backend: str = "t
             p = make_plan(model, batch, precision, backend, max_memory, device)
         except PlanError as e:
             row["error"] = str(e)
+            row["plan_error"] = True
             return row
         rt = p.runtime()
         row["predicted_peak_gib"] = p.predicted_peak / GB
         row["chunks"] = {k: v for k, v in p.chunks.items() if v}
         row["recompute_templates"] = rt.recompute_templates
+    if probe_blocks is not None:
+        rt = rt.with_(max_blocks=probe_blocks)
     try:
         if warmup:
             model(batch, rt, num_recycle=0)  # kernel selection / Triton compilation out of the timing
@@ -145,16 +157,18 @@ def bench_one(model: AlphaFold, n_res: int, *, precision: str, backend: str = "t
             timer.close()
         return row
     passes = [b - a for a, b in zip([t0] + marks[:-1], marks)]
-    row.update({"seconds": t1 - t0, "seconds_per_pass": passes, "heads_seconds": t1 - marks[-1],
+    pre = "probe_" if probe_blocks is not None else ""
+    row.update({pre + "seconds": t1 - t0, pre + "seconds_per_pass": passes, pre + "heads_seconds": t1 - marks[-1],
                 "mean_plddt": float(out["plddt"].mean())})
     if cuda:
         # The module timer resets the peak after each module: the run's peak is the largest seen.
         seen = max(timer.peaks.values()) if (timer and timer.peaks) else 0
         row["peak_allocated_gib"] = max(torch.cuda.max_memory_allocated(), seen) / GB
         row["peak_reserved_gib"] = torch.cuda.max_memory_reserved() / GB
-    flops = af2_flops(n_res, n_seq + row["n_templ"], n_extra, row["n_templ"], recycles + 1)
-    row["pflop"] = flops / 1e15
-    row["tflops"] = flops / (t1 - t0) / 1e12
+    if probe_blocks is None:  # the FLOP model is the full network's
+        flops = af2_flops(n_res, n_seq + row["n_templ"], n_extra, row["n_templ"], recycles + 1)
+        row["pflop"] = flops / 1e15
+        row["tflops"] = flops / (t1 - t0) / 1e12
     if timer:
         row["modules_seconds"] = timer.totals()
         row["modules_peak_gib"] = {k: v / GB for k, v in sorted(timer.peaks.items(), key=lambda kv: -kv[1])}
