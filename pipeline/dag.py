@@ -17,6 +17,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import math
 import os
 import pickle
 import tempfile
@@ -182,6 +183,18 @@ class Plan:
     features: dict[str, str]                # seq id -> features task id
 
 
+def auto_shards(db_bytes: int, search_bytes: int, cpus: int, waves: int = 2) -> int:
+    """Shards of one database for one query: every jackhmmer shard of the run gets about the same
+    number of bytes (search time is proportional to them), sized so that all of the run's
+    searches make about `waves` shards per CPU — equal tasks, a couple per CPU, leave little idle
+    tail (a bigger database gets more shards, not longer ones; no shard exceeds the target size).
+    Never below SHARD_MIN_BYTES a shard."""
+    if search_bytes <= 0 or db_bytes <= 0:
+        return 1
+    target = max(SHARD_MIN_BYTES, search_bytes / max(1, waves * cpus))
+    return max(1, min(math.ceil(db_bytes / target), db_bytes // SHARD_MIN_BYTES or 1))
+
+
 def _seq_id(sequence: str) -> str:
     return hashlib.sha256(sequence.encode()).hexdigest()[:10]
 
@@ -208,15 +221,23 @@ def plan(chains: Sequence[Chain], dbs: dbmod.Databases, opts: Options, cache_dir
             tasks[tid] = Task(tid, "count", t_count, (path,), 1, cache(content_key("count", fp)))
         return Ref(tid)
 
+    # Bytes every jackhmmer search of this run reads together: shards are cut to one size across
+    # databases (see auto_shards).
+    jh_paths = [] if single else [dbs.uniref90_database_path, dbs.mgnify_database_path]
+    if not single and opts.db_preset != "full_dbs":
+        jh_paths.append(dbs.small_bfd_database_path)
+    if not single and multimer and n_uniq > 1:
+        jh_paths.append(dbs.uniprot_database_path)
+    search_bytes = n_uniq * sum(os.path.getsize(p) for p in jh_paths if p and os.path.exists(p))
+
     def jackhmmer_tasks(sid: str, seq: str, name: str, path: str, max_hits: int | None) -> str:
         fp = dbmod.fingerprint(path)
         merged_key = content_key("jackhmmer", tools.JACKHMMER_FLAGS, seq, fp, max_hits)
         mid = f"{sid}/{name}"
         if opts.shards:
             n_shards = opts.shards
-        else:  # enough shards to keep every CPU busy with the other searches of this run
-            n_shards = max(1, opts.cpus // max(1, n_uniq))
-            n_shards = max(1, min(n_shards, os.path.getsize(path) // SHARD_MIN_BYTES or 1))
+        else:
+            n_shards = auto_shards(os.path.getsize(path), search_bytes, opts.cpus)
         z = count_task(path)
         parts = []
         for i, sh in enumerate(tools.shard_database(path, n_shards)):

@@ -258,3 +258,22 @@ def test_cli_tool_failure_one_line_exit_1(example_db, tmp_path):
     assert r.returncode == 1
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: hhblits failed") and "Traceback" not in r.stderr
+
+
+def test_auto_shards_cut_every_database_to_one_shard_size():
+    """Search time follows bytes: shards of every database of a run come out about the same size,
+    none above the target, about `waves` per CPU in all, never under SHARD_MIN_BYTES."""
+    mb = 1 << 20
+    sizes = {"uniref90": 203 * mb, "mgnify": 101 * mb, "small_bfd": 101 * mb}
+    for chains, cpus in ((1, 16), (4, 16), (3, 7), (1, 2)):
+        total = chains * sum(sizes.values())
+        target = total / (2 * cpus)
+        n = {k: dag.auto_shards(v, total, cpus) for k, v in sizes.items()}
+        per_shard = [v / n[k] for k, v in sizes.items()]
+        assert max(per_shard) <= target * 1.0001
+        assert min(per_shard) >= target / 2  # ceil never halves a shard below half the target
+        tasks = chains * sum(n.values())
+        assert 2 * cpus <= tasks <= 2 * cpus + chains * len(sizes)
+    assert dag.auto_shards(3 * mb, 3 * mb, 64) == 3  # 1 MiB minimum shard
+    assert dag.auto_shards(100, 100, 16) == 1
+    assert dag.auto_shards(0, 0, 16) == 1
