@@ -261,6 +261,8 @@ def test_cli_tool_failure_one_line_exit_1(example_db, tmp_path):
 
 
 def test_auto_shards_cut_every_database_to_one_shard_size():
+    from pipeline import dag
+
     """Search time follows bytes: shards of every database of a run come out about the same size,
     none above the target, about `waves` per CPU in all, never under SHARD_MIN_BYTES."""
     mb = 1 << 20
