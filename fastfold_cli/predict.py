@@ -146,8 +146,6 @@ def predict(fasta, out_dir, batch, models, num_recycles, recycle_early_stop_tole
     if gpus > 1 and is_batch:
         _fail("--gpus (DAP) is for one target: a batch folds a target that does not fit one GPU on several GPUs "
               "of one node by itself")
-    if gpus > 1 and complex_:
-        _fail("--gpus (DAP) is not supported for complexes (AlphaFold-Multimer) yet")
     settings = Settings(model_names=model_names, seed=seed, num_seeds=num_seeds, num_recycles=num_recycles,
                         early_stop=recycle_early_stop_tolerance, precision=precision, backend=backend,
                         max_memory=max_memory, relax=relax, gpus=gpus)
@@ -416,6 +414,18 @@ def _run_model(model, model_name, raw, seed, device, precision, backend, setting
         processed, num_recycle = _monomer_batch(model_name, raw, seed, settings)
     out, plan = run_planned(model, processed, precision, backend, budget, num_recycle=num_recycle,
                             early_stop_tolerance=settings.early_stop)
+    result = _result(model, out, processed)
+    del out
+    info = {"precision": precision, "backend": backend, "device": device,
+            "chunks": {k: v for k, v in plan.chunks.items() if v}}
+    if processed is raw:  # multimer: the batch has no pass axis
+        return result, raw, info
+    return result, _first_sample(processed), info
+
+
+def _result(model, out, processed):
+    """The numpy result of one prediction (_RESULT_KEYS), with per-chain / interface scores for a
+    multimer."""
     chain_scores = None
     if getattr(model, "multimer", False) and "predicted_aligned_error_logits" in out:
         import torch
@@ -429,14 +439,9 @@ def _run_model(model, model_name, raw, seed, device, precision, backend, setting
                         "interfaces": {"-".join(letter(x) for x in k.split("-")): v
                                        for k, v in cs["interfaces"].items()}}
     result = {k: v.detach().float().cpu().numpy() for k, v in out.items() if k in _RESULT_KEYS}
-    del out
     if chain_scores is not None:
         result["chain_scores"] = chain_scores
-    info = {"precision": precision, "backend": backend, "device": device,
-            "chunks": {k: v for k, v in plan.chunks.items() if v}}
-    if processed is raw:  # multimer: the batch has no pass axis
-        return result, raw, info
-    return result, _first_sample(processed), info
+    return result
 
 
 def _monomer_batch(model_name, raw, seed, settings: Settings):
@@ -458,11 +463,15 @@ _RESULT_KEYS = ("final_atom_positions", "final_atom_mask", "plddt", "ptm", "iptm
 
 
 def _run_model_dap(model_name, raw, seed, device, precision, backend, settings: Settings, budget):
-    """One monomer prediction spread over settings.gpus processes (model/dap.py): NCCL over GPUs,
-    or gloo over CPU processes with --device cpu. Returns what `_run_model` returns."""
+    """One prediction spread over settings.gpus processes (model/dap.py): NCCL over GPUs, or gloo
+    over CPU processes with --device cpu. Returns what `_run_model` returns. A multimer preset
+    gets the raw features (each rank draws the same MSA sample from `seed`)."""
     from model import dap
 
-    processed, num_recycle = _monomer_batch(model_name, raw, seed, settings)
+    if "multimer" in model_name:
+        processed, num_recycle = raw, settings.num_recycles
+    else:
+        processed, num_recycle = _monomer_batch(model_name, raw, seed, settings)
     cuda = device.startswith("cuda")
     params = None if settings.param_paths is None else settings.param_paths[model_name]
     rows = dap.launch(_predict_rank, settings.gpus, "nccl" if cuda else "gloo",
@@ -470,7 +479,7 @@ def _run_model_dap(model_name, raw, seed, device, precision, backend, settings: 
                             settings.early_stop, cuda))
     result, chunks = rows[0]
     info = {"precision": precision, "backend": backend, "device": device, "gpus": settings.gpus, "chunks": chunks}
-    return result, _first_sample(processed), info
+    return result, (raw if processed is raw else _first_sample(processed)), info
 
 
 def _predict_rank(shard, model_name, params, seed, processed, precision, backend, budget, num_recycle, early_stop,
@@ -488,12 +497,14 @@ def _predict_rank(shard, model_name, params, seed, processed, precision, backend
         from model.params import load_model
         model = load_model(params, model_name, device=device)
     model.prepare(Runtime(precision=precision))
+    if getattr(model, "multimer", False):  # the same sample on every rank: the same seeded draws
+        from model.multimer import MsaSampling
+        model.evoformer.sampling = MsaSampling(mode="random", seed=seed)
     out, plan = run_planned(model, processed, precision, backend, budget, shard=shard, num_recycle=num_recycle,
                             early_stop_tolerance=early_stop)
     if shard is not None and shard.rank != 0:
         return None
-    return ({k: v.detach().float().cpu().numpy() for k, v in out.items() if k in _RESULT_KEYS},
-            {k: v for k, v in plan.chunks.items() if v})
+    return _result(model, out, processed), {k: v for k, v in plan.chunks.items() if v}
 
 
 def _relax(out: Path, results, on_gpu, timings, log: Callable[[str], None] = _echo):

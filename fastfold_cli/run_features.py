@@ -47,7 +47,8 @@ from fastfold_cli.errors import fail
                    "0.5 Å for multimer, off for monomer).")
 @click.option("--gpus", type=click.IntRange(min=1), default=1, show_default=True,
               help="DAP: spread the prediction over this many GPUs (one process each; with --device cpu, "
-                   "processes on the CPU through gloo). Monomer presets.")
+                   "processes on the CPU through gloo). Monomer and multimer presets (every rank draws the "
+                   "same MSA sample).")
 def run_features(features, params_path, out_path, preset, num_recycles, device, precision, backend, chunk_size,
                  num_msa, num_extra_msa, msa_sampling, seed, early_stop_tolerance, gpus=1):
     """Run the AlphaFold network on FEATURES (.npz) and write all outputs to --out."""
@@ -75,26 +76,26 @@ def run_features(features, params_path, out_path, preset, num_recycles, device, 
         need = ("aatype", "residue_index", "asym_id", "entity_id", "sym_id", "seq_mask", "msa", "deletion_matrix",
                 "msa_mask", "template_aatype", "template_all_atom_positions", "template_all_atom_mask")
         kind = "a multimer feature batch"
-        model.evoformer.sampling = MsaSampling(num_msa, num_extra_msa, msa_sampling or "random", seed)
+        sampling = MsaSampling(num_msa, num_extra_msa, msa_sampling or "random", seed)
+        model.evoformer.sampling = sampling
     else:
         given = [o for o, v in (("--num-msa", num_msa), ("--num-extra-msa", num_extra_msa),
                                 ("--msa-sampling", msa_sampling)) if v is not None]
         if given:
             fail(f"{', '.join(given)}: only for AlphaFold-Multimer presets (monomer batches are already sampled)")
         need, kind = ("aatype", "target_feat", "msa_feat", "seq_mask"), "a processed feature batch"
+        sampling = None
     missing = [k for k in need if k not in batch]
     if missing:
         fail(f"{features} is not {kind}: missing {', '.join(missing)}")
     if gpus > 1:
-        if model.multimer:
-            fail("--gpus: DAP is not implemented for multimer presets yet")
         if device.startswith("cuda") and torch.cuda.device_count() < gpus:
             fail(f"--gpus {gpus}: only {torch.cuda.device_count()} CUDA devices visible")
         from model import dap
         t0 = time.perf_counter()
         arrays = dap.launch(_run_rank, gpus, "nccl" if device.startswith("cuda") else "gloo",
                             args=(params_path, preset, batch, num_recycles, precision, backend, chunk_size,
-                                  early_stop_tolerance, device.startswith("cuda")))[0]
+                                  early_stop_tolerance, device.startswith("cuda"), sampling))[0]
         _save(arrays, out_path)
         click.echo(f"wrote {len(arrays)} outputs to {out_path} ({time.perf_counter() - t0:.2f} s on {gpus} "
                    f"{'GPUs' if device.startswith('cuda') else 'CPU processes'}, {precision})", err=True)
@@ -117,14 +118,17 @@ def run_features(features, params_path, out_path, preset, num_recycles, device, 
 
 
 def _run_rank(shard, params_path, preset, batch, num_recycles, precision, backend, chunk_size, early_stop_tolerance,
-              cuda):
-    """One DAP rank of --gpus (model/dap.py launches it): rank 0 returns the outputs as numpy."""
+              cuda, sampling=None):
+    """One DAP rank of --gpus (model/dap.py launches it): rank 0 returns the outputs as numpy.
+    sampling: a multimer's MsaSampling (the same seed on every rank: the same MSA sample)."""
     import torch
 
     from model.config import Runtime
     from model.params import load_model
     device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
     model = load_model(params_path, preset, device=device)
+    if sampling is not None:
+        model.evoformer.sampling = sampling
     rt = Runtime.chunked_all(chunk_size, precision=precision, backend=backend, inplace=bool(chunk_size), shard=shard)
     model.prepare(rt)
     out = model(batch, rt, num_recycle=num_recycles, early_stop_tolerance=early_stop_tolerance,

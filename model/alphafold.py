@@ -163,8 +163,6 @@ class AlphaFold(nn.Module):
         called after each iteration's structure module. Adds `num_recycles_run`.
         """
         rt = rt or Runtime()
-        if getattr(self, "multimer", False) and dap.active(rt.shard):
-            raise NotImplementedError("DAP (rt.shard) is not implemented for AlphaFold-Multimer yet")
         if num_recycle is None:
             num_recycle = self.cfg.num_recycle
         if early_stop_tolerance is None:

@@ -23,11 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model import all_atom
+from model import all_atom, dap
 from model.config import Config, Runtime
 from model.evoformer import EvoformerIteration, TemplatePairBlock
 from model.primitives import LayerNorm, Linear, chunked
-from model.trunk import dgram_from_positions
+from model.trunk import dgram_from_positions, embed_extra_shard, embed_pair_shard, shard_msa, trunk_outputs
 
 MSA_SAMPLING_MODES = ("random", "first")
 
@@ -187,13 +187,14 @@ class ScalarLinear(nn.Module):
         return x[..., None] * self.weights.to(x.dtype) + self.bias.to(x.dtype)
 
 
-def template_unit_vectors(atom_pos: torch.Tensor, atom_mask: torch.Tensor):
+def template_unit_vectors(atom_pos: torch.Tensor, atom_mask: torch.Tensor, rows: slice = slice(None)):
     """Unit vector from residue i to residue j in i's backbone frame, [N, N, 3], and the backbone
     mask [N]. As AlphaFold-Multimer: rigid[:, None].inverse().apply_to_point(CA), i.e.
-    R_i^T CA_j + R_i^T (-CA_i) (exactly 0 on the diagonal), normalised with the 1e-6 clip."""
+    R_i^T CA_j + R_i^T (-CA_i) (exactly 0 on the diagonal), normalised with the 1e-6 clip.
+    `rows` selects a block of rows i -> [r, N, 3] (a DAP rank's rows)."""
     rot, ca, mask = all_atom.backbone_frames(atom_pos.float(), atom_mask)
-    rt_ = all_atom.rot_transpose(rot)                                   # [N, 3, 3]
-    local = all_atom.rot_vec_mul(rt_[:, None], ca[None, :]) + all_atom.rot_vec_mul(rt_, -ca)[:, None]
+    rt_ = all_atom.rot_transpose(rot)[rows]                             # [r, 3, 3]
+    local = all_atom.rot_vec_mul(rt_[:, None], ca[None, :]) + all_atom.rot_vec_mul(rt_, -ca[rows])[:, None]
     return all_atom.vec_normalized(local), mask
 
 
@@ -218,26 +219,30 @@ class MultimerSingleTemplateEmbedding(nn.Module):
         return getattr(self, f"template_pair_embedding_{i}")(x)
 
     def forward(self, query_act: torch.Tensor, aatype, atom_pos, atom_mask, mask_2d, multichain_2d,
-                rt: Runtime) -> torch.Tensor:
+                rt: Runtime, rows: slice = slice(None)) -> torch.Tensor:
         """query_act: template_pair_embedding_8(LN(query pair)) [N, N, C_t] (the same for every
-        template); aatype [N]; atom_pos [N, 37, 3]; atom_mask [N, 37]; mask_2d, multichain_2d [N, N]
-        -> [N, N, C_t]."""
+        template); aatype [N]; atom_pos [N, 37, 3]; atom_mask [N, 37]; mask_2d [N, N];
+        multichain_2d [r, N] (the rows `rows`) -> [N, N, C_t].
+
+        DAP: query_act is this rank's row shard [N_pad/P, N_pad, C_t], mask_2d the whole padded
+        mask and `rows` this rank's real residue rows; the features are formed on those rows only
+        and padded (the padding is masked in the template stack)."""
         dt = query_act.dtype
         pb, pb_mask = all_atom.pseudo_beta(aatype, atom_pos.float(), atom_mask.float())
-        pb_2d = pb_mask[:, None] * pb_mask[None, :] * multichain_2d
-        dgram = dgram_from_positions(pb, **self.cfg.dgram_features) * pb_2d[..., None]
+        pb_2d = pb_mask[rows, None] * pb_mask[None, :] * multichain_2d
+        dgram = dgram_from_positions(pb, **self.cfg.dgram_features, rows=rows) * pb_2d[..., None]
         onehot = F.one_hot(aatype.long(), 22).to(dt)
-        unit, bb_mask = template_unit_vectors(atom_pos, atom_mask)
-        bb_2d = bb_mask[:, None] * bb_mask[None, :] * multichain_2d
+        unit, bb_mask = template_unit_vectors(atom_pos, atom_mask, rows)
+        bb_2d = bb_mask[rows, None] * bb_mask[None, :] * multichain_2d
         unit = unit * bb_2d[..., None]
         act = self.embed(0, dgram.to(dt))
         act = act + self.embed(1, pb_2d.to(dt))
         act = act + self.embed(2, onehot[None, :, :])
-        act = act + self.embed(3, onehot[:, None, :])
+        act = act + self.embed(3, onehot[rows, None, :])
         for c in range(3):
             act = act + self.embed(4 + c, unit[..., c].to(dt))
         act = act + self.embed(7, bb_2d.to(dt))
-        act = act + query_act
+        act = dap.pad(act, query_act.shape[:2]) + query_act
         for block in self.template_embedding_iteration[:rt.max_blocks]:
             act = block(act, mask_2d, rt)
         return self.output_layer_norm(act, rt.backend)
@@ -254,17 +259,21 @@ class MultimerTemplateEmbedding(nn.Module):
 
     def forward(self, z: torch.Tensor, batch: Dict[str, torch.Tensor], mask_2d: torch.Tensor,
                 rt: Runtime) -> torch.Tensor:
+        """z: [N, N, C_z] (DAP: this rank's row shard [N_pad/P, N_pad, C_z]); mask_2d: [N, N]
+        (whole, padded) -> the update [N, N, C_z] (DAP: row shard)."""
         ste = self.single_template_embedding
         aatype = batch["template_aatype"]
-        n_templ = aatype.shape[0]
+        n_templ, n_res = aatype.shape
+        lo, hi = dap.local_range(rt.shard, z.shape[1])
+        real = slice(min(lo, n_res), min(hi, n_res))  # this rank's rows that are real residues
         asym = batch["asym_id"]
-        multichain = (asym[:, None] == asym[None, :]).float()
+        multichain = (asym[real, None] == asym[None, :]).float()
         query = chunked(lambda z_c: ste.embed(8, ste.query_embedding_norm(z_c, rt.backend)), [z],
                         rt.chunk("pair_rows"), dim=0)
         total = None
         for t in range(n_templ):
             emb = ste(query, aatype[t], batch["template_all_atom_positions"][t], batch["template_all_atom_mask"][t],
-                      mask_2d, multichain, rt)
+                      mask_2d, multichain, rt, rows=real)
             total = emb if total is None else total + emb
         if total is None:
             return torch.zeros_like(z)
@@ -344,51 +353,42 @@ class MultimerEmbeddingsAndEvoformer(nn.Module):
 
     def forward(self, batch: Dict[str, torch.Tensor], prev: Dict[str, torch.Tensor], rt: Runtime):
         """batch: raw multimer features (no ensemble axis); prev: prev_pos [N, 37, 3],
-        prev_msa_first_row [N, C_m], prev_pair [N, N, C_z].
+        prev_msa_first_row [N, C_m], prev_pair [N, N, C_z] (DAP: this rank's row shard of the
+        padded pair, as returned in "pair").
 
         Returns dict(single [N, C_s], pair [N, N, C_z], msa [S, N, C_m] (cluster rows),
-        msa_first_row [N, C_m])."""
+        msa_first_row [N, C_m]); under DAP pair and msa are this rank's row shards (msa_rows: the
+        S to keep), as model.trunk.EmbeddingsAndEvoformer returns them.
+
+        DAP (rt.shard): the MSA sample is drawn before sharding, on every rank from the same seeded
+        generator (CPU draws: the same sample on every rank); then the pair, templates, extra MSA
+        and MSA are padded and sharded with the monomer trunk's helpers (model/trunk.py)."""
         c = self.cfg
         dt = rt.dtype
-        n = batch["aatype"].shape[0]
-        rows = rt.chunk("pair_rows") or n
-        shard = getattr(rt, "shard", None)
-        if shard is not None and shard.world > 1:
-            raise NotImplementedError("DAP sharding of the AlphaFold-Multimer embedder is not implemented yet")
+        sh = rt.shard
         if self._gen is None:
             self.reset_sampling()
         feats = sample_features(batch, c, self.sampling, self._gen)
         target_feat = F.one_hot(batch["aatype"].long(), 21).to(dt)
-        m = self.preprocess_1d(target_feat)[None] + self.preprocess_msa(feats["msa_feat"].to(dt))
         left, right = self.left_single(target_feat), self.right_single(target_feat)
-        seq_mask = batch["seq_mask"].to(dt)
-        mask_2d = seq_mask[:, None] * seq_mask[None, :]
-        if c.recycle_pos:
-            pb = all_atom.pseudo_beta(batch["aatype"], prev["prev_pos"].float(), None)[0]
-        if c.recycle_features:
-            m[0] += self.prev_msa_first_row_norm(prev["prev_msa_first_row"].float()).to(dt)
-        prev_pair = prev["prev_pair"]
-        z = prev_pair if (prev_pair.dtype == dt and prev_pair.is_contiguous() and rt.inplace) else \
-            torch.empty(n, n, left.shape[-1], dtype=dt, device=left.device)
-        for r0 in range(0, n, rows):
-            r1 = min(n, r0 + rows)
-            blk = left[r0:r1, None] + right[None, :]
-            if c.recycle_pos:
-                blk = blk + self.prev_pos_linear(dgram_from_positions(pb, **c.prev_pos, rows=slice(r0, r1)).to(dt))
-            if c.recycle_features:
-                blk = blk + self.prev_pair_norm(prev_pair[r0:r1].float()).to(dt)
-            z[r0:r1] = blk + self.relative_position_rows(batch, r0, r1, dt)
-        del prev_pair
+        z, mask_2d = embed_pair_shard(self, batch, prev, rt, left, right,
+                                      lambda r0, r1: self.relative_position_rows(batch, r0, r1, dt))
+        n_pad = mask_2d.shape[0]
 
         if c.template.enabled:
             z = z + self.template_embedding(z, batch, mask_2d, rt)
 
-        e = self.extra_msa_activations(feats["extra_msa_feat"].to(dt))
-        extra_mask = feats["extra_msa_mask"].to(dt)
+        e, extra_mask = embed_extra_shard(sh, lambda f: self.extra_msa_activations(f.to(dt)),
+                                          [feats["extra_msa_feat"]], feats["extra_msa_mask"].to(dt), n_pad,
+                                          rt.chunk("extra_row_att"))
         for block in self.extra_msa_stack[:rt.max_blocks]:
             e, z = block(e, z, extra_mask, mask_2d, rt)
         del e
 
+        # The MSA activations are formed only now (as the monomer trunk does).
+        m = self.preprocess_1d(target_feat)[None] + self.preprocess_msa(feats["msa_feat"].to(dt))
+        if c.recycle_features:
+            m[0] += self.prev_msa_first_row_norm(prev["prev_msa_first_row"].float()).to(dt)
         msa_mask = feats["msa_mask"].to(dt)
         n_seq = m.shape[0]
         if c.template.enabled:
@@ -397,8 +397,7 @@ class MultimerEmbeddingsAndEvoformer(nn.Module):
             m = torch.cat([m, ta], dim=0)
             msa_mask = torch.cat([msa_mask, tmask.to(dt)], dim=0)
 
+        m, msa_mask = shard_msa(sh, m, msa_mask, n_pad)
         for block in self.evoformer_iteration[:rt.max_blocks]:
             m, z = block(m, z, msa_mask, mask_2d, rt)
-
-        single = self.single_activations(m[0])
-        return {"single": single, "pair": z, "msa": m[:n_seq], "msa_first_row": m[0]}
+        return trunk_outputs(sh, m, z, batch["aatype"].shape[0], n_seq, self.single_activations)

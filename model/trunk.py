@@ -35,6 +35,89 @@ def dgram_from_positions(positions: torch.Tensor, num_bins: int, min_bin: float,
     return ((dist2 > lower) & (dist2 < upper)).float()
 
 
+# ----------------------------------------------------------------------------------------------
+# DAP layout helpers, shared by this embedder and the multimer one (model/multimer.py): with
+# rt.shard None each returns the unpadded, unsharded layout.
+# ----------------------------------------------------------------------------------------------
+
+def embed_pair_shard(mod: nn.Module, batch: Dict[str, torch.Tensor], prev: Dict[str, torch.Tensor], rt: Runtime,
+                     left: torch.Tensor, right: torch.Tensor, relpos):
+    """The recycling embedder's pair on this rank's rows: left_i + right_j (+ prev_pos_linear of the
+    recycled positions' distogram, + prev_pair_norm of the recycled pair) + relpos(r0, r1) (the
+    relative-position rows [r1 - r0, N, C_z] of global rows r0:r1). `mod` holds cfg, prev_pos_linear
+    and prev_pair_norm. Padding (DAP) is zero.
+
+    Returns (z, mask_2d): z [N, N, C_z], under DAP this rank's row shard [N_pad/P, N_pad, C_z] (it
+    takes over the storage of prev["prev_pair"] when `rt.inplace` allows), and the pair mask
+    [N_pad, N_pad] (whole; padding dap.PAD_MASK)."""
+    c, dt, sh = mod.cfg, rt.dtype, rt.shard
+    n = batch["aatype"].shape[0]
+    n_pad = dap.padded(sh, n)
+    lo, hi = dap.local_range(sh, n_pad)  # this rank's pair rows (padded coordinates)
+    hi_real = max(lo, min(hi, n))
+    rows = rt.chunk("pair_rows") or n
+    seq_mask = batch["seq_mask"].to(dt)
+    mask_2d = dap.pad(seq_mask[:, None] * seq_mask[None, :], (n_pad, n_pad), dap.PAD_MASK)  # whole, every rank
+    if c.recycle_pos:
+        pb = all_atom.pseudo_beta(batch["aatype"], prev["prev_pos"].float(), None)[0]
+    # The recycled pair is consumed row by row, so the new pair can take over its storage.
+    prev_pair = prev["prev_pair"]
+    shape = (hi - lo, n_pad, left.shape[-1])
+    prev_lo = lo if prev_pair.shape[0] != prev_pair.shape[1] else 0  # a DAP row shard or whole
+    z = prev_pair if (prev_pair.dtype == dt and prev_pair.is_contiguous() and rt.inplace
+                      and tuple(prev_pair.shape) == shape) else \
+        torch.empty(shape, dtype=dt, device=left.device)
+    if n_pad != n:  # padding: zero activations (masked everywhere)
+        z[:, n:] = 0
+        z[hi_real - lo:] = 0
+    for r0 in range(lo, hi_real, rows):
+        r1 = min(hi_real, r0 + rows)
+        blk = left[r0:r1, None] + right[None, :]
+        if c.recycle_pos:
+            dgram = dgram_from_positions(pb, **c.prev_pos, rows=slice(r0, r1)).to(dt)
+            blk = blk + mod.prev_pos_linear(dgram)
+            del dgram
+        if c.recycle_features:
+            blk = blk + mod.prev_pair_norm(prev_pair[r0 - prev_lo:r1 - prev_lo, :n].float()).to(dt)
+        z[r0 - lo:r1 - lo, :n] = blk + relpos(r0, r1)
+        del blk  # row-block temporaries must not outlive the loop
+    del prev_pair
+    return z, mask_2d
+
+
+def embed_extra_shard(sh, embed, feats, extra_mask: torch.Tensor, n_pad: int, chunk):
+    """This rank's rows of the embedded extra MSA: embed(*row blocks of feats) on its rows only
+    (chunks of `chunk` rows), padded to [E_pad/P, N_pad, C_e]; and the whole padded extra-MSA mask
+    [E_pad, N_pad]. feats: tensors [E, N, ...]; extra_mask: [E, N] in the runtime dtype."""
+    n_extra = extra_mask.shape[0]
+    e_pad = dap.padded(sh, n_extra)
+    e_lo, e_hi = dap.local_range(sh, e_pad)
+    e_rows = slice(min(e_lo, n_extra), min(e_hi, n_extra))
+    e = chunked(embed, [f[e_rows] for f in feats], chunk, dim=0)
+    return dap.pad(e, (e_hi - e_lo, n_pad)), dap.pad(extra_mask, (e_pad, n_pad), dap.PAD_MASK)
+
+
+def shard_msa(sh, m: torch.Tensor, msa_mask: torch.Tensor, n_pad: int):
+    """DAP: the MSA [S, N, C_m] padded to [S_pad, N_pad] and this rank's rows kept (a copy: the
+    whole MSA can go), and the whole padded mask [S_pad, N_pad]. Without DAP (m, msa_mask)."""
+    if not dap.active(sh):
+        return m, msa_mask
+    s_pad = dap.padded(sh, m.shape[0])
+    return (dap.scatter(sh, dap.pad(m, (s_pad, n_pad)), 0).clone(),
+            dap.pad(msa_mask, (s_pad, n_pad), dap.PAD_MASK))
+
+
+def trunk_outputs(sh, m: torch.Tensor, z: torch.Tensor, n: int, n_seq: int, single_activations) -> dict:
+    """The embedder's outputs after the Evoformer: single (single_activations of the first MSA
+    row), pair, msa (the first n_seq rows; DAP: this rank's row shard and msa_rows = n_seq) and
+    msa_first_row (DAP: broadcast from rank 0, which holds row 0)."""
+    if dap.active(sh):
+        first = dap.broadcast(sh, m[0, :n].contiguous() if sh.rank == 0 else m.new_empty(n, m.shape[-1]))
+        return {"single": single_activations(first), "pair": z, "msa": m, "msa_rows": n_seq,
+                "msa_first_row": first}
+    return {"single": single_activations(m[0]), "pair": z, "msa": m[:n_seq], "msa_first_row": m[0]}
+
+
 class SingleTemplateEmbedding(nn.Module):
     """Pair features of one template -> embedding2d -> template pair stack -> output LayerNorm."""
 
@@ -230,44 +313,18 @@ class EmbeddingsAndEvoformer(nn.Module):
         c = self.cfg
         dt = rt.dtype
         sh = rt.shard
-        n = batch["aatype"].shape[0]
-        n_pad = dap.padded(sh, n)
-        lo, hi = dap.local_range(sh, n_pad)  # this rank's pair rows (padded coordinates)
-        hi_real = max(lo, min(hi, n))
-        rows = rt.chunk("pair_rows") or n
         target_feat = batch["target_feat"].to(dt)
         left, right = self.left_single(target_feat), self.right_single(target_feat)
-        seq_mask = batch["seq_mask"].to(dt)
-        mask_2d = dap.pad(seq_mask[:, None] * seq_mask[None, :], (n_pad, n_pad), dap.PAD_MASK)  # whole, every rank
-        if c.recycle_pos:
-            pb = all_atom.pseudo_beta(batch["aatype"], prev["prev_pos"].float(), None)[0]
         ri = batch["residue_index"].long()
         rp = self.pair_activiations
-        # The recycled pair is consumed row by row, so the new pair can take over its storage.
-        prev_pair = prev["prev_pair"]
-        shape = (hi - lo, n_pad, left.shape[-1])
-        prev_lo = lo if prev_pair.shape[0] != prev_pair.shape[1] else 0  # a DAP row shard or whole
-        z = prev_pair if (prev_pair.dtype == dt and prev_pair.is_contiguous() and rt.inplace
-                          and tuple(prev_pair.shape) == shape) else \
-            torch.empty(shape, dtype=dt, device=left.device)
-        if n_pad != n:  # padding: zero activations (masked everywhere)
-            z[:, n:] = 0
-            z[hi_real - lo:] = 0
-        for r0 in range(lo, hi_real, rows):
-            r1 = min(hi_real, r0 + rows)
-            blk = left[r0:r1, None] + right[None, :]
-            if c.recycle_pos:
-                dgram = dgram_from_positions(pb, **c.prev_pos, rows=slice(r0, r1)).to(dt)
-                blk = blk + self.prev_pos_linear(dgram)
-                del dgram
-            if c.recycle_features:
-                blk = blk + self.prev_pair_norm(prev_pair[r0 - prev_lo:r1 - prev_lo, :n].float()).to(dt)
-            # Relative position one-hot @ W == row lookup of W.
+
+        def relpos(r0, r1):  # relative position one-hot @ W == row lookup of W
             offset = torch.clamp(ri[r0:r1, None] - ri[None, :] + c.max_relative_feature, 0,
                                  2 * c.max_relative_feature)
-            z[r0 - lo:r1 - lo, :n] = blk + (rp.weights.to(dt)[offset] + rp.bias.to(dt))
-            del blk, offset  # row-block temporaries must not outlive the loop
-        del prev_pair
+            return rp.weights.to(dt)[offset] + rp.bias.to(dt)
+
+        z, mask_2d = embed_pair_shard(self, batch, prev, rt, left, right, relpos)
+        n_pad = mask_2d.shape[0]
 
         if c.template.enabled:
             z = self.template_embedding(z, batch, mask_2d, rt)
@@ -277,15 +334,9 @@ class EmbeddingsAndEvoformer(nn.Module):
                              dim=-1)
             return self.extra_msa_activations(feat)
 
-        # DAP: this rank's rows of the (padded) extra MSA only.
-        n_extra = batch["extra_msa"].shape[0]
-        e_pad = dap.padded(sh, n_extra)
-        e_lo, e_hi = dap.local_range(sh, e_pad)
-        e_rows = slice(min(e_lo, n_extra), min(e_hi, n_extra))
-        e = chunked(embed_extra, [batch[k][e_rows] for k in ("extra_msa", "extra_has_deletion", "extra_deletion_value")],
-                    rt.chunk("extra_row_att"), dim=0)
-        e = dap.pad(e, (e_hi - e_lo, n_pad))
-        extra_mask = dap.pad(batch["extra_msa_mask"].to(dt), (e_pad, n_pad), dap.PAD_MASK)
+        e, extra_mask = embed_extra_shard(
+            sh, embed_extra, [batch[k] for k in ("extra_msa", "extra_has_deletion", "extra_deletion_value")],
+            batch["extra_msa_mask"].to(dt), n_pad, rt.chunk("extra_row_att"))
         for block in self.extra_msa_stack[:rt.max_blocks]:
             e, z = block(e, z, extra_mask, mask_2d, rt)
         del e
@@ -310,17 +361,7 @@ class EmbeddingsAndEvoformer(nn.Module):
             m = torch.cat([m, ta], dim=0)
             msa_mask = torch.cat([msa_mask, ret["torsion_angles_mask"][:, :, 2].to(dt)], dim=0)
 
-        n_rows = m.shape[0]
-        if dap.active(sh):  # pad, keep this rank's MSA rows (a copy: the whole MSA can go)
-            s_pad = dap.padded(sh, n_rows)
-            m = dap.scatter(sh, dap.pad(m, (s_pad, n_pad)), 0).clone()
-            msa_mask = dap.pad(msa_mask, (s_pad, n_pad), dap.PAD_MASK)
+        m, msa_mask = shard_msa(sh, m, msa_mask, n_pad)
         for block in self.evoformer_iteration[:rt.max_blocks]:
             m, z = block(m, z, msa_mask, mask_2d, rt)
-
-        if dap.active(sh):  # row 0 lives on rank 0
-            first = dap.broadcast(sh, m[0, :n].contiguous() if sh.rank == 0 else m.new_empty(n, m.shape[-1]))
-            return {"single": self.single_activations(first), "pair": z, "msa": m, "msa_rows": n_seq,
-                    "msa_first_row": first}
-        single = self.single_activations(m[0])
-        return {"single": single, "pair": z, "msa": m[:n_seq], "msa_first_row": m[0]}
+        return trunk_outputs(sh, m, z, batch["aatype"].shape[0], n_seq, self.single_activations)
