@@ -167,10 +167,21 @@ class SingleTemplateEmbedding(nn.Module):
                          onehot[rows, None, :].expand(r, n, 22), unit, bb_mask_2d[..., None]], dim=-1)
         return act * bb_mask_2d[..., None]
 
-    def forward(self, feats: torch.Tensor, mask_2d: torch.Tensor, rt: Runtime) -> torch.Tensor:
-        """feats: [N, N, 88] (DAP: row shard [N/P, N, 88]); mask_2d: [N, N] (whole) -> [N, N, C_t]
-        (DAP: row shard)."""
-        t = self.embedding2d(feats)
+    def forward(self, feats_rows, n_rows: int, mask_2d: torch.Tensor, rt: Runtime) -> torch.Tensor:
+        """feats_rows(i0, i1): the pair features [i1 - i0, N, 88] of rows i0:i1 (DAP: of this
+        rank's rows, padded); mask_2d: [N, N] (whole) -> [n_rows, N, C_t] (DAP: row shard).
+
+        The [N, N, 88] features are never whole: each block of `rt.chunk("template_att")` rows is
+        formed and embedded in turn (at N=12,000 in bf16 they would be 25 GB)."""
+        rows = rt.chunk("template_att") or n_rows
+        t = None
+        for i0 in range(0, n_rows, rows):
+            i1 = min(n_rows, i0 + rows)
+            blk = self.embedding2d(feats_rows(i0, i1))
+            if t is None:
+                t = blk.new_empty(n_rows, blk.shape[1], blk.shape[2])
+            t[i0:i1] = blk
+            del blk
         for block in self.blocks()[:rt.max_blocks]:
             t = block(t, mask_2d, rt)
         return self.output_layer_norm(t, rt.backend)
@@ -201,7 +212,6 @@ class TemplateEmbedding(nn.Module):
         n_templ, n, n_all = template_mask.shape[0], z.shape[0], z.shape[1]
         n_res = batch["template_aatype"].shape[1]
         lo, hi = dap.local_range(rt.shard, n_all)
-        real = slice(min(lo, n_res), min(hi, n_res))  # this rank's rows that are real residues
         if n_templ == 0 or float(template_mask.sum()) == 0:
             return z  # AlphaFold multiplies the embedding by 0 when no template exists
         ste, att = self.single_template_embedding, self.attention
@@ -215,10 +225,14 @@ class TemplateEmbedding(nn.Module):
         w_out = att.output_w.to(dtype).reshape(h * dv, -1)
 
         def embed(t):
-            feats = ste.features(batch["template_aatype"][t], batch["template_pseudo_beta"][t],
-                                 batch["template_pseudo_beta_mask"][t], batch["template_all_atom_positions"][t],
-                                 batch["template_all_atom_masks"][t], dtype, rows=real)
-            return ste(dap.pad(feats, (n, n_all)), mask_2d, rt)  # [N, N, C_t]
+            args = (batch["template_aatype"][t], batch["template_pseudo_beta"][t], batch["template_pseudo_beta_mask"][t],
+                    batch["template_all_atom_positions"][t], batch["template_all_atom_masks"][t], dtype)
+
+            def feats_rows(i0, i1):  # this rank's rows i0:i1 (padded coordinates lo + i)
+                rows_real = slice(min(lo + i0, n_res), min(lo + i1, n_res))
+                return dap.pad(ste.features(*args, rows=rows_real), (i1 - i0, n_all))
+
+            return ste(feats_rows, n, mask_2d, rt)  # [N, N, C_t]
 
         def logits(emb, t, r0, r1):  # [r, N, H] float32
             q = torch.matmul(z[r0:r1], wq).reshape(r1 - r0, n_all, h, dk)
@@ -236,7 +250,9 @@ class TemplateEmbedding(nn.Module):
                 for r0 in range(0, n, rows):
                     lg[t, r0:min(n, r0 + rows)] = logits(emb, t, r0, min(n, r0 + rows))
                 del emb
-            lg = torch.softmax(lg, dim=0)
+            lg -= lg.amax(0, keepdim=True)  # softmax over templates, in place: no second [T, N, N, H]
+            lg.exp_()
+            lg /= lg.sum(0, keepdim=True)
             for t in range(n_templ):
                 emb = embed(t)
                 for r0 in range(0, n, rows):
