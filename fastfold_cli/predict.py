@@ -412,7 +412,7 @@ def _run_model(model, model_name, raw, seed, device, precision, backend, setting
         processed, num_recycle = raw, settings.num_recycles
     else:
         processed, num_recycle = _monomer_batch(model_name, raw, seed, settings)
-    out, plan = run_planned(model, processed, precision, backend, budget, num_recycle=num_recycle,
+    out, plan = run_planned(model, processed, precision, backend, budget, num_recycle=num_recycle, pair_outputs=False,
                             early_stop_tolerance=settings.early_stop)
     result = _result(model, out, processed)
     del out
@@ -501,6 +501,7 @@ def _predict_rank(shard, model_name, params, seed, processed, precision, backend
         from model.multimer import MsaSampling
         model.evoformer.sampling = MsaSampling(mode="random", seed=seed)
     out, plan = run_planned(model, processed, precision, backend, budget, shard=shard, num_recycle=num_recycle,
+                            pair_outputs=False,
                             early_stop_tolerance=early_stop)
     if shard is not None and shard.rank != 0:
         return None

@@ -70,9 +70,14 @@ class AlphaFold(nn.Module):
         sm = self.structure_module(reps["single"], reps["pair"], batch, rt)
         return reps, sm
 
-    def heads(self, reps, sm, rt: Runtime) -> Dict[str, torch.Tensor]:
+    def heads(self, reps, sm, rt: Runtime, pair_outputs: bool = True) -> Dict[str, torch.Tensor]:
         """All heads and confidence metrics of one iteration, as a flat output dict. The pair-sized
         outputs are formed in row blocks (`rt.chunk("heads")`) on `rt.outputs_device`.
+
+        pair_outputs=False keeps only what a prediction reports: the PAE matrix [N, N], max PAE and
+        pTM (formed per row block: `heads.tm_rows`), not the pair representation, distogram logits,
+        PAE logits and probabilities or the MSA representation (at N=12,000 those would be ~190 GB
+        of host memory). AlphaFold-Multimer keeps its PAE logits (ipTM, per-chain scores).
 
         DAP: the pair is this rank's row shard [N_pad/P, N_pad, C_z]; each rank runs the pair heads
         on its rows and rank 0 receives the row blocks (pair, distogram half logits, PAE logits)
@@ -82,44 +87,61 @@ class AlphaFold(nn.Module):
         n = reps["single"].shape[0]
         lo, hi = dap.local_range(sh, pair.shape[1])
         root = dap.is_root(sh)
+        keep_logits = pair_outputs or getattr(self, "multimer", False)
         msa = reps["msa"]
         if dap.active(sh):
             blocks = [b for _, b in dap.gather_blocks(sh, msa)]
             msa = torch.cat(blocks)[:reps["msa_rows"], :n] if root else msa[:0, :n]
         dev = torch.device(rt.outputs_device) if rt.outputs_device else pair.device
         rows = rt.chunk("heads") or n
-        out = {"repr_single": reps["single"], "repr_msa": msa, "repr_msa_first_row": reps["msa_first_row"]}
+        out = {"repr_single": reps["single"], "repr_msa_first_row": reps["msa_first_row"]}
         for k, v in sm.items():
             out[k if k.startswith("final_atom") else "structure_module_" + k] = v
         dh = self.distogram_head
         edges = torch.linspace(dh.cfg.first_break, dh.cfg.last_break, dh.cfg.num_bins - 1, device=pair.device)
         c_z, nb = pair.shape[-1], dh.cfg.num_bins
         empty = (lambda *s: torch.empty(*s, device=dev)) if root else (lambda *s: None)
-        dist, repr_pair = empty(n, n, nb), empty(n, n, c_z)
+        if pair_outputs:
+            dist, repr_pair = empty(n, n, nb), empty(n, n, c_z)
         if self.has_pae:
             ph = self.predicted_aligned_error_head
             breaks = torch.linspace(0.0, ph.cfg.max_error_bin, ph.cfg.num_bins - 1, device=pair.device)
-            pae_logits = empty(n, n, ph.cfg.num_bins)
-            pae_probs, pae = empty(n, n, ph.cfg.num_bins), empty(n, n)
+            pae = empty(n, n)
+            pae_logits = empty(n, n, ph.cfg.num_bins) if keep_logits else None
+            pae_probs = empty(n, n, ph.cfg.num_bins) if pair_outputs else None
+            tm = None if keep_logits else torch.empty(n, device=pair.device)
+            ones = torch.ones(n, device=pair.device)
         for b0 in range(0, hi - lo, rows):  # row blocks of this rank's rows (all rows without DAP)
             b1 = min(hi - lo, b0 + rows)
             zr = pair[b0:b1].float()
-            parts = [zr, dh.half_logits(zr)] + ([ph.logits(zr)] if self.has_pae else [])
+            parts = ([zr, dh.half_logits(zr)] if pair_outputs else []) + ([ph.logits(zr)] if self.has_pae else [])
+            if not parts:
+                break
             for r, blk in dap.gather_blocks(sh, torch.cat(parts, dim=-1)):
                 r0 = r * (hi - lo) + b0  # global rows of rank r's block
                 r1 = min(n, r0 + b1 - b0)
                 if r1 <= r0:
                     continue
-                zr_, half, logits = blk[:r1 - r0, :n].split([c_z, nb, blk.shape[-1] - c_z - nb], dim=-1)
-                repr_pair[r0:r1] = zr_
-                dist[r0:r1] = half  # the half logits; symmetrised below
+                if pair_outputs:
+                    zr_, half, logits = blk[:r1 - r0, :n].split([c_z, nb, blk.shape[-1] - c_z - nb], dim=-1)
+                    repr_pair[r0:r1] = zr_
+                    dist[r0:r1] = half  # the half logits; symmetrised below
+                    del zr_, half
+                else:
+                    logits = blk[:r1 - r0, :n]
                 if self.has_pae:
                     probs, pae_rows, max_pae = H.compute_predicted_aligned_error(logits, breaks)
-                    pae_logits[r0:r1], pae_probs[r0:r1], pae[r0:r1] = logits, probs, pae_rows
+                    pae[r0:r1] = pae_rows
+                    if keep_logits:
+                        pae_logits[r0:r1] = logits
+                    else:
+                        tm[r0:r1] = H.tm_rows(logits, breaks, ones, None, r0)
+                    if pair_outputs:
+                        pae_probs[r0:r1] = probs
                     del probs, pae_rows
-                del blk, zr_, half, logits  # row-block temporaries: not alive into the next block
+                del blk, logits  # row-block temporaries: not alive into the next block
             del zr, parts
-        if root:  # distogram = half + half^T, in place, one pair of row blocks at a time
+        if root and pair_outputs:  # distogram = half + half^T, in place, one pair of row blocks at a time
             sym = rows if dist.is_cuda else n  # on the host (memory to spare): one pass, not many small blocks
             for i0 in range(0, n, sym):
                 i1 = min(n, i0 + sym)
@@ -132,22 +154,28 @@ class AlphaFold(nn.Module):
             out["repr_pair"] = repr_pair
             out["distogram_logits"] = dist
         out["distogram_bin_edges"] = edges
-        out["repr_msa"] = msa.to(dev, torch.float32)
+        if pair_outputs:
+            out["repr_msa"] = msa.to(dev, torch.float32)
         out["masked_msa_logits"] = chunked(lambda x: self.masked_msa_head(x.float()).to(dev), [msa], rows, dim=0)
         out["experimentally_resolved_logits"] = self.experimentally_resolved_head(reps["single"])
         out["predicted_lddt_logits"] = self.predicted_lddt_head(sm["single"])
         out["plddt"] = H.compute_plddt(out["predicted_lddt_logits"])
         if self.has_pae and root:
-            out["predicted_aligned_error_logits"], out["predicted_aligned_error_breaks"] = pae_logits, breaks
-            out["aligned_confidence_probs"], out["predicted_aligned_error"] = pae_probs, pae
-            out["max_predicted_aligned_error"] = max_pae
-            out["ptm"] = H.predicted_tm_score(pae_logits, breaks.to(dev))
+            out["predicted_aligned_error_breaks"], out["predicted_aligned_error"] = breaks, pae
+            out["max_predicted_aligned_error"] = H._bin_centers(breaks.float())[-1]
+            if keep_logits:
+                out["predicted_aligned_error_logits"] = pae_logits
+                out["ptm"] = H.predicted_tm_score(pae_logits, breaks.to(dev))
+            else:
+                out["ptm"] = tm.max()
+            if pair_outputs:
+                out["aligned_confidence_probs"] = pae_probs
         return out
 
     @torch.no_grad()
     def forward(self, batch: Dict[str, object], rt: Optional[Runtime] = None, num_recycle: Optional[int] = None,
                 early_stop_tolerance: Optional[float] = None, device: Optional[torch.device] = None,
-                return_prev_inputs: bool = False, callback=None) -> Dict[str, torch.Tensor]:
+                return_prev_inputs: bool = False, callback=None, pair_outputs: bool = True) -> Dict[str, torch.Tensor]:
         """Run up to `num_recycle` + 1 iterations and the heads of the last one. The previous
         positions, first MSA row and pair are fed back. `batch` is one feature sample (used every
         pass) or has a leading pass axis (pass i takes sample i, as AlphaFold resamples the MSA).
@@ -161,6 +189,7 @@ class AlphaFold(nn.Module):
         return_prev_inputs adds the last iteration's recycled inputs (`last_iter_input_prev_*`, a
         copy of the pair: for reference checks). callback(i, sm) is
         called after each iteration's structure module. Adds `num_recycles_run`.
+        pair_outputs=False: only the outputs a prediction reports (see `heads`), for long sequences.
         """
         rt = rt or Runtime()
         if num_recycle is None:
@@ -204,7 +233,7 @@ class AlphaFold(nn.Module):
                         last = tol <= early_stop_tolerance
                     elif tol < early_stop_tolerance:
                         break
-            out = self.heads(reps, sm, rt)
+            out = self.heads(reps, sm, rt, pair_outputs)
             if self.multimer:
                 _multimer_confidence(out, batch)
         if kept is not None:

@@ -50,7 +50,7 @@ def bench_rank(shard, preset: str, n_res: int, precision: str, backend: str, rec
     else:
         rt = Runtime(precision=precision, backend=backend, shard=shard, inplace=True)
     try:
-        model(batch, rt, num_recycle=0, device=device)  # warm-up: kernels, allocator
+        model(batch, rt, num_recycle=0, device=device, pair_outputs=False)  # warm-up: kernels, allocator
         if cuda:
             torch.cuda.synchronize()
             torch.cuda.empty_cache()
@@ -64,7 +64,7 @@ def bench_rank(shard, preset: str, n_res: int, precision: str, backend: str, rec
             marks.append(time.perf_counter())
 
         t0 = time.perf_counter()
-        out = model(batch, rt, num_recycle=recycles, callback=on_pass, device=device)
+        out = model(batch, rt, num_recycle=recycles, callback=on_pass, device=device, pair_outputs=False)
         if cuda:
             torch.cuda.synchronize()
         t1 = time.perf_counter()
