@@ -269,7 +269,8 @@ def gpus_needed(out: Path, raw, settings, device: str, models) -> tuple[int, Opt
         p, first = 1, None
         while True:
             try:
-                plan(replace(problem, world=p), budget)
+                # DAP, not the slower host offload of the pair, for targets one GPU cannot hold
+                plan(replace(problem, world=p), budget, offload=False)
                 break
             except PlanError as e:
                 first = first or f"{name}: {e}"

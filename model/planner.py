@@ -218,11 +218,12 @@ def op_bytes(op: str, chunk: Optional[int], p: Problem) -> float:
     return transient_bytes(op, chunk, p)
 
 
-def plan(p: Problem, budget: float, fixed: Optional[Dict[str, Optional[int]]] = None) -> Plan:
+def plan(p: Problem, budget: float, fixed: Optional[Dict[str, Optional[int]]] = None, offload: bool = True) -> Plan:
     """The fastest chunk sizes that fit: every op takes the largest chunk (unchunked first) whose
     peak fits `budget`, so a large GPU runs unchunked and a small budget (`--max-memory`) chunks
-    only what it must. The predicted peak is the largest op's. Raises PlanError when even the
-    smallest chunks exceed `budget`."""
+    only what it must. The predicted peak is the largest op's. offload=False never moves the pair
+    to the host (`Runtime.offload_pair`). Raises PlanError when even the smallest chunks exceed
+    `budget`."""
     fixed = fixed or {}
     base = persistent_bytes(p)
     if base >= budget:
@@ -241,13 +242,14 @@ def plan(p: Problem, budget: float, fixed: Optional[Dict[str, Optional[int]]] = 
     if not p.recompute_templates and p.n_templ and max(trans, key=trans.get) == "template_att" and peak > budget:
         # The one-pass template accumulator is the peak: a second template stack pass may remove it.
         try:
-            return plan(replace(p, recompute_templates=True), budget, fixed)
+            return plan(replace(p, recompute_templates=True), budget, fixed, offload)
         except PlanError:
             pass
-    if peak > budget and not p.offload_pair and p.world == 1 and max(trans, key=trans.get) in ("tri_mul", "template_att"):
+    if (offload and peak > budget and not p.offload_pair and p.world == 1
+            and max(trans, key=trans.get) in ("tri_mul", "template_att")):
         # Triangle multiplication's pair plus product is the peak: move the pair to the host there.
         try:
-            return plan(replace(p, offload_pair=True), budget, fixed)
+            return plan(replace(p, offload_pair=True), budget, fixed, offload)
         except PlanError:
             pass
     if peak > budget:
