@@ -74,3 +74,16 @@ def test_out_of_memory_every_time_gives_plan_error(monkeypatch):
     monkeypatch.setattr(type(model), "forward", always)
     with pytest.raises(PlanError, match="out of GPU memory"):
         run_planned(model, batch, "fp32", "torch", max_memory=0.2 * GB, retries=1)
+
+
+def test_pair_offload_only_when_nothing_else_fits():
+    """The host offload of the pair (Runtime.offload_pair) is chosen only where the pair plus the
+    triangle-multiplication product cannot fit; never when offload=False or under DAP."""
+    small = plan(Problem(1024, precision="bf16"), 78 * GB)
+    assert not small.problem.offload_pair and not small.runtime().offload_pair
+    long = Problem(12000, precision="bf16")
+    with pytest.raises(PlanError):
+        plan(long, 78 * GB, offload=False)
+    big = plan(long, 78 * GB)
+    assert big.problem.offload_pair and big.runtime().offload_pair and big.predicted_peak <= 78 * GB
+    assert not plan(Problem(12000, precision="bf16", world=4), 78 * GB).problem.offload_pair
