@@ -64,7 +64,6 @@ def bench(lengths, precision, preset, msa_depth, extra_depth, templates, recycle
     """Time and measure the whole network (random parameters) at each length."""
     import torch
     from rich.console import Console
-    from rich.table import Table
 
     import configs
     from model.benchmark import bench_one, make_bench_model

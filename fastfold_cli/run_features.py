@@ -12,7 +12,6 @@ This is how any reference check is run; keep its interface stable. Needs only to
 from __future__ import annotations
 
 import os
-import sys
 import time
 from pathlib import Path
 

@@ -15,7 +15,6 @@ With rt.shard None every collective is a no-op and nothing is sliced.
 """
 from __future__ import annotations
 
-from typing import Optional
 
 import torch
 from torch import nn

@@ -8,7 +8,6 @@ select a slice of the block axis. Nothing is listed by hand, so no parameter can
 """
 from __future__ import annotations
 
-import os
 import re
 import zipfile
 from pathlib import Path

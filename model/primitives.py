@@ -6,7 +6,6 @@ attention `query_w` is [in, heads, dim]) so that importing them is a plain copy.
 """
 from __future__ import annotations
 
-import math
 from typing import Callable, Optional, Sequence
 
 import torch

@@ -8,7 +8,6 @@ from typing import Dict, Optional
 import torch
 
 from model.alphafold import AlphaFold
-from model.config import Runtime
 from model.planner import GB, Plan, PlanError, Problem, plan
 
 log = logging.getLogger(__name__)

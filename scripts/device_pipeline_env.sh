@@ -7,7 +7,7 @@
 #   call 1: carry .dev1 -> copies its part to /tmp/ffdev;  call 2: carry .dev2 -> the same;
 #   call 3: carry .dev3 (last part + sha256) -> `source scripts/device_pipeline_env.sh` assembles,
 #   checks the hash and installs under /tmp/ffsite; later calls just source it again.
-# Build the parts: see docs/BENCHMARKS.md ("How the pipeline measurements ran on the GPU machine").
+# Build the parts: scripts/make_device_bundle.sh.
 set -uo pipefail
 mkdir -p /tmp/ffdev
 for d in .dev1 .dev2 .dev3; do [ -d "$d" ] && cp -n "$d"/* /tmp/ffdev/ 2>/dev/null; done

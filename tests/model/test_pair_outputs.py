@@ -4,7 +4,6 @@ terms) — the reported values equal the full outputs'."""
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from af_testlib import rel_err
 from model.config import Runtime

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from model.config import CHUNK_OPS, Runtime
+from model.config import CHUNK_OPS
 from model.params import load_model
 from model.planner import GB, PlanError, Problem, op_bytes, persistent_bytes, plan
 from model.runner import run_planned
