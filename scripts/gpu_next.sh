@@ -3,7 +3,8 @@
 # Results land in $OUT (JSON + the printed lines). Usage: bash scripts/gpu_next.sh STAGE
 #   verify      #5/#6: CUDA fixtures; N=1,024 planned vs plain; N=1,200 fp32/bf16 within a budget;
 #               planner vs measured peak at lengths it was not calibrated on (768, 1,536, 3,072)
-#   max_length  #5: longest N on an 80 GB budget, bf16 and fp32 (memory probe, one block per stack)
+#   max_length_bf16 / max_length_fp32
+#               #5: longest N on an 80 GB budget (memory probe, one block per stack), one call each
 #   pipeline    #3: Ray DAG vs serial on the machine's cores with longer searches (needs the Ray
 #               bundle: carry .dev1, .dev2, .dev3 in three consecutive calls, see
 #               scripts/device_pipeline_env.sh; this stage sources it)
@@ -30,11 +31,13 @@ verify)
   python3 -m fastfold_cli bench --lengths 768,1536,3072 --precision bf16 --backend triton --recycles 0 \
     --json "$OUT/planner_check.json" 2>&1 | grep -o "$G" | tr '\n' ' '; echo
   ;;
-max_length)
-  for a in "bf16 12000,16000" "fp32 9000,13000"; do set -- $a
-    python3 -m fastfold_cli bench --find-max-length --probe-blocks 1 --precision $1 --lengths $2 --step 256 \
-      --max-trials 1 --trial-timeout 270 --max-memory 77 --json "$OUT/maxlen_$1.json" 2>&1 | tail -6
-  done
+max_length_bf16|max_length_fp32)
+  # One precision per call: with the pair offload (pageable host copies, ~5 passes of the pair per
+  # triangle multiplication) one probe trial may take several minutes.
+  prec=${1#max_length_}
+  lens=$([ "$prec" = bf16 ] && echo 12000,16000 || echo 9000,13000)
+  python3 -m fastfold_cli bench --find-max-length --probe-blocks 1 --precision "$prec" --lengths "$lens" --step 256 \
+    --max-trials 1 --trial-timeout 560 --max-memory 77 --json "$OUT/maxlen_$prec.json" 2>&1 | tail -6
   ;;
 pipeline)
   source scripts/device_pipeline_env.sh
@@ -59,7 +62,7 @@ batch_merge)
     /tmp/ffbatch/s2.json --json "$OUT/batch_throughput.json"
   ;;
 *)
-  echo "usage: bash scripts/gpu_next.sh verify|max_length|pipeline|batch_b|batch_s1|batch_s2|batch_merge" >&2
+  echo "usage: bash scripts/gpu_next.sh verify|max_length_bf16|max_length_fp32|pipeline|batch_b|batch_s1|batch_s2|batch_merge" >&2
   exit 2
   ;;
 esac
