@@ -72,8 +72,8 @@ def bench(lengths, precision, preset, msa_depth, extra_depth, templates, recycle
     lengths = _lengths(lengths or ("256,65536" if find_max_length else "256,512,1024"))
     if recycles is None:
         recycles = 0 if (probe_blocks or find_max_length) else 3
-    if probe_blocks and gpus > 1:
-        fail("--probe-blocks is not supported with --gpus > 1 yet")
+    if find_max_length and gpus > 1:
+        fail("--find-max-length is not supported with --gpus > 1 yet (run --gpus P --probe-blocks K per length)")
     if device.startswith("cuda") and not torch.cuda.is_available():
         fail("no CUDA device available (use --device cpu for a slow CPU run)")
     try:
@@ -95,7 +95,7 @@ def bench(lengths, precision, preset, msa_depth, extra_depth, templates, recycle
         _report_search(rows[-1], console)
     elif gpus > 1:
         rows.extend(_bench_dap(gpus, lengths, preset, precision, backend, msa_depth, extra_depth, templates,
-                               recycles, budget, console))
+                               recycles, budget, console, probe_blocks))
         _table(rows, console)
     else:
         card = _cap_memory(max_memory) if device.startswith("cuda") else {}
@@ -120,9 +120,10 @@ def bench(lengths, precision, preset, msa_depth, extra_depth, templates, recycle
 
 
 def _bench_dap(gpus, lengths, preset, precision, backend, msa_depth, extra_depth, templates, recycles, budget,
-               console):
+               console, probe_blocks=None):
     """--gpus P: each length on P ranks (model/dap_bench.py), chunks planned per rank; one row per
-    length with the slowest rank's time, the largest per-rank peak and every rank's row."""
+    length with the slowest rank's time, the largest per-rank peak and every rank's row.
+    probe_blocks: the memory probe on every rank (probe_seconds, no TFLOP/s)."""
     from model import dap
     from model.dap_bench import bench_rank
 
@@ -130,11 +131,16 @@ def _bench_dap(gpus, lengths, preset, precision, backend, msa_depth, extra_depth
     for n in lengths:
         console.print(f"[bold]N={n}[/] {precision} DAP on {gpus} GPUs …")
         ranks = dap.launch(bench_rank, gpus, args=(preset, n, precision, backend, recycles, msa_depth, extra_depth,
-                                                   templates, budget))
+                                                   templates, budget, True, None, probe_blocks))
         r = {"n_res": n, "path": f"dap{gpus}", "precision": precision, "gpus": gpus, "preset": preset, "ranks": ranks}
         errors = [x["error"] for x in ranks if "error" in x]
         if errors:
             r["error"] = errors[0]
+        elif probe_blocks:
+            r.update(probe_blocks=probe_blocks, probe_seconds=max(x["probe_seconds"] for x in ranks),
+                     probe_seconds_per_pass=ranks[0]["probe_seconds_per_pass"],
+                     probe_heads_seconds=ranks[0]["probe_heads_seconds"],
+                     predicted_peak_gib=ranks[0].get("predicted_peak_gib"))
         else:
             r.update(seconds=max(x["seconds"] for x in ranks), seconds_per_pass=ranks[0]["seconds_per_pass"],
                      tflops=ranks[0]["tflops_total"], predicted_peak_gib=ranks[0].get("predicted_peak_gib"))

@@ -24,7 +24,10 @@ from model import dap
 
 def bench_rank(shard, preset: str, n_res: int, precision: str, backend: str, recycles: int, n_seq: int,
                n_extra: int, n_templ: int, max_memory: Optional[float], plan: bool = True,
-               plan_world: Optional[int] = None) -> dict:
+               plan_world: Optional[int] = None, probe_blocks: Optional[int] = None) -> dict:
+    """One rank's run (dap.launch). probe_blocks: a memory probe as `fastfold bench --probe-blocks`
+    (only the first K blocks of each stack, every weight loaded, no warm-up): its peak is the full
+    network's, its time is not (reported as probe_seconds)."""
     from model.benchmark import af2_flops, make_bench_model
     from model.config import Runtime
     from model.planner import GB
@@ -49,8 +52,12 @@ def bench_rank(shard, preset: str, n_res: int, precision: str, backend: str, rec
         row["predicted_peak_gib"] = p.predicted_peak / GB
     else:
         rt = Runtime(precision=precision, backend=backend, shard=shard, inplace=True)
+    if probe_blocks:
+        rt = rt.with_(max_blocks=probe_blocks)
+        row["probe_blocks"] = probe_blocks
     try:
-        model(batch, rt, num_recycle=0, device=device, pair_outputs=False)  # warm-up: kernels, allocator
+        if not probe_blocks:
+            model(batch, rt, num_recycle=0, device=device, pair_outputs=False)  # warm-up: kernels, allocator
         if cuda:
             torch.cuda.synchronize()
             torch.cuda.empty_cache()
@@ -71,12 +78,14 @@ def bench_rank(shard, preset: str, n_res: int, precision: str, backend: str, rec
     except torch.cuda.OutOfMemoryError:
         row["error"] = "out of memory"
         return row
-    row.update({"seconds": t1 - t0, "seconds_per_pass": [b - a for a, b in zip([t0] + marks[:-1], marks)],
-                "heads_seconds": t1 - marks[-1], "mean_plddt": float(out["plddt"].mean())})
+    pre = "probe_" if probe_blocks else ""
+    row.update({pre + "seconds": t1 - t0, pre + "seconds_per_pass": [b - a for a, b in zip([t0] + marks[:-1], marks)],
+                pre + "heads_seconds": t1 - marks[-1], "mean_plddt": float(out["plddt"].mean())})
     if cuda:
         row["peak_allocated_gib"] = torch.cuda.max_memory_allocated() / GB
         row["peak_reserved_gib"] = torch.cuda.max_memory_reserved() / GB
-    row["tflops_total"] = af2_flops(n_res, n_seq + n_templ, n_extra, n_templ, recycles + 1) / (t1 - t0) / 1e12
+    if not probe_blocks:
+        row["tflops_total"] = af2_flops(n_res, n_seq + n_templ, n_extra, n_templ, recycles + 1) / (t1 - t0) / 1e12
     return row
 
 

@@ -8,6 +8,8 @@
 #   pipeline    #3: Ray DAG vs serial on the machine's cores with longer searches (needs the Ray
 #               bundle: carry .dev1, .dev2, .dev3 in three consecutive calls, see
 #               scripts/device_pipeline_env.sh; this stage sources it)
+#   dap_maxlen  #7 (on an x2/x4 kind): per-GPU peak at lengths near the planner's DAP limits
+#               (memory probe on every rank); the speed-ups: scripts/gpu_dap.sh
 #   batch_b / batch_s1 / batch_s2 / batch_merge
 #               #10: 20 targets as one batch, then one after another (two halves), then the report
 set -uo pipefail
@@ -46,6 +48,15 @@ pipeline)
   timeout 280 python3 -m pipeline.bench --cpus 16 --copies 60 --model-preset multimer --repeats 1 --work /tmp/ffbench \
     --json "$OUT/pipeline_multimer.json" 2>&1 | grep -v "^\[\|^ \|^{\|^}" | tail -3
   ;;
+dap_maxlen)
+  ngpu=$(nvidia-smi --list-gpus | wc -l)
+  for p in 2 4; do
+    [ "$p" -le "$ngpu" ] || continue
+    lens=$([ "$p" = 2 ] && echo 12000,12500 || echo 17500,18000)
+    timeout 280 python3 -m fastfold_cli bench --gpus $p --probe-blocks 1 --precision bf16 --backend triton \
+      --lengths $lens --max-memory 77 --no-breakdown --json "$OUT/dap${p}_probe.json" 2>&1 | tail -8
+  done
+  ;;
 batch_b)
   source scripts/device_pipeline_env.sh
   python3 scripts/batch_throughput.py --work /tmp/ffbatch --device cuda --skip-sequential --json /tmp/ffbatch/b.json
@@ -62,7 +73,7 @@ batch_merge)
     /tmp/ffbatch/s2.json --json "$OUT/batch_throughput.json"
   ;;
 *)
-  echo "usage: bash scripts/gpu_next.sh verify|max_length_bf16|max_length_fp32|pipeline|batch_b|batch_s1|batch_s2|batch_merge" >&2
+  echo "usage: bash scripts/gpu_next.sh verify|max_length_bf16|max_length_fp32|dap_maxlen|pipeline|batch_b|batch_s1|batch_s2|batch_merge" >&2
   exit 2
   ;;
 esac

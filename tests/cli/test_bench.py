@@ -33,3 +33,23 @@ def test_bench_bad_lengths_exit_2():
     p = subprocess.run([sys.executable, "-m", "fastfold_cli", "bench", "--device", "cpu", "--lengths", "ten"],
                        capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert p.returncode == 2 and "Traceback" not in p.stderr
+
+
+def test_bench_dap_probe_on_two_cpu_processes(tmp_path):
+    """--gpus 2 --probe-blocks 1 on the CPU (gloo): every rank runs the memory probe; the row reports
+    probe seconds, no TFLOP/s, and the same pLDDT as the one-process probe (same model, features)."""
+    rows = {}
+    for gpus in (1, 2):
+        out = tmp_path / f"p{gpus}.json"
+        p = subprocess.run([sys.executable, "-m", "fastfold_cli", "bench", "--device", "cpu", "--lengths", "13",
+                            "--precision", "fp32", "--preset", "model_3", "--msa-depth", "3", "--extra-depth", "5",
+                            "--probe-blocks", "1", "--gpus", str(gpus), "--no-breakdown", "--json", str(out)],
+                           capture_output=True, text=True, timeout=900, cwd=ROOT)
+        assert p.returncode == 0, p.stderr[-2000:]
+        (rows[gpus],) = json.loads(out.read_text())
+    r = rows[2]
+    assert "error" not in r and r["probe_blocks"] == 1 and r["gpus"] == 2
+    assert r["probe_seconds"] > 0 and "seconds" not in r and "tflops" not in r
+    assert all(x["probe_blocks"] == 1 and "tflops_total" not in x for x in r["ranks"])
+    assert rows[1]["probe_blocks"] == 1
+    assert abs(r["ranks"][0]["mean_plddt"] - rows[1]["mean_plddt"]) < 1e-3
