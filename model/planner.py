@@ -114,7 +114,8 @@ SHARED_OPS = ("tri_mul", "tri_att", "transition", "opm")
 STACK_OF = {"msa_row_att": "main", "msa_col_att": "main", "extra_row_att": "extra", "extra_col_att": "extra"}
 
 
-def transient_bytes(op: str, chunk: Optional[int], p: Problem, stack: str = "main") -> float:
+def transient_bytes(op: str, chunk: Optional[int], p: Problem, stack: str = "main",
+                    tri_mul_chunk: Optional[int] = None) -> float:
     """Extra bytes alive at the peak of `op` with chunk size `chunk`, beyond `persistent_bytes`
     and the stack's own activations. Counted from the code of each op (model/evoformer.py): its
     full-size temporaries plus one chunk's worth of row-block temporaries. The per-element factors
@@ -180,15 +181,16 @@ def transient_bytes(op: str, chunk: Optional[int], p: Problem, stack: str = "mai
         if t == 0:
             return 0.0
         r = rows
-        # one pass: [N, N, H, D] + max/sum accumulators; two passes: [T, N, N, H] logits
-        acc = t * nl * n * 4 * 4 if p.recompute_templates else nl * n * (4 * 16 + 8) * 4
+        off = p.offload_pair and not dap  # the pair waits on the host while the templates run
+        # two passes: [T, N, N, H] logits; one pass: [N, N, H, D] + max/sum accumulators
+        acc = t * nl * n * 4 * 4 if (p.recompute_templates or off) else nl * n * (4 * 16 + 8) * 4
         emb = nl * n * p.c_t * b
         switch = (1 + 1 / p.world) if dap else 0  # its column-wise ops' shard switch
-        if p.offload_pair and not dap:  # its tri_mul holds b_t instead of t (on the host) + product
-            stack_ = _ceil(nl, 256) * n * p.c_t * 8 * b
-        else:
-            stack_ = p.c_t * nl * n * b * (2 + switch) + _ceil(nl, 256) * n * p.c_t * 8 * b  # its tri_mul at c=64
-        return acc + emb + stack_ + r * n * (cz + 3 * 64) * 4
+        # its triangle multiplication at c=64 (product + the channel chunk's a, b: tri_mul's chunk)
+        cc = _ceil(p.c_t, tri_mul_chunk)
+        stack_ = nl * n * b * (p.c_t + 2 * cc + p.c_t * switch) + _ceil(nl, 256) * n * p.c_t * 8 * b
+        o_sum = nl * n * 64 * b if off else 0  # the weighted values summed over templates
+        return acc + emb + stack_ + o_sum + r * n * (cz + 3 * 64) * 4 - (nl * n * cz * b if off else 0)
     if op == "ipa":
         r = rows
         msa = p.local(p.n_seq + p.n_templ) * n * p.c_m * b  # the MSA, kept for the heads
@@ -204,7 +206,7 @@ def transient_bytes(op: str, chunk: Optional[int], p: Problem, stack: str = "mai
     raise KeyError(op)
 
 
-def op_bytes(op: str, chunk: Optional[int], p: Problem) -> float:
+def op_bytes(op: str, chunk: Optional[int], p: Problem, tri_mul_chunk: Optional[int] = None) -> float:
     """Peak bytes of `op` beyond `persistent_bytes`: its transient plus the stack activations alive
     while it runs (the larger of the two stacks for ops that run in both; none for the template
     embedding, which runs before either, or for the structure module and heads)."""
@@ -215,7 +217,7 @@ def op_bytes(op: str, chunk: Optional[int], p: Problem) -> float:
         return transient_bytes(op, chunk, p, s) + stack_bytes(p, s)
     if op == "pair_rows":  # the pair embedding runs before the stacks; the biases inside them
         return transient_bytes(op, chunk, p) + stack_bytes(p, "extra")
-    return transient_bytes(op, chunk, p)
+    return transient_bytes(op, chunk, p, tri_mul_chunk=tri_mul_chunk)
 
 
 def plan(p: Problem, budget: float, fixed: Optional[Dict[str, Optional[int]]] = None, offload: bool = True) -> Plan:
@@ -232,11 +234,22 @@ def plan(p: Problem, budget: float, fixed: Optional[Dict[str, Optional[int]]] = 
     options = {op: [fixed[op]] if op in fixed else list(LADDER) for op in CHUNK_OPS}
     cap = budget - base
     chunks, trans = {}, {}
-    for op, opts in options.items():
+    for op, opts in options.items():  # CHUNK_OPS order: tri_mul is chosen before template_att uses it
         for c in opts:
-            tb = op_bytes(op, c, p)
+            tb = op_bytes(op, c, p, chunks.get("tri_mul"))
             if tb <= cap or c == opts[-1]:
                 chunks[op], trans[op] = c, tb
+                break
+    if "template_att" in options and "tri_mul" in options and trans["template_att"] > cap:
+        # The template stack's triangle multiplication takes tri_mul's channel chunk too: smaller
+        # channel chunks may be what lets the template embedding fit.
+        ladder = options["tri_mul"]
+        for c in ladder[ladder.index(chunks["tri_mul"]) + 1:]:
+            best = next((t for t in options["template_att"] if op_bytes("template_att", t, p, c) <= cap),
+                        options["template_att"][-1])
+            chunks["tri_mul"], trans["tri_mul"] = c, op_bytes("tri_mul", c, p)
+            chunks["template_att"], trans["template_att"] = best, op_bytes("template_att", best, p, c)
+            if trans["template_att"] <= cap:
                 break
     peak = base + max(trans.values())
     if not p.recompute_templates and p.n_templ and max(trans, key=trans.get) == "template_att" and peak > budget:

@@ -20,7 +20,7 @@ from torch import nn
 from model import all_atom, dap
 from model import residue_constants as rc
 from model.config import Config, Runtime
-from model.evoformer import EvoformerIteration, TemplatePairBlock
+from model.evoformer import EvoformerIteration, TemplatePairBlock, _whole_storage
 from model.primitives import Attention, LayerNorm, Linear, chunked
 
 
@@ -224,7 +224,7 @@ class TemplateEmbedding(nn.Module):
         wv = att.value_w.to(dtype).reshape(-1, h * dv)
         w_out = att.output_w.to(dtype).reshape(h * dv, -1)
 
-        def embed(t):
+        def embed(t, rt_=rt):
             args = (batch["template_aatype"][t], batch["template_pseudo_beta"][t], batch["template_pseudo_beta_mask"][t],
                     batch["template_all_atom_positions"][t], batch["template_all_atom_masks"][t], dtype)
 
@@ -232,36 +232,64 @@ class TemplateEmbedding(nn.Module):
                 rows_real = slice(min(lo + i0, n_res), min(lo + i1, n_res))
                 return dap.pad(ste.features(*args, rows=rows_real), (i1 - i0, n_all))
 
-            return ste(feats_rows, n, mask_2d, rt)  # [N, N, C_t]
+            return ste(feats_rows, n, mask_2d, rt_)  # [N, N, C_t]
 
-        def logits(emb, t, r0, r1):  # [r, N, H] float32
-            q = torch.matmul(z[r0:r1], wq).reshape(r1 - r0, n_all, h, dk)
+        def logits(emb, t, r0, r1, zr):  # [r, N, H] float32; zr: the pair's rows r0:r1
+            q = torch.matmul(zr, wq).reshape(r1 - r0, n_all, h, dk)
             k = torch.matmul(emb[r0:r1], wk).reshape(r1 - r0, n_all, h, dk)
             return (q.float() * scale * k.float()).sum(-1) + 1e9 * (template_mask[t] - 1.0)
 
         target = z if rt.inplace else z.clone()
-        if rt.recompute_templates:
+        # The longest sequences (Runtime.offload_pair): the pair waits in host memory while the
+        # templates are embedded (nothing in the template stacks reads it), so their own stacks run
+        # without offloading; the logits read its rows back, and the weighted values are summed in
+        # an [N, N, H*D] buffer that updates the pair once it is back.
+        offloaded = rt.offload_pair and rt.inplace and not dap.active(rt.shard) and _whole_storage(z)
+        if rt.recompute_templates or offloaded:
             # Two passes: all logits first ([T, N, N, H], small), then each template's embedding is
             # recomputed and its weighted values added straight into the pair. Costs a second
             # template stack, saves the [N, N, H, D] accumulator.
-            lg = torch.empty(n_templ, n, n_all, h, device=z.device)
-            for t in range(n_templ):
-                emb = embed(t)
-                for r0 in range(0, n, rows):
-                    lg[t, r0:min(n, r0 + rows)] = logits(emb, t, r0, min(n, r0 + rows))
-                del emb
-            lg -= lg.amax(0, keepdim=True)  # softmax over templates, in place: no second [T, N, N, H]
-            lg.exp_()
-            lg /= lg.sum(0, keepdim=True)
-            for t in range(n_templ):
-                emb = embed(t)
+            rt_t = rt.with_(offload_pair=False) if offloaded else rt
+            if offloaded:
+                host = z.to("cpu", copy=True)
+                storage, nbytes = z.untyped_storage(), z.untyped_storage().nbytes()
+                storage.resize_(0)
+            try:
+                lg = torch.empty(n_templ, n, n_all, h, device=z.device)
+                for t in range(n_templ):
+                    emb = embed(t, rt_t)
+                    for r0 in range(0, n, rows):
+                        r1 = min(n, r0 + rows)
+                        zr = host[r0:r1].to(z.device) if offloaded else z[r0:r1]
+                        lg[t, r0:r1] = logits(emb, t, r0, r1, zr)
+                        del zr
+                    del emb
+                lg -= lg.amax(0, keepdim=True)  # softmax over templates, in place: no second [T, N, N, H]
+                lg.exp_()
+                lg /= lg.sum(0, keepdim=True)
+                o_sum = torch.zeros(n, n_all, h * dv, dtype=dtype, device=z.device) if offloaded else None
+                for t in range(n_templ):
+                    emb = embed(t, rt_t)
+                    for r0 in range(0, n, rows):
+                        r1 = min(n, r0 + rows)
+                        v = torch.matmul(emb[r0:r1], wv).reshape(r1 - r0, n_all, h, dv)
+                        o = (lg[t, r0:r1, ..., None] * v.float()).to(dtype).reshape(r1 - r0, n_all, h * dv)
+                        if offloaded:
+                            o_sum[r0:r1] += o
+                        else:
+                            upd = torch.matmul(o, w_out)
+                            target[r0:r1] += upd + att.output_b.to(dtype) if t == 0 else upd
+                    del emb
+                del lg
+            finally:
+                if offloaded:
+                    storage.resize_(nbytes)
+                    z.copy_(host)
+                    del host
+            if offloaded:  # sum_t o_t W + b: the output projection is linear
                 for r0 in range(0, n, rows):
                     r1 = min(n, r0 + rows)
-                    v = torch.matmul(emb[r0:r1], wv).reshape(r1 - r0, n_all, h, dv)
-                    o = (lg[t, r0:r1, ..., None] * v.float()).to(dtype).reshape(r1 - r0, n_all, h * dv)
-                    upd = torch.matmul(o, w_out)
-                    target[r0:r1] += upd + att.output_b.to(dtype) if t == 0 else upd
-                del emb
+                    target[r0:r1] += torch.matmul(o_sum[r0:r1], w_out) + att.output_b.to(dtype)
             return target
         # One pass, online softmax: running max, normaliser and weighted values per (pair, head).
         run_max = torch.full((n, n_all, h), float("-inf"), device=z.device)
@@ -271,7 +299,7 @@ class TemplateEmbedding(nn.Module):
             emb = embed(t)
             for r0 in range(0, n, rows):
                 r1 = min(n, r0 + rows)
-                logit = logits(emb, t, r0, r1)
+                logit = logits(emb, t, r0, r1, z[r0:r1])
                 v = torch.matmul(emb[r0:r1], wv).reshape(r1 - r0, n_all, h, dv)
                 new_max = torch.maximum(run_max[r0:r1], logit)
                 corr = torch.exp(run_max[r0:r1] - new_max)
