@@ -90,7 +90,7 @@ def main():
     torch.cuda.reset_peak_memory_stats()
     base = torch.cuda.memory_allocated() / GB
     torch.cuda.memory._record_memory_history(enabled="all", context="alloc", stacks="python", max_entries=2_000_000)
-    model(batch, rt, num_recycle=0)
+    model(batch, rt, num_recycle=0, pair_outputs=False)  # what predict keeps
     torch.cuda.synchronize()
     snap = torch.cuda.memory._snapshot()
     torch.cuda.memory._record_memory_history(enabled=None)
