@@ -74,10 +74,11 @@ class Runtime:
         process, every collective a no-op.
     recompute_templates: template point-wise attention in two passes (logits, then values),
         embedding each template twice instead of holding an [N, N, H, D] accumulator.
-    offload_pair: triangle multiplication keeps the pair in host memory while it forms its product
-        (model/evoformer.py: one full-size projection on the device instead of the pair plus the
-        product); for sequences whose pair does not fit twice. Slower (the pair crosses PCIe four
-        to five times per call); the planner turns it on only when nothing else fits.
+    offload_pair: the pair waits in host memory where it is not needed whole: while triangle
+        multiplication forms its product (model/evoformer.py: one full-size projection on the device
+        instead of the pair plus the product) and while the templates are embedded (model/trunk.py);
+        for sequences whose pair does not fit twice. Slower (the pair crosses PCIe about five times
+        per call); the planner turns it on only when nothing else fits.
     max_blocks: run only the first K blocks of each stack (Evoformer, extra-MSA, template pair);
         every parameter stays loaded. A memory probe (`fastfold bench --probe-blocks`): a stack's
         peak is one block's, so K=1 shows the full network's peak in a fraction of its time.
