@@ -4,6 +4,12 @@
     fastfold predict proteome/ --out OUT                    # every *.fasta/*.fa/*.faa/*.fas in it
     fastfold predict library.fasta --batch --out OUT        # one target per record
 
+- A multi-record file (without --batch) is a complex, folded with AlphaFold-Multimer as single mode
+  folds it (the five multimer_v3 presets unless --models names some; features.npz, chains A, B, ...,
+  ranked by 0.8 ipTM + 0.2 pTM) on one GPU (no DAP for complexes in a batch). --models may mix
+  monomer and multimer presets: each target runs those of its kind, and a target with none of its
+  kind fails with single mode's reason.
+
 - Searches: one search DAG (`pipeline.batch`, built on `pipeline.dag`) over the distinct sequences
   of every target, so identical sequences are searched once; its tasks run wherever CPUs are free.
 - Folding: one `FoldWorker` actor per GPU of the cluster (`num_gpus=1`, one CPU; CPU-only clusters,
@@ -52,12 +58,17 @@ BATCH_LOGS = "batch_logs"  # OUT/batch_logs/<target>.log and <target>.running.js
 class Target:
     name: str
     source: str
-    chain: Optional[Chain] = None
-    error: Optional[str] = None   # a target that cannot run (bad FASTA, a complex)
+    chains: Optional[list[Chain]] = None  # one; several: a complex (AlphaFold-Multimer)
+    error: Optional[str] = None    # a target that cannot run (bad FASTA, no preset of its kind)
+
+    @property
+    def is_complex(self) -> bool:
+        return bool(self.chains) and len(self.chains) > 1
 
     @property
     def length(self) -> int:
-        return len(self.chain.sequence) if self.chain else 0
+        """Total residues (of every chain of a complex)."""
+        return sum(len(c.sequence) for c in self.chains) if self.chains else 0
 
 
 # --- inputs ------------------------------------------------------------------------------------
@@ -65,7 +76,7 @@ class Target:
 def collect_targets(paths, per_record: bool = False) -> list[Target]:
     """Targets from FASTA files and directories of them (sorted). per_record: every record of a file
     is a target named by its record; else a file is a target named by its stem, and a multi-record
-    file (a complex) is a failed target. A FASTA that does not parse is a failed target too, so one
+    file is a complex (AlphaFold-Multimer). A FASTA that does not parse is a failed target too, so one
     bad file does not stop a proteome. Raises InputError for a missing path, a directory without
     FASTA files, two targets of the same name."""
     from pipeline.fasta import read_fasta
@@ -89,12 +100,9 @@ def collect_targets(paths, per_record: bool = False) -> list[Target]:
             targets.append(Target(f.stem, str(f), error=str(e)))
             continue
         if per_record:
-            targets += [Target(c.name, str(f), chain=c) for c in chains]
-        elif len(chains) > 1:
-            targets.append(Target(f.stem, str(f), error=f"{f} has {len(chains)} records: complexes need "
-                                  "AlphaFold-Multimer, not supported yet (--batch: one target per record)"))
+            targets += [Target(c.name, str(f), chains=[c]) for c in chains]
         else:
-            targets.append(Target(f.stem, str(f), chain=chains[0]))
+            targets.append(Target(f.stem, str(f), chains=chains))
     seen: dict[str, str] = {}
     for t in targets:
         if t.name in seen:
@@ -106,11 +114,23 @@ def collect_targets(paths, per_record: bool = False) -> list[Target]:
     return targets
 
 
-def finished_scores(target_dir: Path, settings, sequence: str) -> Optional[dict]:
-    """Scores of a target a previous run finished with these settings (every model and seed has its
-    result, the ranking is written, features are for this sequence), else None."""
+def has_features(d: Path, chains) -> bool:
+    """`d` holds the features single mode would fold for these chains: features.pkl of this
+    sequence; a complex: features.npz and multimer_chain_map.json of these sequences."""
+    from fastfold_cli.predict import _read_features
     from pipeline.batch import features_sequence
 
+    if len(chains) == 1:
+        return features_sequence(str(Path(d) / "features.pkl")) == chains[0].sequence
+    try:
+        return _read_features(Path(d), chains, True) is not None
+    except Exception:  # noqa: BLE001 - a damaged or foreign file is simply not reusable
+        return False
+
+
+def finished_scores(target_dir: Path, settings, chains) -> Optional[dict]:
+    """Scores of a target a previous run finished with these settings (every model and seed has its
+    result, the ranking is written, features are for these chains' sequences), else None."""
     debug = _load_json(target_dir / "ranking_debug.json")
     if not debug or not debug.get("order"):
         return None
@@ -122,14 +142,17 @@ def finished_scores(target_dir: Path, settings, sequence: str) -> Optional[dict]
             return None
         if settings.relax and not (target_dir / f"relaxed_{n}.pdb").is_file():
             return None
-    if not (target_dir / "ranked_0.pdb").is_file() or features_sequence(str(target_dir / "features.pkl")) != sequence:
+    if not (target_dir / "ranked_0.pdb").is_file() or not has_features(target_dir, chains):
         return None
     return _scores(target_dir, debug["order"])
 
 
 def _scores(target_dir: Path, order) -> dict:
     best = _load_json(target_dir / f"result_{order[0]}.json") or {}
-    return {"best_model": order[0], "mean_plddt": best.get("mean_plddt"), "ptm": best.get("ptm")}
+    scores = {"best_model": order[0], "mean_plddt": best.get("mean_plddt"), "ptm": best.get("ptm")}
+    if "iptm" in best:  # a complex: ranked by 0.8 ipTM + 0.2 pTM
+        scores.update(iptm=best["iptm"], ranking_confidence=best.get("ranking_confidence"))
+    return scores
 
 
 def _load_json(path: Path):
@@ -143,15 +166,17 @@ def _load_json(path: Path):
 
 class FoldWorker:
     """Folds targets one at a time on its own device (Ray gives it one GPU: cuda:0 here), keeping
-    every preset's loaded model between targets."""
+    every preset's loaded model between targets. `multimer_settings`: what a complex runs."""
 
-    def __init__(self, settings, device: Optional[str]):
+    def __init__(self, settings, device: Optional[str], multimer_settings=None):
         from fastfold_cli.predict import ModelCache, resolve_device
         self.settings = settings
+        self.multimer_settings = multimer_settings
         # device None: this worker's GPU when it has a usable one (Ray sets CUDA_VISIBLE_DEVICES), else the CPU
         self.device = device if device in ("cpu", "cuda") else resolve_device(None)
         random = settings.param_paths is None
-        self.models = ModelCache(len(settings.model_names) * (settings.num_seeds if random else 1))
+        presets = len(settings.model_names) + (len(multimer_settings.model_names) if multimer_settings else 0)
+        self.models = ModelCache(presets * (settings.num_seeds if random else 1))
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         if self.device == "cpu":  # as many torch threads as CPUs Ray gave this worker
             import ray
@@ -164,8 +189,10 @@ class FoldWorker:
         return {"worker": self.worker, "device": self.device, "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
                 "torch_threads": torch.get_num_threads(), "node_id": ray.get_runtime_context().get_node_id()}
 
-    def fold(self, name: str, batch_dir: str, attempt: int, search_seconds: Optional[float]) -> dict:
-        """Fold target `name` in batch_dir/name/ (its features.pkl is there) as single mode does.
+    def fold(self, name: str, batch_dir: str, attempt: int, search_seconds: Optional[float],
+             chains: Optional[list] = None) -> dict:
+        """Fold target `name` in batch_dir/name/ (its features.pkl is there; a complex of `chains`:
+        its features.npz, folded with the multimer settings on this one device) as single mode does.
         While it runs, batch_dir/batch_logs/<name>.running.json says which worker has it; its log lines
         go to batch_dir/batch_logs/<name>.log. Returns the target's summary record; on a one-GPU
         worker, status "needs_gpus" (nothing folded) when the target fits only P > 1 GPUs."""
@@ -174,7 +201,7 @@ class FoldWorker:
         import torch
 
         from fastfold_cli.outputs import write_atomic
-        from fastfold_cli.predict import TargetError, predict_target
+        from fastfold_cli.predict import TargetError, _read_features, predict_target
 
         out = Path(batch_dir) / name
         logs = Path(batch_dir) / BATCH_LOGS
@@ -190,17 +217,24 @@ class FoldWorker:
             with open(logs / f"{name}.log", "a") as fh:
                 fh.write(f"{datetime.datetime.now().isoformat(timespec='seconds')} [{self.worker}] {line}\n")
 
+        complex_ = bool(chains) and len(chains) > 1
+        settings = self.multimer_settings if complex_ else self.settings
         res: dict[str, Any] = {"worker": self.worker, "device": self.device, "attempt": attempt, "fold_started": t0,
-                               "gpus": self.settings.gpus}
+                               "gpus": settings.gpus}
         try:
             if self.device.startswith("cuda") and not torch.cuda.is_available():
                 raise RuntimeError("this folding worker has no usable CUDA device")
-            with open(out / "features.pkl", "rb") as fh:
-                raw = pickle.load(fh)
+            if complex_:
+                raw = _read_features(out, chains, True)
+                if raw is None:
+                    raise RuntimeError(f"{out / 'features.npz'}: missing or for other sequences")
+            else:
+                with open(out / "features.pkl", "rb") as fh:
+                    raw = pickle.load(fh)
             need, why = 1, None
-            if self.settings.gpus == 1:
+            if settings.gpus == 1 and not complex_:  # a complex folds on this one GPU
                 try:
-                    need, why = gpus_needed(out, raw, self.settings, self.device, self.models)
+                    need, why = gpus_needed(out, raw, settings, self.device, self.models)
                 except Exception:  # noqa: BLE001 - e.g. features the network cannot take: reported per model below
                     pass
             if need == 0:
@@ -212,7 +246,7 @@ class FoldWorker:
                 timings = _load_json(out / "timings.json") or {}
                 if search_seconds is not None:
                     timings["features"] = search_seconds
-                done = predict_target(out, raw, self.settings, self.device, self.models, timings, log=log)
+                done = predict_target(out, raw, settings, self.device, self.models, timings, log=log)
                 res.update(_scores(out, done["order"]))
                 if done["failed"]:
                     res.update(status="failed", error=f"{len(done['failed'])} model(s) failed: "
@@ -321,6 +355,8 @@ class _Display:
             line += f", mean pLDDT {rec['mean_plddt']:.2f}"
         if rec.get("ptm") is not None:
             line += f", pTM {rec['ptm']:.3f}"
+        if rec.get("iptm") is not None:
+            line += f", ipTM {rec['iptm']:.3f}"
         if rec.get("seconds"):
             line += f" ({rec['seconds']:.1f} s)"
         if rec.get("error"):
@@ -338,17 +374,18 @@ class _Display:
     def table(self, records: dict) -> None:
         from rich.table import Table
         t = Table(title="fastfold predict: batch summary")
-        for col in ("target", "length", "status", "time (s)", "mean pLDDT", "pTM", "worker / error"):
+        for col in ("target", "length", "status", "time (s)", "mean pLDDT", "pTM", "ipTM", "worker / error"):
             if col == "worker / error":
                 t.add_column(col, no_wrap=True, overflow="ellipsis", max_width=32)
             else:
                 t.add_column(col, justify="right" if col != "status" and col != "target" else "left", no_wrap=True,
-                             min_width=len(col))
+                             min_width=max(len(col), 5 if "pTM" in col else 0))
         for name, r in records.items():
             t.add_row(name, str(r.get("length") or ""), r["status"],
                       f"{r['seconds']:.1f}" if r.get("seconds") else "",
                       f"{r['mean_plddt']:.2f}" if r.get("mean_plddt") is not None else "",
                       f"{r['ptm']:.3f}" if r.get("ptm") is not None else "",
+                      f"{r['iptm']:.3f}" if r.get("iptm") is not None else "",
                       r.get("error") or r.get("worker") or "")
         self.console.print(t)
 
@@ -398,22 +435,24 @@ def _search_options(search: dict, cpus: int, max_task_cpus: int):
 
 
 def run_batch(targets: list[Target], out: Path, settings, search: dict, device: Optional[str] = None,
-              cpus: Optional[int] = None, ray_address: Optional[str] = None, progress: bool = False) -> int:
-    """Run every target; write OUT/<target>/ and OUT/batch_summary.json. Returns the exit code
-    (0, or 1 when any target failed). Bad options raise nothing: one 'Error:' line, exit 2."""
+              cpus: Optional[int] = None, ray_address: Optional[str] = None, progress: bool = False,
+              multimer_settings=None) -> int:
+    """Run every target (`settings`; a complex: `multimer_settings`); write OUT/<target>/ and
+    OUT/batch_summary.json. Returns the exit code (0, or 1 when any target failed). Bad options
+    raise nothing: one 'Error:' line, exit 2."""
     import ray
 
     from fastfold_cli.outputs import write_atomic
     from fastfold_cli.predict import _fail
     from pipeline import batch as pbatch
     from pipeline import dag
-    from pipeline.batch import features_sequence
     from pipeline.errors import ToolError
 
     t_start = time.time()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    records: dict[str, dict] = {t.name: {"status": "pending", "length": t.length or None, "source": t.source}
+    records: dict[str, dict] = {t.name: {"status": "pending", "length": t.length or None, "source": t.source,
+                                         **({"chains": len(t.chains)} if t.is_complex else {})}
                                 for t in targets}
     by_name = {t.name: t for t in targets}
 
@@ -429,7 +468,8 @@ def run_batch(targets: list[Target], out: Path, settings, search: dict, device: 
             "targets": records, "wall_seconds": time.time() - t_start,
             "targets_per_hour": counts["ok"] * 3600.0 / max(time.time() - t_start, 1e-9),
             "counts": counts, "workers": [workers_info[k] for k in sorted(workers_info)], "searches": search_stats,
-            "models": settings.model_names, "num_seeds": settings.num_seeds,
+            "models": settings.model_names + (multimer_settings.model_names if multimer_settings else []),
+            "num_seeds": settings.num_seeds,
             "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}, indent=2))
 
     workers_info: dict[int, dict] = {}
@@ -442,22 +482,26 @@ def run_batch(targets: list[Target], out: Path, settings, search: dict, device: 
             records[t.name].update(status="failed", error=t.error)
             continue
         tdir = out / t.name
-        scores = finished_scores(tdir, settings, t.chain.sequence)
+        scores = finished_scores(tdir, multimer_settings if t.is_complex else settings, t.chains)
         if scores is not None:
             records[t.name].update(status="reused", seconds=0.0, **scores)
             continue
-        if features_sequence(str(tdir / "features.pkl")) == t.chain.sequence:
+        if has_features(tdir, t.chains):
             have_features.append(t.name)
             continue
         if search["msa_dir"]:
-            src = Path(search["msa_dir"]) / t.name / "features.pkl"
-            if features_sequence(str(src)) == t.chain.sequence:
+            src = Path(search["msa_dir"]) / t.name
+            if has_features(src, t.chains):  # copied as single mode's --msa-dir copies them
                 tdir.mkdir(parents=True, exist_ok=True)
-                write_atomic(tdir / "features.pkl", src.read_bytes())
+                for f in ("features.pkl", "features.npz", "multimer_chain_map.json"):
+                    if (src / f).is_file():
+                        write_atomic(tdir / f, (src / f).read_bytes())
                 have_features.append(t.name)
             else:
-                records[t.name].update(status="failed", error=f"{src}: missing or for another sequence "
-                                                              "(run `fastfold msa` into it first)")
+                what = "features.npz" if t.is_complex else "features.pkl"
+                msa = "fastfold msa --model-preset multimer" if t.is_complex else "fastfold msa"
+                records[t.name].update(status="failed", error=f"{src / what}: missing or for other sequences "
+                                                              f"(run `{msa}` into it first)")
             continue
         need_search[t.name] = t
     todo = have_features + list(need_search)
@@ -475,7 +519,8 @@ def run_batch(targets: list[Target], out: Path, settings, search: dict, device: 
             from pipeline import databases
             _search_options(search, 1, 1)  # the flags alone
             dbs = databases.resolve(search["db_dir"], search["db_paths"], search["db_config"])
-            databases.check(dbs, search["db_preset"], search["templates"], search["msa_mode"])
+            databases.check(dbs, search["db_preset"], search["templates"], search["msa_mode"],
+                            any(t.is_complex for t in need_search.values()))
         _check_address(ray_address)
     except InputError as e:
         _fail(str(e))
@@ -500,7 +545,8 @@ def run_batch(targets: list[Target], out: Path, settings, search: dict, device: 
         fold_device = None if cl["on_gpu"] else "cpu"
         if cl["on_gpu"] and device and device.startswith("cuda"):
             fold_device = "cuda"
-        actors = [actor_cls.remote(settings, fold_device) for _ in range(min(cl["workers"], len(todo)))]
+        actors = [actor_cls.remote(settings, fold_device, multimer_settings)
+                  for _ in range(min(cl["workers"], len(todo)))]
         # New workers take targets at once (calls wait while they start, so the first targets spread
         # over every worker). After a worker died it takes targets again only once it answers a
         # probe: a call sent to a restarting actor fails at once and would burn an attempt.
@@ -510,11 +556,20 @@ def run_batch(targets: list[Target], out: Path, settings, search: dict, device: 
         t_search = time.time()
         pending: dict[Any, str] = {}  # writer ref -> target
         if need_search:
-            p, order = pbatch.plan_searches([t.chain for t in need_search.values()], dbs, opts,
-                                            str(out / SEARCH_CACHE))
-            refs = pbatch.submit_searches(p, order, {n: (str(out / n), t.chain) for n, t in need_search.items()})
+            # the monomer targets' chains in one group, each complex's in its own (multimer) group:
+            # one merged DAG, identical sequences' searches shared
+            monomers = [t for t in need_search.values() if not t.is_complex]
+            groups = [([t.chains[0] for t in monomers], opts)] if monomers else []
+            group_of = {t.name: 0 for t in monomers}
+            for t in need_search.values():
+                if t.is_complex:
+                    group_of[t.name] = len(groups)
+                    groups.append((t.chains, dataclasses.replace(opts, model_preset="multimer")))
+            p, order = pbatch.plan_searches(groups, dbs, str(out / SEARCH_CACHE))
+            refs = pbatch.submit_searches(p, order, {n: (str(out / n), t.chains, group_of[n])
+                                                     for n, t in need_search.items()})
             pending = {ref: n for n, ref in refs.items()}
-            search_stats.update(unique_sequences=len(p.seq_ids), tasks=len(order))
+            search_stats.update(unique_sequences=len({seq for _, seq in p.seq_ids}), tasks=len(order))
         for n in need_search:
             records[n]["status"] = "searching"
         ready: list[str] = list(have_features)
@@ -575,12 +630,12 @@ def run_batch(targets: list[Target], out: Path, settings, search: dict, device: 
             actor = dap_cls.options(num_gpus=p, num_cpus=cl["fold_cpus"], max_restarts=0, max_task_retries=0,
                                     scheduling_strategy=NodeAffinitySchedulingStrategy(x, soft=False)
                                     ).remote(dataclasses.replace(settings, gpus=p), fold_device)
-            ref = actor.fold.remote(n, str(out), attempts[n], search_seconds.get(n))
+            ref = actor.fold.remote(n, str(out), attempts[n], search_seconds.get(n), by_name[n].chains)
             dap_running[ref] = (actor, n, time.time(), x, p, len(kill))
 
         def add_workers(k: int) -> None:
             for _ in range(k):
-                actors.append(actor_cls.remote(settings, fold_device))
+                actors.append(actor_cls.remote(settings, fold_device, multimer_settings))
                 i = len(actors) - 1
                 probes[actors[i].info.remote()] = (i, False)
                 idle.append(i)
@@ -602,7 +657,7 @@ def run_batch(targets: list[Target], out: Path, settings, search: dict, device: 
                 n = ready.pop(0)
                 attempts[n] += 1
                 records[n]["status"] = "folding"
-                ref = actors[i].fold.remote(n, str(out), attempts[n], search_seconds.get(n))
+                ref = actors[i].fold.remote(n, str(out), attempts[n], search_seconds.get(n), by_name[n].chains)
                 running[ref] = (i, n, time.time())
             display.status(_counts(records))
             if all(i in lost or i in retired for i in range(len(actors))) and not dap_running:

@@ -37,6 +37,28 @@ def _fail(message: str, code: int = 2):
     sys.exit(code)
 
 
+def _split(models: str) -> list:
+    return [m.strip() for m in models.split(",") if m.strip()]
+
+
+def preset_error(model_names, source, n_chains: int) -> Optional[str]:
+    """Why these presets cannot fold the input `source` of n_chains records (more than one: a
+    complex, AlphaFold-Multimer presets only; one: monomer presets only), else None."""
+    import configs
+
+    complex_ = n_chains > 1
+    known = configs.MULTIMER_PRESETS if complex_ else configs.MONOMER_PRESETS
+    for m in model_names:
+        if m not in known:
+            if complex_ and m in configs.MONOMER_PRESETS:
+                return (f"{source} has {n_chains} records (a complex): use AlphaFold-Multimer presets "
+                        f"({', '.join(configs.MULTIMER_PRESETS)}), or --batch for one target per record")
+            if m in configs.MULTIMER_PRESETS:
+                return f"{m} is an AlphaFold-Multimer preset; a single chain needs a monomer preset"
+            return f"unknown model {m!r}; known: {', '.join(known)}"
+    return None
+
+
 @dataclasses.dataclass
 class Settings:
     """What to run for each target (picklable: a batch sends it to its folding workers).
@@ -71,7 +93,7 @@ class TargetError(Exception):
                    "one complex). Several FASTA files or a directory are always a batch: OUT/<target>/ each.")
 @click.option("--models", default=None,
               help="Comma-separated model presets (default: the five _ptm presets; for a complex the five "
-                   "multimer_v3 presets).")
+                   "multimer_v3 presets; a batch: each target those of its kind).")
 @click.option("--num-recycles", type=int, default=None, help="Recycling passes after the first (default 3).")
 @click.option("--recycle-early-stop-tolerance", type=float, default=None,
               help="Stop recycling when the Cα distance change falls below this (Å); 0 = never "
@@ -126,17 +148,17 @@ def predict(fasta, out_dir, batch, models, num_recycles, recycle_early_stop_tole
         except InputError as e:
             _fail(str(e))
     complex_ = chains is not None and len(chains) > 1
-    known = configs.MULTIMER_PRESETS if complex_ else configs.MONOMER_PRESETS
-    models = models or (DEFAULT_MULTIMER_MODELS if complex_ else DEFAULT_MODELS)
-    model_names = [m.strip() for m in models.split(",") if m.strip()]
-    for m in model_names:
-        if m not in known:
-            if complex_ and m in configs.MONOMER_PRESETS:
-                _fail(f"{fasta[0]} has {len(chains)} records (a complex): use AlphaFold-Multimer presets "
-                      f"({', '.join(configs.MULTIMER_PRESETS)}), or --batch for one target per record")
-            if m in configs.MULTIMER_PRESETS:
-                _fail(f"{m} is an AlphaFold-Multimer preset; a single chain needs a monomer preset")
-            _fail(f"unknown model {m!r}; known: {', '.join(known)}")
+    requested = _split(models) if models else None
+    if is_batch:  # each target runs the requested presets of its kind (fastfold_cli.batch)
+        for m in requested or []:
+            if m not in configs.MONOMER_PRESETS + configs.MULTIMER_PRESETS:
+                _fail(f"unknown model {m!r}; known: {', '.join(configs.MONOMER_PRESETS + configs.MULTIMER_PRESETS)}")
+        model_names = []  # per kind, once the targets are known
+    else:
+        model_names = requested or _split(DEFAULT_MULTIMER_MODELS if complex_ else DEFAULT_MODELS)
+        why = preset_error(model_names, fasta[0], len(chains))
+        if why:
+            _fail(why)
     if num_seeds < 1:
         _fail("--num-seeds must be >= 1")
     if cpus is not None and cpus < 1:
@@ -149,12 +171,26 @@ def predict(fasta, out_dir, batch, models, num_recycles, recycle_early_stop_tole
     settings = Settings(model_names=model_names, seed=seed, num_seeds=num_seeds, num_recycles=num_recycles,
                         early_stop=recycle_early_stop_tolerance, precision=precision, backend=backend,
                         max_memory=max_memory, relax=relax, gpus=gpus)
+    multimer_settings = None
     if is_batch:
         from fastfold_cli import batch as batchmod
         try:
             targets = batchmod.collect_targets(fasta, per_record=batch)
         except InputError as e:
             _fail(str(e))
+        # presets of each kind for the targets of that kind (none asked for: the defaults); a
+        # target with none of its kind fails with single mode's reason
+        kinds = {t.is_complex for t in targets if not t.error}
+        names = {c: [m for m in (requested or _split(DEFAULT_MULTIMER_MODELS if c else DEFAULT_MODELS))
+                     if m in (configs.MULTIMER_PRESETS if c else configs.MONOMER_PRESETS)] if c in kinds else []
+                 for c in (False, True)}
+        for t in targets:
+            if not t.error and not names[t.is_complex]:
+                t.error = preset_error(requested, t.source, len(t.chains))
+        settings.model_names = names[False]
+        model_names = names[False] + names[True]
+        if names[True]:
+            multimer_settings = dataclasses.replace(settings, model_names=names[True])
     if device is not None and not (device == "cpu" or device == "cuda" or device.startswith("cuda:")):
         _fail(f"--device must be cpu, cuda or cuda:N, got {device!r}")
     if not is_batch:
@@ -165,6 +201,9 @@ def predict(fasta, out_dir, batch, models, num_recycles, recycle_early_stop_tole
         if gpus > 1 and device.startswith("cuda") and torch.cuda.device_count() < gpus:
             _fail(f"--gpus {gpus}: only {torch.cuda.device_count()} CUDA device(s) visible")
     settings.param_paths = _param_paths(model_names, params_dir, random_params)
+    if multimer_settings is not None and settings.param_paths is not None:
+        multimer_settings.param_paths = {m: settings.param_paths[m] for m in multimer_settings.model_names}
+        settings.param_paths = {m: settings.param_paths[m] for m in settings.model_names}
     if ray_address:
         from fastfold_cli.batch import _check_address
         try:
@@ -175,7 +214,8 @@ def predict(fasta, out_dir, batch, models, num_recycles, recycle_early_stop_tole
                   templates=templates, max_template_date=max_template_date, msa_mode=msa_mode)
     if is_batch:
         code = batchmod.run_batch(targets, out, settings, search, device=device, cpus=cpus, ray_address=ray_address,
-                                  progress=sys.stderr.isatty() if progress is None else progress)
+                                  progress=sys.stderr.isatty() if progress is None else progress,
+                                  multimer_settings=multimer_settings)
         sys.exit(code)
 
     timings = _load_json(out / "timings.json") or {}

@@ -102,7 +102,10 @@ def test_batch_end_to_end_on_two_gpu_workers(batch):
                   "msa_coverage.png", "msas/chain_id_map.json"):
             assert (out / name / f).is_file(), (name, f)
     assert "invalid character '1' at position 4" in t["bad"]["error"] and t["bad"]["status"] == "failed"
-    assert "complexes need AlphaFold-Multimer" in t["complex"]["error"]
+    # a complex folds with AlphaFold-Multimer (tests/cli/test_batch_complex.py); --models model_3 has no
+    # multimer preset, so it fails with single mode's reason and the others go on
+    assert "(a complex): use AlphaFold-Multimer presets" in t["complex"]["error"]
+    assert t["complex"]["length"] == 40 + 73 and t["complex"]["chains"] == 2
     assert s["counts"] == {"searching": 0, "queued": 0, "folding": 0, "ok": 3, "reused": 0, "failed": 2}
     # one folding worker per (fake) GPU, each with its own GPU, and both used
     assert len(s["workers"]) == 2 and sorted(len(w["gpu_ids"]) for w in s["workers"]) == [1, 1]
