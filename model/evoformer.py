@@ -22,7 +22,7 @@ from torch import nn
 import kernels
 from model import dap
 from model.config import Config, Runtime
-from model.primitives import Attention, GlobalAttention, LayerNorm, Linear, chunked
+from model.primitives import Attention, GlobalAttention, LayerNorm, Linear, chunked, on_host, owns_storage
 
 
 def _attention_dims(cfg: Config, c_q: int, c_m: int):
@@ -234,14 +234,15 @@ class TriangleMultiplication(nn.Module):
         broadcast in turn (dap.stream, next block in flight while this one multiplies), so no
         rank ever holds the gathered [c, N, N] projection."""
         sh = rt.shard
-        if rt.offload_pair and rt.inplace and not dap.active(sh) and _whole_storage(z):
+        if rt.offload_pair and rt.inplace and not dap.active(sh) and owns_storage(z):
             return self._forward_offloaded(z, pair_mask, rt)
         transposed = dap.active(sh) and not self.outgoing
         if transposed:
             z_rows = z
             z, pair_mask = dap.row_to_col(sh, z).transpose(0, 1), pair_mask.transpose(0, 1)
         n, n_all, dt = z.shape[0], z.shape[1], z.dtype
-        c = self._weights()[2][0][0].shape[1]
+        norm_in, norm_center, sides = self._weights()
+        c = sides[0][0].shape[1]
         cc = rt.chunk("tri_mul") or c
         rows = tri_mul_rows(n, rt.chunk("tri_mul"))
         mask = dap.mask_weights(sh, dap.scatter(sh, pair_mask, 0)).to(dt)  # [n, N]
@@ -251,9 +252,9 @@ class TriangleMultiplication(nn.Module):
             ab = z.new_empty(2, c1 - c0, n, n_all)
             for r0 in range(0, n, rows):
                 r1 = min(n, r0 + rows)
-                x2d = self._weights()[0](z[r0:r1], rt.backend).reshape(-1, z.shape[-1])  # [r*N, C_z]
+                x2d = norm_in(z[r0:r1], rt.backend).reshape(-1, z.shape[-1])  # [r*N, C_z]
                 for side in (0, 1):
-                    self._gated(x2d, side, c0, c1, mask[r0:r1], out=ab[side, :, r0:r1])
+                    _gated(x2d, sides[side], c0, c1, mask[r0:r1], out=ab[side, :, r0:r1])
                 del x2d
             a, b = ab[0], ab[1]
             # Channel-batched GEMMs: the N^3 contraction stays in cuBLAS.
@@ -268,7 +269,7 @@ class TriangleMultiplication(nn.Module):
         target = z if rt.inplace else torch.empty_like(z)
         for r0 in range(0, n, rows):
             r1 = min(n, r0 + rows)
-            upd = self._output(p[:, r0:r1], z[r0:r1], rt)
+            upd = self._output(p[:, r0:r1], z[r0:r1], norm_in, norm_center, rt)
             if rt.inplace:
                 target[r0:r1] += upd
             else:
@@ -279,24 +280,10 @@ class TriangleMultiplication(nn.Module):
             return dap.col_to_row(sh, target.transpose(0, 1), out=z_rows if rt.inplace else None)
         return target
 
-    def _gated(self, x2d: torch.Tensor, side: int, c0: int, c1: int, mask: torch.Tensor,
-               out: torch.Tensor) -> torch.Tensor:
-        """mask * proj(x) * sigmoid(gate(x)) of one side (0: a, 1: b), channels c0:c1, written
-        channel-major into out [c1-c0, r, L]; x2d = LN(z) of those r*L pair entries [r*L, C_z];
-        mask [r, L]. W^T x^T straight from the GEMM: no transposing copy."""
-        pw, pb, gw, gb = self._weights()[2][side]
-        dt = x2d.dtype
-        shape = out.shape
-        proj = torch.addmm(pb[c0:c1].to(dt)[:, None], pw[:, c0:c1].to(dt).t(), x2d.t())
-        torch.mul(mask, proj.view(shape), out=out)
-        proj = torch.addmm(gb[c0:c1].to(dt)[:, None], gw[:, c0:c1].to(dt).t(), x2d.t(), out=proj)
-        out.mul_(torch.sigmoid_(proj).view(shape))
-        return out
-
-    def _output(self, p_rows: torch.Tensor, z_rows: torch.Tensor, rt: Runtime) -> torch.Tensor:
-        """The update of a row block: gate(LN(z)) * W_out(LN_c(p)); p_rows [c, r, N] (channel
-        major), z_rows [r, N, C_z] -> [r, N, C_z]."""
-        norm_in, norm_center, _ = self._weights()
+    def _output(self, p_rows: torch.Tensor, z_rows: torch.Tensor, norm_in: LayerNorm, norm_center: LayerNorm,
+                rt: Runtime) -> torch.Tensor:
+        """The update of a block: gate(LN(z)) * W_out(LN_c(p)); p_rows [c, r, N] (channel major),
+        z_rows [r, N, C_z] -> [r, N, C_z]."""
         c, r, n_all = p_rows.shape
         w_out, b_out = self.output_projection.weights.to(z_rows.dtype), self.output_projection.bias.to(z_rows.dtype)
         # Centre LayerNorm over the channel axis of the channel-major product, then the output
@@ -313,58 +300,61 @@ class TriangleMultiplication(nn.Module):
         device holds one full-size projection instead of the pair plus the product (the longest
         sequences: Runtime.offload_pair, chosen by the planner).
 
-        z first moves to the host and its device storage is released. Sweep 1 forms b (every entry)
-        from row blocks of z brought back one at a time. Sweep 2 takes one block of the output at a time, whose update needs
-        only that block of z and the whole b: outgoing, rows I (a[I, :] from z's rows I,
-        p[:, I] = a[I] b^T); incoming, columns J (a[:, J] from z's columns J,
+        z first moves to the host (`primitives.on_host`). Sweep 1 forms b (every entry) from row
+        blocks of z brought back one at a time. Sweep 2 takes one block of the output at a time,
+        whose update needs only that block of z and the whole b: outgoing, rows I (a[I, :] from
+        z's rows I, p[:, I] = a[I] b^T); incoming, columns J (a[:, J] from z's columns J,
         p[:, :, J] = b^T a[:, J]). The block of z is updated and goes back to the host; blocks not
         yet processed are untouched, so every block reads z as it was. Finally z returns to the
         device, in place. Same arithmetic as `forward`, per block."""
         n, n_all, dt = z.shape[0], z.shape[1], z.dtype
-        norm_in = self._weights()[0]
-        c = self._weights()[2][0][0].shape[1]
+        norm_in, norm_center, sides = self._weights()
+        c = sides[0][0].shape[1]
         rows = tri_mul_rows(n, rt.chunk("tri_mul"))
         mask = pair_mask.to(dt)  # [N, N]
-        host = z.to("cpu", copy=True)
-        storage, nbytes = z.untyped_storage(), z.untyped_storage().nbytes()
-        storage.resize_(0)  # the caller's z keeps its shape; its device memory is released
-        b = None
-        try:
-            b = torch.empty(c, n, n_all, dtype=dt, device=z.device)
-            for r0 in range(0, n, rows):
-                r1 = min(n, r0 + rows)
-                zr = host[r0:r1].to(z.device, copy=True)
-                x2d = norm_in(zr, rt.backend).reshape(-1, zr.shape[-1])
-                del zr
-                self._gated(x2d, 1, 0, c, mask[r0:r1], out=b[:, r0:r1])
-                del x2d
-            for r0 in range(0, n, rows):
-                r1 = min(n, r0 + rows)
-                blk = (slice(r0, r1),) if self.outgoing else (slice(None), slice(r0, r1))
-                zb = host[blk].to(z.device, copy=True)  # outgoing [r, N, C_z]; incoming [N, r, C_z]
-                x2d = norm_in(zb, rt.backend).reshape(-1, zb.shape[-1])
-                a = self._gated(x2d, 0, 0, c, mask[blk], out=zb.new_empty(c, *zb.shape[:2]))
-                del x2d
-                if self.outgoing:  # p[c, i, j] = sum_k a[c, i, k] b[c, j, k], i in I
-                    p_blk = torch.matmul(a, b.transpose(1, 2))  # [c, r, N]
-                else:              # p[c, i, j] = sum_k b[c, k, i] a[c, k, j], j in J
-                    p_blk = torch.matmul(b.transpose(1, 2), a)  # [c, N, r]
-                del a
-                zb += self._output(p_blk, zb, rt)
-                del p_blk
-                host[blk].copy_(zb)
-                del zb
-        finally:
-            del b
-            storage.resize_(nbytes)
-            z.copy_(host)
+        with on_host(z) as host:
+            b = None
+            try:
+                b = torch.empty(c, n, n_all, dtype=dt, device=z.device)
+                for r0 in range(0, n, rows):
+                    r1 = min(n, r0 + rows)
+                    x2d = norm_in(host[r0:r1].to(z.device, copy=True), rt.backend).reshape(-1, z.shape[-1])
+                    _gated(x2d, sides[1], 0, c, mask[r0:r1], out=b[:, r0:r1])
+                    del x2d
+                for r0 in range(0, n, rows):
+                    r1 = min(n, r0 + rows)
+                    blk = (slice(r0, r1),) if self.outgoing else (slice(None), slice(r0, r1))
+                    zb = host[blk].to(z.device, copy=True)  # outgoing [r, N, C_z]; incoming [N, r, C_z]
+                    x2d = norm_in(zb, rt.backend).reshape(-1, zb.shape[-1])
+                    a = _gated(x2d, sides[0], 0, c, mask[blk], out=zb.new_empty(c, *zb.shape[:2]))
+                    del x2d
+                    if self.outgoing:  # p[c, i, j] = sum_k a[c, i, k] b[c, j, k], i in I
+                        p_blk = torch.matmul(a, b.transpose(1, 2))  # [c, r, N]
+                    else:              # p[c, i, j] = sum_k b[c, k, i] a[c, k, j], j in J
+                        p_blk = torch.matmul(b.transpose(1, 2), a)  # [c, N, r]
+                    del a
+                    zb += self._output(p_blk, zb, norm_in, norm_center, rt)
+                    del p_blk
+                    host[blk].copy_(zb)
+                    del zb
+            finally:
+                b = None  # released before z returns to the device
         return z
 
 
-def _whole_storage(z: torch.Tensor) -> bool:
-    """z owns its whole storage contiguously: its device memory can be released and restored."""
-    return (z.is_contiguous() and z.storage_offset() == 0
-            and z.untyped_storage().nbytes() == z.numel() * z.element_size())
+def _gated(x2d: torch.Tensor, weights, c0: int, c1: int, mask: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """mask * proj(x) * sigmoid(gate(x)) of one side of triangle multiplication, channels c0:c1,
+    written channel-major into out [c1-c0, r, L]; weights (proj_w, proj_b, gate_w, gate_b) of the
+    side; x2d = LN(z) of those r*L pair entries [r*L, C_z]; mask [r, L]. W^T x^T straight from the
+    GEMM: no transposing copy."""
+    pw, pb, gw, gb = weights
+    dt = x2d.dtype
+    shape = out.shape
+    proj = torch.addmm(pb[c0:c1].to(dt)[:, None], pw[:, c0:c1].to(dt).t(), x2d.t())
+    torch.mul(mask, proj.view(shape), out=out)
+    proj = torch.addmm(gb[c0:c1].to(dt)[:, None], gw[:, c0:c1].to(dt).t(), x2d.t(), out=proj)
+    out.mul_(torch.sigmoid_(proj).view(shape))
+    return out
 
 
 def tri_mul_rows(n: int, chunk) -> int:

@@ -6,6 +6,7 @@ attention `query_w` is [in, heads, dim]) so that importing them is a plain copy.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -45,6 +46,29 @@ def chunked(fn: Callable[..., torch.Tensor], args: Sequence[torch.Tensor], size:
             result = out.new_empty(shape)
         result.narrow(out_dim, start, out.shape[out_dim]).copy_(out)
     return add_to if add_to is not None else result
+
+
+def owns_storage(t: torch.Tensor) -> bool:
+    """t is its whole storage, contiguous: its device memory can be released and restored."""
+    return (t.is_contiguous() and t.storage_offset() == 0
+            and t.untyped_storage().nbytes() == t.numel() * t.element_size())
+
+
+@contextlib.contextmanager
+def on_host(t: torch.Tensor):
+    """Hold t's values in host memory for the block and release its device storage (t keeps its
+    shape, so callers' references stay valid); the host copy is yielded (the block may update
+    it) and written back into t, in place, on exit — also on error. Needs `owns_storage(t)`.
+    The longest sequences' pair (Runtime.offload_pair)."""
+    host = t.to("cpu", copy=True)
+    storage = t.untyped_storage()
+    nbytes = storage.nbytes()
+    storage.resize_(0)
+    try:
+        yield host
+    finally:
+        storage.resize_(nbytes)
+        t.copy_(host)
 
 
 class Linear(nn.Module):

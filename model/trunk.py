@@ -11,6 +11,7 @@ shard [N_pad/P, N_pad, C_z] from the recycling embedder to the end of the Evofor
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Dict
 
 import torch
@@ -20,8 +21,8 @@ from torch import nn
 from model import all_atom, dap
 from model import residue_constants as rc
 from model.config import Config, Runtime
-from model.evoformer import EvoformerIteration, TemplatePairBlock, _whole_storage
-from model.primitives import Attention, LayerNorm, Linear, chunked
+from model.evoformer import EvoformerIteration, TemplatePairBlock
+from model.primitives import Attention, LayerNorm, Linear, chunked, on_host, owns_storage
 
 
 def dgram_from_positions(positions: torch.Tensor, num_bins: int, min_bin: float, max_bin: float,
@@ -244,30 +245,27 @@ class TemplateEmbedding(nn.Module):
         # templates are embedded (nothing in the template stacks reads it), so their own stacks run
         # without offloading; the logits read its rows back, and the weighted values are summed in
         # an [N, N, H*D] buffer that updates the pair once it is back.
-        offloaded = rt.offload_pair and rt.inplace and not dap.active(rt.shard) and _whole_storage(z)
+        offloaded = rt.offload_pair and rt.inplace and not dap.active(rt.shard) and owns_storage(z)
         if rt.recompute_templates or offloaded:
             # Two passes: all logits first ([T, N, N, H], small), then each template's embedding is
             # recomputed and its weighted values added straight into the pair. Costs a second
             # template stack, saves the [N, N, H, D] accumulator.
             rt_t = rt.with_(offload_pair=False) if offloaded else rt
-            if offloaded:
-                host = z.to("cpu", copy=True)
-                storage, nbytes = z.untyped_storage(), z.untyped_storage().nbytes()
-                storage.resize_(0)
-            try:
+            o_sum = None
+            # src: the pair's values wherever they are (host copy while offloaded, else z itself)
+            with on_host(z) if offloaded else contextlib.nullcontext(z) as src:
                 lg = torch.empty(n_templ, n, n_all, h, device=z.device)
                 for t in range(n_templ):
                     emb = embed(t, rt_t)
                     for r0 in range(0, n, rows):
                         r1 = min(n, r0 + rows)
-                        zr = host[r0:r1].to(z.device) if offloaded else z[r0:r1]
-                        lg[t, r0:r1] = logits(emb, t, r0, r1, zr)
-                        del zr
+                        lg[t, r0:r1] = logits(emb, t, r0, r1, src[r0:r1].to(z.device))
                     del emb
                 lg -= lg.amax(0, keepdim=True)  # softmax over templates, in place: no second [T, N, N, H]
                 lg.exp_()
                 lg /= lg.sum(0, keepdim=True)
-                o_sum = torch.zeros(n, n_all, h * dv, dtype=dtype, device=z.device) if offloaded else None
+                if offloaded:
+                    o_sum = torch.zeros(n, n_all, h * dv, dtype=dtype, device=z.device)
                 for t in range(n_templ):
                     emb = embed(t, rt_t)
                     for r0 in range(0, n, rows):
@@ -281,11 +279,6 @@ class TemplateEmbedding(nn.Module):
                             target[r0:r1] += upd + att.output_b.to(dtype) if t == 0 else upd
                     del emb
                 del lg
-            finally:
-                if offloaded:
-                    storage.resize_(nbytes)
-                    z.copy_(host)
-                    del host
             if offloaded:  # sum_t o_t W + b: the output projection is linear
                 for r0 in range(0, n, rows):
                     r1 = min(n, r0 + rows)
