@@ -135,7 +135,7 @@ class AlphaFold(nn.Module):
                     if keep_logits:
                         pae_logits[r0:r1] = logits
                     else:
-                        tm[r0:r1] = H.tm_rows(logits, breaks, ones, None, r0)
+                        tm[r0:r1] = H.tm_rows(probs, breaks, ones, None, r0)  # the probs just formed
                     if pair_outputs:
                         pae_probs[r0:r1] = probs
                     del probs, pae_rows
@@ -162,7 +162,7 @@ class AlphaFold(nn.Module):
         out["plddt"] = H.compute_plddt(out["predicted_lddt_logits"])
         if self.has_pae and root:
             out["predicted_aligned_error_breaks"], out["predicted_aligned_error"] = breaks, pae
-            out["max_predicted_aligned_error"] = H._bin_centers(breaks.float())[-1]
+            out["max_predicted_aligned_error"] = max_pae
             if keep_logits:
                 out["predicted_aligned_error_logits"] = pae_logits
                 out["ptm"] = H.predicted_tm_score(pae_logits, breaks.to(dev))

@@ -98,25 +98,23 @@ def predicted_tm_score(logits: torch.Tensor, breaks: torch.Tensor, residue_weigh
     n = logits.shape[0]
     if residue_weights is None:
         residue_weights = logits.new_ones(n, dtype=torch.float32)
-    return tm_rows(logits, breaks, residue_weights, asym_id, 0).max()
+    return tm_rows(torch.softmax(logits.float(), -1), breaks, residue_weights, asym_id, 0).max()
 
 
-def tm_rows(logits: torch.Tensor, breaks: torch.Tensor, residue_weights: torch.Tensor,
+def tm_rows(probs: torch.Tensor, breaks: torch.Tensor, residue_weights: torch.Tensor,
             asym_id: Optional[torch.Tensor], r0: int) -> torch.Tensor:
-    """The weighted per-alignment TM terms of rows r0:r0+r from a row block of PAE logits
+    """The weighted per-alignment TM terms of rows r0:r0+r from a row block of PAE probabilities
     [r, N, B] (residue_weights [N], asym_id [N] or None for pTM) -> [r]; pTM is their maximum
     over all rows, so a row-block loop never needs the whole [N, N, B] logits."""
-    r, n = logits.shape[0], logits.shape[1]
+    r, n = probs.shape[0], probs.shape[1]
     residue_weights = residue_weights.float()
     centers = _bin_centers(breaks.float())
     clipped_n = torch.clamp(residue_weights.sum(), min=19)
     d0 = 1.24 * (clipped_n - 15) ** (1.0 / 3) - 1.8
-    probs = torch.softmax(logits.float(), -1)
     tm_per_bin = 1.0 / (1 + centers ** 2 / d0 ** 2)
     term = (probs * tm_per_bin).sum(-1)
-    del probs
     if asym_id is None:
-        pair_mask = torch.ones(r, n, dtype=torch.bool, device=logits.device)
+        pair_mask = torch.ones(r, n, dtype=torch.bool, device=probs.device)
     else:
         pair_mask = asym_id[r0:r0 + r, None] != asym_id[None, :]
     term = term * pair_mask
