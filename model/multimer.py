@@ -27,7 +27,8 @@ from model import all_atom, dap
 from model.config import Config, Runtime
 from model.evoformer import EvoformerIteration, TemplatePairBlock
 from model.primitives import LayerNorm, Linear, chunked
-from model.trunk import dgram_from_positions, embed_extra_shard, embed_pair_shard, shard_msa, trunk_outputs
+from model.trunk import (dgram_from_positions, embed_extra_shard, embed_pair_shard, initial_msa, shard_msa,
+                         trunk_outputs)
 
 MSA_SAMPLING_MODES = ("random", "first")
 
@@ -385,10 +386,7 @@ class MultimerEmbeddingsAndEvoformer(nn.Module):
             e, z = block(e, z, extra_mask, mask_2d, rt)
         del e
 
-        # The MSA activations are formed only now (as the monomer trunk does).
-        m = self.preprocess_1d(target_feat)[None] + self.preprocess_msa(feats["msa_feat"].to(dt))
-        if c.recycle_features:
-            m[0] += self.prev_msa_first_row_norm(prev["prev_msa_first_row"].float()).to(dt)
+        m = initial_msa(self, target_feat, feats["msa_feat"], prev, dt)
         msa_mask = feats["msa_mask"].to(dt)
         n_seq = m.shape[0]
         if c.template.enabled:

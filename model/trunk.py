@@ -108,6 +108,18 @@ def shard_msa(sh, m: torch.Tensor, msa_mask: torch.Tensor, n_pad: int):
             dap.pad(msa_mask, (s_pad, n_pad), dap.PAD_MASK))
 
 
+def initial_msa(mod: nn.Module, target_feat: torch.Tensor, msa_feat: torch.Tensor, prev: Dict[str, torch.Tensor],
+                dt: torch.dtype) -> torch.Tensor:
+    """The MSA activations [S, N, C_m] from the target and MSA features, with the recycled first
+    row added (`mod` holds cfg, preprocess_1d/_msa, prev_msa_first_row_norm). Formed only after the
+    extra-MSA stack: not needed while the templates and that stack run, it would only add to their
+    peaks."""
+    m = mod.preprocess_1d(target_feat)[None] + mod.preprocess_msa(msa_feat.to(dt))
+    if mod.cfg.recycle_features:
+        m[0] += mod.prev_msa_first_row_norm(prev["prev_msa_first_row"].float()).to(dt)
+    return m
+
+
 def trunk_outputs(sh, m: torch.Tensor, z: torch.Tensor, n: int, n_seq: int, single_activations) -> dict:
     """The embedder's outputs after the Evoformer: single (single_activations of the first MSA
     row), pair, msa (the first n_seq rows; DAP: this rank's row shard and msa_rows = n_seq) and
@@ -378,11 +390,7 @@ class EmbeddingsAndEvoformer(nn.Module):
             e, z = block(e, z, extra_mask, mask_2d, rt)
         del e
 
-        # The MSA activations are formed only now: they are not needed while the templates and the
-        # extra-MSA stack run, and would only add to those stages' peaks.
-        m = self.preprocess_1d(target_feat)[None] + self.preprocess_msa(batch["msa_feat"].to(dt))
-        if c.recycle_features:
-            m[0] += self.prev_msa_first_row_norm(prev["prev_msa_first_row"].float()).to(dt)
+        m = initial_msa(self, target_feat, batch["msa_feat"], prev, dt)
         msa_mask = batch["msa_mask"].to(dt)
         n_seq = m.shape[0]
         if c.template.enabled and c.template.embed_torsion_angles:
