@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import configs
-from af_testlib import manifest_shapes
+from af_testlib import manifest_shapes, write_synthetic_params
 from model.params import (ParamsError, block_counts, build_model, check_monomer_file, check_multimer_file,
                           load_model, map_parameters, param_key, preset_from_filename)
 
@@ -46,17 +46,8 @@ def test_relative_encoding_scope_name():
                      "triangle_multiplication_outgoing.projection.weights")[1] == (1,)
 
 
-def _write_synthetic(tmp_path, preset, blocks=1, seed=0):
-    _, shapes = _shapes(preset, truncate=blocks)
-    rng = np.random.default_rng(seed)
-    arrays = {k: (0.05 * rng.standard_normal(s)).astype(np.float32) for k, s in shapes.items()}
-    path = tmp_path / f"params_{preset}.npz"
-    np.savez(path, **arrays)
-    return path, arrays
-
-
 def test_synthetic_multimer_file_loads_with_its_block_counts(tmp_path):
-    path, arrays = _write_synthetic(tmp_path, "model_2_multimer_v3", blocks=1)
+    path, arrays = write_synthetic_params(tmp_path, "model_2_multimer_v3", blocks=1)
     model = load_model(path)
     assert len(model.evoformer.evoformer_iteration) == 1
     assert len(model.evoformer.template_embedding.single_template_embedding.template_embedding_iteration) == 1
@@ -69,11 +60,11 @@ def test_synthetic_multimer_file_loads_with_its_block_counts(tmp_path):
 
 
 def test_wrong_files_give_one_line_errors(tmp_path):
-    mono, _ = _write_synthetic(tmp_path, "model_1_ptm", blocks=1)
+    mono, _ = write_synthetic_params(tmp_path, "model_1_ptm", blocks=1)
     with pytest.raises(ParamsError, match="monomer") as e:
         load_model(mono, preset="model_1_multimer_v3")
     assert "\n" not in str(e.value)
-    multi, arrays = _write_synthetic(tmp_path, "model_3_multimer_v3", blocks=1)
+    multi, arrays = write_synthetic_params(tmp_path, "model_3_multimer_v3", blocks=1)
     with pytest.raises(ParamsError, match="Multimer"):
         load_model(multi, preset="model_3_ptm")
     # a v1/v2-style file: unfused triangle multiplication weights

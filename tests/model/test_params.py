@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import configs
-from af_testlib import manifest_shapes
+from af_testlib import manifest_shapes, write_synthetic_params
 from model.params import (ParamsError, block_counts, build_model, check_monomer_file, load_model,
                           map_parameters, param_key, preset_from_filename)
 
@@ -51,17 +51,8 @@ def test_mismatch_is_reported_by_name():
         map_parameters(model, wrong)
 
 
-def _write_synthetic(tmp_path, preset, blocks=1, seed=0):
-    _, shapes = _shapes(preset, truncate=blocks)
-    rng = np.random.default_rng(seed)
-    arrays = {k: (0.05 * rng.standard_normal(s)).astype(np.float32) for k, s in shapes.items()}
-    path = tmp_path / f"params_{preset}.npz"
-    np.savez(path, **arrays)
-    return path, arrays
-
-
 def test_synthetic_file_loads_with_its_block_count_and_values(tmp_path):
-    path, arrays = _write_synthetic(tmp_path, "model_3_ptm", blocks=1)
+    path, arrays = write_synthetic_params(tmp_path, "model_3_ptm", blocks=1)
     model = load_model(path)
     assert len(model.evoformer.evoformer_iteration) == 1
     assert len(model.evoformer.extra_msa_stack) == 1
@@ -92,7 +83,7 @@ def test_bad_files_give_one_line_errors(tmp_path):
     np.savez(foreign, weights=np.ones(3, np.float32))
     with pytest.raises(ParamsError, match="not an AlphaFold parameter file"):
         load_model(foreign)
-    good, _ = _write_synthetic(tmp_path, "model_5", blocks=1)
+    good, _ = write_synthetic_params(tmp_path, "model_5", blocks=1)
     data = good.read_bytes()
     trunc = tmp_path / "trunc" / "params_model_5.npz"
     trunc.parent.mkdir()
