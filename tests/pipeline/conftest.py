@@ -3,6 +3,8 @@ nothing here reads ../shared at test time."""
 import gzip
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,7 +12,7 @@ import pytest
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
-from pipeline_testutil import DATA
+from pipeline_testutil import DATA, need_binary
 
 
 @pytest.fixture(scope="session")
@@ -36,3 +38,17 @@ def _shutdown_ray():
         import ray
         if ray.is_initialized():
             ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def example_db(tmp_path_factory) -> Path:
+    """The bundled example's databases (examples/build_db.py: jackhmmer FASTAs, HH-suite BFD/UniRef30
+    and pdb70, pdb_seqres, mmCIFs), built once per session. Read-only: copy it to change it."""
+    for b in ("hhblits", "hhsearch", "ffindex_build"):
+        need_binary(b)
+    root = Path(__file__).resolve().parents[2]
+    dest = tmp_path_factory.mktemp("exdb")
+    env = dict(os.environ, PYTHONPATH=str(root))
+    subprocess.run([sys.executable, str(root / "examples" / "build_db.py"), str(dest)], check=True,
+                   env=env, capture_output=True)
+    return dest

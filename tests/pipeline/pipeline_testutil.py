@@ -16,3 +16,15 @@ def read_fasta_seq(path: Path) -> str:
 def need_binary(name: str) -> None:
     if shutil.which(name) is None:
         pytest.skip(f"{name} not installed (scripts/install.sh installs it)")
+
+
+def write_pdb_seqres(path: Path, mmcif_dir: Path) -> Path:
+    """A pdb_seqres.txt in the PDB's format from the chains of every <id>.cif.gz in mmcif_dir."""
+    from pipeline import templates
+
+    with open(path, "w") as fh:
+        for cif in sorted(Path(mmcif_dir).glob("*.cif.gz")):
+            pdb = cif.name[:4]
+            for chain, seq in templates.parse_mmcif(str(cif), pdb).chain_to_seqres.items():
+                fh.write(f">{pdb}_{chain} mol:protein length:{len(seq)}  {pdb.upper()}\n{seq}\n")
+    return path

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline_testutil import need_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 QUERY = (ROOT / "examples" / "query.fasta").read_text().split("\n")[1].strip()
@@ -24,16 +23,6 @@ CLI = [sys.executable, "-c", "from fastfold_cli.main import cli; cli()", "msa"]
 def run_cli(*args, timeout=300):
     return subprocess.run(CLI + [str(a) for a in args], capture_output=True, text=True, env=ENV,
                           cwd=ROOT, timeout=timeout)
-
-
-@pytest.fixture(scope="session")
-def example_db(tmp_path_factory):
-    for b in ("hhblits", "hhsearch", "ffindex_build"):
-        need_binary(b)
-    dest = tmp_path_factory.mktemp("exdb")
-    subprocess.run([sys.executable, str(ROOT / "examples" / "build_db.py"), str(dest)], check=True,
-                   env=ENV, capture_output=True)
-    return dest
 
 
 def write_fasta(path: Path, records: dict) -> Path:

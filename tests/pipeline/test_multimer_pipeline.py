@@ -19,7 +19,7 @@ import pytest
 
 from pipeline import multimer
 from pipeline import parsers
-from pipeline_testutil import DATA, need_binary
+from pipeline_testutil import DATA, write_pdb_seqres
 
 MM = DATA / "multimer"
 ROOT = Path(__file__).resolve().parents[2]
@@ -279,17 +279,7 @@ def test_bad_inputs(raw):
 
 # --- fastfold msa --model-preset multimer on the bundled example --------------------------------
 
-@pytest.fixture(scope="module")
-def example_db_mm(tmp_path_factory):
-    for b in ("hhblits", "hhsearch", "ffindex_build"):
-        need_binary(b)
-    dest = tmp_path_factory.mktemp("exdb_mm")
-    subprocess.run([sys.executable, str(ROOT / "examples" / "build_db.py"), str(dest)], check=True,
-                   capture_output=True)
-    return dest
-
-
-def test_cli_writes_merged_multimer_features(example_db_mm, tmp_path):
+def test_cli_writes_merged_multimer_features(example_db, tmp_path):
     """`fastfold msa --model-preset multimer` on A, B (a variant), C = A: merged features.pkl equal
     to multimer_features of the per-chain features, features.npz = the network batch,
     multimer_chain_map.json in asym order."""
@@ -299,7 +289,7 @@ def test_cli_writes_merged_multimer_features(example_db_mm, tmp_path):
     fasta.write_text(f">A\n{query}\n>B\n{variant}\n>C\n{query}\n")
     out = tmp_path / "o"
     r = subprocess.run([sys.executable, "-c", "from fastfold_cli.main import cli; cli()", "msa", str(fasta),
-                        "--out", str(out), "--db-dir", str(example_db_mm), "--model-preset", "multimer",
+                        "--out", str(out), "--db-dir", str(example_db), "--model-preset", "multimer",
                         "--db-preset", "reduced_dbs", "--max-template-date", "2100-01-01", "--executor", "serial"],
                        capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert r.returncode == 0, r.stderr
@@ -327,13 +317,8 @@ def test_cli_writes_merged_multimer_features(example_db_mm, tmp_path):
 def test_template_search_without_hits_gives_the_zero_template(tmp_path):
     """A chain with no pdb_seqres hit: hmmsearch writes no alignment (HMMER writes an empty -A
     file), and the hmmsearch featurizer gives AlphaFold's one all-zero template."""
-    from pipeline import dag, templates, tools
-    seqres = tmp_path / "pdb_seqres.txt"
-    with open(seqres, "w") as fh:
-        for cif in sorted((DATA / "mmcifs").glob("*.cif.gz")):
-            pdb = cif.name[:4]
-            for chain, seq in templates.parse_mmcif(str(cif), pdb).chain_to_seqres.items():
-                fh.write(f">{pdb}_{chain} mol:protein length:{len(seq)}  {pdb.upper()}\n{seq}\n")
+    from pipeline import dag, tools
+    seqres = write_pdb_seqres(tmp_path / "pdb_seqres.txt", DATA / "mmcifs")
     seqs, _ = parsers.parse_fasta((ROOT / "examples" / "data" / "background.faa").read_text())
     seq = seqs[1].upper().rstrip("*")  # 397 aa, unrelated to the 8 PDB entries
     sto = f"# STOCKHOLM 1.0\n\nquery {seq}\n#=GC RF {'x' * len(seq)}\n//\n"

@@ -5,7 +5,7 @@ import subprocess
 import pytest
 
 from pipeline import parsers, tools
-from pipeline_testutil import need_binary, read_fasta_seq
+from pipeline_testutil import need_binary, read_fasta_seq, write_pdb_seqres
 
 LUXC = "sp|P19841|LUXC_PHOPO"
 
@@ -107,13 +107,7 @@ def test_hmmsearch_templates_match_hmmer_binaries(data_dir, tmp_path):
     pyhmmer gives the hits and alignments of the HMMER binaries."""
     need_binary("hmmbuild")
     need_binary("hmmsearch")
-    from pipeline import templates
-    seqres = tmp_path / "pdb_seqres.txt"
-    with open(seqres, "w") as fh:
-        for cif in sorted((data_dir / "mmcifs").glob("*.cif.gz")):
-            pdb = cif.name[:4]
-            for chain, seq in templates.parse_mmcif(str(cif), pdb).chain_to_seqres.items():
-                fh.write(f">{pdb}_{chain} mol:protein length:{len(seq)}  {pdb.upper()}\n{seq}\n")
+    seqres = write_pdb_seqres(tmp_path / "pdb_seqres.txt", data_dir / "mmcifs")
     sto = (data_dir / "short" / "uniref90_hits.sto").read_text()
     sto = parsers.remove_empty_columns_from_stockholm_msa(parsers.deduplicate_stockholm_msa(sto))
     query = (data_dir / "short" / "short.fasta").read_text().split("\n")[1].strip()
