@@ -60,15 +60,22 @@ def pick_sequences(n: int, min_len: int, max_len: int) -> list[tuple[str, str]]:
 
 
 def write_targets(work: str, picked) -> tuple[str, list[str]]:
+    """WORK/targets/tNN.fasta; a file already holding the same record is left alone, so runs of
+    the same targets may start side by side (batch and sequential halves on separate GPUs)."""
     tdir = os.path.join(work, "targets")
-    shutil.rmtree(tdir, ignore_errors=True)
-    os.makedirs(tdir)
+    os.makedirs(tdir, exist_ok=True)
     names = []
     for i, (_, seq) in enumerate(picked, 1):
         name = f"t{i:02d}"
-        with open(os.path.join(tdir, f"{name}.fasta"), "w") as fh:
-            fh.write(f">{name}\n{seq}\n")
+        path, text = os.path.join(tdir, f"{name}.fasta"), f">{name}\n{seq}\n"
+        if not (os.path.isfile(path) and open(path).read() == text):
+            with open(path + f".{os.getpid()}.tmp", "w") as fh:
+                fh.write(text)
+            os.replace(path + f".{os.getpid()}.tmp", path)
         names.append(name)
+    stale = [f for f in os.listdir(tdir) if f.endswith(".fasta") and f not in {f"{n}.fasta" for n in names}]
+    for f in stale:  # a batch folds every FASTA of the folder
+        os.remove(os.path.join(tdir, f))
     return tdir, names
 
 

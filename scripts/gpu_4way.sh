@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# The owed measurements on one 4-GPU machine (nvidia-h100-x4 / h200-x4, 64 cores) in three
+# consecutive device calls, independent jobs side by side: each job gets its own GPU(s) and its
+# own 16 cores (taskset), so no job shares a GPU or a core with another. Shared between them:
+# host memory bandwidth, PCIe root complexes and disk. Every file lands in one archive,
+# $OUT/<call>.tgz (the device tool returns at most 8 files), plus the printed summary lines.
+#   A (carry .dev1): GPU0 `gpu_next.sh verify`; GPU1 bf16 N=12,000 probe; GPU2 fp32 N=9,000 probe
+#                    (issue 5's 80 GB lengths, one pass, one block per stack, allocator capped at
+#                    77 GiB + 1.5); GPU3 the kernel GPU tests, then a kernel-level profile of one N=1,024 pass.
+#   B (carry .dev2): DAP N=2,048 bf16: 1 GPU (GPU0) beside 2 GPUs (GPU1-2), then 4 GPUs; then the
+#                    per-rank peak probes of `gpu_next.sh dap_maxlen` if time is left.
+#   C (carry .dev3): the Ray bundle installed; issue 10's batch of 20 (GPU0 + cores 0-15) beside
+#                    the two sequential halves (GPU1 / GPU2, cores 16-31 / 32-47) and issue 3's
+#                    pipeline benchmark (cores 48-63, --cpus 16, no GPU).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+call=${1:?usage: gpu_4way.sh A|B|C}
+export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}
+RES=/tmp/res_$call
+rm -rf "$RES"; mkdir -p "$RES" /tmp/ffdev
+REAL_OUT=${OUT:-/tmp/out}; mkdir -p "$REAL_OUT"
+for d in .dev1 .dev2 .dev3; do [ -d "$d" ] && cp -n "$d"/* /tmp/ffdev/ 2>/dev/null; done
+{ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader; nproc; free -g | head -2; date -u;
+  git rev-parse --short HEAD 2>/dev/null; } > "$RES/machine.txt" 2>&1
+cat "$RES/machine.txt"
+START=$(date +%s)
+job() {  # job NAME GPUS CORES LIMIT CMD...: run in the background, log to $RES/NAME.log
+  local name=$1 gpus=$2 cores=$3 limit=$4; shift 4
+  ( export CUDA_VISIBLE_DEVICES=$gpus OUT="$RES/$name"; mkdir -p "$OUT"
+    timeout "$limit" taskset -c "$cores" "$@" > "$RES/$name.log" 2>&1
+    echo "[$name] exit $? after $(( $(date +%s) - START )) s" >> "$RES/$name.log" ) &
+}
+G='"n_res": [0-9]*\|"path": "[a-z]*"\|"predicted_peak_gib": [0-9.]*\|"peak_allocated_gib": [0-9.]*\|"probe_seconds": [0-9.]*\|"seconds": [0-9.]*\|"error": "[^"]*"'
+case "$call" in
+A)
+  job verify 0 0-15 520 bash scripts/gpu_next.sh verify
+  job probe_bf16 1 16-31 520 python3 -m fastfold_cli bench --lengths 12000 --precision bf16 --backend triton \
+    --probe-blocks 1 --max-memory 77 --no-breakdown --no-warmup --json "$RES/probe_bf16_12000.json"
+  job probe_fp32 2 32-47 520 python3 -m fastfold_cli bench --lengths 9000 --precision fp32 --backend triton \
+    --probe-blocks 1 --max-memory 77 --no-breakdown --no-warmup --json "$RES/probe_fp32_9000.json"
+  job gputests 3 48-63 520 bash -c "python3 -m pytest -q -x -p no:cacheprovider tests/kernels 2>&1 | tail -5;
+    python3 scripts/profile_pass.py --length 1024 --precision bf16 --backend triton --json $RES/profile_1024.json"
+  wait
+  ;;
+B)
+  job dap1 0 0-15 260 python3 -m model.dap_bench --world 1 --n-res 2048 --precision bf16 --backend triton \
+    --json "$RES/dap_1.json"
+  job dap2 1,2 16-47 260 python3 -m model.dap_bench --world 2 --n-res 2048 --precision bf16 --backend triton \
+    --json "$RES/dap_2.json"
+  wait
+  job dap4 0,1,2,3 0-63 200 python3 -m model.dap_bench --world 4 --n-res 2048 --precision bf16 --backend triton \
+    --json "$RES/dap_4.json"
+  wait
+  left=$(( 540 - ($(date +%s) - START) ))
+  if [ "$left" -gt 120 ]; then
+    job dap_maxlen 0,1,2,3 0-63 "$left" bash scripts/gpu_next.sh dap_maxlen
+    wait
+  fi
+  ;;
+C)
+  source scripts/device_pipeline_env.sh > "$RES/env.log" 2>&1; cat "$RES/env.log"
+  W=/tmp/ffbatch
+  python3 scripts/batch_throughput.py --work $W --device cuda --cpus 16 --skip-sequential --skip-batch \
+    --json $W/prep.json > "$RES/prep.log" 2>&1 || { tail -5 "$RES/prep.log"; }
+  job batch 0 0-15 500 python3 scripts/batch_throughput.py --work $W --device cuda --cpus 16 --skip-sequential \
+    --json $W/b.json
+  job seq1 1 16-31 500 python3 scripts/batch_throughput.py --work $W --device cuda --cpus 16 --skip-batch \
+    --seq-range 1:10 --json $W/s1.json
+  job seq2 2 32-47 500 python3 scripts/batch_throughput.py --work $W --device cuda --cpus 16 --skip-batch \
+    --seq-range 11:20 --json $W/s2.json
+  job pipeline "" 48-63 500 bash -c "python3 -m pipeline.bench --cpus 16 --copies 60 --work /tmp/ffbench \
+    --json $RES/pipeline_monomer.json && python3 -m pipeline.bench --cpus 16 --copies 60 --model-preset multimer \
+    --repeats 1 --work /tmp/ffbench --json $RES/pipeline_multimer.json"
+  wait
+  python3 scripts/batch_throughput.py --work $W --merge $W/b.json $W/s1.json $W/s2.json \
+    --json "$RES/batch_throughput.json" 2>&1 | tail -25
+  cp $W/*.json "$RES/" 2>/dev/null; cp -r $W/logs "$RES/batch_logs" 2>/dev/null
+  ;;
+*) echo "usage: gpu_4way.sh A|B|C" >&2; exit 2 ;;
+esac
+for f in "$RES"/*.log; do echo "== $f"; grep -v "^\s*$" "$f" | grep -v "^  entry" | tail -14 | cut -c1-400; done
+for f in "$RES"/*.json "$RES"/*/*.json; do [ -f "$f" ] && { echo "== $f"; grep -o "$G" "$f" | tr '\n' ' ' | cut -c1-900; echo; }; done
+tar -czf "$REAL_OUT/$call.tgz" -C /tmp "res_$call"
+ls -la "$REAL_OUT"

@@ -1,0 +1,75 @@
+"""Where one pass of the network spends its GPU time, kernel by kernel (torch.profiler).
+
+    python3 scripts/profile_pass.py --length 1024 --precision bf16 --backend triton --json prof.json
+
+model_1 shapes (508 clusters, 5,120 extra rows, 4 templates), random parameters and features, the
+planner's plan for the free memory (what `fastfold bench` runs). One untimed pass first (Triton
+compilation, cuBLAS heuristics), then one profiled pass (num_recycle=0). Prints the kernels with the
+most CUDA time and the share of each; the JSON holds the top 60 with call counts. For reading where
+time goes (issue 6), not a benchmark: the profiler adds its own overhead to short kernels.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--length", type=int, default=1024)
+    ap.add_argument("--precision", default="bf16", choices=["fp32", "tf32", "bf16"])
+    ap.add_argument("--backend", default="triton", choices=["torch", "triton"])
+    ap.add_argument("--top", type=int, default=40)
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from model.benchmark import make_bench_model
+    from model.random_params import random_features
+    from model.runner import make_plan
+
+    dev = torch.device(args.device)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    model = make_bench_model("model_1", args.precision, dev)
+    batch = random_features("model_1", args.length, 508, 5120, 4, seed=0)
+    p = make_plan(model, batch, args.precision, args.backend, None, dev)
+    rt = p.runtime()
+    model(batch, rt, num_recycle=0, pair_outputs=False)
+    sync()
+    t0 = time.perf_counter()
+    model(batch, rt, num_recycle=0, pair_outputs=False)
+    sync()
+    plain_s = time.perf_counter() - t0
+    with profile(activities=[ProfilerActivity.CUDA, ProfilerActivity.CPU]) as prof:
+        model(batch, rt, num_recycle=0, pair_outputs=False)
+        sync()
+    rows = []
+    for e in prof.key_averages():
+        cuda_us = getattr(e, "self_device_time_total", None)
+        if cuda_us is None:
+            cuda_us = getattr(e, "self_cuda_time_total", 0)
+        if cuda_us > 0:
+            rows.append({"name": e.key[:160], "cuda_ms": cuda_us / 1e3, "calls": e.count})
+    rows.sort(key=lambda r: -r["cuda_ms"])
+    total = sum(r["cuda_ms"] for r in rows)
+    print(f"N={args.length} {args.precision} {args.backend}: one pass {plain_s:.3f} s unprofiled; "
+          f"GPU kernel time {total / 1e3:.3f} s in the profiled pass; chunks {dict((k, v) for k, v in p.chunks.items() if v)}")
+    for r in rows[:args.top]:
+        print(f"{r['cuda_ms']:9.2f} ms {100 * r['cuda_ms'] / total:5.1f}% {r['calls']:6d}x  {r['name'][:110]}")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"n_res": args.length, "precision": args.precision, "backend": args.backend,
+                       "pass_seconds": plain_s, "kernel_ms_total": total, "gpu": torch.cuda.get_device_name() if dev.type == "cuda" else "cpu",
+                       "top": rows[:60]}, fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()
