@@ -127,7 +127,7 @@ def _attn_fwd_kernel(
     qk_scale, group,
     N_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, MASK_2D: tl.constexpr, ROWS: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    DOT_PREC: tl.constexpr,
+    DOT_PREC: tl.constexpr, WIDE: tl.constexpr,
 ):
     """Grid: one program per (set of ROWS batch rows, query block), ordered in groups of `group` row
     sets: inside a group the row set varies fastest, so programs in flight share bias tiles (same
@@ -149,13 +149,18 @@ def _attn_fwd_kernel(
     i0 = (tmp // n1).to(tl.int64)
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_m_c = tl.minimum(offs_m, Lq - 1)
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
+    if WIDE:  # some tensor's offsets inside one (batch row, head) exceed 2**31 elements (launcher decides)
+        offs_m = offs_m.to(tl.int64)
+        offs_n = offs_n.to(tl.int64)
+        offs_d = offs_d.to(tl.int64)
+    offs_m_c = tl.minimum(offs_m, Lq - 1)
 
     HAS_BIAS: tl.constexpr = N_BIAS > 0
-    b0_base = B0 + i0 * sa0 + i1 * sa1 + i2 * sa2  # ROWS > 1 implies sa2 == sb2 == 0
-    b1_base = B1 + i0 * sb0 + i1 * sb1 + i2 * sb2
+    i2l = i2.to(tl.int64)
+    b0_base = B0 + i0 * sa0 + i1 * sa1 + i2l * sa2  # ROWS > 1 implies sa2 == sb2 == 0
+    b1_base = B1 + i0 * sb0 + i1 * sb1 + i2l * sb2
     q_base = Q + i0 * sq0 + i1 * sq1
     k_base = K + i0 * sk0 + i1 * sk1
     v_base = V + i0 * sv0 + i1 * sv1
@@ -355,6 +360,18 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, biases: Sequenc
     return out
 
 
+def _inner_extent(tensors, lq: int, lk: int) -> int:
+    """The largest element offset inside one (outer index) slice of any operand: q/out span
+    [L_q, D], k/v [L_k, D], biases and mask [L_q, L_k]. At 2**31 or more the kernel indexes in int64
+    (e.g. an MSA column attention whose rows are a [S, N, H, D] tensor's sequences at N = 16,000)."""
+    ext = 0
+    for i, t in enumerate(tensors):
+        rows = lq if i in (0, 3) or i >= 4 else lk
+        cols = t.shape[-1]
+        ext = max(ext, (rows - 1) * abs(t.stride(-2)) + (cols - 1) * abs(t.stride(-1)))
+    return ext
+
+
 def _launch(q, k, v, out, biases, mask, scale, config):
     outer = q.shape[:-2]
     tensors = [q, k, v, out] + list(biases) + ([mask] if mask is not None else [])
@@ -400,6 +417,7 @@ def _launch(q, k, v, out, biases, mask, scale, config):
     sm = st5(4 + len(biases), msk) if mask is not None else zero5
     mask_2d = mask is not None and lq > 1 and mask.stride(-2) != 0
     grid = (n_sets * n_m,)
+    wide = cfg.get("wide", _inner_extent(tensors, lq, lk) >= 2 ** 31)
     _attn_fwd_kernel[grid](
         q, k, v, out, b0, b1, msk,
         n1, n2, n_sets, lq, lk,
@@ -407,6 +425,6 @@ def _launch(q, k, v, out, biases, mask, scale, config):
         float(scale) * LOG2E, group,
         N_BIAS=len(biases), HAS_MASK=mask is not None, MASK_2D=mask_2d, ROWS=rows,
         HEAD_DIM=d, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d,
-        DOT_PREC=_dot_precision(q.dtype, q.device),
+        DOT_PREC=_dot_precision(q.dtype, q.device), WIDE=bool(wide),
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )

@@ -21,10 +21,12 @@ MAX_CHANNELS = 4096
 @triton.jit
 def _layer_norm_kernel(X, W, B, Y, R, sx, sy, sxc, syc, eps,
                        C: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr,
-                       BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+                       BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, WIDE: tl.constexpr):
     pid = tl.program_id(0)
     rows = pid.to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)  # int64: R * C exceeds 2**31 at N=4096
     cols = tl.arange(0, BLOCK_C)
+    if WIDE:  # channel-major: C * the channel stride exceeds 2**31 (a [128, N, N] product at N > 4,100)
+        cols = cols.to(tl.int64)
     if C == BLOCK_C:
         msk = (rows < R)[:, None]  # constant along C, so loads stay vectorised
     else:
@@ -97,4 +99,5 @@ def _launch(x2, y, weight, bias, eps, config, channel_major: bool = False):
     _layer_norm_kernel[grid](x2, w, b, y, r, x2.stride(0), y.stride(0), x2.stride(1), y.stride(1), float(eps),
                              C=c, HAS_W=weight is not None, HAS_B=bias is not None,
                              BLOCK_R=cfg["BLOCK_R"], BLOCK_C=triton.next_power_of_2(c),
+                             WIDE=bool(cfg.get("wide", (c - 1) * max(abs(x2.stride(1)), abs(y.stride(1))) >= 2 ** 31)),
                              num_warps=cfg["num_warps"])

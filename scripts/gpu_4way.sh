@@ -76,7 +76,17 @@ C)
     --json "$RES/batch_throughput.json" 2>&1 | tail -25
   cp $W/*.json "$RES/" 2>/dev/null; cp -r $W/logs "$RES/batch_logs" 2>/dev/null
   ;;
-*) echo "usage: gpu_4way.sh A|B|C" >&2; exit 2 ;;
+D)  # after the int64-offset fix: the kernel GPU tests, then the 80 GB probes again, and DAP on 2 GPUs
+  job probe_fp32 0 0-15 530 bash -c "python3 -m pytest -q -x -p no:cacheprovider tests/kernels/test_kernel_gpu.py \
+    -k 'int32 or layer_norm' 2>&1 | tail -3; python3 -m fastfold_cli bench --lengths 9000 --precision fp32 \
+    --backend triton --probe-blocks 1 --max-memory 77 --no-breakdown --no-warmup --json $RES/probe_fp32_9000.json"
+  job probe_bf16 1 16-31 530 python3 -m fastfold_cli bench --lengths 12000 --precision bf16 --backend triton \
+    --probe-blocks 1 --max-memory 77 --no-breakdown --no-warmup --json "$RES/probe_bf16_12000.json"
+  job dap2_probe 2,3 32-63 530 python3 -m fastfold_cli bench --gpus 2 --probe-blocks 1 --precision bf16 \
+    --backend triton --lengths 12500 --max-memory 77 --no-breakdown --json "$RES/dap2_probe_12500.json"
+  wait
+  ;;
+*) echo "usage: gpu_4way.sh A|B|C|D" >&2; exit 2 ;;
 esac
 for f in "$RES"/*.log; do echo "== $f"; grep -v "^\s*$" "$f" | grep -v "^  entry" | tail -14 | cut -c1-400; done
 for f in "$RES"/*.json "$RES"/*/*.json; do [ -f "$f" ] && { echo "== $f"; grep -o "$G" "$f" | tr '\n' ' ' | cut -c1-900; echo; }; done

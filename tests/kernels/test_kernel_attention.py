@@ -182,3 +182,34 @@ def test_import_without_triton():
     root = Path(__file__).resolve().parents[2]
     env = {"PYTHONPATH": str(root), "TRITON_INTERPRET": "1", "PATH": "/usr/bin:/bin"}
     subprocess.run([sys.executable, "-c", code], check=True, cwd=root, env=env)
+
+
+@pytest.mark.parametrize("rows", [1, 2])
+def test_wide_offsets(interpret, rows):
+    """The int64 offset variant (chosen when a slice spans 2**31 elements or more) forced on a small
+    problem: same results as the reference."""
+    gen = torch.Generator().manual_seed(20 + rows)
+    base = torch.randn(40, 3, 2, 16, generator=gen)  # [L, B, H, D]: strided like the MSA column site
+    q = base.permute(1, 2, 0, 3)
+    k, v = (torch.randn(40, 3, 2, 16, generator=gen).permute(1, 2, 0, 3) for _ in range(2))
+    _check(q, k, v, [torch.randn(1, 2, 40, 40, generator=gen)], _key_mask(3, 40, gen), 0.25,
+           config=dict(rows=rows, BLOCK_M=16, BLOCK_N=16, wide=True))
+
+
+def test_wide_offsets_chosen_by_extent(interpret):
+    """The launcher asks for int64 offsets exactly when an operand's slice spans 2**31 elements."""
+    from kernels._triton_loader import module_for
+
+    class Shape:  # shape and strides only: the extent needs no storage
+        def __init__(self, shape, strides):
+            self.shape, self._s = shape, strides
+
+        def stride(self, i):
+            return self._s[i]
+
+    mod = module_for("_tri_attention", [torch.zeros(1)])
+    d, lq = 32, 508
+    small = Shape((1, lq, d), (0, 4000 * 256, 1))   # MSA column rows at N = 4,000
+    big = Shape((1, lq, d), (0, 17000 * 256, 1))    # at N = 17,000
+    assert mod._inner_extent([small] * 4, lq, lq) < 2 ** 31
+    assert mod._inner_extent([small, small, small, big], lq, lq) >= 2 ** 31

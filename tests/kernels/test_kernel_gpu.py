@@ -115,3 +115,29 @@ def test_layer_norm_beyond_int32(compiled):
     y = layer_norm_triton(x, w, None)
     tail = slice(rows - 2000, rows)
     assert rel_err(y[tail], layer_norm_reference(x[tail].double(), w.double(), None)) < 8e-3
+
+
+def test_attention_inner_offsets_beyond_int32(compiled):
+    """Offsets inside one batch row past 2**31 elements: queries/keys 4.2e6 elements apart (an MSA
+    column attention over 512 sequences of a [S, N, H, D] tensor at N = 16,500), the launcher's
+    int64 variant."""
+    l, d, step = 512, 32, 16500 * 256
+    buf = torch.randn((l - 1) * step + 3 * d, device="cuda", dtype=torch.bfloat16)
+    shape, stride = (1, 1, l, d), (0, 0, step, 1)
+    q, k, v = (buf.as_strided(shape, stride, i * d) for i in range(3))
+    out = attention_triton(q, k, v, [], None, d ** -0.5)
+    assert rel_err(out, _ref64(q, k, v, [], None, d ** -0.5)) < TOL[torch.bfloat16]
+    del buf
+
+
+def test_layer_norm_channel_major_beyond_int32(compiled):
+    """dim=0 over a row block of a [128, n, N] product whose channels are n*N = 1.7e7 apart (N = 4,112
+    and beyond): channel offsets past 2**31 elements."""
+    c, n, n_all = 128, 4, 2 ** 31 // (127 * 4) + 64
+    p = torch.randn(c, n, n_all, device="cuda", dtype=torch.bfloat16)
+    w, b = torch.randn(c, device="cuda"), torch.randn(c, device="cuda")
+    x = p[:, 1:3]
+    y = layer_norm_triton(x, w, b, dim=0)
+    ref = layer_norm_reference(x.double().movedim(0, -1), w.double(), b.double()).movedim(-1, 0)
+    assert rel_err(y, ref) < 8e-3
+    del p

@@ -85,3 +85,13 @@ def test_channel_major_needs_contiguous_channels(interpret):
     assert rel_err(layer_norm(x, w, b, backend="triton", dim=0), _ref64_channel_major(x, w, b)) < 1e-6
     with pytest.raises(ValueError):
         layer_norm(x, w, b, dim=1)
+
+
+def test_channel_major_wide_offsets(interpret):
+    """The int64 channel offsets (chosen when C * the channel stride reaches 2**31) forced small."""
+    gen = torch.Generator().manual_seed(31)
+    p = torch.randn(24, 11, 13, generator=gen)
+    w, b = torch.randn(24, generator=gen), torch.randn(24, generator=gen)
+    x = p[:, 2:9]
+    y = layer_norm_triton(x, w, b, dim=0, config=dict(wide=True))
+    assert rel_err(y, _ref64_channel_major(x, w, b)) < TOL[torch.float32]
