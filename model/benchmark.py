@@ -125,13 +125,15 @@ def bench_one(model: AlphaFold, n_res: int, *, precision: str, backend: str = "t
         row["predicted_peak_gib"] = p.predicted_peak / GB
         row["chunks"] = {k: v for k, v in p.chunks.items() if v}
         row["recompute_templates"] = rt.recompute_templates
+        row["offload_pair"] = bool(getattr(rt, "offload_pair", False))
     if probe_blocks is not None:
         rt = rt.with_(max_blocks=probe_blocks)
     try:
         if warmup:
             model(batch, rt, num_recycle=0, pair_outputs=False)  # kernel selection / Triton compilation out of the timing
-    except torch.cuda.OutOfMemoryError:
+    except torch.cuda.OutOfMemoryError as e:
         row["error"] = "out of memory"
+        _oom_details(row, e, None, None if plain else p)
         return row
     if cuda:
         torch.cuda.synchronize()
@@ -151,8 +153,9 @@ def bench_one(model: AlphaFold, n_res: int, *, precision: str, backend: str = "t
         if cuda:
             torch.cuda.synchronize()
         t1 = time.perf_counter()
-    except torch.cuda.OutOfMemoryError:
+    except torch.cuda.OutOfMemoryError as e:
         row["error"] = "out of memory"
+        _oom_details(row, e, timer, None if plain else p)
         if timer:
             timer.close()
         return row
@@ -177,6 +180,20 @@ def bench_one(model: AlphaFold, n_res: int, *, precision: str, backend: str = "t
         timer.close()
     del out
     return row
+
+
+def _oom_details(row: Dict, err: Exception, timer: Optional[ModuleTimer], p) -> None:
+    """What a failed memory trial tells the planner's next calibration: the allocator's message
+    (how much was asked for and held), the labelled modules the run was inside (innermost last),
+    the per-module peaks reached before, and the planner's per-op predictions."""
+    row["oom_message"] = str(err).strip().splitlines()[0][:400]
+    row["allocated_at_oom_gib"] = torch.cuda.memory_allocated() / GB
+    if timer is not None:
+        row["oom_inside"] = [label for label, _ in timer._stack]
+        row["modules_peak_gib"] = {k: v / GB for k, v in sorted(timer.peaks.items(), key=lambda kv: -kv[1])}
+    if p is not None:
+        row["planner_op_gib"] = {op: (p.persistent + t) / GB for op, t in p.transients.items()}
+        row["offload_pair"] = bool(getattr(p.runtime(), "offload_pair", False))
 
 
 def make_bench_model(preset: str, precision: str, device, seed: int = 0) -> AlphaFold:

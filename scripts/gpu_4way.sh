@@ -86,7 +86,14 @@ D)  # after the int64-offset fix: the kernel GPU tests, then the 80 GB probes ag
     --backend triton --lengths 12500 --max-memory 77 --no-breakdown --json "$RES/dap2_probe_12500.json"
   wait
   ;;
-*) echo "usage: gpu_4way.sh A|B|C|D" >&2; exit 2 ;;
+E)  # where the 80 GB probes run out (per-module peaks, the allocator's message), and shorter lengths
+  for a in "0 0-15 bf16 12000" "1 16-31 fp32 9000" "2 32-47 bf16 10000" "3 48-63 fp32 7500"; do set -- $a
+    job probe_$3_$4 $1 $2 ${LIMIT:-340} python3 -m fastfold_cli bench --lengths $4 --precision $3 --backend triton \
+      --probe-blocks 1 --max-memory 77 --no-warmup --json "$RES/probe_$3_$4.json"
+  done
+  wait
+  ;;
+*) echo "usage: gpu_4way.sh A|B|C|D|E" >&2; exit 2 ;;
 esac
 for f in "$RES"/*.log; do echo "== $f"; grep -v "^\s*$" "$f" | grep -v "^  entry" | tail -14 | cut -c1-400; done
 for f in "$RES"/*.json "$RES"/*/*.json; do [ -f "$f" ] && { echo "== $f"; grep -o "$G" "$f" | tr '\n' ' ' | cut -c1-900; echo; }; done
