@@ -126,13 +126,17 @@ def _bench_dap(gpus, lengths, preset, precision, backend, msa_depth, extra_depth
     probe_blocks: the memory probe on every rank (probe_seconds, no TFLOP/s)."""
     from model import dap
     from model.dap_bench import bench_rank
+    from model.planner import GB
 
     rows = []
     for n in lengths:
         console.print(f"[bold]N={n}[/] {precision} DAP on {gpus} GPUs …")
         ranks = dap.launch(bench_rank, gpus, args=(preset, n, precision, backend, recycles, msa_depth, extra_depth,
-                                                   templates, budget, True, None, probe_blocks))
+                                                   templates, budget, True, None, probe_blocks,
+                                                   budget + MARGIN_GIB * GB if budget else None))
         r = {"n_res": n, "path": f"dap{gpus}", "precision": precision, "gpus": gpus, "preset": preset, "ranks": ranks}
+        if budget:
+            r.update(memory_cap_gib=budget / GB + MARGIN_GIB, planner_budget_gib=budget / GB)
         errors = [x["error"] for x in ranks if "error" in x]
         if errors:
             r["error"] = errors[0]

@@ -3,6 +3,7 @@ so that `fastfold run-features` works on a machine with only torch, numpy, click
 from __future__ import annotations
 
 import importlib
+import os
 
 import click
 
@@ -31,6 +32,12 @@ class _LazyGroup(click.Group):
 @click.version_option(package_name="fastfold")
 def cli():
     """FastFold: AlphaFold2 structure prediction, faster and leaner."""
+    # Long sequences allocate and free tensors of many sizes: with fixed segments the cached-but-free
+    # blocks fragment (8-16 GiB unusable at N = 7,500-12,000 on an 80 GB budget, session 3), so
+    # the planner's budget is not what the allocator can give. Expandable segments grow and shrink
+    # one mapping instead. A value the user set is kept; GPU workers (DAP ranks, Ray actors,
+    # isolated bench trials) inherit it from this process's environment.
+    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
 
 
 def main():  # pragma: no cover - console entry

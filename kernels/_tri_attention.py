@@ -33,6 +33,7 @@ from typing import List, Optional, Sequence
 import torch
 import triton
 import triton.language as tl
+from triton.runtime.errors import OutOfResources
 
 LOG2E = 1.0 / math.log(2.0)
 _LOG2E: tl.constexpr = tl.constexpr(1.0 / math.log(2.0))
@@ -397,6 +398,23 @@ def _launch(q, k, v, out, biases, mask, scale, config):
     cfg = dict(default_config(lq, lk, d, q.dtype, rows_ok, q.device.type == "cuda"))
     if config:
         cfg.update(config)
+    while True:
+        try:
+            return _launch_cfg(q, k, v, out, biases, mask, scale, cfg, tensors, ostr, n0, n1, n2, rows_ok)
+        except OutOfResources:
+            # A tile configuration that needs more shared memory than this GPU has (e.g. 128x128 tiles,
+            # four rows per program, three stages): fewer pipeline stages, then fewer rows per program.
+            if cfg["num_stages"] > 1:
+                cfg["num_stages"] -= 1
+            elif cfg["rows"] > 1:
+                cfg["rows"] //= 2
+            else:
+                raise
+
+
+def _launch_cfg(q, k, v, out, biases, mask, scale, cfg, tensors, ostr, n0, n1, n2, rows_ok):
+    lq, d = q.shape[-2], q.shape[-1]
+    lk = k.shape[-2]
     rows = cfg["rows"] if (cfg["rows"] in (2, 4) and rows_ok) else 1
     block_m, block_n = cfg["BLOCK_M"], cfg["BLOCK_N"]
     block_d = _pow2_at_least(d, 16)

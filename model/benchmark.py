@@ -187,6 +187,11 @@ def _oom_details(row: Dict, err: Exception, timer: Optional[ModuleTimer], p) -> 
     (how much was asked for and held), the labelled modules the run was inside (innermost last),
     the per-module peaks reached before, and the planner's per-op predictions."""
     row["oom_message"] = str(err).strip().splitlines()[0][:400]
+    first = err
+    while first.__context__ is not None and isinstance(first.__context__, torch.cuda.OutOfMemoryError):
+        first = first.__context__  # e.g. primitives.on_host restoring the pair after the block ran out
+    if first is not err:
+        row["first_oom_message"] = str(first).strip().splitlines()[0][:400]
     row["allocated_at_oom_gib"] = torch.cuda.memory_allocated() / GB
     if timer is not None:
         row["oom_inside"] = [label for label, _ in timer._stack]

@@ -389,6 +389,8 @@ def init_ray(cpus: int | None = None, address: str | None = None) -> None:
     # workers must import `pipeline` even when FastFold is not pip-installed
     pythonpath = os.pathsep.join(x for x in (repo, os.environ.get("PYTHONPATH")) if x)
     runtime_env = {"env_vars": {"PYTHONPATH": pythonpath, "OMP_NUM_THREADS": "1"}}
+    if os.environ.get("PYTORCH_CUDA_ALLOC_CONF"):  # GPU actors on other nodes allocate as this process does
+        runtime_env["env_vars"]["PYTORCH_CUDA_ALLOC_CONF"] = os.environ["PYTORCH_CUDA_ALLOC_CONF"]
     if address:
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=False,
                  logging_level=logging.WARNING)

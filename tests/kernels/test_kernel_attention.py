@@ -213,3 +213,28 @@ def test_wide_offsets_chosen_by_extent(interpret):
     big = Shape((1, lq, d), (0, 17000 * 256, 1))    # at N = 17,000
     assert mod._inner_extent([small] * 4, lq, lq) < 2 ** 31
     assert mod._inner_extent([small, small, small, big], lq, lq) >= 2 ** 31
+
+
+def test_out_of_resources_falls_back(interpret, monkeypatch):
+    """A tile configuration the GPU cannot hold (shared memory) is retried with fewer stages, then
+    fewer rows per program, instead of failing the call."""
+    from triton.runtime.errors import OutOfResources
+
+    from kernels._triton_loader import module_for
+    gen = torch.Generator().manual_seed(12)
+    q, k, v = (torch.randn(3, 2, 24, 16, generator=gen) for _ in range(3))
+    bias, mask = torch.randn(1, 2, 24, 24, generator=gen), _key_mask(3, 24, gen)
+    mod = module_for("_tri_attention", [q])
+    real, tried = mod._launch_cfg, []
+
+    def flaky(*args):
+        cfg = args[7]
+        tried.append((cfg["num_stages"], cfg["rows"]))
+        if cfg["num_stages"] > 1 or cfg["rows"] > 2:
+            raise OutOfResources(300000, 232448, "shared memory")
+        return real(*args)
+
+    monkeypatch.setattr(mod, "_launch_cfg", flaky)
+    out = mod.attention(q, k, v, [bias], mask, 0.25, config=dict(rows=4, BLOCK_M=16, BLOCK_N=16, num_stages=3))
+    assert tried == [(3, 4), (2, 4), (1, 4), (1, 2)]
+    assert rel_err(out, _ref64(q, k, v, [bias], mask, 0.25)) < TOL[torch.float32]
