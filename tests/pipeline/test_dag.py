@@ -268,3 +268,30 @@ def test_auto_shards_cut_every_database_to_one_shard_size():
     assert dag.auto_shards(3 * mb, 3 * mb, 64) == 3  # 1 MiB minimum shard
     assert dag.auto_shards(100, 100, 16) == 1
     assert dag.auto_shards(0, 0, 16) == 1
+
+
+def test_shard_counts_for_the_whole_run():
+    """Shard numbers chosen together for all of a run's searches: shards about one size across
+    databases, and a schedule no longer than the per-database rounding's (auto_shards) nor than any
+    fixed number of shards per CPU; never under SHARD_MIN_BYTES."""
+    from pipeline import dag
+
+    mb = 1 << 20
+    sizes = {"uniref90": 58.2 * mb, "mgnify": 29.0 * mb, "small_bfd": 29.0 * mb}  # the 16-core benchmark's
+    for chains, cpus in ((1, 16), (4, 16), (3, 7), (1, 2), (4, 64)):
+        n = dag.shard_counts(sizes, chains, cpus)
+        tasks = [v / n[k] for k, v in sizes.items() for _ in range(n[k])] * chains
+        span = dag.lpt_makespan(tasks, cpus)
+        ideal = sum(tasks) / cpus
+        old = {k: dag.auto_shards(v, chains * sum(sizes.values()), cpus) for k, v in sizes.items()}
+        old_tasks = [v / old[k] for k, v in sizes.items() for _ in range(old[k])] * chains
+        assert span <= dag.lpt_makespan(old_tasks, cpus) * 1.0001
+        assert span <= 1.35 * max(ideal, max(tasks))
+        assert max(tasks) <= 1.6 * min(tasks)  # one shard size across databases, up to rounding
+    # 4 chains on 16 cores (measured with per-database ceil: 44 tasks, 2.75 waves): 2 equal waves now
+    n = dag.shard_counts(sizes, 4, 16)
+    assert 4 * sum(n.values()) % 16 == 0 and n["uniref90"] == 2 * n["mgnify"] == 2 * n["small_bfd"]
+    assert dag.shard_counts({"a": 3 * mb}, 1, 64) == {"a": 3}  # 1 MiB minimum shard
+    assert dag.shard_counts({"a": 100}, 1, 16) == {"a": 1}
+    assert dag.shard_counts({"a": 0}, 1, 16) == {"a": 1}
+    assert dag.lpt_makespan([4, 3, 3, 2], 2) == 6 and dag.lpt_makespan([3, 3, 2, 2, 2], 2) == 7  # LPT, not optimal
