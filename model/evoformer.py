@@ -122,7 +122,8 @@ class Transition(nn.Module):
     def forward(self, x: torch.Tensor, rt: Runtime) -> torch.Tensor:
         """x: [*, L, C] -> x updated."""
         def f(x_c):
-            return self.transition2(torch.relu(self.transition1(self.input_layer_norm(x_c, rt.backend))))
+            # ReLU in place: the 4x hidden block exists once (peak LN + hidden, then hidden + output)
+            return self.transition2(torch.relu_(self.transition1(self.input_layer_norm(x_c, rt.backend))))
 
         return _update(x, f, [x], rt, "transition", dim=0)
 

@@ -109,6 +109,17 @@ def _stack_dims(p: Problem, stack: str):
     return p.local(p.n_extra), p.c_e
 
 
+# Activation-sized blocks alive per row of an attention chunk: the LayerNorm'd input, q, k, v and
+# the output while the kernel runs (primitives.Attention frees q, k, v before the gate, which is
+# formed in place). Was 8 before that change (measured per module on an H200, session 2); the CPU
+# allocation trace of one call went from 7 to 4 blocks beyond the input (session 3), not yet
+# measured on a GPU.
+ATT_ROW = 5
+# The same for a transition chunk: the LayerNorm'd input and the 4x hidden, then the hidden and the
+# output (ReLU in place since session 3; 8 before, which the session 2 GPU calibration measured and
+# the CPU allocation trace reproduces, 8.0 -> 5.06 blocks).
+TRANSITION_ROW = 5
+
 # Ops that run in both Evoformer stacks (their transient differs with the MSA's depth and width).
 SHARED_OPS = ("tri_mul", "tri_att", "transition", "opm")
 STACK_OF = {"msa_row_att": "main", "msa_col_att": "main", "extra_row_att": "extra", "extra_col_att": "extra"}
@@ -119,7 +130,7 @@ def transient_bytes(op: str, chunk: Optional[int], p: Problem, stack: str = "mai
     """Extra bytes alive at the peak of `op` with chunk size `chunk`, beyond `persistent_bytes`
     and the stack's own activations. Counted from the code of each op (model/evoformer.py): its
     full-size temporaries plus one chunk's worth of row-block temporaries. The per-element factors
-    (8 activation-sized temporaries per row of an attention or transition chunk, 2 outer-product
+    (ATT_ROW blocks per row of an attention chunk, TRANSITION_ROW per row of a transition chunk, 2 outer-product
     copies in the OPM) are those measured with `fastfold bench` per-module peaks on an H200,
     2026-11-28 (docs/BENCHMARKS.md, "Memory planner")."""
     from model.evoformer import tri_mul_rows
@@ -153,24 +164,24 @@ def transient_bytes(op: str, chunk: Optional[int], p: Problem, stack: str = "mai
     if op == "tri_att":
         h = 4
         bias = h * n * n * b  # while it is formed: [N, N, H] and its contiguous [H, N, N] copy
-        per_row = n * cz * b * 8 + (0 if fused else h * n * n * 4 * 3)
+        per_row = n * cz * b * ATT_ROW + (0 if fused else h * n * n * 4 * 3)
         return bias + max(bias, rows * per_row) + a2a
     if op in ("msa_row_att", "extra_row_att"):
         h = 8
         r = _ceil(depth, chunk)
         emb = r * n * 26 * b if op == "extra_row_att" else 0  # the extra MSA's embedding chunks
         bias = h * n * n * b
-        return bias + max(bias, r * (n * cm * b * 8 + (0 if fused else h * n * n * 4 * 3)), emb)
+        return bias + max(bias, r * (n * cm * b * ATT_ROW + (0 if fused else h * n * n * 4 * 3)), emb)
     if op == "msa_col_att":
         h = 8
         cols = _ceil(nl, chunk)
-        return cols * (depth * cm * b * 8 + (0 if fused else h * depth * depth * 4 * 3))
+        return cols * (depth * cm * b * ATT_ROW + (0 if fused else h * depth * depth * 4 * 3))
     if op == "extra_col_att":
         cols = _ceil(nl, chunk)
         return cols * depth * cm * b * 6
     if op == "transition":
         # an MSA block of rows (all N/P columns) or a pair block of rows: LN, 4x hidden, ReLU, out
-        return max(_ceil(depth, chunk) * nl * cm, rows * n * cz) * b * 8
+        return max(_ceil(depth, chunk) * nl * cm, rows * n * cz) * b * TRANSITION_ROW
     if op == "opm":
         # the whole right projection [S, N, 32] (DAP: + two streamed foreign blocks), then per row
         # block either LN(m) and the left projection [S, r, 32] with its transpose, or (later, the

@@ -135,13 +135,17 @@ class Attention(nn.Module):
         k = self._project(m_data, self.key_w)
         v = self._project(m_data, self.value_w)
         o = kernels.attention(q, k, v, biases, mask, scale=self.key_dim ** -0.5, backend=backend)
+        del q, k, v  # not alive with the gate and output below: the peak is q, k, v, o in the kernel
         o = o.transpose(-2, -3)  # [*, Q, H, D_v]
         if self.gating_w is not None:
-            g = self._project(q_data, self.gating_w).transpose(-2, -3) + self.gating_b.to(o.dtype)
-            o = o * torch.sigmoid(g)
+            # In place: the gate [*, Q, H, D_v] is the only temporary besides o (was three more).
+            g = self._project(q_data, self.gating_w).transpose(-2, -3)
+            g.add_(self.gating_b.to(o.dtype))
+            o = o.mul_(torch.sigmoid_(g))
+            del g
         h, d, c_out = self.output_w.shape
         out = torch.matmul(o.reshape(*o.shape[:-2], h * d), self.output_w.to(o.dtype).reshape(h * d, c_out))
-        return out + self.output_b.to(out.dtype)
+        return out.add_(self.output_b.to(out.dtype))
 
 
 class GlobalAttention(nn.Module):

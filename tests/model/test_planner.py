@@ -87,3 +87,43 @@ def test_pair_offload_only_when_nothing_else_fits():
     big = plan(long, 78 * GB)
     assert big.problem.offload_pair and big.runtime().offload_pair and big.predicted_peak <= 78 * GB
     assert not plan(Problem(12000, precision="bf16", world=4), 78 * GB).problem.offload_pair
+
+
+def _traced_peak_blocks(fn, block_bytes):
+    """Peak bytes allocated while fn() runs (CPU allocation trace), in activation blocks."""
+    from torch.profiler import ProfilerActivity, profile
+    memprof = pytest.importorskip("torch.profiler._memory_profiler")
+    with torch.no_grad(), profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True,
+                                  with_stack=True) as prof:
+        fn()
+    cur = peak = 0
+    for _, action, _, size in prof._memory_profile().timeline:
+        if action == memprof.Action.CREATE:
+            cur += size
+        elif action == memprof.Action.DESTROY:
+            cur -= size
+        peak = max(peak, cur)
+    return peak / block_bytes
+
+
+def test_row_factors_bound_the_traced_peak(monkeypatch):
+    """The planner's per-row factors (ATT_ROW, TRANSITION_ROW activation blocks, the LayerNorm'd
+    input counted in ATT_ROW) bound what one attention or transition call allocates, traced on the
+    CPU; the fused kernel's own footprint (its output) stands in for kernels.attention."""
+    from model import planner, primitives
+    from model.config import Runtime
+    from model.evoformer import Transition
+
+    monkeypatch.setattr(primitives.kernels, "attention", lambda q, k, v, *a, **kw: torch.empty_like(q))
+    gen = torch.Generator().manual_seed(3)
+    r, l, c = 16, 96, 64
+    att = primitives.Attention(c, c, 4, 16, 16, c, gating=True)
+    tr = Transition(c, 4)
+    for p in list(att.parameters()) + list(tr.parameters()):
+        p.data = torch.randn(p.shape, generator=gen) * 0.05
+    x = torch.randn(r, l, c, generator=gen)
+    block = x.numel() * x.element_size()
+    a = _traced_peak_blocks(lambda: att(x, x, [], None), block)
+    t = _traced_peak_blocks(lambda: tr(x, Runtime(precision="fp32", inplace=True)), block)
+    assert 3.5 <= a <= planner.ATT_ROW - 1 + 0.1, a  # q, k, v, o beyond the input
+    assert 4.5 <= t <= planner.TRANSITION_ROW + 0.1, t  # the LN'd input and the 4x hidden
