@@ -12,6 +12,11 @@
 #   C (carry .dev3): the Ray bundle installed; issue 10's batch of 20 (GPU0 + cores 0-15) beside
 #                    the two sequential halves (GPU1 / GPU2, cores 16-31 / 32-47) and issue 3's
 #                    pipeline benchmark (cores 48-63, --cpus 16, no GPU).
+#   D, E:            session 3's re-runs of the 80 GB probes (after the int64 fix; with OOM details).
+#   F, G, H:         what is still owed (docs/BENCHMARKS.md "Session 3"): F (carry .dev1) the 80 GB
+#                    probes with expandable segments, N=1,200 at several budgets, all kernel GPU
+#                    tests; G (carry .dev2) DAP's longest N on 2 GPUs and shorter probes; H (carry
+#                    .dev3) the pipeline with run-wide shard numbers on 16 and 64 cores.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 call=${1:?usage: gpu_4way.sh A|B|C}
@@ -93,7 +98,36 @@ E)  # where the 80 GB probes run out (per-module peaks, the allocator's message)
   done
   wait
   ;;
-*) echo "usage: gpu_4way.sh A|B|C|D|E" >&2; exit 2 ;;
+F)  # next session, call 1 (carry .dev1): the 80 GB probes with expandable segments, N=1,200, GPU tests
+  for a in "0 0-15 bf16 12000" "1 16-31 fp32 9000"; do set -- $a
+    job probe_$3_$4 $1 $2 540 python3 -m fastfold_cli bench --lengths $4 --precision $3 --backend triton \
+      --probe-blocks 1 --max-memory 77 --no-warmup --json "$RES/probe_$3_$4.json"
+  done
+  job mem1200 2 32-47 540 bash -c "for a in 'fp32 3.5' 'fp32 3.3' 'bf16 2.3' 'bf16 2.1'; do set -- \$a;
+    python3 -m fastfold_cli bench --lengths 1200 --precision \$1 --backend triton --recycles 0 --max-memory \$2 \
+      --no-breakdown --json $RES/mem1200_\$1_\$2.json 2>&1 | tail -4; done"
+  job gputests 3 48-63 540 python3 -m pytest -q -p no:cacheprovider tests/kernels
+  wait
+  ;;
+G)  # call 2 (carry .dev2): DAP's longest N on 2 GPUs (ranks capped), shorter 80 GB probes in case F failed
+  job dap2_probe 0,1 0-31 540 python3 -m fastfold_cli bench --gpus 2 --probe-blocks 1 --precision bf16 \
+    --backend triton --lengths 12500 --max-memory 77 --no-breakdown --json "$RES/dap2_probe_12500.json"
+  for a in "2 32-47 bf16 ${G_BF16:-11000}" "3 48-63 fp32 ${G_FP32:-8000}"; do set -- $a
+    job probe_$3_$4 $1 $2 540 python3 -m fastfold_cli bench --lengths $4 --precision $3 --backend triton \
+      --probe-blocks 1 --max-memory 77 --no-warmup --json "$RES/probe_$3_$4.json"
+  done
+  wait
+  ;;
+H)  # call 3 (carry .dev3): the pipeline with run-wide shard numbers, 16 cores and 64
+  source scripts/device_pipeline_env.sh > "$RES/env.log" 2>&1; cat "$RES/env.log"
+  job pipeline16 "" 0-15 300 python3 -m pipeline.bench --cpus 16 --copies 60 --work /tmp/ffbench \
+    --json "$RES/pipeline16_monomer.json"
+  wait
+  job pipeline64 "" 0-63 240 python3 -m pipeline.bench --cpus 64 --copies 60 --work /tmp/ffbench \
+    --json "$RES/pipeline64_monomer.json"
+  wait
+  ;;
+*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H" >&2; exit 2 ;;
 esac
 for f in "$RES"/*.log; do echo "== $f"; grep -v "^\s*$" "$f" | grep -v "^  entry" | tail -14 | cut -c1-400; done
 for f in "$RES"/*.json "$RES"/*/*.json; do [ -f "$f" ] && { echo "== $f"; grep -o "$G" "$f" | tr '\n' ' ' | cut -c1-900; echo; }; done
