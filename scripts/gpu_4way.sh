@@ -106,7 +106,8 @@ F)  # next session, call 1 (carry .dev1): the 80 GB probes with expandable segme
   job mem1200 2 32-47 540 bash -c "for a in 'fp32 3.5' 'fp32 3.3' 'bf16 2.3' 'bf16 2.1'; do set -- \$a;
     python3 -m fastfold_cli bench --lengths 1200 --precision \$1 --backend triton --recycles 0 --max-memory \$2 \
       --no-breakdown --json $RES/mem1200_\$1_\$2.json 2>&1 | tail -4; done"
-  job gputests 3 48-63 540 python3 -m pytest -q -p no:cacheprovider tests/kernels
+  job gputests 3 48-63 540 bash -c "python3 -m pytest -q -p no:cacheprovider tests/kernels 2>&1 | tail -5;
+    python3 scripts/profile_pass.py --length 1024 --by-module --top 50 --json $RES/profile_1024_by_module.json"
   wait
   ;;
 G)  # call 2 (carry .dev2): DAP's longest N on 2 GPUs (ranks capped), shorter 80 GB probes in case F failed

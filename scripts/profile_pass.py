@@ -19,6 +19,50 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+def _scope_hooks(model):
+    """Forward pre/post hooks that open and close a record_function scope named after each module."""
+    from torch.autograd.profiler import record_function
+    handles = []
+    for name, mod in model.named_modules():
+        if not name:
+            continue
+
+        def pre(m, args, _name=name):
+            m._ff_scope = record_function("mod:" + _name)
+            m._ff_scope.__enter__()
+
+        def post(m, args, out):
+            m._ff_scope.__exit__(None, None, None)
+
+        handles += [mod.register_forward_pre_hook(pre), mod.register_forward_hook(post)]
+    return handles
+
+
+def _by_module(prof, cuda: bool) -> list:
+    """Self time of every aten operator summed per (innermost module scope, operator). Block
+    indices are folded (evoformer_iteration.17 -> evoformer_iteration.*)."""
+    import re
+    from collections import defaultdict
+    tot, calls = defaultdict(float), defaultdict(int)
+    for e in prof.events():
+        if not e.name.startswith("aten::"):
+            continue
+        us = (getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0)) if cuda \
+            else e.self_cpu_time_total
+        if not us:
+            continue
+        p, scope = e.cpu_parent, "(outside modules)"
+        while p is not None:
+            if p.name.startswith("mod:"):
+                scope = re.sub(r"\.\d+(?=\.|$)", ".*", p.name[4:])
+                break
+            p = p.cpu_parent
+        tot[scope, e.name] += us / 1e3
+        calls[scope, e.name] += 1
+    rows = [{"module": k[0], "op": k[1], "ms": v, "calls": calls[k]} for k, v in tot.items()]
+    return sorted(rows, key=lambda r: -r["ms"])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--length", type=int, default=1024)
@@ -26,6 +70,9 @@ def main() -> None:
     ap.add_argument("--backend", default="triton", choices=["torch", "triton"])
     ap.add_argument("--top", type=int, default=40)
     ap.add_argument("--device", default="cuda")
+    ap.add_argument("--by-module", action="store_true",
+                    help="also attribute each operator's time to the innermost network module that ran it "
+                         "(record_function scopes from forward hooks): where the copies and glue come from")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
 
@@ -48,9 +95,13 @@ def main() -> None:
     model(batch, rt, num_recycle=0, pair_outputs=False)
     sync()
     plain_s = time.perf_counter() - t0
-    with profile(activities=[ProfilerActivity.CUDA, ProfilerActivity.CPU]) as prof:
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+    handles = _scope_hooks(model) if args.by_module else []
+    with profile(activities=acts) as prof:
         model(batch, rt, num_recycle=0, pair_outputs=False)
         sync()
+    for h in handles:
+        h.remove()
     rows = []
     for e in prof.key_averages():
         cuda_us = getattr(e, "self_device_time_total", None)
@@ -64,11 +115,16 @@ def main() -> None:
           f"GPU kernel time {total / 1e3:.3f} s in the profiled pass; chunks {dict((k, v) for k, v in p.chunks.items() if v)}")
     for r in rows[:args.top]:
         print(f"{r['cuda_ms']:9.2f} ms {100 * r['cuda_ms'] / total:5.1f}% {r['calls']:6d}x  {r['name'][:110]}")
+    by_site = _by_module(prof, dev.type == "cuda") if args.by_module else []
+    if by_site:
+        print("\nby innermost module and operator (self time):")
+        for r in by_site[:args.top]:
+            print(f"{r['ms']:9.2f} ms {r['calls']:6d}x  {r['module'][:60]:60s} {r['op']}")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"n_res": args.length, "precision": args.precision, "backend": args.backend,
                        "pass_seconds": plain_s, "kernel_ms_total": total, "gpu": torch.cuda.get_device_name() if dev.type == "cuda" else "cpu",
-                       "top": rows[:60]}, fh, indent=1)
+                       "top": rows[:60], "by_site": by_site[:80]}, fh, indent=1)
 
 
 if __name__ == "__main__":
