@@ -39,8 +39,9 @@ def _lengths(value: str):
               help="The planner's memory budget in GiB (default: free GPU memory - 1.5). On CUDA the process's "
                    "allocator is also capped at this + 1.5 GiB (the default budget's margin), so a larger card "
                    "runs as one with that much free memory would: --max-memory 77 ~ an 80 GB H100.")
-@click.option("--compare", type=click.Choice(["none", "plain"]), default="none", show_default=True,
-              help="plain: also run the unchunked, not-in-place PyTorch path in the same process.")
+@click.option("--compare", type=click.Choice(["none", "plain", "fused"]), default="none", show_default=True,
+              help="plain: also run the unchunked, not-in-place PyTorch path in the same process; fused: also "
+                   "run the planned path with the fused triangle-multiplication projections (Runtime.fused_tri_mul).")
 @click.option("--find-max-length", is_flag=True,
               help="Search the longest N that fits: planner bisection, then isolated one-pass trials.")
 @click.option("--probe-blocks", type=click.IntRange(min=1), default=None,
@@ -101,11 +102,14 @@ def bench(lengths, precision, preset, msa_depth, extra_depth, templates, recycle
         card = _cap_memory(max_memory) if device.startswith("cuda") else {}
         model = make_bench_model(preset, precision, device)
         for n in lengths:
-            for plain in ([False, True] if compare == "plain" else [False]):
-                console.print(f"[bold]N={n}[/] {precision} {'plain' if plain else 'planned'} …")
+            variants = {"plain": [(False, False), (True, False)], "fused": [(False, False), (False, True)]}
+            for plain, fused in variants.get(compare, [(False, False)]):
+                label = "plain" if plain else ("planned, fused tri-mul" if fused else "planned")
+                console.print(f"[bold]N={n}[/] {precision} {label} …")
                 r = bench_one(model, n, precision=precision, backend=backend, n_seq=msa_depth, n_extra=extra_depth,
                               n_templ=templates, recycles=recycles, plain=plain, max_memory=budget,
-                              breakdown=not no_breakdown, warmup=not no_warmup, probe_blocks=probe_blocks)
+                              breakdown=not no_breakdown, warmup=not no_warmup, probe_blocks=probe_blocks,
+                              fused_tri_mul=fused)
                 r.update(preset=preset, device=torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
                          **card)
                 rows.append(r)

@@ -1,6 +1,7 @@
 """Compute kernels. Each operation has a plain PyTorch reference and (optionally) a Triton kernel;
 `backend` picks one. This package imports neither `model/` nor `pipeline/`."""
 from kernels.attention import attention
+from kernels.gated_projection import gated_projection
 from kernels.layer_norm import layer_norm
 
-__all__ = ["attention", "layer_norm"]
+__all__ = ["attention", "gated_projection", "layer_norm"]

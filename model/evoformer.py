@@ -246,6 +246,7 @@ class TriangleMultiplication(nn.Module):
         c = sides[0][0].shape[1]
         cc = rt.chunk("tri_mul") or c
         rows = tri_mul_rows(n, rt.chunk("tri_mul"))
+        gated_backend = rt.backend if rt.fused_tri_mul else "torch"
         mask = dap.mask_weights(sh, dap.scatter(sh, pair_mask, 0)).to(dt)  # [n, N]
         p = z.new_empty(c, n, n_all)
         for c0 in range(0, c, cc):
@@ -255,7 +256,7 @@ class TriangleMultiplication(nn.Module):
                 r1 = min(n, r0 + rows)
                 x2d = norm_in(z[r0:r1], rt.backend).reshape(-1, z.shape[-1])  # [r*N, C_z]
                 for side in (0, 1):
-                    _gated(x2d, sides[side], c0, c1, mask[r0:r1], out=ab[side, :, r0:r1])
+                    _gated(x2d, sides[side], c0, c1, mask[r0:r1], out=ab[side, :, r0:r1], backend=gated_backend)
                 del x2d
             a, b = ab[0], ab[1]
             # Channel-batched GEMMs: the N^3 contraction stays in cuBLAS.
@@ -312,6 +313,7 @@ class TriangleMultiplication(nn.Module):
         norm_in, norm_center, sides = self._weights()
         c = sides[0][0].shape[1]
         rows = tri_mul_rows(n, rt.chunk("tri_mul"))
+        gated_backend = rt.backend if rt.fused_tri_mul else "torch"
         mask = pair_mask.to(dt)  # [N, N]
         with on_host(z) as host:
             b = None
@@ -320,14 +322,15 @@ class TriangleMultiplication(nn.Module):
                 for r0 in range(0, n, rows):
                     r1 = min(n, r0 + rows)
                     x2d = norm_in(host[r0:r1].to(z.device, copy=True), rt.backend).reshape(-1, z.shape[-1])
-                    _gated(x2d, sides[1], 0, c, mask[r0:r1], out=b[:, r0:r1])
+                    _gated(x2d, sides[1], 0, c, mask[r0:r1], out=b[:, r0:r1], backend=gated_backend)
                     del x2d
                 for r0 in range(0, n, rows):
                     r1 = min(n, r0 + rows)
                     blk = (slice(r0, r1),) if self.outgoing else (slice(None), slice(r0, r1))
                     zb = host[blk].to(z.device, copy=True)  # outgoing [r, N, C_z]; incoming [N, r, C_z]
                     x2d = norm_in(zb, rt.backend).reshape(-1, zb.shape[-1])
-                    a = _gated(x2d, sides[0], 0, c, mask[blk], out=zb.new_empty(c, *zb.shape[:2]))
+                    a = _gated(x2d, sides[0], 0, c, mask[blk], out=zb.new_empty(c, *zb.shape[:2]),
+                               backend=gated_backend)
                     del x2d
                     if self.outgoing:  # p[c, i, j] = sum_k a[c, i, k] b[c, j, k], i in I
                         p_blk = torch.matmul(a, b.transpose(1, 2))  # [c, r, N]
@@ -343,18 +346,16 @@ class TriangleMultiplication(nn.Module):
         return z
 
 
-def _gated(x2d: torch.Tensor, weights, c0: int, c1: int, mask: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+def _gated(x2d: torch.Tensor, weights, c0: int, c1: int, mask: torch.Tensor, out: torch.Tensor,
+           backend: str = "torch") -> torch.Tensor:
     """mask * proj(x) * sigmoid(gate(x)) of one side of triangle multiplication, channels c0:c1,
     written channel-major into out [c1-c0, r, L]; weights (proj_w, proj_b, gate_w, gate_b) of the
-    side; x2d = LN(z) of those r*L pair entries [r*L, C_z]; mask [r, L]. W^T x^T straight from the
-    GEMM: no transposing copy."""
+    side; x2d = LN(z) of those r*L pair entries [r*L, C_z]; mask [r, L]. `kernels.gated_projection`
+    (backend "triton": one fused kernel; "torch": two GEMMs, W^T x^T, and three element-wise
+    passes)."""
     pw, pb, gw, gb = weights
-    dt = x2d.dtype
-    shape = out.shape
-    proj = torch.addmm(pb[c0:c1].to(dt)[:, None], pw[:, c0:c1].to(dt).t(), x2d.t())
-    torch.mul(mask, proj.view(shape), out=out)
-    proj = torch.addmm(gb[c0:c1].to(dt)[:, None], gw[:, c0:c1].to(dt).t(), x2d.t(), out=proj)
-    out.mul_(torch.sigmoid_(proj).view(shape))
+    kernels.gated_projection(x2d, pw[:, c0:c1], pb[c0:c1], gw[:, c0:c1], gb[c0:c1], mask.reshape(-1),
+                             out.view(out.shape[0], -1), backend=backend)  # view: the kernel writes into out
     return out
 
 

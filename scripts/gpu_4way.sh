@@ -15,7 +15,7 @@
 #   D, E:            session 3's re-runs of the 80 GB probes (after the int64 fix; with OOM details).
 #   F, G, H:         what is still owed (docs/BENCHMARKS.md "Session 3"): F (carry .dev1) the 80 GB
 #                    probes with expandable segments, N=1,200 at several budgets, all kernel GPU
-#                    tests; G (carry .dev2) DAP's longest N on 2 GPUs and shorter probes; H (carry
+#                    tests, a by-module profile and the fused tri-mul projections A/B at N=1,024; G (carry .dev2) DAP's longest N on 2 GPUs and shorter probes; H (carry
 #                    .dev3) the pipeline with run-wide shard numbers on 16 and 64 cores.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -107,7 +107,9 @@ F)  # next session, call 1 (carry .dev1): the 80 GB probes with expandable segme
     python3 -m fastfold_cli bench --lengths 1200 --precision \$1 --backend triton --recycles 0 --max-memory \$2 \
       --no-breakdown --json $RES/mem1200_\$1_\$2.json 2>&1 | tail -4; done"
   job gputests 3 48-63 540 bash -c "python3 -m pytest -q -p no:cacheprovider tests/kernels 2>&1 | tail -5;
-    python3 scripts/profile_pass.py --length 1024 --by-module --top 50 --json $RES/profile_1024_by_module.json"
+    python3 scripts/profile_pass.py --length 1024 --by-module --top 50 --json $RES/profile_1024_by_module.json;
+    python3 -m fastfold_cli bench --lengths 1024 --precision bf16 --backend triton --compare fused \
+      --json $RES/bench_1024_fused.json 2>&1 | tail -8"
   wait
   ;;
 G)  # call 2 (carry .dev2): DAP's longest N on 2 GPUs (ranks capped), shorter 80 GB probes in case F failed

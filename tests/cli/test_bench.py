@@ -53,3 +53,17 @@ def test_bench_dap_probe_on_two_cpu_processes(tmp_path):
     assert all(x["probe_blocks"] == 1 and "tflops_total" not in x for x in r["ranks"])
     assert rows[1]["probe_blocks"] == 1
     assert abs(r["ranks"][0]["mean_plddt"] - rows[1]["mean_plddt"]) < 1e-3
+
+
+def test_bench_compare_fused(tmp_path):
+    """--compare fused: the planned path, then the same with the fused triangle-multiplication
+    projections, in one process (on the CPU the Triton backend falls back to the reference)."""
+    out = tmp_path / "f.json"
+    p = subprocess.run([sys.executable, "-m", "fastfold_cli", "bench", "--device", "cpu", "--lengths", "13",
+                        "--precision", "fp32", "--preset", "model_3", "--msa-depth", "3", "--extra-depth", "5",
+                        "--recycles", "0", "--backend", "triton", "--compare", "fused", "--no-breakdown",
+                        "--json", str(out)], capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert p.returncode == 0, p.stderr[-2000:]
+    rows = json.loads(out.read_text())
+    assert [r["path"] for r in rows] == ["planned", "planned+fused"]
+    assert abs(rows[0]["mean_plddt"] - rows[1]["mean_plddt"]) < 1e-3

@@ -141,3 +141,41 @@ def test_layer_norm_channel_major_beyond_int32(compiled):
     ref = layer_norm_reference(x.double().movedim(0, -1), w.double(), b.double()).movedim(-1, 0)
     assert rel_err(y, ref) < 8e-3
     del p
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_gated_projection(compiled, dtype):
+    """Triangle multiplication's fused gated projection at a real row block (256 rows x N=512,
+    C_z=128, a 64-channel slice), against float64."""
+    from kernels.gated_projection import gated_projection_triton
+    gen = torch.Generator(device="cuda").manual_seed(11)
+    p, c_in, c_all, c0, c1 = 256 * 512, 128, 128, 32, 96
+    x = torch.randn(p, c_in, generator=gen, device="cuda").to(dtype)
+    w_p, w_g = (torch.randn(c_in, c_all, generator=gen, device="cuda").to(dtype) * c_in ** -0.5 for _ in range(2))
+    b_p, b_g = (torch.randn(c_all, generator=gen, device="cuda").to(dtype) for _ in range(2))
+    mask = (torch.rand(p, generator=gen, device="cuda") > 0.1).to(dtype)
+    out = torch.empty(c1 - c0, p, device="cuda", dtype=dtype)
+    gated_projection_triton(x, w_p[:, c0:c1], b_p[c0:c1], w_g[:, c0:c1], b_g[c0:c1], mask, out)
+    xd = x.double()
+    want = (mask.double()[:, None] * (xd @ w_p[:, c0:c1].double() + b_p[c0:c1].double())
+            * torch.sigmoid(xd @ w_g[:, c0:c1].double() + b_g[c0:c1].double())).t()
+    assert rel_err(out, want) < {torch.bfloat16: 8e-3, torch.float32: 1e-5}[dtype]
+
+
+def test_gated_projection_channel_offsets_beyond_int32(compiled):
+    """The output block of a [128, n, N] projection whose channels are n*N = 1.7e7 apart."""
+    from kernels.gated_projection import gated_projection_triton
+    c, n, n_all = 128, 4, 2 ** 31 // (127 * 4) + 64
+    buf = torch.zeros(c, n, n_all, device="cuda", dtype=torch.bfloat16)
+    p = n_all  # one row: r0 = 2
+    x = torch.randn(p, 128, device="cuda", dtype=torch.bfloat16)
+    w = torch.randn(128, c, device="cuda", dtype=torch.bfloat16) * 128 ** -0.5
+    b = torch.randn(c, device="cuda", dtype=torch.bfloat16)
+    mask = torch.ones(p, device="cuda", dtype=torch.bfloat16)
+    out = buf[:, 2:3].reshape(c, -1)
+    gated_projection_triton(x, w, b, w, b, mask, out)
+    xd = x.double()
+    y = xd @ w.double() + b.double()
+    assert rel_err(buf[:, 2].reshape(c, -1), (y * torch.sigmoid(y)).t()) < 8e-3
+    assert buf[:, :2].abs().sum() == 0 and buf[:, 3:].abs().sum() == 0
+    del buf

@@ -1,0 +1,91 @@
+"""Triton kernel of `kernels.gated_projection` (forward only). Loaded through `kernels._triton_loader`.
+
+One program computes a [BLOCK_P, BLOCK_C] tile of both GEMMs (x [P, C] @ W_p, W_g [C, c]) with fp32
+accumulators, then bias, sigmoid, mask and product in registers, and stores the tile channel-major
+(out[c, p], unit stride along p). Memory: x is read once per channel tile and out written once,
+instead of two GEMM outputs written and read back by three element-wise passes. Offsets are int64
+(a [128, N, N] projection passes 2**31 elements at N > 4,100).
+"""
+from __future__ import annotations
+
+import functools
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _gated_projection_kernel(X, WP, BP, WG, BG, M, O, P, C, NC, sxp, sxc, swk, swc, sgk, sgc, som,
+                             BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr,
+                             DOT_PREC: tl.constexpr):
+    pid_p = tl.program_id(0)
+    pid_c = tl.program_id(1)
+    offs_p = pid_p.to(tl.int64) * BLOCK_P + tl.arange(0, BLOCK_P)
+    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    offs_k = tl.arange(0, BLOCK_K)
+    p_ok = offs_p < P
+    c_ok = offs_c < NC
+    acc_p = tl.zeros([BLOCK_P, BLOCK_C], dtype=tl.float32)
+    acc_g = tl.zeros([BLOCK_P, BLOCK_C], dtype=tl.float32)
+    for k0 in range(0, C, BLOCK_K):
+        kk = k0 + offs_k
+        k_ok = kk < C
+        x = tl.load(X + offs_p[:, None] * sxp + kk[None, :] * sxc, mask=p_ok[:, None] & k_ok[None, :], other=0.0)
+        wmask = k_ok[:, None] & c_ok[None, :]
+        wp = tl.load(WP + kk[:, None] * swk + offs_c[None, :] * swc, mask=wmask, other=0.0)
+        wg = tl.load(WG + kk[:, None] * sgk + offs_c[None, :] * sgc, mask=wmask, other=0.0)
+        acc_p = tl.dot(x, wp.to(x.dtype), acc_p, input_precision=DOT_PREC)
+        acc_g = tl.dot(x, wg.to(x.dtype), acc_g, input_precision=DOT_PREC)
+    bp = tl.load(BP + offs_c, mask=c_ok, other=0.0).to(tl.float32)
+    bg = tl.load(BG + offs_c, mask=c_ok, other=0.0).to(tl.float32)
+    m = tl.load(M + offs_p, mask=p_ok, other=0.0).to(tl.float32)
+    # The reference rounds each stage to the storage dtype; here only the result is rounded.
+    gate = tl.sigmoid(acc_g + bg[None, :])
+    y = (acc_p + bp[None, :]) * m[:, None] * gate
+    optr = O + offs_c.to(tl.int64)[None, :] * som + offs_p[:, None]
+    tl.store(optr, y.to(O.dtype.element_ty), mask=p_ok[:, None] & c_ok[None, :])
+
+
+@functools.lru_cache(maxsize=32)
+def default_config(c_in: int, n_out: int, on_gpu: bool) -> dict:
+    """Tile sizes: the whole reduction axis (C_z = 128 or 64) in one or two steps; CPU (interpreter)
+    runs use small tiles."""
+    if not on_gpu:
+        return dict(BLOCK_P=16, BLOCK_C=16, BLOCK_K=16, num_warps=1, num_stages=1)
+    block_k = min(64, triton.next_power_of_2(max(c_in, 16)))
+    block_c = min(64, triton.next_power_of_2(max(n_out, 16)))
+    return dict(BLOCK_P=128, BLOCK_C=block_c, BLOCK_K=block_k, num_warps=8, num_stages=2)
+
+
+def _dot_precision(dtype: torch.dtype, device: torch.device) -> str:
+    """fp32 inputs follow torch's own matmul policy: TF32 only where torch would use it too."""
+    if dtype != torch.float32:
+        return "tf32"  # ignored for 16-bit inputs
+    if device.type != "cuda":
+        return "ieee"
+    return "tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee"
+
+
+def gated_projection(x: torch.Tensor, w_p: torch.Tensor, b_p: torch.Tensor, w_g: torch.Tensor,
+                     b_g: torch.Tensor, mask: torch.Tensor, out: torch.Tensor,
+                     config: Optional[dict] = None) -> torch.Tensor:
+    """Shapes as `kernels.gated_projection`. Returns out."""
+    p, c = x.shape
+    nc = out.shape[0]
+    assert out.shape[1] == p and out.stride(1) == 1, "out must be [c, P] with unit stride along P"
+    assert w_p.shape == (c, nc) and w_g.shape == (c, nc) and mask.numel() == p
+    if p == 0 or nc == 0:
+        return out
+    cfg = dict(default_config(c, nc, x.device.type == "cuda"))
+    if config:
+        cfg.update(config)
+    m = mask.reshape(p)
+    grid = (triton.cdiv(p, cfg["BLOCK_P"]), triton.cdiv(nc, cfg["BLOCK_C"]))
+    _gated_projection_kernel[grid](
+        x, w_p, b_p.contiguous(), w_g, b_g.contiguous(), m, out, p, c, nc,
+        x.stride(0), x.stride(1), w_p.stride(0), w_p.stride(1), w_g.stride(0), w_g.stride(1), out.stride(0),
+        BLOCK_P=cfg["BLOCK_P"], BLOCK_C=cfg["BLOCK_C"], BLOCK_K=cfg["BLOCK_K"],
+        DOT_PREC=_dot_precision(x.dtype, x.device), num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+    return out

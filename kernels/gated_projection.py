@@ -1,0 +1,57 @@
+"""Triangle multiplication's gated projection: out = mask * (x W_p + b_p) * sigmoid(x W_g + b_g),
+written channel-major (out[c, p]), for one side (a or b) and a block of channels.
+
+x: [P, C] (the LayerNorm'd pair entries of a row block, P = rows * N); w_p, w_g: [C, c] (column
+slices of the [C_z, c] weights are fine); b_p, b_g: [c]; mask: [P]; out: [c, P] with unit stride
+along P (a channel block of the [c, r, N] projection). The reference runs two GEMMs and three
+element-wise passes; the Triton kernel keeps both accumulators on chip and writes `out` once.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def gated_projection_reference(x: torch.Tensor, w_p: torch.Tensor, b_p: torch.Tensor, w_g: torch.Tensor,
+                               b_g: torch.Tensor, mask: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """The math in x's dtype, W^T x^T straight from the GEMM (no transposing copy). Returns out."""
+    dt = x.dtype
+    proj = torch.addmm(b_p.to(dt)[:, None], w_p.to(dt).t(), x.t())  # [c, P]
+    torch.mul(mask.to(dt)[None, :], proj, out=out)
+    proj = torch.addmm(b_g.to(dt)[:, None], w_g.to(dt).t(), x.t(), out=proj)
+    out.mul_(torch.sigmoid_(proj))
+    return out
+
+
+_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _triton_ok(x, out) -> bool:
+    return (x.dtype in _DTYPES and out.dtype == x.dtype and x.dim() == 2 and out.dim() == 2
+            and out.stride(1) == 1 and x.shape[1] <= 512)
+
+
+def gated_projection_triton(x, w_p, b_p, w_g, b_g, mask, out, config=None):
+    """The Triton kernel itself (`kernels/_tri_gated_projection.py`); raises if it can't run here."""
+    from kernels._triton_loader import module_for
+
+    mod = module_for("_tri_gated_projection", [x, w_p, w_g, mask, out])
+    if mod is None:
+        raise RuntimeError("Triton gated projection can't run here (no triton, or CPU tensors without "
+                           "TRITON_INTERPRET=1)")
+    return mod.gated_projection(x, w_p, b_p, w_g, b_g, mask, out, config=config)
+
+
+def gated_projection(x, w_p, b_p, w_g, b_g, mask, out, backend: str = "torch"):
+    """Dispatch: "torch" the reference; "triton" the fused kernel where it can run (else the
+    reference). Shapes as in the module docstring."""
+    if backend == "torch":
+        return gated_projection_reference(x, w_p, b_p, w_g, b_g, mask, out)
+    if backend == "triton":
+        if _triton_ok(x, out):
+            from kernels._triton_loader import module_for
+
+            mod = module_for("_tri_gated_projection", [x, w_p, w_g, mask, out])
+            if mod is not None:
+                return mod.gated_projection(x, w_p, b_p, w_g, b_g, mask, out)
+        return gated_projection_reference(x, w_p, b_p, w_g, b_g, mask, out)
+    raise ValueError(f"unknown gated_projection backend {backend!r}")
