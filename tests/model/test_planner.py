@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from model.config import CHUNK_OPS
+from model.config import CHUNK_OPS, Runtime
 from model.params import load_model
 from model.planner import GB, PlanError, Problem, op_bytes, persistent_bytes, plan
 from model.runner import run_planned
@@ -127,3 +127,30 @@ def test_row_factors_bound_the_traced_peak(monkeypatch):
     t = _traced_peak_blocks(lambda: tr(x, Runtime(precision="fp32", inplace=True)), block)
     assert 3.5 <= a <= planner.ATT_ROW - 1 + 0.1, a  # q, k, v, o beyond the input
     assert 4.5 <= t <= planner.TRANSITION_ROW + 0.1, t  # the LN'd input and the 4x hidden
+
+
+@pytest.mark.parametrize("offload", [False, True])
+def test_template_embedding_within_its_model(offload):
+    """The planner's template_att transient (two-pass templates, with or without the pair waiting on
+    the host) bounds the traced peak of model_1's template embedding (4 templates, bf16, row chunks);
+    the host copy of an offloaded pair counts too on the CPU, so the bound is conservative there."""
+    from dataclasses import replace
+
+    from model.alphafold import to_tensors
+    from model.planner import transient_bytes
+    from model.random_params import random_features, random_model
+    from model.runner import problem_for
+    n, rows, tmc = 40, 6, 16
+    model = random_model("model_1", seed=1, num_evoformer=1, num_extra=1)
+    model.prepare(Runtime(precision="bf16"))
+    batch = to_tensors(random_features("model_1", n, 8, 16, 4, seed=2), "cpu")
+    rt = Runtime(precision="bf16", inplace=True, offload_pair=offload, recompute_templates=True,
+                 chunks={"template_att": rows, "tri_mul": tmc, "tri_att": rows, "transition": rows})
+    z = torch.randn(n, n, 128, generator=torch.Generator().manual_seed(3)).to(torch.bfloat16)
+    seq_mask = batch["seq_mask"].to(torch.bfloat16)
+    mask_2d = seq_mask[:, None] * seq_mask[None, :]
+    pair = z.numel() * 2
+    traced = _traced_peak_blocks(lambda: model.evoformer.template_embedding(z, batch, mask_2d, rt), pair)
+    p = replace(problem_for(model, batch, "bf16", "triton"), offload_pair=offload, recompute_templates=True)
+    predicted = transient_bytes("template_att", rows, p, tri_mul_chunk=tmc) / pair
+    assert 1.5 <= traced <= predicted, (traced, predicted)
