@@ -101,8 +101,9 @@ def bench(lengths, precision, preset, msa_depth, extra_depth, templates, recycle
     else:
         card = _cap_memory(max_memory) if device.startswith("cuda") else {}
         model = make_bench_model(preset, precision, device)
+        # (plain, fused_tri_mul) of each run per length
+        variants = {"plain": [(False, False), (True, False)], "fused": [(False, False), (False, True)]}
         for n in lengths:
-            variants = {"plain": [(False, False), (True, False)], "fused": [(False, False), (False, True)]}
             for plain, fused in variants.get(compare, [(False, False)]):
                 label = "plain" if plain else ("planned, fused tri-mul" if fused else "planned")
                 console.print(f"[bold]N={n}[/] {precision} {label} …")
@@ -213,13 +214,13 @@ def _cap_memory(max_memory):
     record the card and the cap."""
     import torch
 
+    from model.benchmark import cap_allocator
     from model.planner import GB
 
     total = torch.cuda.get_device_properties(0).total_memory
     out = {"card": torch.cuda.get_device_name(), "card_total_gib": total / GB}
     if max_memory:
-        cap = min((max_memory + MARGIN_GIB) * GB, total)
-        torch.cuda.set_per_process_memory_fraction(cap / total)
+        cap = cap_allocator((max_memory + MARGIN_GIB) * GB, 0)
         out.update(memory_cap_gib=cap / GB, planner_budget_gib=max_memory)
     return out
 

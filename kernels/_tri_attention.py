@@ -35,6 +35,8 @@ import triton
 import triton.language as tl
 from triton.runtime.errors import OutOfResources
 
+from kernels._dot import dot_precision
+
 LOG2E = 1.0 / math.log(2.0)
 _LOG2E: tl.constexpr = tl.constexpr(1.0 / math.log(2.0))
 _MASK_SCALE: tl.constexpr = tl.constexpr(1e9 / math.log(2.0))  # AlphaFold's 1e9, in log2 units
@@ -284,13 +286,6 @@ def default_config(lq: int, lk: int, d: int, dtype: torch.dtype, rows_ok: bool, 
                 rows=2 if (rows_ok and lq < 2048) else 1, group_ctas=1024)
 
 
-def _dot_precision(dtype: torch.dtype, device: torch.device) -> str:
-    """fp32 inputs follow torch's own matmul policy: TF32 only where torch would use it too."""
-    if dtype != torch.float32 or device.type != "cuda":
-        return "ieee" if dtype == torch.float32 else "tf32"  # (the value is ignored for 16-bit inputs)
-    return "tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee"
-
-
 def _as_2d(t: torch.Tensor) -> torch.Tensor:
     while t.dim() < 2:
         t = t.unsqueeze(0)
@@ -443,6 +438,6 @@ def _launch_cfg(q, k, v, out, biases, mask, scale, cfg, tensors, ostr, n0, n1, n
         float(scale) * LOG2E, group,
         N_BIAS=len(biases), HAS_MASK=mask is not None, MASK_2D=mask_2d, ROWS=rows,
         HEAD_DIM=d, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d,
-        DOT_PREC=_dot_precision(q.dtype, q.device), WIDE=bool(wide),
+        DOT_PREC=dot_precision(q.dtype, q.device), WIDE=bool(wide),
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )

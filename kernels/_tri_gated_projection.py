@@ -15,6 +15,8 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels._dot import dot_precision
+
 
 @triton.jit
 def _gated_projection_kernel(X, WP, BP, WG, BG, M, O, P, C, NC, sxp, sxc, swk, swc, sgk, sgc, som,
@@ -59,15 +61,6 @@ def default_config(c_in: int, n_out: int, on_gpu: bool) -> dict:
     return dict(BLOCK_P=128, BLOCK_C=block_c, BLOCK_K=block_k, num_warps=8, num_stages=2)
 
 
-def _dot_precision(dtype: torch.dtype, device: torch.device) -> str:
-    """fp32 inputs follow torch's own matmul policy: TF32 only where torch would use it too."""
-    if dtype != torch.float32:
-        return "tf32"  # ignored for 16-bit inputs
-    if device.type != "cuda":
-        return "ieee"
-    return "tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee"
-
-
 def gated_projection(x: torch.Tensor, w_p: torch.Tensor, b_p: torch.Tensor, w_g: torch.Tensor,
                      b_g: torch.Tensor, mask: torch.Tensor, out: torch.Tensor,
                      config: Optional[dict] = None) -> torch.Tensor:
@@ -87,5 +80,5 @@ def gated_projection(x: torch.Tensor, w_p: torch.Tensor, b_p: torch.Tensor, w_g:
         x, w_p, b_p.contiguous(), w_g, b_g.contiguous(), m, out, p, c, nc,
         x.stride(0), x.stride(1), w_p.stride(0), w_p.stride(1), w_g.stride(0), w_g.stride(1), out.stride(0),
         BLOCK_P=cfg["BLOCK_P"], BLOCK_C=cfg["BLOCK_C"], BLOCK_K=cfg["BLOCK_K"],
-        DOT_PREC=_dot_precision(x.dtype, x.device), num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+        DOT_PREC=dot_precision(x.dtype, x.device), num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     return out

@@ -204,6 +204,15 @@ def _oom_details(row: Dict, err: Exception, timer: Optional[ModuleTimer], p) -> 
         row["offload_pair"] = bool(getattr(p.runtime(), "offload_pair", False))
 
 
+def cap_allocator(cap_bytes: float, device=None) -> float:
+    """Cap this process's CUDA allocator on `device` at cap_bytes (at most the card), so that a larger
+    card runs as one with that much memory would. Returns the cap applied, in bytes."""
+    total = torch.cuda.get_device_properties(device).total_memory
+    cap = min(cap_bytes, total)
+    torch.cuda.set_per_process_memory_fraction(cap / total, device)
+    return cap
+
+
 def make_bench_model(preset: str, precision: str, device, seed: int = 0) -> AlphaFold:
     model = random_model(preset, seed=seed, device=device)
     model.prepare(Runtime(precision=precision))

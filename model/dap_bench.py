@@ -30,7 +30,7 @@ def bench_rank(shard, preset: str, n_res: int, precision: str, backend: str, rec
     (only the first K blocks of each stack, every weight loaded, no warm-up): its peak is the full
     network's, its time is not (reported as probe_seconds). memory_cap: bytes this rank's CUDA
     allocator may hold (`bench --max-memory` on a larger card), as for one GPU."""
-    from model.benchmark import af2_flops, make_bench_model
+    from model.benchmark import af2_flops, cap_allocator, make_bench_model
     from model.config import Runtime
     from model.planner import GB
     from model.random_params import random_features
@@ -41,8 +41,7 @@ def bench_rank(shard, preset: str, n_res: int, precision: str, backend: str, rec
     device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
     cuda = device.type == "cuda"
     if cuda and memory_cap:
-        total = torch.cuda.get_device_properties(device).total_memory
-        torch.cuda.set_per_process_memory_fraction(min(1.0, memory_cap / total), device)
+        cap_allocator(memory_cap, device)
     model = make_bench_model(preset, precision, device)
     batch = random_features(preset, n_res, n_seq, n_extra, n_templ, seed=0)
     row = {"world": dap.world(shard), "rank": shard.rank if shard else 0, "n_res": n_res, "precision": precision,

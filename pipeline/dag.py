@@ -184,11 +184,9 @@ class Plan:
 
 
 def auto_shards(db_bytes: int, search_bytes: int, cpus: int, waves: int = 2) -> int:
-    """Shards of one database for one query: every jackhmmer shard of the run gets about the same
-    number of bytes (search time is proportional to them), sized so that all of the run's
-    searches make about `waves` shards per CPU — equal tasks, a couple per CPU, leave little idle
-    tail (a bigger database gets more shards, not longer ones; no shard exceeds the target size).
-    Never below SHARD_MIN_BYTES a shard."""
+    """Shards of one database for one query by per-database rounding up at one target size (about
+    `waves` shards per CPU for the run's `search_bytes`; never below SHARD_MIN_BYTES a shard). The
+    plan uses `shard_counts` instead; this is the baseline its schedule is tested against."""
     if search_bytes <= 0 or db_bytes <= 0:
         return 1
     target = max(SHARD_MIN_BYTES, search_bytes / max(1, waves * cpus))
@@ -270,10 +268,7 @@ def plan(chains: Sequence[Chain], dbs: dbmod.Databases, opts: Options, cache_dir
         fp = dbmod.fingerprint(path)
         merged_key = content_key("jackhmmer", tools.JACKHMMER_FLAGS, seq, fp, max_hits)
         mid = f"{sid}/{name}"
-        if opts.shards:
-            n_shards = opts.shards
-        else:
-            n_shards = n_shards_of.get(path) or auto_shards(os.path.getsize(path), os.path.getsize(path), opts.cpus)
+        n_shards = opts.shards or n_shards_of[path]
         z = count_task(path)
         parts = []
         for i, sh in enumerate(tools.shard_database(path, n_shards)):

@@ -19,6 +19,12 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+def _device_us(e) -> float:
+    """An event's own GPU time in microseconds (the attribute's name differs across torch versions)."""
+    us = getattr(e, "self_device_time_total", None)
+    return getattr(e, "self_cuda_time_total", 0) if us is None else us
+
+
 def _scope_hooks(model):
     """Forward pre/post hooks that open and close a record_function scope named after each module."""
     from torch.autograd.profiler import record_function
@@ -47,8 +53,7 @@ def _by_module(prof, cuda: bool) -> list:
     for e in prof.events():
         if not e.name.startswith("aten::"):
             continue
-        us = (getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0)) if cuda \
-            else e.self_cpu_time_total
+        us = _device_us(e) if cuda else e.self_cpu_time_total
         if not us:
             continue
         p, scope = e.cpu_parent, "(outside modules)"
@@ -104,9 +109,7 @@ def main() -> None:
         h.remove()
     rows = []
     for e in prof.key_averages():
-        cuda_us = getattr(e, "self_device_time_total", None)
-        if cuda_us is None:
-            cuda_us = getattr(e, "self_cuda_time_total", 0)
+        cuda_us = _device_us(e)
         if cuda_us > 0:
             rows.append({"name": e.key[:160], "cuda_ms": cuda_us / 1e3, "calls": e.count})
     rows.sort(key=lambda r: -r["cuda_ms"])
