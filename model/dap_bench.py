@@ -25,12 +25,13 @@ from model import dap
 def bench_rank(shard, preset: str, n_res: int, precision: str, backend: str, recycles: int, n_seq: int,
                n_extra: int, n_templ: int, max_memory: Optional[float], plan: bool = True,
                plan_world: Optional[int] = None, probe_blocks: Optional[int] = None,
-               memory_cap: Optional[float] = None) -> dict:
+               memory_cap: Optional[float] = None, breakdown: bool = False) -> dict:
     """One rank's run (dap.launch). probe_blocks: a memory probe as `fastfold bench --probe-blocks`
     (only the first K blocks of each stack, every weight loaded, no warm-up): its peak is the full
     network's, its time is not (reported as probe_seconds). memory_cap: bytes this rank's CUDA
-    allocator may hold (`bench --max-memory` on a larger card), as for one GPU."""
-    from model.benchmark import af2_flops, cap_allocator, make_bench_model
+    allocator may hold (`bench --max-memory` on a larger card), as for one GPU. breakdown: this
+    rank's per-module CUDA time (model.benchmark.ModuleTimer), to see which modules scale with P."""
+    from model.benchmark import ModuleTimer, af2_flops, cap_allocator, make_bench_model
     from model.config import Runtime
     from model.planner import GB
     from model.random_params import random_features
@@ -67,6 +68,7 @@ def bench_rank(shard, preset: str, n_res: int, precision: str, backend: str, rec
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
         dap.barrier(shard)
+        timer = ModuleTimer(model) if (breakdown and cuda) else None
         marks = []
 
         def on_pass(i, sm):
@@ -86,8 +88,13 @@ def bench_rank(shard, preset: str, n_res: int, precision: str, backend: str, rec
     row.update({pre + "seconds": t1 - t0, pre + "seconds_per_pass": [b - a for a, b in zip([t0] + marks[:-1], marks)],
                 pre + "heads_seconds": t1 - marks[-1], "mean_plddt": float(out["plddt"].mean())})
     if cuda:
-        row["peak_allocated_gib"] = torch.cuda.max_memory_allocated() / GB
+        # The module timer resets the peak after each module: the run's peak is the largest seen.
+        seen = max(timer.peaks.values()) if (timer and timer.peaks) else 0
+        row["peak_allocated_gib"] = max(torch.cuda.max_memory_allocated(), seen) / GB
         row["peak_reserved_gib"] = torch.cuda.max_memory_reserved() / GB
+    if timer:
+        row["modules_seconds"] = timer.totals()
+        timer.close()
     if not probe_blocks:
         row["tflops_total"] = af2_flops(n_res, n_seq + n_templ, n_extra, n_templ, recycles + 1) / (t1 - t0) / 1e12
     return row
@@ -109,12 +116,14 @@ def main(argv=None):
     ap.add_argument("--no-plan", action="store_true", help="no chunking (in place only)")
     ap.add_argument("--plan-world", type=int, default=None, help="plan chunks as for this many ranks "
                     "(default: --world; 1: the 1-GPU baseline's chunks)")
+    ap.add_argument("--breakdown", action="store_true", help="per-module CUDA time on every rank "
+                    "(forward hooks with CUDA events; adds a little time)")
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
     mm = a.max_memory * 2 ** 30 if a.max_memory else None
     rows = dap.launch(bench_rank, a.world, a.backend_dist,
                       args=(a.preset, a.n_res, a.precision, a.backend, a.recycles, a.msa_depth, a.extra_depth,
-                            a.templates, mm, not a.no_plan, a.plan_world))
+                            a.templates, mm, not a.no_plan, a.plan_world, None, None, a.breakdown))
     summary = {"world": a.world, "n_res": a.n_res, "precision": a.precision,
                "seconds": max(r.get("seconds", float("nan")) for r in rows),
                "max_peak_allocated_gib": max(r.get("peak_allocated_gib", float("nan")) for r in rows),

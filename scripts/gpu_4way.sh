@@ -98,33 +98,47 @@ E)  # where the 80 GB probes run out (per-module peaks, the allocator's message)
   done
   wait
   ;;
-F)  # next session, call 1 (carry .dev1): the 80 GB probes with expandable segments, N=1,200, GPU tests
+F)  # session 4, call 1 (carry .dev1): CUDA fixtures first, the 80 GB probes with expandable segments,
+    # N=1,200 at several budgets, all kernel GPU tests, a by-module profile, the fused tri-mul A/B
   for a in "0 0-15 bf16 12000" "1 16-31 fp32 9000"; do set -- $a
     job probe_$3_$4 $1 $2 540 python3 -m fastfold_cli bench --lengths $4 --precision $3 --backend triton \
       --probe-blocks 1 --max-memory 77 --no-warmup --json "$RES/probe_$3_$4.json"
   done
   job mem1200 2 32-47 540 bash -c "for a in 'fp32 3.5' 'fp32 3.3' 'bf16 2.3' 'bf16 2.1'; do set -- \$a;
-    python3 -m fastfold_cli bench --lengths 1200 --precision \$1 --backend triton --recycles 0 --max-memory \$2 \
-      --no-breakdown --json $RES/mem1200_\$1_\$2.json 2>&1 | tail -4; done"
-  job gputests 3 48-63 540 bash -c "python3 -m pytest -q -p no:cacheprovider tests/kernels 2>&1 | tail -5;
+    timeout 130 python3 -m fastfold_cli bench --lengths 1200 --precision \$1 --backend triton --recycles 0 \
+      --max-memory \$2 --no-breakdown --json $RES/mem1200_\$1_\$2.json 2>&1 | tail -4; done"
+  job gputests 3 48-63 540 bash -c "python3 scripts/check_fixtures.py --device cuda --precision fp32 bf16 \
+      --backend torch triton --json $RES/fixtures_cuda.json 2>&1 | tail -9;
+    python3 -m pytest -q -p no:cacheprovider tests/kernels 2>&1 | tail -5;
     python3 scripts/profile_pass.py --length 1024 --by-module --top 50 --json $RES/profile_1024_by_module.json;
     python3 -m fastfold_cli bench --lengths 1024 --precision bf16 --backend triton --compare fused \
       --json $RES/bench_1024_fused.json 2>&1 | tail -8"
   wait
   ;;
-G)  # call 2 (carry .dev2): DAP's longest N on 2 GPUs (ranks capped), shorter 80 GB probes in case F failed
+G)  # call 2 (carry .dev2): DAP's longest N on 2 GPUs (ranks capped); DAP per-module times at N=2,048
+    # on 1 and 2 GPUs (which modules scale badly); G_PROBES=1: the shorter 80 GB probes instead
   job dap2_probe 0,1 0-31 540 python3 -m fastfold_cli bench --gpus 2 --probe-blocks 1 --precision bf16 \
-    --backend triton --lengths 12500 --max-memory 77 --no-breakdown --json "$RES/dap2_probe_12500.json"
-  for a in "2 32-47 bf16 ${G_BF16:-11000}" "3 48-63 fp32 ${G_FP32:-8000}"; do set -- $a
-    job probe_$3_$4 $1 $2 540 python3 -m fastfold_cli bench --lengths $4 --precision $3 --backend triton \
-      --probe-blocks 1 --max-memory 77 --no-warmup --json "$RES/probe_$3_$4.json"
-  done
+    --backend triton --lengths ${G_DAP:-12500} --max-memory 77 --no-breakdown --json "$RES/dap2_probe.json"
+  if [ -n "${G_PROBES:-}" ]; then
+    for a in "2 32-47 bf16 ${G_BF16:-11000}" "3 48-63 fp32 ${G_FP32:-8000}"; do set -- $a
+      job probe_$3_$4 $1 $2 540 python3 -m fastfold_cli bench --lengths $4 --precision $3 --backend triton \
+        --probe-blocks 1 --max-memory 77 --no-warmup --json "$RES/probe_$3_$4.json"
+    done
+  else
+    job dap_modules 2,3 32-63 540 bash -c "CUDA_VISIBLE_DEVICES=2 python3 -m model.dap_bench --world 1 --n-res 2048 \
+        --precision bf16 --backend triton --recycles 1 --breakdown --json $RES/dap_modules_1.json | tail -3;
+      python3 -m model.dap_bench --world 2 --n-res 2048 --precision bf16 --backend triton --recycles 1 \
+        --breakdown --json $RES/dap_modules_2.json | tail -3"
+  fi
   wait
   ;;
-H)  # call 3 (carry .dev3): the pipeline with run-wide shard numbers, 16 cores and 64
+H)  # call 3 (carry .dev3): the pipeline with run-wide shard numbers, 16 cores and 64; beside the
+    # 16-core run, DAP per-module times at N=2,048 on 4 GPUs (cores 16-63)
   source scripts/device_pipeline_env.sh > "$RES/env.log" 2>&1; cat "$RES/env.log"
   job pipeline16 "" 0-15 300 python3 -m pipeline.bench --cpus 16 --copies 60 --work /tmp/ffbench \
     --json "$RES/pipeline16_monomer.json"
+  job dap_modules4 0,1,2,3 16-63 280 python3 -m model.dap_bench --world 4 --n-res 2048 --precision bf16 \
+    --backend triton --recycles 1 --breakdown --json "$RES/dap_modules_4.json"
   wait
   job pipeline64 "" 0-63 240 python3 -m pipeline.bench --cpus 64 --copies 60 --work /tmp/ffbench \
     --json "$RES/pipeline64_monomer.json"
