@@ -80,7 +80,8 @@ class Runtime:
         for sequences whose pair does not fit twice. Slower (the pair crosses PCIe about five times
         per call); the planner turns it on only when nothing else fits.
     fused_tri_mul: triangle multiplication's gated projections through the fused Triton kernel
-        (kernels/gated_projection.py; backend "triton" only). Off until a GPU run shows it pays.
+        (kernels/gated_projection.py; backend "triton" only; elsewhere the reference runs). On by
+        default: 11% less time at N=1,024 bf16 on an H200, same peak (docs/BENCHMARKS.md, session 4).
     max_blocks: run only the first K blocks of each stack (Evoformer, extra-MSA, template pair);
         every parameter stays loaded. A memory probe (`fastfold bench --probe-blocks`): a stack's
         peak is one block's, so K=1 shows the full network's peak in a fraction of its time.
@@ -96,7 +97,7 @@ class Runtime:
     offload_pair: bool = False
     shard: Optional[Any] = None  # model.dap.ShardSpec
     max_blocks: Optional[int] = None
-    fused_tri_mul: bool = False
+    fused_tri_mul: bool = True
 
     @classmethod
     def chunked_all(cls, size: Optional[int], **kw) -> "Runtime":

@@ -115,6 +115,23 @@ def gather(shard: Optional[ShardSpec], x: torch.Tensor, dim: int) -> torch.Tenso
 
 # torch >= 2.12 renames all_gather_into_tensor; accept either.
 _all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+_reduce_scatter_single = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
+
+
+def all_gather_async(shard: ShardSpec, x: torch.Tensor) -> "_Pending":
+    """Start an all_gather of x [q, ...] (contiguous, the same shape on every rank); `wait()` gives
+    [P * q, ...]: rank r's x at rows r*q:(r+1)*q. The caller computes while it is in flight."""
+    out = x.new_empty((shard.world * x.shape[0],) + tuple(x.shape[1:]))
+    work = _all_gather_single(out, x, group=shard.group, async_op=True)
+    return _Pending(work, lambda: out)
+
+
+def reduce_scatter_async(shard: ShardSpec, x: torch.Tensor, out: torch.Tensor) -> "_Pending":
+    """Start a reduce-scatter: x [P * q, ...] holds this rank's contribution to every rank's block
+    (rank r's at rows r*q:(r+1)*q); `out` [q, ...] (contiguous) receives the sum over ranks of this
+    rank's block. x stays referenced until `wait()`, which returns out."""
+    work = _reduce_scatter_single(out, x, group=shard.group, async_op=True)
+    return _Pending(work, lambda: (x, out)[1])
 
 
 class _Pending:

@@ -229,28 +229,29 @@ class TriangleMultiplication(nn.Module):
         are formed `rt.chunk("tri_mul")` channels at a time from row blocks of LN(z)
         (`tri_mul_rows`), and the output stage runs in the same row blocks, in place if allowed.
 
-        DAP: outgoing works on the local rows i; incoming switches to the column shard and works on
-        z^T, whose rows are the local columns j (p^T[j,i] = sum_k a^T[j,k] b^T[i,k], the outgoing
-        form). Either way p[i, j] needs b for every j: each rank's block of b [c', N/P, N] is
-        broadcast in turn (dap.stream, next block in flight while this one multiplies), so no
-        rank ever holds the gathered [c, N, N] projection."""
+        DAP (neither direction moves the pair to the column shard): this rank's rows of z give
+        a and b for those rows, and its rows of p are updated.
+        - outgoing, p[i,j] = sum_k a[i,k] b[j,k]: the local rows i need b for every j; each piece
+          of channels of b is all-gathered ([P*c', N/P, N]) and multiplied block by block.
+        - incoming, p[i,j] = sum_k a[k,j] b[k,i]: the local rows are k; this rank forms its partial
+          sum over its k for every (i, j) and a reduce-scatter leaves each rank the sum for its rows i.
+        Channels go in pieces of ceil(chunk / P): the collective of piece t runs while piece t+1
+        is projected (and, outgoing, piece t-1 multiplied), and no rank holds a gathered [c, N, N]."""
         sh = rt.shard
         if rt.offload_pair and rt.inplace and not dap.active(sh) and owns_storage(z):
             return self._forward_offloaded(z, pair_mask, rt)
-        transposed = dap.active(sh) and not self.outgoing
-        if transposed:
-            z_rows = z
-            z, pair_mask = dap.row_to_col(sh, z).transpose(0, 1), pair_mask.transpose(0, 1)
         n, n_all, dt = z.shape[0], z.shape[1], z.dtype
         norm_in, norm_center, sides = self._weights()
         c = sides[0][0].shape[1]
         cc = rt.chunk("tri_mul") or c
+        piece = -(-cc // dap.world(sh))
         rows = tri_mul_rows(n, rt.chunk("tri_mul"))
         gated_backend = rt.backend if rt.fused_tri_mul else "torch"
         mask = dap.mask_weights(sh, dap.scatter(sh, pair_mask, 0)).to(dt)  # [n, N]
         p = z.new_empty(c, n, n_all)
-        for c0 in range(0, c, cc):
-            c1 = min(c, c0 + cc)
+        in_flight = None  # finishes the previous piece's collective
+        for c0 in range(0, c, piece):
+            c1 = min(c, c0 + piece)
             ab = z.new_empty(2, c1 - c0, n, n_all)
             for r0 in range(0, n, rows):
                 r1 = min(n, r0 + rows)
@@ -260,14 +261,20 @@ class TriangleMultiplication(nn.Module):
                 del x2d
             a, b = ab[0], ab[1]
             # Channel-batched GEMMs: the N^3 contraction stays in cuBLAS.
-            if dap.active(sh):  # p[i,j] = sum_k a[i,k] b[j,k], b's rows j from each rank in turn
-                for r, b_r in dap.stream(sh, b):
-                    p[c0:c1, :, r * n:(r + 1) * n] = torch.matmul(a, b_r.transpose(1, 2))
-            elif self.outgoing:   # p[i,j] = sum_k a[i,k] b[j,k]
-                torch.matmul(a, b.transpose(1, 2), out=p[c0:c1])
-            else:               # p[i,j] = sum_k a[k,j] b[k,i]
-                torch.matmul(b.transpose(1, 2), a, out=p[c0:c1])
+            if not dap.active(sh):
+                if self.outgoing:   # p[i,j] = sum_k a[i,k] b[j,k]
+                    torch.matmul(a, b.transpose(1, 2), out=p[c0:c1])
+                else:               # p[i,j] = sum_k a[k,j] b[k,i]
+                    torch.matmul(b.transpose(1, 2), a, out=p[c0:c1])
+                del ab, a, b
+                continue
+            nxt = self._contract_dap(sh, a, b, p, c0, c1)
             del ab, a, b
+            if in_flight is not None:
+                in_flight()
+            in_flight = nxt
+        if in_flight is not None:
+            in_flight()
         target = z if rt.inplace else torch.empty_like(z)
         for r0 in range(0, n, rows):
             r1 = min(n, r0 + rows)
@@ -278,9 +285,26 @@ class TriangleMultiplication(nn.Module):
                 torch.add(z[r0:r1], upd, out=target[r0:r1])
             del upd
         del p
-        if transposed:  # back to rows; in place: into the storage of the row shard it replaces
-            return dap.col_to_row(sh, target.transpose(0, 1), out=z_rows if rt.inplace else None)
         return target
+
+    def _contract_dap(self, sh, a: torch.Tensor, b: torch.Tensor, p: torch.Tensor, c0: int, c1: int):
+        """Start the DAP contraction of one piece of channels (a, b: [c', n, N], this rank's rows);
+        returns the function that completes it into p[c0:c1] ([c', n, N], this rank's rows i)."""
+        n, world = a.shape[1], sh.world
+        if self.outgoing:
+            pending = dap.all_gather_async(sh, b)
+
+            def finish():
+                every_b = pending.wait().unflatten(0, (world, c1 - c0))  # [P, c', n, N]: rank r's rows j
+                for r in range(world):
+                    p[c0:c1, :, r * n:(r + 1) * n] = torch.matmul(a, every_b[r].transpose(1, 2))
+            return finish
+        # partial[r] = this rank's sum over its k for rank r's rows i: b[k, i]^T a[k, j]
+        partial = a.new_empty(world, c1 - c0, n, a.shape[2])
+        for r in range(world):
+            torch.matmul(b[:, :, r * n:(r + 1) * n].transpose(1, 2), a, out=partial[r])
+        pending = dap.reduce_scatter_async(sh, partial.view(-1, n, a.shape[2]), p[c0:c1])  # rows of p: contiguous
+        return pending.wait
 
     def _output(self, p_rows: torch.Tensor, z_rows: torch.Tensor, norm_in: LayerNorm, norm_center: LayerNorm,
                 rt: Runtime) -> torch.Tensor:

@@ -157,10 +157,17 @@ def transient_bytes(op: str, chunk: Optional[int], p: Problem, stack: str = "mai
         cc = _ceil(c, chunk)
         r = tri_mul_rows(nl, chunk)
         prod = c * nl * n * b
-        ab = 2 * cc * nl * n * b + (2 * cc * nl * n * b if dap else 0)  # + two streamed foreign blocks
+        if dap:
+            # pieces of q = cc/P channels: this piece's a, b and the previous one's (outgoing keeps
+            # a until its gathered b arrives), plus two pieces' collective buffers ([P*q, N/P, N]
+            # gathered b, or the partial sums being reduce-scattered). No shard switch.
+            q = -(-cc // p.world)
+            ab = (4 * q + 2 * p.world * q) * nl * n * b
+        else:
+            ab = 2 * cc * nl * n * b
         proj_stage = r * n * (cz + cc) * b
         out_stage = r * n * max(c * (8 if b == 2 else 4), c * b + 3 * cz * b)
-        return prod + max(ab + proj_stage, out_stage) + a2a
+        return prod + max(ab + proj_stage, out_stage)
     if op == "tri_att":
         h = 4
         bias = h * n * n * b  # while it is formed: [N, N, H] and its contiguous [H, N, N] copy
@@ -185,9 +192,10 @@ def transient_bytes(op: str, chunk: Optional[int], p: Problem, stack: str = "mai
     if op == "opm":
         # the whole right projection [S, N, 32] (DAP: + two streamed foreign blocks), then per row
         # block either LN(m) and the left projection [S, r, 32] with its transpose, or (later, the
-        # larger) the outer product [r, N, 32*32] and its permuted copy
+        # larger) the outer product [r, N, 32*32] and its permuted copy (DAP: [r, N/P, 32*32])
         right = depth * nl * 32 * b * (3 if dap else 1)
-        return right + rows * max(depth * (cm + 64) * b, n * 2 * 1024 * b)
+        cols = nl if dap else n  # DAP: one streamed block of columns j at a time
+        return right + rows * max(depth * (cm + 64) * b, cols * 2 * 1024 * b)
     if op == "template_att":
         if t == 0:
             return 0.0
@@ -210,10 +218,11 @@ def transient_bytes(op: str, chunk: Optional[int], p: Problem, stack: str = "mai
         r = rows
         out = n * n * (128 + 64 + 64 * 2 + 1) * 4 if p.outputs_on_device else 0
         msa = p.local(p.n_seq + p.n_templ) * n * p.c_m * b
-        # a float32 row block of the pair, its distogram/PAE logits, their concatenation, the PAE
-        # probabilities (DAP: rank 0 receives each rank's block in turn)
+        # a float32 row block of the pair, its PAE logits, their concatenation, the probabilities
+        # and pTM's per-bin temporaries (2,304 bytes per entry measured with pair_outputs=False,
+        # N=768, H200); DAP: rank 0 also holds every rank's logits block (dap.gather_blocks)
         blk = r * n * (2 * cz + 5 * 64) * 4
-        return msa + out + blk * (2 if dap else 1)
+        return msa + out + blk + (p.world * r * n * 64 * 4 if dap else 0)
     raise KeyError(op)
 
 

@@ -37,14 +37,18 @@ def chunked(fn: Callable[..., torch.Tensor], args: Sequence[torch.Tensor], size:
     for start in range(0, n, size):
         sl = [a.narrow(dim, start, min(size, n - start)) if a.shape[dim] == n else a for a in args]
         out = fn(*sl)
+        del sl
         if add_to is not None:
             add_to.narrow(out_dim, start, out.shape[out_dim]).add_(out)
-            continue
-        if result is None:  # allocate the joined output once: no list of pieces plus a copy
-            shape = list(out.shape)
-            shape[out_dim] = n
-            result = out.new_empty(shape)
-        result.narrow(out_dim, start, out.shape[out_dim]).copy_(out)
+        else:
+            if result is None:  # allocate the joined output once: no list of pieces plus a copy
+                shape = list(out.shape)
+                shape[out_dim] = n
+                result = out.new_empty(shape)
+            result.narrow(out_dim, start, out.shape[out_dim]).copy_(out)
+        # Not alive while the next chunk runs: that would be one more chunk-sized block at every
+        # chunked op's peak (an 80 GB probe ran out of memory by exactly that block).
+        del out
     return add_to if add_to is not None else result
 
 

@@ -56,8 +56,8 @@ def test_bench_dap_probe_on_two_cpu_processes(tmp_path):
 
 
 def test_bench_compare_fused(tmp_path):
-    """--compare fused: the planned path, then the same with the fused triangle-multiplication
-    projections, in one process (on the CPU the Triton backend falls back to the reference)."""
+    """--compare fused: the planned path (fused triangle-multiplication projections by default), then
+    the same without them, in one process (on the CPU the Triton backend falls back to the reference)."""
     out = tmp_path / "f.json"
     p = subprocess.run([sys.executable, "-m", "fastfold_cli", "bench", "--device", "cpu", "--lengths", "13",
                         "--precision", "fp32", "--preset", "model_3", "--msa-depth", "3", "--extra-depth", "5",
@@ -65,5 +65,5 @@ def test_bench_compare_fused(tmp_path):
                         "--json", str(out)], capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert p.returncode == 0, p.stderr[-2000:]
     rows = json.loads(out.read_text())
-    assert [r["path"] for r in rows] == ["planned", "planned+fused"]
+    assert [r["path"] for r in rows] == ["planned", "planned,unfused"]
     assert abs(rows[0]["mean_plddt"] - rows[1]["mean_plddt"]) < 1e-3

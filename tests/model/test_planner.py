@@ -129,6 +129,28 @@ def test_row_factors_bound_the_traced_peak(monkeypatch):
     assert 4.5 <= t <= planner.TRANSITION_ROW + 0.1, t  # the LN'd input and the 4x hidden
 
 
+def test_chunked_frees_each_chunk_before_the_next():
+    """A chunked op's peak is one chunk's, as the planner counts it: the previous chunk's output is
+    not alive while the next chunk runs (an 80 GB GPU probe once ran out of memory by exactly that
+    block). Transition over 4 row chunks, in place, CPU allocation trace in blocks of one chunk."""
+    from model import planner
+    from model.config import Runtime
+    from model.evoformer import Transition
+
+    gen = torch.Generator().manual_seed(5)
+    r, l, c = 16, 96, 64
+    tr = Transition(c, 4)
+    for p in tr.parameters():
+        p.data = torch.randn(p.shape, generator=gen) * 0.05
+    x = torch.randn(4 * r, l, c, generator=gen)
+    ref = tr(x.clone(), Runtime(precision="fp32", inplace=True))
+    block = r * l * c * x.element_size()
+    rt = Runtime(precision="fp32", inplace=True, chunks={"transition": r})
+    t = _traced_peak_blocks(lambda: tr(x, rt), block)
+    assert 4.5 <= t <= planner.TRANSITION_ROW + 0.1, t
+    torch.testing.assert_close(x, ref, rtol=1e-5, atol=1e-6)  # the chunked update, in place, is the same
+
+
 @pytest.mark.parametrize("offload", [False, True])
 def test_template_embedding_within_its_model(offload):
     """The planner's template_att transient (two-pass templates, with or without the pair waiting on
