@@ -144,7 +144,33 @@ H)  # call 3 (carry .dev3): the pipeline with run-wide shard numbers, 16 cores a
     --json "$RES/pipeline64_monomer.json"
   wait
   ;;
-*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H" >&2; exit 2 ;;
+I)  # session 4, call 4 (no carry): after the chunk-output fix and with the fused projections on: the
+    # 80 GB probes (fp32 storage probed in tf32: the same tensors, faster GEMMs), CUDA fixtures, N=1,200,
+    # N=1,024 fused vs unfused
+  job probe_bf16_12000 0 0-15 ${LIMIT:-380} python3 -m fastfold_cli bench --lengths 12000 --precision bf16 \
+    --backend triton --probe-blocks 1 --max-memory 77 --no-warmup --json "$RES/probe_bf16_12000.json"
+  job probe_tf32_9000 1 16-31 ${LIMIT:-380} python3 -m fastfold_cli bench --lengths 9000 --precision tf32 \
+    --backend triton --probe-blocks 1 --max-memory 77 --no-warmup --json "$RES/probe_tf32_9000.json"
+  job verify 2 32-47 ${LIMIT:-380} bash -c "python3 scripts/check_fixtures.py --device cuda --precision fp32 bf16 \
+      --backend torch triton --json $RES/fixtures_cuda.json 2>&1 | tail -9;
+    for a in 'fp32 3.7' 'bf16 2.3' 'fp32 3.6'; do set -- \$a;
+    timeout 110 python3 -m fastfold_cli bench --lengths 1200 --precision \$1 --backend triton --recycles 0 \
+      --max-memory \$2 --no-breakdown --no-warmup --json $RES/mem1200_\$1_\$2.json 2>&1 | tail -2; done"
+  job fused 3 48-63 ${LIMIT:-380} python3 -m fastfold_cli bench --lengths 1024 --precision bf16 --backend triton \
+    --compare fused --json "$RES/bench_1024_fused.json"
+  wait
+  ;;
+J)  # call 5: DAP N=2,048 bf16 after the tri-mul change: 1 GPU beside 2 GPUs, then 4 GPUs
+  job dap1 0 0-15 200 python3 -m model.dap_bench --world 1 --n-res 2048 --precision bf16 --backend triton \
+    --json "$RES/dap_1.json"
+  job dap2 1,2 16-47 200 python3 -m model.dap_bench --world 2 --n-res 2048 --precision bf16 --backend triton \
+    --json "$RES/dap_2.json"
+  wait
+  job dap4 0,1,2,3 0-63 ${LIMIT4:-150} python3 -m model.dap_bench --world 4 --n-res 2048 --precision bf16 \
+    --backend triton --json "$RES/dap_4.json"
+  wait
+  ;;
+*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|I|J" >&2; exit 2 ;;
 esac
 for f in "$RES"/*.log; do echo "== $f"; grep -v "^\s*$" "$f" | grep -v "^  entry" | tail -14 | cut -c1-400; done
 for f in "$RES"/*.json "$RES"/*/*.json; do [ -f "$f" ] && { echo "== $f"; grep -o "$G" "$f" | tr '\n' ' ' | cut -c1-900; echo; }; done

@@ -27,7 +27,10 @@ from model import dap
 ROOT = Path(__file__).resolve().parents[1] / "data" / "af_fixtures_multimer"
 HOMODIMER, HETEROMER = ROOT / "multimer_homodimer", ROOT / "multimer_3chain"
 TOL = 1e-5
-LOOSE = {"structure_module_sidechains_angles_sin_cos": 1e-3}
+# As in tests/model/test_dap.py: the previous pass's atom positions after two recycles amplify fp32
+# rounding (the sharded incoming triangle multiplication sums its partial products in another
+# order: 1.3e-5 on 3 ranks); the final positions are held to TOL.
+LOOSE = {"structure_module_sidechains_angles_sin_cos": 1e-3, "last_iter_input_prev_pos": 5e-5}
 TINY = dict(chunks={op: 3 for op in ("msa_row_att", "msa_col_att", "extra_row_att", "extra_col_att", "tri_att",
                                      "transition", "opm", "tri_mul", "pair_rows", "ipa", "heads")},
             inplace=True)
