@@ -170,7 +170,26 @@ J)  # call 5: DAP N=2,048 bf16 after the tri-mul change: 1 GPU beside 2 GPUs, th
     --backend triton --json "$RES/dap_4.json"
   wait
   ;;
-*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|I|J" >&2; exit 2 ;;
+K)  # the same on a 2-GPU machine (32 cores), call 1: the bf16 80 GB probe; CUDA fixtures with the fused
+    # projections on, then N=1,200 fp32 / bf16 within a budget
+  job probe_bf16_12000 0 0-15 ${LIMIT:-360} python3 -m fastfold_cli bench --lengths 12000 --precision bf16 \
+    --backend triton --probe-blocks 1 --max-memory 77 --no-warmup --json "$RES/probe_bf16_12000.json"
+  job verify 1 16-31 ${LIMIT:-360} bash -c "python3 scripts/check_fixtures.py --device cuda --precision fp32 bf16 \
+      --backend torch triton --json $RES/fixtures_cuda.json 2>&1 | tail -9;
+    for a in 'fp32 3.7' 'bf16 2.3' 'fp32 3.6'; do set -- \$a;
+    timeout 100 python3 -m fastfold_cli bench --lengths 1200 --precision \$1 --backend triton --recycles 0 \
+      --max-memory \$2 --no-breakdown --no-warmup --json $RES/mem1200_\$1_\$2.json 2>&1 | tail -2; done"
+  wait
+  ;;
+L)  # 2-GPU machine, call 2: DAP N=2,048 bf16 after the tri-mul change, 1 GPU then 2 GPUs
+  job dap1 0 0-31 110 python3 -m model.dap_bench --world 1 --n-res 2048 --precision bf16 --backend triton \
+    --json "$RES/dap_1.json"
+  wait
+  job dap2 0,1 0-31 ${LIMIT2:-110} python3 -m model.dap_bench --world 2 --n-res 2048 --precision bf16 \
+    --backend triton --json "$RES/dap_2.json"
+  wait
+  ;;
+*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|I|J|K|L" >&2; exit 2 ;;
 esac
 for f in "$RES"/*.log; do echo "== $f"; grep -v "^\s*$" "$f" | grep -v "^  entry" | tail -14 | cut -c1-400; done
 for f in "$RES"/*.json "$RES"/*/*.json; do [ -f "$f" ] && { echo "== $f"; grep -o "$G" "$f" | tr '\n' ' ' | cut -c1-900; echo; }; done
