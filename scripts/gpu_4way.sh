@@ -17,6 +17,9 @@
 #                    probes with expandable segments, N=1,200 at several budgets, all kernel GPU
 #                    tests, a by-module profile and the fused tri-mul projections A/B at N=1,024; G (carry .dev2) DAP's longest N on 2 GPUs and shorter probes; H (carry
 #                    .dev3) the pipeline with run-wide shard numbers on 16 and 64 cores.
+#   I, J:            session 4's plan for a second 4-GPU lease (not lent: K, L ran instead on 2 GPUs).
+#   K, L (2 GPUs):   the CUDA fixtures with the fused projections, N=1,200 budgets, the bf16 probe; DAP 1 vs 2.
+#   M:               next: the 80 GB probes, a whole call each.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 call=${1:?usage: gpu_4way.sh A|B|C}
@@ -189,7 +192,15 @@ L)  # 2-GPU machine, call 2: DAP N=2,048 bf16 after the tri-mul change, 1 GPU th
     --backend triton --json "$RES/dap_2.json"
   wait
   ;;
-*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|I|J|K|L" >&2; exit 2 ;;
+M)  # next session, call 1 (any kind with >= 2 GPUs): the 80 GB probes with a whole call each (bf16 12,000;
+    # fp32 storage at 9,000 probed in tf32: the same tensors and bytes, faster GEMMs; say so)
+  job probe_bf16_12000 0 0-15 ${LIMIT:-580} python3 -m fastfold_cli bench --lengths 12000 --precision bf16 \
+    --backend triton --probe-blocks 1 --max-memory 77 --no-warmup --json "$RES/probe_bf16_12000.json"
+  job probe_tf32_9000 1 16-31 ${LIMIT:-580} python3 -m fastfold_cli bench --lengths 9000 --precision tf32 \
+    --backend triton --probe-blocks 1 --max-memory 77 --no-warmup --json "$RES/probe_tf32_9000.json"
+  wait
+  ;;
+*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|I|J|K|L|M" >&2; exit 2 ;;
 esac
 for f in "$RES"/*.log; do echo "== $f"; grep -v "^\s*$" "$f" | grep -v "^  entry" | tail -14 | cut -c1-400; done
 for f in "$RES"/*.json "$RES"/*/*.json; do [ -f "$f" ] && { echo "== $f"; grep -o "$G" "$f" | tr '\n' ' ' | cut -c1-900; echo; }; done
