@@ -6,7 +6,7 @@
 
 Run each world size as its own command (the 1-GPU baseline then holds no memory while the others
 run). Every rank builds the same seeded random model and features; chunks come from the
-planner's one-rank memory model (`Problem.world` = P: the rank's shards, gathered biases, stream
+planner's one-rank memory model (`Problem.world` = P: the rank's shards, gathered biases, collective
 and all_to_all buffers), or with --plan-world 1 from the 1-GPU plan (the baseline's chunks).
 Prints one JSON row: wall time, time per pass, per-rank peak memory (allocated / reserved).
 """

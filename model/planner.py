@@ -28,7 +28,7 @@ class Problem:
     """Sizes of one forward pass. n_seq counts clustered MSA rows (template torsion rows are added
     when the preset embeds templates). world: DAP ranks (model/dap.py); the memory model is then
     one rank's: its row / column shards of the pair and MSAs, the gathered biases and the
-    triangle-multiplication stream buffers, chunks counting the rank's rows."""
+    triangle-multiplication collective buffers, chunks counting the rank's rows."""
 
     n_res: int
     n_seq: int = 508
