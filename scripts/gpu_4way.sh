@@ -17,7 +17,7 @@
 #                    probes with expandable segments, N=1,200 at several budgets, all kernel GPU
 #                    tests, a by-module profile and the fused tri-mul projections A/B at N=1,024; G (carry .dev2) DAP's longest N on 2 GPUs and shorter probes; H (carry
 #                    .dev3) the pipeline with run-wide shard numbers on 16 and 64 cores.
-#   I, J:            session 4's plan for a second 4-GPU lease (not lent: K, L ran instead on 2 GPUs).
+#   J:               DAP on 1, 2 and 4 GPUs after the tri-mul change (4-GPU kind not lent again in session 4).
 #   K, L (2 GPUs):   the CUDA fixtures with the fused projections, N=1,200 budgets, the bf16 probe; DAP 1 vs 2.
 #   M:               next: the 80 GB probes, a whole call each.
 set -uo pipefail
@@ -37,6 +37,10 @@ job() {  # job NAME GPUS CORES LIMIT CMD...: run in the background, log to $RES/
   ( export CUDA_VISIBLE_DEVICES=$gpus OUT="$RES/$name"; mkdir -p "$OUT"
     timeout "$limit" taskset -c "$cores" "$@" > "$RES/$name.log" 2>&1
     echo "[$name] exit $? after $(( $(date +%s) - START )) s" >> "$RES/$name.log" ) &
+}
+probe() {  # probe GPU CORES LIMIT PRECISION N: the 80 GB memory probe (one block per stack, capped allocator)
+  job probe_$4_$5 "$1" "$2" "$3" python3 -m fastfold_cli bench --lengths "$5" --precision "$4" --backend triton \
+    --probe-blocks 1 --max-memory 77 --no-warmup --json "$RES/probe_$4_$5.json"
 }
 G='"n_res": [0-9]*\|"path": "[a-z]*"\|"predicted_peak_gib": [0-9.]*\|"peak_allocated_gib": [0-9.]*\|"probe_seconds": [0-9.]*\|"seconds": [0-9.]*\|"error": "[^"]*"'
 case "$call" in
@@ -96,16 +100,14 @@ D)  # after the int64-offset fix: the kernel GPU tests, then the 80 GB probes ag
   ;;
 E)  # where the 80 GB probes run out (per-module peaks, the allocator's message), and shorter lengths
   for a in "0 0-15 bf16 12000" "1 16-31 fp32 9000" "2 32-47 bf16 10000" "3 48-63 fp32 7500"; do set -- $a
-    job probe_$3_$4 $1 $2 ${LIMIT:-340} python3 -m fastfold_cli bench --lengths $4 --precision $3 --backend triton \
-      --probe-blocks 1 --max-memory 77 --no-warmup --json "$RES/probe_$3_$4.json"
+    probe $1 $2 ${LIMIT:-340} $3 $4
   done
   wait
   ;;
 F)  # session 4, call 1 (carry .dev1): CUDA fixtures first, the 80 GB probes with expandable segments,
     # N=1,200 at several budgets, all kernel GPU tests, a by-module profile, the fused tri-mul A/B
   for a in "0 0-15 bf16 12000" "1 16-31 fp32 9000"; do set -- $a
-    job probe_$3_$4 $1 $2 540 python3 -m fastfold_cli bench --lengths $4 --precision $3 --backend triton \
-      --probe-blocks 1 --max-memory 77 --no-warmup --json "$RES/probe_$3_$4.json"
+    probe $1 $2 540 $3 $4
   done
   job mem1200 2 32-47 540 bash -c "for a in 'fp32 3.5' 'fp32 3.3' 'bf16 2.3' 'bf16 2.1'; do set -- \$a;
     timeout 130 python3 -m fastfold_cli bench --lengths 1200 --precision \$1 --backend triton --recycles 0 \
@@ -124,8 +126,7 @@ G)  # call 2 (carry .dev2): DAP's longest N on 2 GPUs (ranks capped); DAP per-mo
     --backend triton --lengths ${G_DAP:-12500} --max-memory 77 --no-breakdown --json "$RES/dap2_probe.json"
   if [ -n "${G_PROBES:-}" ]; then
     for a in "2 32-47 bf16 ${G_BF16:-11000}" "3 48-63 fp32 ${G_FP32:-8000}"; do set -- $a
-      job probe_$3_$4 $1 $2 540 python3 -m fastfold_cli bench --lengths $4 --precision $3 --backend triton \
-        --probe-blocks 1 --max-memory 77 --no-warmup --json "$RES/probe_$3_$4.json"
+      probe $1 $2 540 $3 $4
     done
   else
     job dap_modules 2,3 32-63 540 bash -c "CUDA_VISIBLE_DEVICES=2 python3 -m model.dap_bench --world 1 --n-res 2048 \
@@ -147,23 +148,7 @@ H)  # call 3 (carry .dev3): the pipeline with run-wide shard numbers, 16 cores a
     --json "$RES/pipeline64_monomer.json"
   wait
   ;;
-I)  # session 4, call 4 (no carry): after the chunk-output fix and with the fused projections on: the
-    # 80 GB probes (fp32 storage probed in tf32: the same tensors, faster GEMMs), CUDA fixtures, N=1,200,
-    # N=1,024 fused vs unfused
-  job probe_bf16_12000 0 0-15 ${LIMIT:-380} python3 -m fastfold_cli bench --lengths 12000 --precision bf16 \
-    --backend triton --probe-blocks 1 --max-memory 77 --no-warmup --json "$RES/probe_bf16_12000.json"
-  job probe_tf32_9000 1 16-31 ${LIMIT:-380} python3 -m fastfold_cli bench --lengths 9000 --precision tf32 \
-    --backend triton --probe-blocks 1 --max-memory 77 --no-warmup --json "$RES/probe_tf32_9000.json"
-  job verify 2 32-47 ${LIMIT:-380} bash -c "python3 scripts/check_fixtures.py --device cuda --precision fp32 bf16 \
-      --backend torch triton --json $RES/fixtures_cuda.json 2>&1 | tail -9;
-    for a in 'fp32 3.7' 'bf16 2.3' 'fp32 3.6'; do set -- \$a;
-    timeout 110 python3 -m fastfold_cli bench --lengths 1200 --precision \$1 --backend triton --recycles 0 \
-      --max-memory \$2 --no-breakdown --no-warmup --json $RES/mem1200_\$1_\$2.json 2>&1 | tail -2; done"
-  job fused 3 48-63 ${LIMIT:-380} python3 -m fastfold_cli bench --lengths 1024 --precision bf16 --backend triton \
-    --compare fused --json "$RES/bench_1024_fused.json"
-  wait
-  ;;
-J)  # call 5: DAP N=2,048 bf16 after the tri-mul change: 1 GPU beside 2 GPUs, then 4 GPUs
+J)  # next 4-GPU lease: DAP N=2,048 bf16 after the tri-mul change: 1 GPU beside 2 GPUs, then 4 GPUs
   job dap1 0 0-15 200 python3 -m model.dap_bench --world 1 --n-res 2048 --precision bf16 --backend triton \
     --json "$RES/dap_1.json"
   job dap2 1,2 16-47 200 python3 -m model.dap_bench --world 2 --n-res 2048 --precision bf16 --backend triton \
@@ -175,8 +160,7 @@ J)  # call 5: DAP N=2,048 bf16 after the tri-mul change: 1 GPU beside 2 GPUs, th
   ;;
 K)  # the same on a 2-GPU machine (32 cores), call 1: the bf16 80 GB probe; CUDA fixtures with the fused
     # projections on, then N=1,200 fp32 / bf16 within a budget
-  job probe_bf16_12000 0 0-15 ${LIMIT:-360} python3 -m fastfold_cli bench --lengths 12000 --precision bf16 \
-    --backend triton --probe-blocks 1 --max-memory 77 --no-warmup --json "$RES/probe_bf16_12000.json"
+  probe 0 0-15 ${LIMIT:-360} bf16 12000
   job verify 1 16-31 ${LIMIT:-360} bash -c "python3 scripts/check_fixtures.py --device cuda --precision fp32 bf16 \
       --backend torch triton --json $RES/fixtures_cuda.json 2>&1 | tail -9;
     for a in 'fp32 3.7' 'bf16 2.3' 'fp32 3.6'; do set -- \$a;
@@ -194,13 +178,11 @@ L)  # 2-GPU machine, call 2: DAP N=2,048 bf16 after the tri-mul change, 1 GPU th
   ;;
 M)  # next session, call 1 (any kind with >= 2 GPUs): the 80 GB probes with a whole call each (bf16 12,000;
     # fp32 storage at 9,000 probed in tf32: the same tensors and bytes, faster GEMMs; say so)
-  job probe_bf16_12000 0 0-15 ${LIMIT:-580} python3 -m fastfold_cli bench --lengths 12000 --precision bf16 \
-    --backend triton --probe-blocks 1 --max-memory 77 --no-warmup --json "$RES/probe_bf16_12000.json"
-  job probe_tf32_9000 1 16-31 ${LIMIT:-580} python3 -m fastfold_cli bench --lengths 9000 --precision tf32 \
-    --backend triton --probe-blocks 1 --max-memory 77 --no-warmup --json "$RES/probe_tf32_9000.json"
+  probe 0 0-15 ${LIMIT:-580} bf16 12000
+  probe 1 16-31 ${LIMIT:-580} tf32 9000
   wait
   ;;
-*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|I|J|K|L|M" >&2; exit 2 ;;
+*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M" >&2; exit 2 ;;
 esac
 for f in "$RES"/*.log; do echo "== $f"; grep -v "^\s*$" "$f" | grep -v "^  entry" | tail -14 | cut -c1-400; done
 for f in "$RES"/*.json "$RES"/*/*.json; do [ -f "$f" ] && { echo "== $f"; grep -o "$G" "$f" | tr '\n' ' ' | cut -c1-900; echo; }; done
