@@ -90,6 +90,13 @@ class ModuleTimer:
             h.remove()
 
 
+def peak_allocated(timer: Optional[ModuleTimer]) -> int:
+    """Peak CUDA bytes allocated since the last reset. A module timer resets the allocator's peak
+    after each module, so the run's peak is then the largest it saw."""
+    seen = max(timer.peaks.values()) if (timer and timer.peaks) else 0
+    return max(torch.cuda.max_memory_allocated(), seen)
+
+
 def bench_one(model: AlphaFold, n_res: int, *, precision: str, backend: str = "torch", n_seq: int = 508,
               n_extra: int = 5120, n_templ: int = 4, recycles: int = 3, plain: bool = False,
               max_memory: Optional[float] = None, breakdown: bool = True, warmup: bool = True,
@@ -168,9 +175,7 @@ def bench_one(model: AlphaFold, n_res: int, *, precision: str, backend: str = "t
     row.update({pre + "seconds": t1 - t0, pre + "seconds_per_pass": passes, pre + "heads_seconds": t1 - marks[-1],
                 "mean_plddt": float(out["plddt"].mean())})
     if cuda:
-        # The module timer resets the peak after each module: the run's peak is the largest seen.
-        seen = max(timer.peaks.values()) if (timer and timer.peaks) else 0
-        row["peak_allocated_gib"] = max(torch.cuda.max_memory_allocated(), seen) / GB
+        row["peak_allocated_gib"] = peak_allocated(timer) / GB
         row["peak_reserved_gib"] = torch.cuda.max_memory_reserved() / GB
     if probe_blocks is None:  # the FLOP model is the full network's
         flops = af2_flops(n_res, n_seq + row["n_templ"], n_extra, row["n_templ"], recycles + 1)

@@ -131,7 +131,10 @@ def reduce_scatter_async(shard: ShardSpec, x: torch.Tensor, out: torch.Tensor) -
     (rank r's at rows r*q:(r+1)*q); `out` [q, ...] (contiguous) receives the sum over ranks of this
     rank's block. x stays referenced until `wait()`, which returns out."""
     work = _reduce_scatter_single(out, x, group=shard.group, async_op=True)
-    return _Pending(work, lambda: (x, out)[1])
+
+    def finish(contributions=x):  # holds x until the collective is done
+        return out
+    return _Pending(work, finish)
 
 
 class _Pending:

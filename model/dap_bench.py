@@ -31,7 +31,7 @@ def bench_rank(shard, preset: str, n_res: int, precision: str, backend: str, rec
     network's, its time is not (reported as probe_seconds). memory_cap: bytes this rank's CUDA
     allocator may hold (`bench --max-memory` on a larger card), as for one GPU. breakdown: this
     rank's per-module CUDA time (model.benchmark.ModuleTimer), to see which modules scale with P."""
-    from model.benchmark import ModuleTimer, af2_flops, cap_allocator, make_bench_model
+    from model.benchmark import ModuleTimer, af2_flops, cap_allocator, make_bench_model, peak_allocated
     from model.config import Runtime
     from model.planner import GB
     from model.random_params import random_features
@@ -88,9 +88,7 @@ def bench_rank(shard, preset: str, n_res: int, precision: str, backend: str, rec
     row.update({pre + "seconds": t1 - t0, pre + "seconds_per_pass": [b - a for a, b in zip([t0] + marks[:-1], marks)],
                 pre + "heads_seconds": t1 - marks[-1], "mean_plddt": float(out["plddt"].mean())})
     if cuda:
-        # The module timer resets the peak after each module: the run's peak is the largest seen.
-        seen = max(timer.peaks.values()) if (timer and timer.peaks) else 0
-        row["peak_allocated_gib"] = max(torch.cuda.max_memory_allocated(), seen) / GB
+        row["peak_allocated_gib"] = peak_allocated(timer) / GB
         row["peak_reserved_gib"] = torch.cuda.max_memory_reserved() / GB
     if timer:
         row["modules_seconds"] = timer.totals()

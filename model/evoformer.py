@@ -261,14 +261,13 @@ class TriangleMultiplication(nn.Module):
                 del x2d
             a, b = ab[0], ab[1]
             # Channel-batched GEMMs: the N^3 contraction stays in cuBLAS.
-            if not dap.active(sh):
-                if self.outgoing:   # p[i,j] = sum_k a[i,k] b[j,k]
-                    torch.matmul(a, b.transpose(1, 2), out=p[c0:c1])
-                else:               # p[i,j] = sum_k a[k,j] b[k,i]
-                    torch.matmul(b.transpose(1, 2), a, out=p[c0:c1])
-                del ab, a, b
-                continue
-            nxt = self._contract_dap(sh, a, b, p, c0, c1)
+            nxt = None
+            if dap.active(sh):
+                nxt = self._contract_dap(sh, a, b, p, c0, c1)
+            elif self.outgoing:   # p[i,j] = sum_k a[i,k] b[j,k]
+                torch.matmul(a, b.transpose(1, 2), out=p[c0:c1])
+            else:                 # p[i,j] = sum_k a[k,j] b[k,i]
+                torch.matmul(b.transpose(1, 2), a, out=p[c0:c1])
             del ab, a, b
             if in_flight is not None:
                 in_flight()
