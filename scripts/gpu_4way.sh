@@ -182,7 +182,19 @@ M)  # next session, call 1 (any kind with >= 2 GPUs): the 80 GB probes with a wh
   probe 1 16-31 ${LIMIT:-580} tf32 9000
   wait
   ;;
-*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M" >&2; exit 2 ;;
+N)  # session 5, call 1 (4 GPUs): M's two probes on GPUs 0/1; beside them, per-module DAP times after
+    # the tri-mul change (1 GPU, then 2) on GPUs 2-3 and the kernel micro-benchmark on GPU 3
+  probe 0 0-15 ${LIMIT:-570} bf16 12000
+  probe 1 16-31 ${LIMIT:-570} tf32 9000
+  job dap_modules1 2 32-47 200 python3 -m model.dap_bench --world 1 --n-res 2048 --precision bf16 \
+    --backend triton --recycles 1 --breakdown --json "$RES/dap_modules_1.json"; p1=$!
+  job kbench 3 48-63 200 python3 scripts/kernel_bench.py --budget 180 --json "$RES/kernel_bench.json"; p2=$!
+  wait $p1 $p2
+  job dap_modules2 2,3 32-63 250 python3 -m model.dap_bench --world 2 --n-res 2048 --precision bf16 \
+    --backend triton --recycles 1 --breakdown --json "$RES/dap_modules_2.json"
+  wait
+  ;;
+*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N" >&2; exit 2 ;;
 esac
 for f in "$RES"/*.log; do echo "== $f"; grep -v "^\s*$" "$f" | grep -v "^  entry" | tail -14 | cut -c1-400; done
 for f in "$RES"/*.json "$RES"/*/*.json; do [ -f "$f" ] && { echo "== $f"; grep -o "$G" "$f" | tr '\n' ' ' | cut -c1-900; echo; }; done
