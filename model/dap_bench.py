@@ -92,6 +92,7 @@ def bench_rank(shard, preset: str, n_res: int, precision: str, backend: str, rec
         row["peak_reserved_gib"] = torch.cuda.max_memory_reserved() / GB
     if timer:
         row["modules_seconds"] = timer.totals()
+        row["modules_peak_gib"] = {k: v / GB for k, v in sorted(timer.peaks.items(), key=lambda kv: -kv[1])}
         timer.close()
     if not probe_blocks:
         row["tflops_total"] = af2_flops(n_res, n_seq + n_templ, n_extra, n_templ, recycles + 1) / (t1 - t0) / 1e12

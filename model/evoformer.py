@@ -228,30 +228,22 @@ class TriangleMultiplication(nn.Module):
         Memory: the product p [c, N, N] is the only full-size temporary; the gated projections a, b
         are formed `rt.chunk("tri_mul")` channels at a time from row blocks of LN(z)
         (`tri_mul_rows`), and the output stage runs in the same row blocks, in place if allowed.
-
-        DAP (neither direction moves the pair to the column shard): this rank's rows of z give
-        a and b for those rows, and its rows of p are updated.
-        - outgoing, p[i,j] = sum_k a[i,k] b[j,k]: the local rows i need b for every j; each piece
-          of channels of b is all-gathered ([P*c', N/P, N]) and multiplied block by block.
-        - incoming, p[i,j] = sum_k a[k,j] b[k,i]: the local rows are k; this rank forms its partial
-          sum over its k for every (i, j) and a reduce-scatter leaves each rank the sum for its rows i.
-        Channels go in pieces of ceil(chunk / P): the collective of piece t runs while piece t+1
-        is projected (and, outgoing, piece t-1 multiplied), and no rank holds a gathered [c, N, N]."""
+        DAP: `_forward_dap`."""
         sh = rt.shard
         if rt.offload_pair and rt.inplace and not dap.active(sh) and owns_storage(z):
             return self._forward_offloaded(z, pair_mask, rt)
+        if dap.active(sh):
+            return self._forward_dap(z, pair_mask, rt)
         n, n_all, dt = z.shape[0], z.shape[1], z.dtype
         norm_in, norm_center, sides = self._weights()
         c = sides[0][0].shape[1]
         cc = rt.chunk("tri_mul") or c
-        piece = -(-cc // dap.world(sh))
         rows = tri_mul_rows(n, rt.chunk("tri_mul"))
         gated_backend = rt.backend if rt.fused_tri_mul else "torch"
-        mask = dap.mask_weights(sh, dap.scatter(sh, pair_mask, 0)).to(dt)  # [n, N]
+        mask = pair_mask.to(dt)  # [N, N]
         p = z.new_empty(c, n, n_all)
-        in_flight = None  # finishes the previous piece's collective
-        for c0 in range(0, c, piece):
-            c1 = min(c, c0 + piece)
+        for c0 in range(0, c, cc):
+            c1 = min(c, c0 + cc)
             ab = z.new_empty(2, c1 - c0, n, n_all)
             for r0 in range(0, n, rows):
                 r1 = min(n, r0 + rows)
@@ -261,49 +253,115 @@ class TriangleMultiplication(nn.Module):
                 del x2d
             a, b = ab[0], ab[1]
             # Channel-batched GEMMs: the N^3 contraction stays in cuBLAS.
-            nxt = None
-            if dap.active(sh):
-                nxt = self._contract_dap(sh, a, b, p, c0, c1)
-            elif self.outgoing:   # p[i,j] = sum_k a[i,k] b[j,k]
+            if self.outgoing:   # p[i,j] = sum_k a[i,k] b[j,k]
                 torch.matmul(a, b.transpose(1, 2), out=p[c0:c1])
-            else:                 # p[i,j] = sum_k a[k,j] b[k,i]
+            else:               # p[i,j] = sum_k a[k,j] b[k,i]
                 torch.matmul(b.transpose(1, 2), a, out=p[c0:c1])
             del ab, a, b
-            if in_flight is not None:
-                in_flight()
-            in_flight = nxt
-        if in_flight is not None:
-            in_flight()
         target = z if rt.inplace else torch.empty_like(z)
         for r0 in range(0, n, rows):
             r1 = min(n, r0 + rows)
-            upd = self._output(p[:, r0:r1], z[r0:r1], norm_in, norm_center, rt)
-            if rt.inplace:
-                target[r0:r1] += upd
-            else:
-                torch.add(z[r0:r1], upd, out=target[r0:r1])
-            del upd
-        del p
+            self._update_rows(target, z, p[:, r0:r1], r0, r1, norm_in, norm_center, rt)
         return target
 
-    def _contract_dap(self, sh, a: torch.Tensor, b: torch.Tensor, p: torch.Tensor, c0: int, c1: int):
-        """Start the DAP contraction of one piece of channels (a, b: [c', n, N], this rank's rows);
-        returns the function that completes it into p[c0:c1] ([c', n, N], this rank's rows i)."""
-        n, world = a.shape[1], sh.world
-        if self.outgoing:
-            pending = dap.all_gather_async(sh, b)
+    def _update_rows(self, target: torch.Tensor, z: torch.Tensor, p_rows: torch.Tensor, r0: int, r1: int,
+                     norm_in: LayerNorm, norm_center: LayerNorm, rt: Runtime):
+        """target[r0:r1] = z[r0:r1] + the output stage of p_rows [c, r1-r0, N] (target may be z)."""
+        upd = self._output(p_rows, z[r0:r1], norm_in, norm_center, rt)
+        if rt.inplace:
+            target[r0:r1] += upd
+        else:
+            torch.add(z[r0:r1], upd, out=target[r0:r1])
 
-            def finish():
-                every_b = pending.wait().unflatten(0, (world, c1 - c0))  # [P, c', n, N]: rank r's rows j
-                for r in range(world):
-                    p[c0:c1, :, r * n:(r + 1) * n] = torch.matmul(a, every_b[r].transpose(1, 2))
-            return finish
-        # partial[r] = this rank's sum over its k for rank r's rows i: b[k, i]^T a[k, j]
-        partial = a.new_empty(world, c1 - c0, n, a.shape[2])
-        for r in range(world):
-            torch.matmul(b[:, :, r * n:(r + 1) * n].transpose(1, 2), a, out=partial[r])
-        pending = dap.reduce_scatter_async(sh, partial.view(-1, n, a.shape[2]), p[c0:c1])  # rows of p: contiguous
-        return pending.wait
+    def _forward_dap(self, z: torch.Tensor, pair_mask: torch.Tensor, rt: Runtime) -> torch.Tensor:
+        """The DAP schedule: z is this rank's row shard [n = N/P, N, C_z]; neither direction moves
+        the pair to the column shard. The collectives go in row blocks (`dap_rows`), at most two
+        in flight, each overlapped with the next block's work:
+
+        - outgoing, p[i,j] = sum_k a[i,k] b[j,k] (i: this rank's rows): a is formed for all local
+          rows first; then b block by block: block t of every rank's rows is all-gathered
+          ([P, c, q, N]) while block t+1 is projected and block t-1 multiplied into p's columns.
+        - incoming, p[i,j] = sum_k a[k,j] b[k,i] (k: this rank's rows): a and b are formed first;
+          then for output block t this rank's partial sums over its k for block t of every rank's
+          rows ([P, c, q, N]) are reduce-scattered while block t+1's partial sums are formed and
+          block t-1's output stage updates z (its rows' product is complete). With channel pieces
+          (a memory budget) the blocks land in p and the output stage runs at the end.
+
+        No rank ever holds a gathered [c, N, N]; every rank forms LN(z) once per side."""
+        sh = rt.shard
+        world = sh.world
+        n, n_all, dt = z.shape[0], z.shape[1], z.dtype
+        norm_in, norm_center, sides = self._weights()
+        c = sides[0][0].shape[1]
+        cc = rt.chunk("tri_mul") or c
+        rows = tri_mul_rows(n, rt.chunk("tri_mul"))
+        q = dap_rows(n, rt.chunk("tri_mul"))
+        gated_backend = rt.backend if rt.fused_tri_mul else "torch"
+        mask = dap.mask_weights(sh, dap.scatter(sh, pair_mask, 0)).to(dt)  # [n, N]
+        blocks = [(r0, min(n, r0 + q)) for r0 in range(0, n, q)]
+
+        def project(out, side_list, c0, c1, r0, r1):
+            x2d = norm_in(z[r0:r1], rt.backend).reshape(-1, z.shape[-1])  # [r*N, C_z]
+            for o, side in zip(out, side_list):
+                _gated(x2d, sides[side], c0, c1, mask[r0:r1], out=o, backend=gated_backend)
+
+        target = z if rt.inplace else torch.empty_like(z)
+        direct = not self.outgoing and cc >= c  # incoming, one piece: the output stage per block
+        p = None if direct else z.new_empty(c, n, n_all)
+        for c0 in range(0, c, cc):
+            c1 = min(c, c0 + cc)
+            w = c1 - c0
+            pending = []
+            if self.outgoing:
+                a = z.new_empty(w, n, n_all)
+                for r0 in range(0, n, rows):
+                    r1 = min(n, r0 + rows)
+                    project([a[:, r0:r1]], [0], c0, c1, r0, r1)
+
+                def done(r0, r1, work):  # p[:, i, j] for j in block (r0, r1) of every rank's rows
+                    every_b = work.wait().unflatten(0, (world, w))  # [P, w, q, N]
+                    for r in range(world):
+                        p[c0:c1, :, r * n + r0:r * n + r1] = torch.matmul(a, every_b[r].transpose(1, 2))
+                for r0, r1 in blocks:
+                    b_blk = z.new_empty(w, r1 - r0, n_all)
+                    project([b_blk], [1], c0, c1, r0, r1)
+                    pending.append((r0, r1, dap.all_gather_async(sh, b_blk)))
+                    del b_blk
+                    if len(pending) == 2:
+                        done(*pending.pop(0))
+                while pending:
+                    done(*pending.pop(0))
+                del a
+                continue
+            ab = z.new_empty(2, w, n, n_all)
+            for r0 in range(0, n, rows):
+                r1 = min(n, r0 + rows)
+                project([ab[0, :, r0:r1], ab[1, :, r0:r1]], [0, 1], c0, c1, r0, r1)
+            a, b = ab[0], ab[1]
+
+            def done(r0, r1, work):
+                blk = work.wait()  # [w, q, N]: the summed product of this rank's rows r0:r1
+                if direct:
+                    self._update_rows(target, z, blk, r0, r1, norm_in, norm_center, rt)
+                else:
+                    p[c0:c1, r0:r1] = blk
+            for r0, r1 in blocks:
+                partial = a.new_empty(world, w, r1 - r0, n_all)
+                for r in range(world):  # rank r's rows i: b[k, i]^T a[k, j] over this rank's k
+                    torch.matmul(b[:, :, r * n + r0:r * n + r1].transpose(1, 2), a, out=partial[r])
+                pending.append((r0, r1, dap.reduce_scatter_async(sh, partial.view(world * w, r1 - r0, n_all),
+                                                                  a.new_empty(w, r1 - r0, n_all))))
+                del partial
+                if len(pending) == 2:
+                    done(*pending.pop(0))
+            while pending:
+                done(*pending.pop(0))
+            del ab, a, b
+        if not direct:
+            for r0 in range(0, n, rows):
+                r1 = min(n, r0 + rows)
+                self._update_rows(target, z, p[:, r0:r1], r0, r1, norm_in, norm_center, rt)
+        return target
 
     def _output(self, p_rows: torch.Tensor, z_rows: torch.Tensor, norm_in: LayerNorm, norm_center: LayerNorm,
                 rt: Runtime) -> torch.Tensor:
@@ -388,6 +446,13 @@ def tri_mul_rows(n: int, chunk) -> int:
     fraction of the pair, never several pairs (model/planner.py counts them), and the blocks stay
     large enough that launch overhead does not dominate."""
     return max(1, min(n, 4 * chunk)) if chunk else max(1, -(-n // 4))
+
+
+def dap_rows(n: int, chunk) -> int:
+    """Row block of one collective of DAP triangle multiplication (`_forward_dap`): at most the
+    projection's row block and about n/8 (at least 64 rows), so that the collectives of eight or
+    more blocks pipeline with the work on their neighbours while each GEMM stays large."""
+    return max(1, min(tri_mul_rows(n, chunk), max(64, -(-n // 8))))
 
 
 class TriangleAttention(nn.Module):

@@ -133,7 +133,7 @@ def transient_bytes(op: str, chunk: Optional[int], p: Problem, stack: str = "mai
     (ATT_ROW blocks per row of an attention chunk, TRANSITION_ROW per row of a transition chunk, 2 outer-product
     copies in the OPM) are those measured with `fastfold bench` per-module peaks on an H200,
     2026-11-28 (docs/BENCHMARKS.md, "Memory planner")."""
-    from model.evoformer import tri_mul_rows
+    from model.evoformer import dap_rows, tri_mul_rows
 
     n, t = p.n_res, p.n_templ
     b, cz = p.b, p.c_z
@@ -157,17 +157,24 @@ def transient_bytes(op: str, chunk: Optional[int], p: Problem, stack: str = "mai
         cc = _ceil(c, chunk)
         r = tri_mul_rows(nl, chunk)
         prod = c * nl * n * b
-        if dap:
-            # pieces of q = cc/P channels: this piece's a, b and the previous one's (outgoing keeps
-            # a until its gathered b arrives), plus two pieces' collective buffers ([P*q, N/P, N]
-            # gathered b, or the partial sums being reduce-scattered). No shard switch.
-            q = -(-cc // p.world)
-            ab = (4 * q + 2 * p.world * q) * nl * n * b
-        else:
-            ab = 2 * cc * nl * n * b
         proj_stage = r * n * (cz + cc) * b
-        out_stage = r * n * max(c * (8 if b == 2 else 4), c * b + 3 * cz * b)
-        return prod + max(ab + proj_stage, out_stage)
+
+        def out_stage(rows_):
+            return rows_ * n * max(c * (8 if b == 2 else 4), c * b + 3 * cz * b)
+        if not dap:
+            return prod + max(2 * cc * nl * n * b + proj_stage, out_stage(r))
+        # DAP (`TriangleMultiplication._forward_dap`): collectives in row blocks of q, two in flight
+        # ([P, cc, q, N] gathered b or partial sums each), no shard switch. Outgoing: p, a, the
+        # block of b and its LN, the two gathered blocks, one matmul result [cc, n, q]. Incoming:
+        # a and b, two partial-sum blocks and their reduce-scattered [cc, q, N]; p only with channel
+        # pieces, else each block's output stage runs as its sum arrives.
+        q = dap_rows(nl, chunk)
+        direct = cc >= c
+        two = 2 * p.world * cc * q * n * b
+        outgoing = prod + cc * nl * n * b + max(proj_stage, two + cc * q * n * b + q * n * cz * b + cc * nl * q * b)
+        incoming = (0 if direct else prod) + 2 * cc * nl * n * b + max(
+            proj_stage, two + 2 * cc * q * n * b + (out_stage(q) if direct else 0))
+        return max(outgoing, incoming, prod + out_stage(r))
     if op == "tri_att":
         h = 4
         bias = h * n * n * b  # while it is formed: [N, N, H] and its contiguous [H, N, N] copy

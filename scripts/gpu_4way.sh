@@ -194,7 +194,24 @@ N)  # session 5, call 1 (4 GPUs): M's two probes on GPUs 0/1; beside them, per-m
     --backend triton --recycles 1 --breakdown --json "$RES/dap_modules_2.json"
   wait
   ;;
-*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N" >&2; exit 2 ;;
+P)  # session 5, call 3 (4 GPUs), after the row-block DAP tri-mul schedule: the NCCL self-checks on 2
+    # and 4 ranks, then J's 1 | 2 and 4 GPUs, then per-module times and peaks on 4 GPUs
+  job check2 0,1 0-31 150 python3 -m model.dap_check --world 2
+  job check4 0,1,2,3 32-63 150 python3 -m model.dap_check --world 4 --n-res 61 --precision fp32
+  wait
+  job dap1 0 0-15 200 python3 -m model.dap_bench --world 1 --n-res 2048 --precision bf16 --backend triton \
+    --json "$RES/dap_1.json"
+  job dap2 1,2 16-47 200 python3 -m model.dap_bench --world 2 --n-res 2048 --precision bf16 --backend triton \
+    --json "$RES/dap_2.json"
+  wait
+  job dap4 0,1,2,3 0-63 150 python3 -m model.dap_bench --world 4 --n-res 2048 --precision bf16 \
+    --backend triton --json "$RES/dap_4.json"
+  wait
+  job dap_modules4 0,1,2,3 0-63 150 python3 -m model.dap_bench --world 4 --n-res 2048 --precision bf16 \
+    --backend triton --recycles 1 --breakdown --json "$RES/dap_modules_4.json"
+  wait
+  ;;
+*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P" >&2; exit 2 ;;
 esac
 for f in "$RES"/*.log; do echo "== $f"; grep -v "^\s*$" "$f" | grep -v "^  entry" | tail -14 | cut -c1-400; done
 for f in "$RES"/*.json "$RES"/*/*.json; do [ -f "$f" ] && { echo "== $f"; grep -o "$G" "$f" | tr '\n' ' ' | cut -c1-900; echo; }; done
