@@ -3,5 +3,6 @@
 from kernels.attention import attention
 from kernels.gated_projection import gated_projection
 from kernels.layer_norm import layer_norm
+from kernels.opm_projection import opm_projection
 
-__all__ = ["attention", "gated_projection", "layer_norm"]
+__all__ = ["attention", "gated_projection", "layer_norm", "opm_projection"]

@@ -9,6 +9,7 @@ mean, then centred variance, which is as accurate as the reference's).
 from __future__ import annotations
 
 import functools
+import math
 from typing import Optional
 
 import torch
@@ -19,9 +20,9 @@ MAX_CHANNELS = 4096
 
 
 @triton.jit
-def _layer_norm_kernel(X, W, B, Y, R, sx, sy, sxc, syc, eps,
+def _layer_norm_kernel(X, W, B, Y, R, sx, sy, sxc, syc, eps, R_IN, sxo,
                        C: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr,
-                       BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, WIDE: tl.constexpr):
+                       BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, WIDE: tl.constexpr, SPLIT: tl.constexpr):
     pid = tl.program_id(0)
     rows = pid.to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)  # int64: R * C exceeds 2**31 at N=4096
     cols = tl.arange(0, BLOCK_C)
@@ -33,7 +34,11 @@ def _layer_norm_kernel(X, W, B, Y, R, sx, sy, sxc, syc, eps,
         msk = (rows < R)[:, None] & (cols < C)[None, :]
     # sxc/syc: channel strides, 1 for [*, C] rows (Triton specialises 1, keeping loads vectorised);
     # the position count for a channel-major [C, P] tensor, whose rows are then its positions.
-    x = tl.load(X + rows[:, None] * sx + cols[None, :] * sxc, mask=msk, other=0.0).to(tl.float32)
+    if SPLIT:  # rows of x are (outer, inner) pairs with two strides: a transposed view, read in place
+        xrow = (rows // R_IN) * sxo + (rows % R_IN) * sx
+    else:
+        xrow = rows * sx
+    x = tl.load(X + xrow[:, None] + cols[None, :] * sxc, mask=msk, other=0.0).to(tl.float32)
     mean = tl.sum(x, axis=1) / C
     xc = x - mean[:, None]
     if C != BLOCK_C:
@@ -77,17 +82,50 @@ def layer_norm(x: torch.Tensor, weight: Optional[torch.Tensor], bias: Optional[t
         _launch(x2.t(), y.t(), weight, bias, eps, config, channel_major=True)
         return y.reshape(x.shape)
     c = x.shape[-1]
+    y = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    split = _two_strides(x) if c > 1 and x.dim() > 2 and x.stride(-1) == 1 else None
+    if split is not None:  # e.g. z.transpose(0, 1) [N_j, N_i, C]: no contiguous copy first
+        (_, s_out), (r_in, s_in) = split
+        _launch(x, y.view(-1, c), weight, bias, eps, config, split=(r_in, s_in, s_out))
+        return y
     x2 = x.reshape(-1, c)  # a view whenever the leading dims can be flattened
     if c > 1 and x2.stride(-1) != 1:
         x2 = x2.contiguous()
-    y = torch.empty((x2.shape[0], c), dtype=x.dtype, device=x.device)
-    _launch(x2, y, weight, bias, eps, config)
-    return y.reshape(x.shape)
+    _launch(x2, y.view(-1, c), weight, bias, eps, config)
+    return y
 
 
-def _launch(x2, y, weight, bias, eps, config, channel_major: bool = False):
-    """Normalise the rows of x2 [R, C] into y [R, C] (either may be a transposed view)."""
-    r, c = x2.shape
+def _merged(sizes, strides):
+    """(size, stride) of dims that flatten into one strided axis, else None."""
+    dims = [(n, s) for n, s in zip(sizes, strides) if n != 1]
+    if not dims:
+        return 1, 0
+    for (n0, s0), (n1, s1) in zip(dims, dims[1:]):
+        if s0 != s1 * n1:
+            return None
+    return math.prod(sizes), dims[-1][1]
+
+
+def _two_strides(x: torch.Tensor):
+    """The leading dims of x [*, C] as ((outer count, stride), (inner count, stride)) when they do
+    not flatten into one strided axis but into two (a transposed view), else None."""
+    sizes, strides = x.shape[:-1], x.stride()[:-1]
+    if _merged(sizes, strides) is not None:
+        return None
+    for k in range(1, len(sizes)):
+        outer, inner = _merged(sizes[:k], strides[:k]), _merged(sizes[k:], strides[k:])
+        if outer is not None and inner is not None:
+            return outer, inner
+    return None
+
+
+def _launch(x2, y, weight, bias, eps, config, channel_major: bool = False, split=None):
+    """Normalise the rows of x2 [R, C] into y [R, C] (either may be a transposed view). split =
+    (rows_in, inner stride, outer stride): x2 is then any [*, C] tensor whose row r is at
+    (r // rows_in) * outer stride + (r % rows_in) * inner stride (channels contiguous)."""
+    r, c = y.shape
+    rows_in, sx, sxo = split if split else (1, x2.stride(0), 0)
+    sxc = 1 if split else x2.stride(1)
     if r == 0:
         return
     cfg = dict(default_config(c, x2.element_size(), x2.device.type == "cuda", channel_major))
@@ -96,8 +134,8 @@ def _launch(x2, y, weight, bias, eps, config, channel_major: bool = False):
     w = weight.contiguous() if weight is not None else x2
     b = bias.contiguous() if bias is not None else x2
     grid = (triton.cdiv(r, cfg["BLOCK_R"]),)
-    _layer_norm_kernel[grid](x2, w, b, y, r, x2.stride(0), y.stride(0), x2.stride(1), y.stride(1), float(eps),
+    _layer_norm_kernel[grid](x2, w, b, y, r, sx, y.stride(0), sxc, y.stride(1), float(eps), rows_in, sxo,
                              C=c, HAS_W=weight is not None, HAS_B=bias is not None,
                              BLOCK_R=cfg["BLOCK_R"], BLOCK_C=triton.next_power_of_2(c),
-                             WIDE=bool(cfg.get("wide", (c - 1) * max(abs(x2.stride(1)), abs(y.stride(1))) >= 2 ** 31)),
-                             num_warps=cfg["num_warps"])
+                             WIDE=bool(cfg.get("wide", (c - 1) * max(abs(sxc), abs(y.stride(1))) >= 2 ** 31)),
+                             SPLIT=split is not None, num_warps=cfg["num_warps"])

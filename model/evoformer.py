@@ -172,11 +172,10 @@ class OuterProductMean(nn.Module):
                 del left_c
                 outer = torch.matmul(left_t, right2d)  # [n*c, N*c]; only a row block of it is alive
                 del left_t
-                outer = outer.view(n, c, n_res, c).permute(0, 2, 1, 3).reshape(n, n_res, c * c)  # [n, N, c*c]
-                out = torch.addmm(self.output_b.to(m.dtype), outer.view(-1, c * c), w).view(n, n_res, -1)
-                del outer
-                norm = torch.einsum("abc,adc->bdc", mask_c, mask_j)
-                return out.div_(norm.add_(1e-3))
+                norm = torch.einsum("abc,adc->bdc", mask_c, mask_j)[..., 0].add_(1e-3)  # [n, N]
+                # (o @ W + b) / norm straight from the (i, a, j, b) layout (kernels.opm_projection;
+                # the reference permutes to [n, N, c*c] first)
+                return kernels.opm_projection(outer.view(n, c, n_res, c), w, self.output_b, norm, backend=rt.backend)
 
             chunked(rows, [m, mask_local], rt.chunk("opm"), dim=1, out_dim=0,
                     add_to=target[:, r * n_res:(r + 1) * n_res])

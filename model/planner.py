@@ -199,10 +199,12 @@ def transient_bytes(op: str, chunk: Optional[int], p: Problem, stack: str = "mai
     if op == "opm":
         # the whole right projection [S, N, 32] (DAP: + two streamed foreign blocks), then per row
         # block either LN(m) and the left projection [S, r, 32] with its transpose, or (later, the
-        # larger) the outer product [r, N, 32*32] and its permuted copy (DAP: [r, N/P, 32*32])
+        # larger) the outer product [r, N, 32*32] and the projection's output [r, N, C_z]; the
+        # reference projection also holds the outer product's permuted copy (DAP: N/P columns)
         right = depth * nl * 32 * b * (3 if dap else 1)
         cols = nl if dap else n  # DAP: one streamed block of columns j at a time
-        return right + rows * max(depth * (cm + 64) * b, cols * 2 * 1024 * b)
+        outer = (1 if fused else 2) * 1024 + cz
+        return right + rows * max(depth * (cm + 64) * b, cols * outer * b)
     if op == "template_att":
         if t == 0:
             return 0.0

@@ -75,6 +75,13 @@ def on_host(t: torch.Tensor):
         t.copy_(host)
 
 
+def _linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """x [*, K] @ w [K, M] + b [M] with the bias added in the GEMM's epilogue (one addmm over the
+    flattened rows; x is made contiguous only when its rows cannot be flattened as a view)."""
+    lead = x.shape[:-1]
+    return torch.addmm(b, x.reshape(-1, x.shape[-1]), w).view(*lead, w.shape[-1])
+
+
 class Linear(nn.Module):
     """y = x @ weights + bias. weights: [in, out] (AlphaFold layout); x: [*, in] -> [*, out]."""
 
@@ -87,7 +94,7 @@ class Linear(nn.Module):
         w = self.weights.to(x.dtype)
         if self.bias is None:
             return torch.matmul(x, w)
-        return torch.addmm(self.bias.to(x.dtype), x.reshape(-1, x.shape[-1]), w).reshape(*x.shape[:-1], w.shape[1])
+        return _linear(x, w, self.bias.to(x.dtype))
 
 
 class LayerNorm(nn.Module):
@@ -142,14 +149,15 @@ class Attention(nn.Module):
         del q, k, v  # not alive with the gate and output below: the peak is q, k, v, o in the kernel
         o = o.transpose(-2, -3)  # [*, Q, H, D_v]
         if self.gating_w is not None:
-            # In place: the gate [*, Q, H, D_v] is the only temporary besides o (was three more).
-            g = self._project(q_data, self.gating_w).transpose(-2, -3)
-            g.add_(self.gating_b.to(o.dtype))
-            o = o.mul_(torch.sigmoid_(g))
+            # The gate's bias is added by the GEMM (addmm epilogue, no extra pass over [*, Q, H, D_v]);
+            # in place: the gate is the only temporary besides o.
+            c, h, d = self.gating_w.shape
+            g = _linear(q_data, self.gating_w.to(o.dtype).reshape(c, h * d), self.gating_b.to(o.dtype).reshape(-1))
+            o = o.mul_(torch.sigmoid_(g).view(o.shape))
             del g
         h, d, c_out = self.output_w.shape
-        out = torch.matmul(o.reshape(*o.shape[:-2], h * d), self.output_w.to(o.dtype).reshape(h * d, c_out))
-        return out.add_(self.output_b.to(out.dtype))
+        return _linear(o.reshape(*o.shape[:-2], h * d), self.output_w.to(o.dtype).reshape(h * d, c_out),
+                       self.output_b.to(o.dtype))
 
 
 class GlobalAttention(nn.Module):

@@ -108,6 +108,18 @@ def test_layer_norm(compiled, dtype, c):
     assert rel_err(y, ref) < tol
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_layer_norm_transposed_view(compiled, dtype):
+    """Triangle attention's ending node: LN of a row chunk of z.transpose(0, 1), read in place."""
+    gen = torch.Generator(device="cuda").manual_seed(11)
+    z = (torch.randn(517, 517, 128, generator=gen, device="cuda") * 2 + 0.5).to(dtype)
+    w, b = torch.randn(128, generator=gen, device="cuda"), torch.randn(128, generator=gen, device="cuda")
+    x = z.transpose(0, 1)[100:333]
+    y = layer_norm_triton(x, w, b)
+    ref = layer_norm_reference(x.double(), w.double(), b.double())
+    assert y.is_contiguous() and rel_err(y, ref) < {torch.bfloat16: 8e-3, torch.float32: 1e-6}[dtype]
+
+
 def test_layer_norm_beyond_int32(compiled):
     rows = 2 ** 31 // 128 + 1000
     x = torch.randn(rows, 128, device="cuda", dtype=torch.bfloat16)
@@ -179,3 +191,33 @@ def test_gated_projection_channel_offsets_beyond_int32(compiled):
     assert rel_err(buf[:, 2].reshape(c, -1), (y * torch.sigmoid(y)).t()) < 8e-3
     assert buf[:, :2].abs().sum() == 0 and buf[:, 3:].abs().sum() == 0
     del buf
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_opm_projection(compiled, dtype):
+    """The outer product mean's projection at a real row block (64 rows of N = 1,031, c = 32)."""
+    from kernels.opm_projection import opm_projection_triton
+    gen = torch.Generator(device="cuda").manual_seed(21)
+    n, n_res, c = 64, 1031, 32
+    o = torch.randn(n, c, n_res, c, generator=gen, device="cuda").to(dtype)
+    w = (torch.randn(c * c, 128, generator=gen, device="cuda") / 32).to(dtype)
+    b = torch.randn(128, generator=gen, device="cuda").to(dtype)
+    norm = (torch.randint(0, 500, (n, n_res), generator=gen, device="cuda").float() + 1e-3).to(dtype)
+    got = opm_projection_triton(o, w, b, norm)
+    want = (o.double().permute(0, 2, 1, 3).reshape(n, n_res, -1) @ w.double() + b.double()) / norm.double()[..., None]
+    assert rel_err(got, want) < {torch.bfloat16: 8e-3, torch.float32: 1e-5}[dtype]
+
+
+def test_opm_projection_offsets_beyond_int32(compiled):
+    """The last rows of an outer product past 2**31 elements ([1,500, 32, 1,500, 32] bf16)."""
+    from kernels.opm_projection import opm_projection_triton
+    n, c = 1500, 32
+    o = torch.empty(n, c, n, c, device="cuda", dtype=torch.bfloat16)
+    o[-3:].normal_()
+    w = torch.randn(c * c, 128, device="cuda", dtype=torch.bfloat16) / 32
+    b = torch.randn(128, device="cuda", dtype=torch.bfloat16)
+    norm = torch.full((n, n), 3.0, device="cuda", dtype=torch.bfloat16)
+    got = opm_projection_triton(o, w, b, norm)
+    tail = o[-3:].double().permute(0, 2, 1, 3).reshape(3, n, -1)
+    assert rel_err(got[-3:], (tail @ w.double() + b.double()) / 3.0) < 8e-3
+    del o

@@ -41,6 +41,29 @@ def test_strided_input_and_half_params(interpret):
     assert rel_err(y, _ref64(x, w, b, 1e-3)) < TOL[torch.float32]
 
 
+@pytest.mark.parametrize("view", ["transposed", "row_chunk", "msa_columns", "four_dims"])
+def test_two_stride_views_read_in_place(interpret, monkeypatch, view):
+    """Views whose rows are (outer, inner) pairs with two strides - triangle attention's ending node
+    z.transpose(0, 1) and a row chunk of it, MSA column attention's m.transpose(0, 1) - are read in
+    place (no contiguous copy of x first) and normalised as the float64 reference does."""
+    gen = torch.Generator().manual_seed(hash(view) % 2**31)
+    base = torch.randn(13, 11, 40, generator=gen) * 2 + 0.7
+    x = {"transposed": base.transpose(0, 1), "row_chunk": base.transpose(0, 1)[3:8],
+         "msa_columns": base[:, 2:9].transpose(0, 1),
+         "four_dims": torch.randn(12, 11, 24, generator=gen).transpose(0, 1).unflatten(1, (3, 4))}[view]
+    assert not x.is_contiguous()
+    w, b = torch.randn(x.shape[-1], generator=gen), torch.randn(x.shape[-1], generator=gen)
+    from kernels._triton_loader import module_for
+    mod = module_for("_tri_layer_norm", [x])
+    seen, real_launch = [], mod._launch
+    monkeypatch.setattr(mod, "_launch", lambda x2, *a, **k: seen.append((x2.data_ptr(), x2.stride(), k.get("split")))
+                        or real_launch(x2, *a, **k))
+    y = layer_norm_triton(x, w, b)
+    assert len(seen) == 1 and seen[0][:2] == (x.data_ptr(), x.stride()) and seen[0][2] is not None, seen
+    assert y.shape == x.shape and y.is_contiguous()
+    assert rel_err(y, _ref64(x, w, b)) < TOL[torch.float32]
+
+
 def test_backend_switch_and_fallback(interpret, monkeypatch):
     gen = torch.Generator().manual_seed(4)
     x = torch.randn(5, 32, generator=gen)
