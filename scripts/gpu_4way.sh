@@ -211,7 +211,27 @@ P)  # session 5, call 3 (4 GPUs), after the row-block DAP tri-mul schedule: the 
     --backend triton --recycles 1 --breakdown --json "$RES/dap_modules_4.json"
   wait
   ;;
-*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P" >&2; exit 2 ;;
+Q)  # session 5 on a 2-GPU host: kernel GPU tests and CUDA fixtures beside the 1-GPU DAP baseline;
+    # the NCCL self-check and DAP on 2 GPUs (total, then per module); N=1,024 planned vs plain beside
+    # a by-module profile
+  job dap1 0 0-15 200 python3 -m model.dap_bench --world 1 --n-res 2048 --precision bf16 --backend triton \
+    --json "$RES/dap_1.json"
+  job verify 1 16-31 260 bash -c "python3 -m pytest -q -p no:cacheprovider tests/kernels 2>&1 | tail -4;
+    python3 scripts/check_fixtures.py --device cuda --precision fp32 bf16 --backend torch triton \
+      --json $RES/fixtures_cuda.json 2>&1 | tail -9"
+  wait
+  job dap2 0,1 0-31 200 bash -c "python3 -m model.dap_check --world 2 2>&1 | tail -3;
+    python3 -m model.dap_bench --world 2 --n-res 2048 --precision bf16 --backend triton --json $RES/dap_2.json;
+    python3 -m model.dap_bench --world 2 --n-res 2048 --precision bf16 --backend triton --recycles 1 \
+      --breakdown --json $RES/dap_modules_2.json"
+  wait
+  job bench1024 0 0-15 200 python3 -m fastfold_cli bench --lengths 1024 --precision bf16 --backend triton \
+    --compare plain --json "$RES/bench_1024.json"
+  job profile 1 16-31 200 python3 scripts/profile_pass.py --length 1024 --by-module --top 50 \
+    --json "$RES/profile_1024_by_module.json"
+  wait
+  ;;
+*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q" >&2; exit 2 ;;
 esac
 for f in "$RES"/*.log; do echo "== $f"; grep -v "^\s*$" "$f" | grep -v "^  entry" | tail -14 | cut -c1-400; done
 for f in "$RES"/*.json "$RES"/*/*.json; do [ -f "$f" ] && { echo "== $f"; grep -o "$G" "$f" | tr '\n' ' ' | cut -c1-900; echo; }; done
