@@ -82,6 +82,8 @@ class Runtime:
     fused_tri_mul: triangle multiplication's gated projections through the fused Triton kernel
         (kernels/gated_projection.py; backend "triton" only; elsewhere the reference runs). On by
         default: 11% less time at N=1,024 bf16 on an H200, same peak (docs/BENCHMARKS.md, session 4).
+    dap_tri_mul_rows: DAP triangle multiplication's rows per collective block
+        (`TriangleMultiplication._forward_dap`); None: `evoformer.dap_rows`.
     max_blocks: run only the first K blocks of each stack (Evoformer, extra-MSA, template pair);
         every parameter stays loaded. A memory probe (`fastfold bench --probe-blocks`): a stack's
         peak is one block's, so K=1 shows the full network's peak in a fraction of its time.
@@ -98,6 +100,7 @@ class Runtime:
     shard: Optional[Any] = None  # model.dap.ShardSpec
     max_blocks: Optional[int] = None
     fused_tri_mul: bool = True
+    dap_tri_mul_rows: Optional[int] = None
 
     @classmethod
     def chunked_all(cls, size: Optional[int], **kw) -> "Runtime":

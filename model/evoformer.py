@@ -294,7 +294,7 @@ class TriangleMultiplication(nn.Module):
         c = sides[0][0].shape[1]
         cc = rt.chunk("tri_mul") or c
         rows = tri_mul_rows(n, rt.chunk("tri_mul"))
-        q = dap_rows(n, rt.chunk("tri_mul"))
+        q = rt.dap_tri_mul_rows or dap_rows(n, rt.chunk("tri_mul"))
         gated_backend = rt.backend if rt.fused_tri_mul else "torch"
         mask = dap.mask_weights(sh, dap.scatter(sh, pair_mask, 0)).to(dt)  # [n, N]
         blocks = [(r0, min(n, r0 + q)) for r0 in range(0, n, q)]
