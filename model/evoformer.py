@@ -274,19 +274,21 @@ class TriangleMultiplication(nn.Module):
 
     def _forward_dap(self, z: torch.Tensor, pair_mask: torch.Tensor, rt: Runtime) -> torch.Tensor:
         """The DAP schedule: z is this rank's row shard [n = N/P, N, C_z]; neither direction moves
-        the pair to the column shard. The collectives go in row blocks (`dap_rows`), at most two
-        in flight, each overlapped with the next block's work:
+        the pair to the column shard. The collectives go in row blocks (`dap_rows`: two by default),
+        each overlapped with the work that follows it:
 
-        - outgoing, p[i,j] = sum_k a[i,k] b[j,k] (i: this rank's rows): a is formed for all local
-          rows first; then b block by block: block t of every rank's rows is all-gathered
-          ([P, c, q, N]) while block t+1 is projected and block t-1 multiplied into p's columns.
+        - outgoing, p[i,j] = sum_k a[i,k] b[j,k] (i: this rank's rows): a and b are formed per row
+          block from one LN of z; block t of b is all-gathered ([P, c, q, N]: block t of every
+          rank's rows j) while block t+1 is projected; then p[:, :, j-block] = a b_t^T per block.
         - incoming, p[i,j] = sum_k a[k,j] b[k,i] (k: this rank's rows): a and b are formed first;
           then for output block t this rank's partial sums over its k for block t of every rank's
           rows ([P, c, q, N]) are reduce-scattered while block t+1's partial sums are formed and
           block t-1's output stage updates z (its rows' product is complete). With channel pieces
           (a memory budget) the blocks land in p and the output stage runs at the end.
 
-        No rank ever holds a gathered [c, N, N]; every rank forms LN(z) once per side."""
+        A rank holds at most the gathered b of one channel piece ([cc, N, N]: the planner's chunk
+        bounds it) and never a gathered projection of every channel unless the budget allows it.
+        Block sizes measured with scripts/dap_trimul_probe.py (docs/DAP.md)."""
         sh = rt.shard
         world = sh.world
         n, n_all, dt = z.shape[0], z.shape[1], z.dtype
@@ -312,25 +314,21 @@ class TriangleMultiplication(nn.Module):
             w = c1 - c0
             pending = []
             if self.outgoing:
+                # a and b per row block (LN once), each block of b all-gathered as soon as it is
+                # formed, so the gathers run under the projections that follow; then the GEMMs,
+                # straight into p's columns (cuBLAS takes p's row stride).
                 a = z.new_empty(w, n, n_all)
-                for r0 in range(0, n, rows):
-                    r1 = min(n, r0 + rows)
-                    project([a[:, r0:r1]], [0], c0, c1, r0, r1)
-
-                def done(r0, r1, work):  # p[:, i, j] for j in block (r0, r1) of every rank's rows
-                    every_b = work.wait().unflatten(0, (world, w))  # [P, w, q, N]
-                    for r in range(world):
-                        p[c0:c1, :, r * n + r0:r * n + r1] = torch.matmul(a, every_b[r].transpose(1, 2))
                 for r0, r1 in blocks:
                     b_blk = z.new_empty(w, r1 - r0, n_all)
-                    project([b_blk], [1], c0, c1, r0, r1)
+                    project([a[:, r0:r1], b_blk], [0, 1], c0, c1, r0, r1)
                     pending.append((r0, r1, dap.all_gather_async(sh, b_blk)))
                     del b_blk
-                    if len(pending) == 2:
-                        done(*pending.pop(0))
-                while pending:
-                    done(*pending.pop(0))
-                del a
+                for r0, r1, work in pending:
+                    every_b = work.wait().unflatten(0, (world, w))  # [P, w, q, N]: rank r's rows j
+                    for r in range(world):
+                        torch.matmul(a, every_b[r].transpose(1, 2), out=p[c0:c1, :, r * n + r0:r * n + r1])
+                    del every_b
+                del a, pending
                 continue
             ab = z.new_empty(2, w, n, n_all)
             for r0 in range(0, n, rows):
@@ -448,10 +446,12 @@ def tri_mul_rows(n: int, chunk) -> int:
 
 
 def dap_rows(n: int, chunk) -> int:
-    """Row block of one collective of DAP triangle multiplication (`_forward_dap`): at most the
-    projection's row block and about n/8 (at least 64 rows), so that the collectives of eight or
-    more blocks pipeline with the work on their neighbours while each GEMM stays large."""
-    return max(1, min(tri_mul_rows(n, chunk), max(64, -(-n // 8))))
+    """Row block of one collective of DAP triangle multiplication (`_forward_dap`): half the rank's
+    rows, or the projection's row block when a chunk size bounds it. Two blocks measured fastest on
+    2x H200 at N = 2,048 (scripts/dap_trimul_probe.py: blocks of 64-256 rows cost more in small
+    GEMMs and per-collective overhead than they gain in overlap)."""
+    half = max(1, -(-n // 2))
+    return half if not chunk else max(1, min(tri_mul_rows(n, chunk), half))
 
 
 class TriangleAttention(nn.Module):

@@ -163,17 +163,16 @@ def transient_bytes(op: str, chunk: Optional[int], p: Problem, stack: str = "mai
             return rows_ * n * max(c * (8 if b == 2 else 4), c * b + 3 * cz * b)
         if not dap:
             return prod + max(2 * cc * nl * n * b + proj_stage, out_stage(r))
-        # DAP (`TriangleMultiplication._forward_dap`): collectives in row blocks of q, two in flight
-        # ([P, cc, q, N] gathered b or partial sums each), no shard switch. Outgoing: p, a, the
-        # block of b and its LN, the two gathered blocks, one matmul result [cc, n, q]. Incoming:
-        # a and b, two partial-sum blocks and their reduce-scattered [cc, q, N]; p only with channel
-        # pieces, else each block's output stage runs as its sum arrives.
+        # DAP (`TriangleMultiplication._forward_dap`): collectives in row blocks of q, no shard
+        # switch. Outgoing: p, a, every block of b gathered (one channel piece: [P*cc, N/P, N]
+        # in all) and one block's LN and b. Incoming: a and b, two partial-sum blocks
+        # ([P, cc, q, N] each) and their reduce-scattered [cc, q, N]; p only with channel pieces,
+        # else each block's output stage runs as its sum arrives.
         q = dap_rows(nl, chunk)
         direct = cc >= c
-        two = 2 * p.world * cc * q * n * b
-        outgoing = prod + cc * nl * n * b + max(proj_stage, two + cc * q * n * b + q * n * cz * b + cc * nl * q * b)
+        outgoing = prod + cc * nl * n * b + p.world * cc * nl * n * b + q * n * (cz + cc) * b
         incoming = (0 if direct else prod) + 2 * cc * nl * n * b + max(
-            proj_stage, two + 2 * cc * q * n * b + (out_stage(q) if direct else 0))
+            proj_stage, 2 * p.world * cc * q * n * b + 2 * cc * q * n * b + (out_stage(q) if direct else 0))
         return max(outgoing, incoming, prod + out_stage(r))
     if op == "tri_att":
         h = 4
