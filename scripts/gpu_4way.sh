@@ -231,7 +231,25 @@ Q)  # session 5 on a 2-GPU host: kernel GPU tests and CUDA fixtures beside the 1
     --json "$RES/profile_1024_by_module.json"
   wait
   ;;
-*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q" >&2; exit 2 ;;
+R)  # session 5, 2-GPU host, after the tri-mul block change: NCCL self-check, the tri-mul probe,
+    # DAP 1 then 2 GPUs (R4=1 on a 4-GPU host: then 4 GPUs too)
+  job check 0,1 0-31 120 bash -c "python3 -m model.dap_check --world 2 2>&1 | tail -3;
+    python3 scripts/dap_trimul_probe.py --world 2 --n-res 2048 --rows 256 --json $RES/trimul_probe_2.json 2>&1 | grep -v Warn"
+  wait
+  job dap1 0 0-15 150 python3 -m model.dap_bench --world 1 --n-res 2048 --precision bf16 --backend triton \
+    --json "$RES/dap_1.json"
+  wait
+  job dap2 0,1 0-31 150 python3 -m model.dap_bench --world 2 --n-res 2048 --precision bf16 --backend triton \
+    --json "$RES/dap_2.json"
+  wait
+  if [ -n "${R4:-}" ]; then
+    job dap4 0,1,2,3 0-63 150 bash -c "python3 scripts/dap_trimul_probe.py --world 4 --n-res 2048 --rows 128 \
+      --json $RES/trimul_probe_4.json 2>&1 | grep -v Warn; python3 -m model.dap_bench --world 4 --n-res 2048 \
+      --precision bf16 --backend triton --json $RES/dap_4.json"
+    wait
+  fi
+  ;;
+*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R" >&2; exit 2 ;;
 esac
 for f in "$RES"/*.log; do echo "== $f"; grep -v "^\s*$" "$f" | grep -v "^  entry" | tail -14 | cut -c1-400; done
 for f in "$RES"/*.json "$RES"/*/*.json; do [ -f "$f" ] && { echo "== $f"; grep -o "$G" "$f" | tr '\n' ' ' | cut -c1-900; echo; }; done
