@@ -83,7 +83,7 @@ class Runtime:
         (kernels/gated_projection.py; backend "triton" only; elsewhere the reference runs). On by
         default: 11% less time at N=1,024 bf16 on an H200, same peak (docs/BENCHMARKS.md, session 4).
     dap_tri_mul_rows: DAP triangle multiplication's rows per collective block
-        (`TriangleMultiplication._forward_dap`); None: `evoformer.dap_rows`.
+        (`TriangleMultiplication._forward_dap`); None: the projection's row block (`evoformer.tri_mul_rows`).
     max_blocks: run only the first K blocks of each stack (Evoformer, extra-MSA, template pair);
         every parameter stays loaded. A memory probe (`fastfold bench --probe-blocks`): a stack's
         peak is one block's, so K=1 shows the full network's peak in a fraction of its time.

@@ -137,6 +137,18 @@ def reduce_scatter_async(shard: ShardSpec, x: torch.Tensor, out: torch.Tensor) -
     return _Pending(work, finish)
 
 
+def all_to_all_single_async(shard: ShardSpec, x: torch.Tensor) -> "_Pending":
+    """Start an all_to_all of x [P, ...] (contiguous): block r goes to rank r; `wait()` gives
+    [P, ...] with rank r's block for this rank at r. x stays referenced until then."""
+    x = x.contiguous()
+    out = torch.empty_like(x)
+    work = dist.all_to_all_single(out, x, group=shard.group, async_op=True)
+
+    def finish(sent=x):  # holds x until the collective is done
+        return out
+    return _Pending(work, finish)
+
+
 class _Pending:
     """An all_to_all in flight; `wait()` returns the result (the received blocks joined)."""
 

@@ -274,8 +274,9 @@ class TriangleMultiplication(nn.Module):
 
     def _forward_dap(self, z: torch.Tensor, pair_mask: torch.Tensor, rt: Runtime) -> torch.Tensor:
         """The DAP schedule: z is this rank's row shard [n = N/P, N, C_z]; neither direction moves
-        the pair to the column shard. The collectives go in row blocks (`dap_rows`: two by default),
-        each overlapped with the work that follows it:
+        the pair to the column shard. The collectives go in the projection's row blocks
+        (`tri_mul_rows`: four by default; `Runtime.dap_tri_mul_rows` overrides), each overlapped with
+        the work that follows it:
 
         - outgoing, p[i,j] = sum_k a[i,k] b[j,k] (i: this rank's rows): a and b are formed per row
           block from one LN of z; block t of b is all-gathered ([P, c, q, N]: block t of every
@@ -288,7 +289,8 @@ class TriangleMultiplication(nn.Module):
 
         A rank holds at most the gathered b of one channel piece ([cc, N, N]: the planner's chunk
         bounds it) and never a gathered projection of every channel unless the budget allows it.
-        Block sizes measured with scripts/dap_trimul_probe.py (docs/DAP.md)."""
+        Block sizes measured with scripts/dap_trimul_probe.py on 2x H200 at N = 2,048 (docs/DAP.md):
+        blocks of 64-128 rows lose more to small GEMMs and per-collective overhead than they gain."""
         sh = rt.shard
         world = sh.world
         n, n_all, dt = z.shape[0], z.shape[1], z.dtype
@@ -296,7 +298,7 @@ class TriangleMultiplication(nn.Module):
         c = sides[0][0].shape[1]
         cc = rt.chunk("tri_mul") or c
         rows = tri_mul_rows(n, rt.chunk("tri_mul"))
-        q = rt.dap_tri_mul_rows or dap_rows(n, rt.chunk("tri_mul"))
+        q = rt.dap_tri_mul_rows or rows
         gated_backend = rt.backend if rt.fused_tri_mul else "torch"
         mask = dap.mask_weights(sh, dap.scatter(sh, pair_mask, 0)).to(dt)  # [n, N]
         blocks = [(r0, min(n, r0 + q)) for r0 in range(0, n, q)]
@@ -445,15 +447,6 @@ def tri_mul_rows(n: int, chunk) -> int:
     return max(1, min(n, 4 * chunk)) if chunk else max(1, -(-n // 4))
 
 
-def dap_rows(n: int, chunk) -> int:
-    """Row block of one collective of DAP triangle multiplication (`_forward_dap`): half the rank's
-    rows, or the projection's row block when a chunk size bounds it. Two blocks measured fastest on
-    2x H200 at N = 2,048 (scripts/dap_trimul_probe.py: blocks of 64-256 rows cost more in small
-    GEMMs and per-collective overhead than they gain in overlap)."""
-    half = max(1, -(-n // 2))
-    return half if not chunk else max(1, min(tri_mul_rows(n, chunk), half))
-
-
 class TriangleAttention(nn.Module):
     """Triangle self-attention around the starting node (rows) or ending node (columns)."""
 
@@ -468,23 +461,79 @@ class TriangleAttention(nn.Module):
     def forward(self, z: torch.Tensor, pair_mask: torch.Tensor, rt: Runtime) -> torch.Tensor:
         """z: [N, N, C_z] (DAP: row shard [N/P, N, C_z]); pair_mask: [N, N] (whole) -> z updated.
 
-        DAP: per_column switches to the column shard (all_to_all) and back; the bias [H, N, N]
-        needs all of z: each rank's [N/P, N, H] part is all-gathered."""
-        sh, z_rows = rt.shard, z
+        DAP: the bias [H, N, N] needs all of z: each rank's [N/P, N, H] part is all-gathered. The
+        ending node (per_column) works on columns: `_forward_columns_dap`."""
+        sh = rt.shard
+        if self.per_column and dap.active(sh):
+            return self._forward_columns_dap(z, pair_mask, rt)
         if self.per_column:
-            z, pair_mask = dap.row_to_col(sh, z).transpose(0, 1), pair_mask.transpose(0, 1)
-        pair_mask = dap.scatter(sh, pair_mask, 0)
+            z, pair_mask = z.transpose(0, 1), pair_mask.transpose(0, 1)
         # The bias needs all of z: compute it before any row is updated.
         bias = _pair_bias(z, self.query_norm, self.feat_2d_weights, rt)
+        z = _update(z, self._rows(bias, rt), [z, dap.scatter(sh, pair_mask, 0)], rt, "tri_att", dim=0)
+        return z.transpose(0, 1) if self.per_column else z
 
+    def _rows(self, bias: torch.Tensor, rt: Runtime):
         def rows(z_c, mask_c):
             x = self.query_norm(z_c, rt.backend)
             return self.attention(x, x, [bias], mask_c[:, None, None, :], rt.backend)
+        return rows
 
-        z = _update(z, rows, [z, pair_mask], rt, "tri_att", dim=0)
-        if self.per_column:  # back to rows; in place: into the storage of the row shard it replaces
-            return dap.col_to_row(sh, z.transpose(0, 1), out=z_rows if (rt.inplace and dap.active(sh)) else None)
-        return z
+    def _forward_columns_dap(self, z: torch.Tensor, pair_mask: torch.Tensor, rt: Runtime) -> torch.Tensor:
+        """Ending-node attention on this rank's row shard z [n = N/P, N, C_z], column block by column
+        block (`dap_cols`): block t of this rank's columns j arrives from every rank (all_to_all of
+        [P, n, w, C_z]) while block t-1 is attended, and goes back (the inverse all_to_all) while
+        block t+1 is; no rank holds the whole column shard. The bias is formed from the row shard
+        (bias[h, q, k] = LN(z)[k, q] W: the transposed pair's projection) and all-gathered under the
+        first block's transfer. In place: every block lands back in z's own storage (columns not yet
+        sent are untouched, and the bias was formed before any update)."""
+        sh = rt.shard
+        world, n, n_all = sh.world, z.shape[0], z.shape[1]
+        c = z.shape[-1]
+        w_bias = self.feat_2d_weights.to(z.dtype)
+        b_rows = chunked(lambda z_c: torch.matmul(self.query_norm(z_c, rt.backend), w_bias), [z],
+                         rt.chunk("pair_rows"), dim=0)  # [n, N, H]: rows k of LN(z) W
+        bias_work = dap.all_gather_async(sh, b_rows)
+        del b_rows
+        lo, _ = dap.local_range(sh, n_all)
+        mask_cols = pair_mask.transpose(0, 1)[lo:lo + n]  # [n, N]: this rank's columns j, all rows i
+        target = z if rt.inplace else torch.empty_like(z)
+        w = dap_cols(n)
+        blocks = [(c0, min(n, c0 + w)) for c0 in range(0, n, w)]
+
+        def send(c0, c1):  # to rank r: this rank's rows of rank r's columns c0:c1
+            buf = torch.stack([z[:, r * n + c0:r * n + c1] for r in range(world)])  # [P, n, w, C]
+            return dap.all_to_all_single_async(sh, buf)
+
+        def land(c0, c1, work):  # rank r's rows of this rank's columns c0:c1, updated
+            back = work.wait()
+            for r in range(world):
+                target[:, r * n + c0:r * n + c1] = back[r]
+
+        incoming = send(*blocks[0])
+        bias = None
+        returning = None
+        for t, (c0, c1) in enumerate(blocks):
+            nxt = send(*blocks[t + 1]) if t + 1 < len(blocks) else None
+            col = incoming.wait()  # [P, n, w, C]: every row i of this rank's columns c0:c1
+            if bias is None:  # [1, H, N(q), N(k)]: bias[h, q, k] = proj(LN(z[k, q]))
+                bias = bias_work.wait().permute(2, 1, 0).contiguous().unsqueeze(0)
+            zt = col.view(world * n, c1 - c0, c).transpose(0, 1)  # [w, N, C]: rows j
+            zt = _update(zt, self._rows(bias, rt), [zt, mask_cols[c0:c1]], rt, "tri_att", dim=0)
+            back = dap.all_to_all_single_async(sh, zt.transpose(0, 1).reshape(world, n, c1 - c0, c))
+            del col, zt
+            if returning is not None:
+                land(*returning)
+            returning = (c0, c1, back)
+            incoming = nxt
+        land(*returning)
+        return target
+
+
+def dap_cols(n: int) -> int:
+    """Columns per block of DAP ending-node attention (`TriangleAttention._forward_columns_dap`):
+    a quarter of the rank's columns, so each transfer runs under a neighbour block's attention."""
+    return max(1, -(-n // 4))
 
 
 def _update(x: torch.Tensor, fn, args, rt: Runtime, op: str, dim: int) -> torch.Tensor:

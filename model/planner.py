@@ -133,14 +133,16 @@ def transient_bytes(op: str, chunk: Optional[int], p: Problem, stack: str = "mai
     (ATT_ROW blocks per row of an attention chunk, TRANSITION_ROW per row of a transition chunk, 2 outer-product
     copies in the OPM) are those measured with `fastfold bench` per-module peaks on an H200,
     2026-11-28 (docs/BENCHMARKS.md, "Memory planner")."""
-    from model.evoformer import dap_rows, tri_mul_rows
+    from model.evoformer import dap_cols, tri_mul_rows
 
     n, t = p.n_res, p.n_templ
     b, cz = p.b, p.c_z
     depth, cm = _stack_dims(p, stack)
     fused = p.backend == "triton"  # no logits in memory
     nl, dap = p.local(n), p.world > 1  # DAP: this rank's pair rows (or columns)
-    a2a = (1 + 1 / p.world) * nl * n * cz * b if dap else 0  # a column-wise op's shard switch (dap.all_to_all)
+    # DAP ending-node attention: column blocks of w in flight (the block attended, the next one
+    # arriving and its send copy, the previous one returning and its receive buffer): 5 x [N, w, C_z]
+    a2a = 5 * n * dap_cols(nl) * cz * b if dap else 0
     rows = _ceil(nl, chunk)
     if op == "pair_rows":
         # the pair embedding's row block (float32 LN of the recycled pair, one-hot lookups) and the
@@ -168,7 +170,7 @@ def transient_bytes(op: str, chunk: Optional[int], p: Problem, stack: str = "mai
         # in all) and one block's LN and b. Incoming: a and b, two partial-sum blocks
         # ([P, cc, q, N] each) and their reduce-scattered [cc, q, N]; p only with channel pieces,
         # else each block's output stage runs as its sum arrives.
-        q = dap_rows(nl, chunk)
+        q = r  # the collectives' row blocks are the projection's
         direct = cc >= c
         outgoing = prod + cc * nl * n * b + p.world * cc * nl * n * b + q * n * (cz + cc) * b
         incoming = (0 if direct else prod) + 2 * cc * nl * n * b + max(

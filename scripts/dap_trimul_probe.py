@@ -140,7 +140,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--world", type=int, default=2)
     ap.add_argument("--n-res", type=int, default=2048)
-    ap.add_argument("--rows", default="64,128,256,512", help="collective block sizes to time")
+    ap.add_argument("--rows", default="128,256,512", help="collective block sizes to time")
     ap.add_argument("--reps", type=int, default=8)
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
