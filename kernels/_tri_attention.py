@@ -321,8 +321,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, biases: Sequenc
     q: [*, H, L_q, D]; k, v: [*, H, L_k, D] (any strides; D <= 64); biases: each broadcastable to
     [*, H, L_q, L_k]; mask: broadcastable to [*, H, L_q, L_k] (bool, integer or float, 1 = attend).
     config: optional tile override (keys as in `default_config`), used by the benchmark sweep.
-    Returns [*, H, L_q, D] in q's dtype, laid out like q when q is dense (so the caller's
-    transpose back to [*, L_q, H, D] is free).
+    Returns [*, H, L_q, D] in q's dtype, laid out as [*, L_q, H, D] when q is (a view of that
+    layout, dense or not), so the caller's transpose back to [*, L_q, H, D] is free.
     """
     lq, d = q.shape[-2], q.shape[-1]
     lk = k.shape[-2]
@@ -344,7 +344,12 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, biases: Sequenc
     ke = k.expand(*outer, lk, d)
     ve = v.expand(*outer, lk, d)
     if out is None:
-        out = torch.empty_like(q) if q.shape[:-2] == outer else q.new_empty(*outer, lq, d)
+        if q.shape[:-2] == outer and q.dim() >= 3 and q.shape[-3] > 1 and q.stride(-3) < q.stride(-2):
+            # heads inside positions (the model's [*, L, H, D] projections, dense or strided views
+            # of a fused q/k/v GEMM): the same layout, so the transpose back is free
+            out = q.new_empty(*outer[:-1], lq, outer[-1], d).transpose(-2, -3)
+        else:
+            out = torch.empty_like(q) if q.shape[:-2] == outer else q.new_empty(*outer, lq, d)
     # A bias read with a non-unit key stride (e.g. a permuted [N, N, H] projection) wastes most of every
     # memory sector; when the bias is small next to the attention work, one dense copy pays for itself.
     n_scores = math.prod(outer) * lq * lk

@@ -110,6 +110,16 @@ class MSAColumnGlobalAttention(nn.Module):
         return m_t.transpose(0, 1)
 
 
+def _linear_relu(lin: Linear, x: torch.Tensor) -> torch.Tensor:
+    """relu(lin(x)); the ReLU applied by the GEMM where torch offers it (`_addmm_activation`; ReLU
+    commutes with the rounding of the GEMM's output, so the result is the same)."""
+    fused = getattr(torch, "_addmm_activation", None)
+    if fused is None or lin.bias is None:
+        return torch.relu_(lin(x))
+    w = lin.weights.to(x.dtype)
+    return fused(lin.bias.to(x.dtype), x.reshape(-1, x.shape[-1]), w).view(*x.shape[:-1], w.shape[1])
+
+
 class Transition(nn.Module):
     """Two-layer MLP with ReLU (MSA and pair transitions). AlphaFold applies no mask here."""
 
@@ -122,8 +132,9 @@ class Transition(nn.Module):
     def forward(self, x: torch.Tensor, rt: Runtime) -> torch.Tensor:
         """x: [*, L, C] -> x updated."""
         def f(x_c):
-            # ReLU in place: the 4x hidden block exists once (peak LN + hidden, then hidden + output)
-            return self.transition2(torch.relu_(self.transition1(self.input_layer_norm(x_c, rt.backend))))
+            # ReLU in the first GEMM's epilogue (cuBLASLt), or in place: the 4x hidden block exists
+            # once (peak LN + hidden, then hidden + output)
+            return self.transition2(_linear_relu(self.transition1, self.input_layer_norm(x_c, rt.backend)))
 
         return _update(x, f, [x], rt, "transition", dim=0)
 

@@ -249,7 +249,34 @@ R)  # session 5, 2-GPU host, after the tri-mul block change: NCCL self-check, th
     wait
   fi
   ;;
-*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R" >&2; exit 2 ;;
+S)  # session 5, last call on a 2-GPU host: the NCCL self-check; the 1-GPU DAP baseline beside the
+    # kernel GPU tests and CUDA fixtures; DAP on 2 GPUs; N=1,024 on one GPU
+  job check 0,1 0-31 90 python3 -m model.dap_check --world 2
+  wait
+  job dap1 0 0-15 150 python3 -m model.dap_bench --world 1 --n-res 2048 --precision bf16 --backend triton \
+    --json "$RES/dap_1.json"
+  job verify 1 16-31 200 bash -c "python3 -m pytest -q -p no:cacheprovider tests/kernels 2>&1 | tail -2;
+    python3 scripts/check_fixtures.py --device cuda --precision fp32 --backend torch triton \
+      --json $RES/fixtures_cuda.json 2>&1 | tail -5"
+  wait
+  job dap2 0,1 0-31 120 python3 -m model.dap_bench --world 2 --n-res 2048 --precision bf16 --backend triton \
+    --json "$RES/dap_2.json"
+  wait
+  job bench1024 0 0-15 120 python3 -m fastfold_cli bench --lengths 1024 --precision bf16 --backend triton \
+    --json "$RES/bench_1024.json"
+  wait
+  ;;
+T)  # session 5, last call on one GPU: kernel GPU tests, CUDA fixtures (fp32), N=1,024, N=1,200 budgets
+  job verify 0 0-15 560 bash -c "python3 -m pytest -q -p no:cacheprovider tests/kernels 2>&1 | tail -2;
+    python3 scripts/check_fixtures.py --device cuda --precision fp32 --backend torch triton \
+      --json $RES/fixtures_cuda.json 2>&1 | tail -5;
+    python3 -m fastfold_cli bench --lengths 1024 --precision bf16 --backend triton --json $RES/bench_1024.json 2>&1 | tail -3;
+    for a in 'fp32 3.7' 'bf16 2.1'; do set -- \$a;
+      timeout 100 python3 -m fastfold_cli bench --lengths 1200 --precision \$1 --backend triton --recycles 0 \
+        --max-memory \$2 --no-breakdown --json $RES/mem1200_\$1_\$2.json 2>&1 | tail -2; done"
+  wait
+  ;;
+*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T" >&2; exit 2 ;;
 esac
 for f in "$RES"/*.log; do echo "== $f"; grep -v "^\s*$" "$f" | grep -v "^  entry" | tail -14 | cut -c1-400; done
 for f in "$RES"/*.json "$RES"/*/*.json; do [ -f "$f" ] && { echo "== $f"; grep -o "$G" "$f" | tr '\n' ' ' | cut -c1-900; echo; }; done
