@@ -230,9 +230,11 @@ def transient_bytes(op: str, chunk: Optional[int], p: Problem, stack: str = "mai
         msa = p.local(p.n_seq + p.n_templ) * n * p.c_m * b
         # a float32 row block of the pair, its PAE logits, their concatenation, the probabilities
         # and pTM's per-bin temporaries (2,304 bytes per entry measured with pair_outputs=False,
-        # N=768, H200); DAP: rank 0 also holds every rank's logits block (dap.gather_blocks)
+        # N=768, H200); DAP: rank 0 also holds the other ranks' logits blocks (dap.gather_blocks;
+        # its own is counted above): rank 0 peaked at 3.54 GiB at N = 2,048 on 4 GPUs, the other
+        # ranks at 3.32 (session 5, call J), against 3.92 counted this way (4.17 with all P blocks)
         blk = r * n * (2 * cz + 5 * 64) * 4
-        return msa + out + blk + (p.world * r * n * 64 * 4 if dap else 0)
+        return msa + out + blk + ((p.world - 1) * r * n * 64 * 4 if dap else 0)
     raise KeyError(op)
 
 
