@@ -276,7 +276,13 @@ T)  # session 5, last call on one GPU: kernel GPU tests, CUDA fixtures (fp32), N
         --max-memory \$2 --no-breakdown --json $RES/mem1200_\$1_\$2.json 2>&1 | tail -2; done"
   wait
   ;;
-*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T" >&2; exit 2 ;;
+U)  # session 5, the last minutes on one GPU: issue 5's N=1,200 budgets with the final code (peaks only)
+  job mem1200 0 0-15 ${LIMIT:-110} bash -c "for a in 'fp32 3.7' 'bf16 2.1'; do set -- \$a;
+      timeout 55 python3 -m fastfold_cli bench --lengths 1200 --precision \$1 --backend triton --recycles 0 \
+        --max-memory \$2 --no-breakdown --no-warmup --json $RES/mem1200_\$1_\$2.json 2>&1 | tail -2; done"
+  wait
+  ;;
+*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U" >&2; exit 2 ;;
 esac
 for f in "$RES"/*.log; do echo "== $f"; grep -v "^\s*$" "$f" | grep -v "^  entry" | tail -14 | cut -c1-400; done
 for f in "$RES"/*.json "$RES"/*/*.json; do [ -f "$f" ] && { echo "== $f"; grep -o "$G" "$f" | tr '\n' ' ' | cut -c1-900; echo; }; done
