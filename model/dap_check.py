@@ -84,6 +84,8 @@ def op_errors(shard, n: int = 9, s: int = 5, seed: int = 0, device: Optional[str
                      "triangle_attention_starting_node", "triangle_attention_ending_node"):
             op = getattr(blk, name)
             check(name, g_rows(op(rows(zp), pmp, rt)), op(z.clone(), pm, rt0))
+            if "multiplication" in name:  # one row per collective block: every block pipelined
+                check(name + ".rows1", g_rows(op(rows(zp), pmp, rt.with_(dap_tri_mul_rows=1))), op(z.clone(), pm, rt0))
         check("pair_transition", g_rows(blk.pair_transition(rows(zp), rt)), blk.pair_transition(z.clone(), rt0))
         # Extra-MSA block (global column attention), 64 MSA channels.
         e, ep = m[..., :64].contiguous(), mp[..., :64].contiguous()

@@ -292,14 +292,16 @@ class TriangleMultiplication(nn.Module):
         - outgoing, p[i,j] = sum_k a[i,k] b[j,k] (i: this rank's rows): a and b are formed per row
           block from one LN of z; block t of b is all-gathered ([P, c, q, N]: block t of every
           rank's rows j) while block t+1 is projected; then p[:, :, j-block] = a b_t^T per block.
+          With a chunk size (a memory budget) a is formed first and at most two gathered blocks
+          are alive, each multiplied as it arrives.
         - incoming, p[i,j] = sum_k a[k,j] b[k,i] (k: this rank's rows): a and b are formed first;
           then for output block t this rank's partial sums over its k for block t of every rank's
           rows ([P, c, q, N]) are reduce-scattered while block t+1's partial sums are formed and
           block t-1's output stage updates z (its rows' product is complete). With channel pieces
           (a memory budget) the blocks land in p and the output stage runs at the end.
 
-        A rank holds at most the gathered b of one channel piece ([cc, N, N]: the planner's chunk
-        bounds it) and never a gathered projection of every channel unless the budget allows it.
+        Unchunked, a rank holds the gathered b of every channel ([c, N, N]) for a moment; with a
+        chunk size, two gathered blocks of one channel piece.
         Block sizes measured with scripts/dap_trimul_probe.py on 2x H200 at N = 2,048 (docs/DAP.md):
         blocks of 64-128 rows lose more to small GEMMs and per-collective overhead than they gain."""
         sh = rt.shard
@@ -327,21 +329,34 @@ class TriangleMultiplication(nn.Module):
             w = c1 - c0
             pending = []
             if self.outgoing:
-                # a and b per row block (LN once), each block of b all-gathered as soon as it is
-                # formed, so the gathers run under the projections that follow; then the GEMMs,
-                # straight into p's columns (cuBLAS takes p's row stride).
+                # Unchunked (memory to spare): a and b per row block from one LN, each block of b
+                # all-gathered as soon as it is formed, so the gathers run under the projections
+                # that follow; then the GEMMs, straight into p's columns (cuBLAS takes p's row
+                # stride). Chunked (a memory budget): a first, then b block by block with at most
+                # two gathered blocks alive, each multiplied as it arrives.
+                stream = rt.chunk("tri_mul") is not None
                 a = z.new_empty(w, n, n_all)
-                for r0, r1 in blocks:
-                    b_blk = z.new_empty(w, r1 - r0, n_all)
-                    project([a[:, r0:r1], b_blk], [0, 1], c0, c1, r0, r1)
-                    pending.append((r0, r1, dap.all_gather_async(sh, b_blk)))
-                    del b_blk
-                for r0, r1, work in pending:
-                    every_b = work.wait().unflatten(0, (world, w))  # [P, w, q, N]: rank r's rows j
+                if stream:
+                    for r0, r1 in blocks:
+                        project([a[:, r0:r1]], [0], c0, c1, r0, r1)
+
+                def done(r0, r1, work):  # p[:, i, j] for j in block (r0, r1) of every rank's rows
+                    every_b = work.wait().unflatten(0, (world, w))  # [P, w, q, N]
                     for r in range(world):
                         torch.matmul(a, every_b[r].transpose(1, 2), out=p[c0:c1, :, r * n + r0:r * n + r1])
-                    del every_b
-                del a, pending
+                for r0, r1 in blocks:
+                    b_blk = z.new_empty(w, r1 - r0, n_all)
+                    if stream:
+                        project([b_blk], [1], c0, c1, r0, r1)
+                    else:
+                        project([a[:, r0:r1], b_blk], [0, 1], c0, c1, r0, r1)
+                    pending.append((r0, r1, dap.all_gather_async(sh, b_blk)))
+                    del b_blk
+                    if stream and len(pending) == 2:
+                        done(*pending.pop(0))
+                while pending:
+                    done(*pending.pop(0))
+                del a
                 continue
             ab = z.new_empty(2, w, n, n_all)
             for r0 in range(0, n, rows):

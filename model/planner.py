@@ -166,13 +166,15 @@ def transient_bytes(op: str, chunk: Optional[int], p: Problem, stack: str = "mai
         if not dap:
             return prod + max(2 * cc * nl * n * b + proj_stage, out_stage(r))
         # DAP (`TriangleMultiplication._forward_dap`): collectives in row blocks of q, no shard
-        # switch. Outgoing: p, a, every block of b gathered (one channel piece: [P*cc, N/P, N]
-        # in all) and one block's LN and b. Incoming: a and b, two partial-sum blocks
-        # ([P, cc, q, N] each) and their reduce-scattered [cc, q, N]; p only with channel pieces,
-        # else each block's output stage runs as its sum arrives.
+        # switch. Outgoing: p, a, one block's LN and b, and every block of b gathered ([P*c, N/P,
+        # N] in all) when unchunked, two gathered blocks of the channel piece when chunked.
+        # Incoming: a and b, two partial-sum blocks ([P, cc, q, N] each) and their
+        # reduce-scattered [cc, q, N]; p only with channel pieces, else each block's output stage
+        # runs as its sum arrives.
         q = r  # the collectives' row blocks are the projection's
         direct = cc >= c
-        outgoing = prod + cc * nl * n * b + p.world * cc * nl * n * b + q * n * (cz + cc) * b
+        gathered = (p.world * cc * nl * n if chunk is None else 2 * p.world * cc * q * n) * b
+        outgoing = prod + cc * nl * n * b + gathered + q * n * (cz + cc) * b
         incoming = (0 if direct else prod) + 2 * cc * nl * n * b + max(
             proj_stage, 2 * p.world * cc * q * n * b + 2 * cc * q * n * b + (out_stage(q) if direct else 0))
         return max(outgoing, incoming, prod + out_stage(r))
@@ -214,7 +216,7 @@ def transient_bytes(op: str, chunk: Optional[int], p: Problem, stack: str = "mai
         # two passes: [T, N, N, H] logits; one pass: [N, N, H, D] + max/sum accumulators
         acc = t * nl * n * 4 * 4 if (p.recompute_templates or off) else nl * n * (4 * 16 + 8) * 4
         emb = nl * n * p.c_t * b
-        switch = (1 + 1 / p.world) if dap else 0  # its column-wise ops' shard switch
+        switch = 5 * dap_cols(nl) / nl if dap else 0  # its ending-node attention's column blocks
         # its triangle multiplication at c=64 (product + the channel chunk's a, b: tri_mul's chunk)
         cc = _ceil(p.c_t, tri_mul_chunk)
         stack_ = nl * n * b * (p.c_t + 2 * cc + p.c_t * switch) + _ceil(nl, 256) * n * p.c_t * 8 * b
