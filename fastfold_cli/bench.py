@@ -58,14 +58,31 @@ def _lengths(value: str):
 @click.option("--no-warmup", is_flag=True, help="Skip the untimed warm-up pass (memory-only runs).")
 @click.option("--gpus", type=click.IntRange(min=1), default=1, show_default=True,
               help="DAP: spread each prediction over this many GPUs, one process each (docs/DAP.md).")
+@click.option("--kernels", is_flag=True,
+              help="Instead of the network: the kernel micro-benchmark (kernels/benchmark.py): our Triton "
+                   "kernels against the PyTorch reference, SDPA and FlexAttention in the same process, "
+                   "TFLOP/s and GB/s per kernel (bf16, AlphaFold2 shapes; CUDA only).")
+@click.option("--kernel-cases", default=None,
+              help="--kernels: comma-separated cases [default: ln,tri2048,extra_msa,tri1024,msa_row,opm].")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
 def bench(lengths, precision, preset, msa_depth, extra_depth, templates, recycles, backend, device, max_memory,
           compare, find_max_length, probe_blocks, step, max_trials, trial_timeout, no_breakdown, no_warmup, gpus,
-          json_path, plot_path):
+          kernels, kernel_cases, json_path, plot_path):
     """Time and measure the whole network (random parameters) at each length."""
     import torch
     from rich.console import Console
+
+    if kernels:
+        from kernels.benchmark import CASES, run as run_kernels
+        cases = [c.strip() for c in (kernel_cases or ",".join(CASES)).split(",") if c.strip()]
+        unknown = [c for c in cases if c not in CASES]
+        if unknown:
+            fail(f"unknown --kernel-cases {', '.join(unknown)} (known: {', '.join(CASES)})")
+        if not torch.cuda.is_available():
+            fail("--kernels needs a CUDA GPU (the micro-benchmark times compiled Triton kernels)")
+        run_kernels(cases, json_path=str(json_path) if json_path else None)
+        return
 
     import configs
     from model.benchmark import bench_one, make_bench_model

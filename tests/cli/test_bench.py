@@ -35,6 +35,19 @@ def test_bench_bad_lengths_exit_2():
     assert p.returncode == 2 and "Traceback" not in p.stderr
 
 
+def test_bench_kernels_bad_case_and_no_gpu_exit_2():
+    """`fastfold bench --kernels`: an unknown case is named in one line; without CUDA (this CI) the
+    micro-benchmark refuses in one line too. Both exit 2 with no traceback."""
+    import torch
+    p = subprocess.run([sys.executable, "-m", "fastfold_cli", "bench", "--kernels", "--kernel-cases", "ln,tri999"],
+                       capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert p.returncode == 2 and "tri999" in p.stderr and "Traceback" not in p.stderr
+    if not torch.cuda.is_available():
+        p = subprocess.run([sys.executable, "-m", "fastfold_cli", "bench", "--kernels"],
+                           capture_output=True, text=True, timeout=120, cwd=ROOT)
+        assert p.returncode == 2 and "CUDA" in p.stderr and "Traceback" not in p.stderr
+
+
 def test_bench_dap_probe_on_two_cpu_processes(tmp_path):
     """--gpus 2 --probe-blocks 1 on the CPU (gloo): every rank runs the memory probe; the row reports
     probe seconds, no TFLOP/s, and the same pLDDT as the one-process probe (same model, features)."""

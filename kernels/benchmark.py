@@ -1,0 +1,363 @@
+"""Kernel micro-benchmark: our Triton kernels vs the plain PyTorch reference, PyTorch SDPA (cuDNN and
+memory-efficient back ends) and FlexAttention, all timed in the same process on the same card.
+
+    fastfold bench --kernels [--kernel-cases tri2048,ln] [--json out.json]
+    python scripts/kernel_bench.py [--sweep] [--cases tri2048,ln] [--json out.json]
+
+Cases (bf16, AlphaFold2 model_1 shapes):
+    tri1024 / tri2048  triangle attention: N batch rows, H=4, D=32, pair bias [1,4,N,N], key mask
+    msa_row            MSA row attention: 512 rows, H=8, D=32, N=1024, pair bias [1,8,N,N], key mask
+    extra_msa          extra-MSA row attention: 5120 rows, H=8, D=8, N=1024, bias, key mask
+    ln                 LayerNorm over a [2048, 2048, 128] pair tensor (fp32 weight/bias)
+    opm                the outer product mean's output projection, a row block of 256 at N = 1,024
+                       (o [256, 32, 1024, 32] -> [256, 1024, 128]) vs the reference (permuted copy + addmm)
+TFLOP/s counts QK^T and PV only: 4 * D * L_q * L_k * H * batch per call (the OPM: its GEMM). GB/s
+counts one read and one write of x (LayerNorm), the read of o and the write of the output (OPM). Times are medians of triton.testing.do_bench (L2 flushed between calls).
+
+Baselines: SDPA gets the pair bias as attn_mask but no key mask (adding the key mask would need a
+materialised [B, H, N, N] mask); FlexAttention gets both (score_mod), 64x64 tiles / 4 warps / 3 stages
+(the best FlexAttention configuration in docs/ and the shared performance notes). The plain reference
+materialises fp32 logits: where they exceed --ref-gb it is timed on a slice of rows and scaled
+(marked "extrapolated").
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+from kernels.attention import attention_reference, attention_triton
+from kernels.layer_norm import layer_norm_reference, layer_norm_triton
+from kernels.opm_projection import opm_projection_reference, opm_projection_triton
+
+CASES = ("ln", "tri2048", "extra_msa", "tri1024", "msa_row", "opm")
+
+ATTN_CASES = {
+    "tri1024": dict(B=1024, H=4, L=1024, D=32),
+    "tri2048": dict(B=2048, H=4, L=2048, D=32),
+    "msa_row": dict(B=512, H=8, L=1024, D=32),
+    "extra_msa": dict(B=5120, H=8, L=1024, D=8),
+}
+
+# Tile configurations swept with --sweep (BLOCK_M, BLOCK_N, num_warps, num_stages, rows, group_ctas).
+SWEEP_D32 = [
+    (128, 64, 8, 2, 2, 1024), (128, 64, 4, 2, 2, 1024), (128, 64, 8, 3, 2, 1024), (128, 64, 4, 3, 2, 1024),
+    (128, 128, 8, 2, 2, 1024), (128, 32, 4, 2, 2, 1024), (128, 32, 8, 3, 2, 1024), (64, 64, 4, 2, 2, 1024),
+    (64, 64, 4, 3, 2, 1024), (64, 128, 4, 2, 2, 1024), (128, 128, 4, 2, 2, 1024), (128, 64, 8, 1, 2, 1024),
+    (128, 64, 8, 2, 1, 1024), (128, 64, 4, 2, 1, 1024), (64, 64, 4, 3, 1, 1024), (128, 128, 8, 2, 1, 1024),
+    (128, 64, 8, 2, 2, 256), (128, 64, 8, 2, 2, 4096), (128, 64, 4, 3, 2, 256), (128, 64, 4, 3, 2, 4096),
+    (128, 64, 8, 2, 4, 1024), (128, 64, 8, 3, 4, 1024), (64, 64, 4, 2, 4, 1024), (128, 128, 8, 2, 4, 1024),
+]
+SWEEP_D8 = [
+    (128, 64, 8, 2, 2, 1024), (128, 64, 4, 2, 2, 1024), (128, 128, 8, 2, 2, 1024), (128, 128, 4, 2, 2, 1024),
+    (64, 128, 4, 2, 2, 1024), (128, 64, 4, 3, 2, 1024), (64, 64, 4, 2, 2, 1024), (128, 128, 8, 3, 2, 1024),
+    (128, 64, 8, 2, 1, 1024), (128, 128, 8, 2, 1, 1024), (128, 64, 4, 2, 1, 1024), (256, 64, 8, 2, 2, 1024),
+    (128, 64, 8, 2, 4, 1024), (128, 128, 8, 2, 4, 1024), (64, 128, 4, 2, 4, 1024), (128, 64, 4, 2, 4, 1024),
+]
+SWEEP_SMALL = [(128, 64, 8, 2, 2, 1024), (128, 64, 4, 3, 2, 1024), (64, 64, 4, 3, 2, 1024),
+               (128, 128, 8, 2, 2, 1024), (128, 64, 8, 2, 1, 1024)]
+SWEEP_LN = [(16, 4), (32, 4), (32, 8), (64, 4), (64, 8), (128, 8), (8, 2), (16, 2)]
+
+
+def _cfg(t):
+    return dict(BLOCK_M=t[0], BLOCK_N=t[1], num_warps=t[2], num_stages=t[3], rows=t[4], group_ctas=t[5])
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.t0 = time.time()
+        self.results = dict(meta=self.meta(), attention={}, layer_norm={})
+
+    def meta(self):
+        import triton
+        p = torch.cuda.get_device_properties(0)
+        return dict(device=torch.cuda.get_device_name(0), sms=p.multi_processor_count,
+                    torch=torch.__version__, triton=triton.__version__, python=platform.python_version(),
+                    date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), argv=sys.argv)
+
+    def left(self):
+        return self.args.budget - (time.time() - self.t0)
+
+    def time_ms(self, fn):
+        from triton.testing import do_bench
+        fn()
+        torch.cuda.synchronize()
+        return do_bench(fn, warmup=self.args.warmup, rep=self.args.rep, return_mode="median")
+
+    def log(self, *a):
+        print(f"[{time.time() - self.t0:6.1f}s]", *a, flush=True)
+
+    # ------------------------------------------------------------------------------------------
+    def attention_case(self, name):
+        c = ATTN_CASES[name]
+        B, H, L, D = c["B"], c["H"], c["L"], c["D"]
+        dt = torch.bfloat16
+        g = torch.Generator(device="cuda").manual_seed(0)
+        q, k, v = (torch.randn(B, H, L, D, device="cuda", generator=g, dtype=dt) for _ in range(3))
+        bias = torch.randn(1, H, L, L, device="cuda", generator=g, dtype=dt)
+        mask = torch.ones(B, 1, 1, L, device="cuda", dtype=dt)
+        mask[B // 2:, ..., L - L // 16:] = 0  # half the rows padded at the end
+        scale = D ** -0.5
+        flops = 4.0 * D * L * L * H * B
+        res = dict(shape=c, flops=flops, runs={})
+        self.results["attention"][name] = res
+        # reference output on a few rows (the kernel is row-independent)
+        nchk = 4
+        ref = attention_reference(q[:nchk], k[:nchk], v[:nchk], [bias], mask[:nchk], scale).float()
+
+        def record(label, ms, err=None, note=None):
+            r = dict(ms=ms, tflops=flops / ms / 1e9 if ms else None, rel_err=err, note=note)
+            res["runs"][label] = r
+            self.log(f"{name:10s} {label:34s} {ms:9.3f} ms {r['tflops']:7.1f} TFLOP/s"
+                     + (f"  err {err:.1e}" if err is not None else "") + (f"  ({note})" if note else ""))
+
+        def check(out):
+            o = out[:nchk].float()
+            return ((o - ref).norm() / ref.norm()).item()
+
+        def run_ours(label, cfg=None, qq=q, kk=k, vv=v, bb=bias, diag=None):
+            try:
+                fn = lambda: attention_triton(qq, kk, vv, [bb], mask, scale, config=cfg)  # noqa: E731
+                if diag == "no mask":
+                    fn = lambda: attention_triton(qq, kk, vv, [bb], None, scale, config=cfg)  # noqa: E731
+                elif diag == "no bias":
+                    fn = lambda: attention_triton(qq, kk, vv, [], mask, scale, config=cfg)  # noqa: E731
+                err = check(fn()) if diag is None else None
+                record(label, self.time_ms(fn), err, note=None if cfg is None else str(cfg))
+            except Exception as e:  # keep going: one bad config must not sink the run
+                self.log(f"{name} {label} FAILED: {type(e).__name__}: {str(e)[:300]}")
+                res["runs"][label] = dict(error=f"{type(e).__name__}: {str(e)[:300]}")
+
+        run_ours("ours (default config)")
+        # the model's layout: q/k/v transposed views of [B, L, H, D], bias a permuted [L, L, H] view
+        qm, km, vm = (t.transpose(1, 2).contiguous().transpose(1, 2) for t in (q, k, v))
+        bm = bias[0].permute(1, 2, 0).contiguous().permute(2, 0, 1).unsqueeze(0)
+        run_ours("ours (model layout views)", qq=qm, kk=km, vv=vm, bb=bm)
+        del qm, km, vm, bm
+        if self.args.sweep and name in ("tri2048", "extra_msa"):
+            # what the mask and the bias stream cost (diagnostic; not AlphaFold's semantics)
+            run_ours("ours, diagnostic: no key mask", diag="no mask")
+            run_ours("ours, diagnostic: no bias", diag="no bias")
+        if self.args.sweep:
+            sweep = SWEEP_D8 if D <= 16 else (SWEEP_D32 if name == "tri2048" else SWEEP_SMALL)
+            for t in sweep:
+                if self.left() < self.args.reserve:
+                    self.log("budget: skipping the rest of the sweep")
+                    break
+                run_ours("sweep " + "x".join(map(str, t)), _cfg(t))
+
+        if self.args.baselines:
+            self.baselines(name, q, k, v, bias, mask, scale, record, check)
+        del q, k, v
+        torch.cuda.empty_cache()
+
+    def baselines(self, name, q, k, v, bias, mask, scale, record, check):
+        B, H, L, D = q.shape[0], q.shape[1], q.shape[2], q.shape[3]
+        # plain reference (fp32 logits), on a slice of rows if the logits are too large
+        per_row = H * L * L * 4
+        rows = max(1, min(B, int(self.args.ref_gb * 1e9 // per_row)))
+        try:
+            fn = lambda: attention_reference(q[:rows], k[:rows], v[:rows], [bias], mask[:rows], scale)  # noqa: E731
+            ms = self.time_ms(fn) * B / rows
+            record("torch reference", ms, note=None if rows == B else f"extrapolated from {rows} rows")
+        except Exception as e:
+            self.log(f"reference FAILED: {e}")
+        torch.cuda.empty_cache()
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+        import torch.nn.functional as F
+        for label, be in [("SDPA cuDNN (bias, no mask)", SDPBackend.CUDNN_ATTENTION),
+                          ("SDPA mem-efficient (bias, no mask)", SDPBackend.EFFICIENT_ATTENTION)]:
+            try:
+                def fn():
+                    with sdpa_kernel([be]):
+                        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
+                fn()
+                record(label, self.time_ms(fn))
+            except Exception as e:
+                self.log(f"{name} {label} FAILED: {type(e).__name__}: {str(e)[:200]}")
+            torch.cuda.empty_cache()
+        if D >= 16 and self.args.flex and self.left() > self.args.reserve:
+            try:
+                from torch.nn.attention.flex_attention import flex_attention
+                flex = torch.compile(flex_attention, dynamic=False)
+                mb = ((mask[:, 0, 0, :].float() - 1.0) * 1e9).contiguous()
+                b0 = bias[0]
+
+                def score_mod(score, b, h, q_idx, kv_idx):
+                    return score + b0[h, q_idx, kv_idx] + mb[b, kv_idx]
+                opts = dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=3)
+                fn = lambda: flex(q, k, v, score_mod=score_mod, scale=scale, kernel_options=opts)  # noqa: E731
+                t = time.time()
+                err = check(fn())
+                self.log(f"flex compile+first call {time.time() - t:.1f}s")
+                record("FlexAttention (bias + mask)", self.time_ms(fn), err, note=str(opts))
+            except Exception as e:
+                self.log(f"{name} FlexAttention FAILED: {type(e).__name__}: {str(e)[:300]}")
+            torch.cuda.empty_cache()
+
+    # ------------------------------------------------------------------------------------------
+    def layer_norm_case(self):
+        import torch.nn.functional as F
+        shape = (2048, 2048, 128)
+        x = torch.randn(shape, device="cuda", dtype=torch.bfloat16)
+        w = torch.randn(128, device="cuda")
+        b = torch.randn(128, device="cuda")
+        nbytes = 2 * x.numel() * x.element_size()
+        res = dict(shape=shape, bytes=nbytes, runs={})
+        self.results["layer_norm"]["pair_2048"] = res
+        ref = layer_norm_reference(x[:64], w, b).float()
+
+        def record(label, ms, err=None, note=None):
+            r = dict(ms=ms, gbps=nbytes / ms / 1e6, rel_err=err, note=note)
+            res["runs"][label] = r
+            self.log(f"{'layernorm':10s} {label:34s} {ms:9.3f} ms {r['gbps']:7.0f} GB/s"
+                     + (f"  err {err:.1e}" if err is not None else "") + (f"  ({note})" if note else ""))
+
+        def run(label, fn, note=None):
+            try:
+                out = fn()
+                err = ((out[:64].float() - ref).norm() / ref.norm()).item()
+                record(label, self.time_ms(fn), err, note)
+            except Exception as e:
+                self.log(f"layernorm {label} FAILED: {type(e).__name__}: {str(e)[:300]}")
+
+        run("ours (default config)", lambda: layer_norm_triton(x, w, b))
+        if self.args.sweep:
+            for br, nw in SWEEP_LN:
+                cfg = dict(BLOCK_R=br, num_warps=nw)
+                run(f"sweep {br}x{nw}", lambda cfg=cfg: layer_norm_triton(x, w, b, config=cfg), str(cfg))
+        if self.args.baselines:
+            run("torch reference (fp32 upcast)", lambda: layer_norm_reference(x, w, b))
+            wb, bb = w.bfloat16(), b.bfloat16()
+            run("F.layer_norm eager bf16", lambda: F.layer_norm(x, (128,), wb, bb, 1e-5))
+            try:
+                comp = torch.compile(lambda t: F.layer_norm(t.float(), (128,), w, b, 1e-5).to(t.dtype))
+                run("torch.compile (fp32 stats)", lambda: comp(x))
+            except Exception as e:
+                self.log(f"torch.compile LN FAILED: {e}")
+        del x
+        torch.cuda.empty_cache()
+
+    def opm_case(self):
+        n, n_res, c, cz = 256, 1024, 32, 128
+        g = torch.Generator(device="cuda").manual_seed(1)
+        o = torch.randn(n, c, n_res, c, device="cuda", generator=g, dtype=torch.bfloat16)
+        w = (torch.randn(c * c, cz, device="cuda", generator=g) / c).bfloat16()
+        b = torch.randn(cz, device="cuda", generator=g).bfloat16()
+        norm = torch.full((n, n_res), 7.0, device="cuda", dtype=torch.bfloat16)
+        flops = 2.0 * n * n_res * c * c * cz
+        nbytes = (o.numel() + n * n_res * cz) * 2
+        res = dict(shape=(n, c, n_res, c), flops=flops, bytes=nbytes, runs={})
+        self.results["opm_projection"] = res
+        ref = opm_projection_reference(o[:4], w, b, norm[:4]).float()
+
+        def run(label, fn):
+            try:
+                out = fn()
+                err = ((out[:4].float() - ref).norm() / ref.norm()).item()
+                ms = self.time_ms(fn)
+                res["runs"][label] = dict(ms=ms, tflops=flops / ms / 1e9, gbps=nbytes / ms / 1e6, rel_err=err)
+                self.log(f"{'opm':10s} {label:34s} {ms:9.3f} ms {flops / ms / 1e9:7.1f} TFLOP/s "
+                         f"{nbytes / ms / 1e6:7.0f} GB/s  err {err:.1e}")
+            except Exception as e:
+                self.log(f"opm {label} FAILED: {type(e).__name__}: {str(e)[:300]}")
+        run("ours (default config)", lambda: opm_projection_triton(o, w, b, norm))
+        if self.args.baselines:
+            run("torch reference (permute + addmm)", lambda: opm_projection_reference(o, w, b, norm))
+        del o
+        torch.cuda.empty_cache()
+
+    def copy_ceiling(self):
+        x = torch.empty(2 ** 30, device="cuda", dtype=torch.bfloat16).normal_()
+        y = torch.empty_like(x)
+        ms = self.time_ms(lambda: y.copy_(x))
+        self.results["copy_gbps"] = 2 * x.numel() * 2 / ms / 1e6
+        self.log(f"device copy ceiling: {self.results['copy_gbps']:.0f} GB/s (read + write)")
+        del x, y
+        torch.cuda.empty_cache()
+
+
+def run(cases=CASES, sweep=False, baselines=True, flex=True, budget=1e9, reserve=30.0, ref_gb=8.0, warmup=25,
+        rep=100, json_path=None) -> dict:
+    """Run the named cases (CASES) on this process's CUDA device; returns the results (and writes
+    them as JSON after each case when json_path is given). Raises RuntimeError without CUDA."""
+    if not torch.cuda.is_available():
+        raise RuntimeError("the kernel micro-benchmark needs a CUDA GPU")
+    unknown = [c for c in cases if c not in CASES]
+    if unknown:
+        raise ValueError(f"unknown kernel case(s) {', '.join(unknown)}; known: {', '.join(CASES)}")
+    args = argparse.Namespace(cases=",".join(cases), sweep=sweep, baselines=baselines, flex=flex, budget=budget,
+                              reserve=reserve, ref_gb=ref_gb, warmup=warmup, rep=rep, json=json_path)
+    bench = Bench(args)
+    bench.log(json.dumps(bench.results["meta"]))
+    bench.copy_ceiling()
+    for case in cases:
+        try:
+            if case == "ln":
+                bench.layer_norm_case()
+            elif case == "opm":
+                bench.opm_case()
+            else:
+                bench.attention_case(case)
+        except Exception:
+            traceback.print_exc()
+        if json_path:
+            Path(json_path).write_text(json.dumps(bench.results, indent=1))
+    summary(bench.results)
+    return bench.results
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cases", default=",".join(CASES))
+    ap.add_argument("--sweep", action="store_true", help="also time a set of tile configs")
+    ap.add_argument("--no-baselines", dest="baselines", action="store_false")
+    ap.add_argument("--no-flex", dest="flex", action="store_false")
+    ap.add_argument("--budget", type=float, default=1e9, help="seconds; optional parts stop near it")
+    ap.add_argument("--reserve", type=float, default=30.0, help="seconds kept for the remaining cases")
+    ap.add_argument("--ref-gb", type=float, default=8.0, help="max fp32 logits for the plain reference")
+    ap.add_argument("--warmup", type=int, default=25)
+    ap.add_argument("--rep", type=int, default=100)
+    ap.add_argument("--json", default=None)
+    a = ap.parse_args()
+    try:
+        run([c for c in a.cases.split(",") if c], a.sweep, a.baselines, a.flex, a.budget, a.reserve, a.ref_gb,
+            a.warmup, a.rep, a.json)
+    except (RuntimeError, ValueError) as e:
+        sys.exit(str(e))
+
+
+def summary(results):
+    print("\n=== summary (" + results["meta"]["device"] + ") ===")
+    for name, res in results["attention"].items():
+        runs = {k: r for k, r in res["runs"].items() if "ms" in r}
+        best = min((r["ms"], k) for k, r in runs.items() if k.startswith(("ours", "sweep"))) if runs else None
+        for k, r in runs.items():
+            if k.startswith("sweep"):
+                continue
+            print(f"{name:10s} {k:36s} {r['ms']:9.3f} ms {r['tflops']:7.1f} TFLOP/s")
+        if best:
+            print(f"{name:10s} {'best of ours: ' + best[1]:36s} {best[0]:9.3f} ms "
+                  f"{res['flops'] / best[0] / 1e9:7.1f} TFLOP/s")
+    if results.get("opm_projection"):
+        for k, r in results["opm_projection"]["runs"].items():
+            print(f"opm        {k:36s} {r['ms']:9.3f} ms {r['tflops']:7.1f} TFLOP/s {r['gbps']:7.0f} GB/s")
+    for name, res in results["layer_norm"].items():
+        for k, r in res["runs"].items():
+            if not k.startswith("sweep"):
+                print(f"layernorm  {k:36s} {r['ms']:9.3f} ms {r['gbps']:7.0f} GB/s")
+        sw = [(r["ms"], k) for k, r in res["runs"].items() if k.startswith(("ours", "sweep"))]
+        if sw:
+            ms, k = min(sw)
+            print(f"layernorm  {'best of ours: ' + k:36s} {ms:9.3f} ms {res['bytes'] / ms / 1e6:7.0f} GB/s")
+
+
+if __name__ == "__main__":
+    main()
