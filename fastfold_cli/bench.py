@@ -74,11 +74,12 @@ def bench(lengths, precision, preset, msa_depth, extra_depth, templates, recycle
     from rich.console import Console
 
     if kernels:
-        from kernels.benchmark import CASES, run as run_kernels
+        from kernels.benchmark import CASES, check_cases, run as run_kernels
         cases = [c.strip() for c in (kernel_cases or ",".join(CASES)).split(",") if c.strip()]
-        unknown = [c for c in cases if c not in CASES]
-        if unknown:
-            fail(f"unknown --kernel-cases {', '.join(unknown)} (known: {', '.join(CASES)})")
+        try:
+            check_cases(cases)
+        except ValueError as e:
+            fail(f"--kernel-cases: {e}")
         if not torch.cuda.is_available():
             fail("--kernels needs a CUDA GPU (the micro-benchmark times compiled Triton kernels)")
         run_kernels(cases, json_path=str(json_path) if json_path else None)

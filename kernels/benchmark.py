@@ -284,15 +284,20 @@ class Bench:
         torch.cuda.empty_cache()
 
 
+def check_cases(cases) -> None:
+    """Raise ValueError naming any case not in CASES."""
+    unknown = [c for c in cases if c not in CASES]
+    if unknown:
+        raise ValueError(f"unknown kernel case(s) {', '.join(unknown)} (known: {', '.join(CASES)})")
+
+
 def run(cases=CASES, sweep=False, baselines=True, flex=True, budget=1e9, reserve=30.0, ref_gb=8.0, warmup=25,
         rep=100, json_path=None) -> dict:
     """Run the named cases (CASES) on this process's CUDA device; returns the results (and writes
     them as JSON after each case when json_path is given). Raises RuntimeError without CUDA."""
+    check_cases(cases)
     if not torch.cuda.is_available():
         raise RuntimeError("the kernel micro-benchmark needs a CUDA GPU")
-    unknown = [c for c in cases if c not in CASES]
-    if unknown:
-        raise ValueError(f"unknown kernel case(s) {', '.join(unknown)}; known: {', '.join(CASES)}")
     args = argparse.Namespace(cases=",".join(cases), sweep=sweep, baselines=baselines, flex=flex, budget=budget,
                               reserve=reserve, ref_gb=ref_gb, warmup=warmup, rep=rep, json=json_path)
     bench = Bench(args)

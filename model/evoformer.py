@@ -30,16 +30,20 @@ def _attention_dims(cfg: Config, c_q: int, c_m: int):
     return h, cfg.get("key_dim", c_q) // h, cfg.get("value_dim", c_m) // h
 
 
+def _bias_rows(z: torch.Tensor, norm: LayerNorm, weights: torch.Tensor, rt: Runtime) -> torch.Tensor:
+    """LN(z) @ weights, z [n, N, C] -> [n, N, H]; LN(z) is formed one row block at a time."""
+    w = weights.to(z.dtype)
+    return chunked(lambda z_c: torch.matmul(norm(z_c, rt.backend), w), [z], rt.chunk("pair_rows"), dim=0)
+
+
 def _pair_bias(z: torch.Tensor, norm: LayerNorm, weights: torch.Tensor, rt: Runtime) -> torch.Tensor:
     """LN(z) @ weights as an attention bias [1, H, N, N] shared by every attention row.
 
     z: [N, N, C] (with rt.shard: the row shard [N/P, N, C]; the [N/P, N, H] biases of all ranks
     are all-gathered); weights: [C, H]. LN(z) is formed one row block at a time, never whole."""
-    w = weights.to(z.dtype)
-    b = chunked(lambda z_c: torch.matmul(norm(z_c, rt.backend), w), [z], rt.chunk("pair_rows"), dim=0)
     # Contiguous [H, N, N] once per call: the attention kernel would otherwise copy the permuted
     # view for every chunk of rows.
-    return dap.gather(rt.shard, b, 0).permute(2, 0, 1).contiguous().unsqueeze(0)
+    return dap.gather(rt.shard, _bias_rows(z, norm, weights, rt), 0).permute(2, 0, 1).contiguous().unsqueeze(0)
 
 
 class MSARowAttentionWithPairBias(nn.Module):
@@ -110,16 +114,6 @@ class MSAColumnGlobalAttention(nn.Module):
         return m_t.transpose(0, 1)
 
 
-def _linear_relu(lin: Linear, x: torch.Tensor) -> torch.Tensor:
-    """relu(lin(x)); the ReLU applied by the GEMM where torch offers it (`_addmm_activation`; ReLU
-    commutes with the rounding of the GEMM's output, so the result is the same)."""
-    fused = getattr(torch, "_addmm_activation", None)
-    if fused is None or lin.bias is None:
-        return torch.relu_(lin(x))
-    w = lin.weights.to(x.dtype)
-    return fused(lin.bias.to(x.dtype), x.reshape(-1, x.shape[-1]), w).view(*x.shape[:-1], w.shape[1])
-
-
 class Transition(nn.Module):
     """Two-layer MLP with ReLU (MSA and pair transitions). AlphaFold applies no mask here."""
 
@@ -134,7 +128,7 @@ class Transition(nn.Module):
         def f(x_c):
             # ReLU in the first GEMM's epilogue (cuBLASLt), or in place: the 4x hidden block exists
             # once (peak LN + hidden, then hidden + output)
-            return self.transition2(_linear_relu(self.transition1, self.input_layer_norm(x_c, rt.backend)))
+            return self.transition2(self.transition1(self.input_layer_norm(x_c, rt.backend), relu=True))
 
         return _update(x, f, [x], rt, "transition", dim=0)
 
@@ -268,7 +262,12 @@ class TriangleMultiplication(nn.Module):
             else:               # p[i,j] = sum_k a[k,j] b[k,i]
                 torch.matmul(b.transpose(1, 2), a, out=p[c0:c1])
             del ab, a, b
-        target = z if rt.inplace else torch.empty_like(z)
+        return self._update_all(z if rt.inplace else torch.empty_like(z), z, p, rows, norm_in, norm_center, rt)
+
+    def _update_all(self, target: torch.Tensor, z: torch.Tensor, p: torch.Tensor, rows: int, norm_in: LayerNorm,
+                    norm_center: LayerNorm, rt: Runtime) -> torch.Tensor:
+        """The output stage of the whole product p [c, n, N] into target, in row blocks of `rows`."""
+        n = z.shape[0]
         for r0 in range(0, n, rows):
             r1 = min(n, r0 + rows)
             self._update_rows(target, z, p[:, r0:r1], r0, r1, norm_in, norm_center, rt)
@@ -323,6 +322,7 @@ class TriangleMultiplication(nn.Module):
 
         target = z if rt.inplace else torch.empty_like(z)
         direct = not self.outgoing and cc >= c  # incoming, one piece: the output stage per block
+        stream = rt.chunk("tri_mul") is not None  # outgoing under a memory budget (below)
         p = None if direct else z.new_empty(c, n, n_all)
         for c0 in range(0, c, cc):
             c1 = min(c, c0 + cc)
@@ -334,7 +334,6 @@ class TriangleMultiplication(nn.Module):
                 # that follow; then the GEMMs, straight into p's columns (cuBLAS takes p's row
                 # stride). Chunked (a memory budget): a first, then b block by block with at most
                 # two gathered blocks alive, each multiplied as it arrives.
-                stream = rt.chunk("tri_mul") is not None
                 a = z.new_empty(w, n, n_all)
                 if stream:
                     for r0, r1 in blocks:
@@ -382,11 +381,7 @@ class TriangleMultiplication(nn.Module):
             while pending:
                 done(*pending.pop(0))
             del ab, a, b
-        if not direct:
-            for r0 in range(0, n, rows):
-                r1 = min(n, r0 + rows)
-                self._update_rows(target, z, p[:, r0:r1], r0, r1, norm_in, norm_center, rt)
-        return target
+        return target if direct else self._update_all(target, z, p, rows, norm_in, norm_center, rt)
 
     def _output(self, p_rows: torch.Tensor, z_rows: torch.Tensor, norm_in: LayerNorm, norm_center: LayerNorm,
                 rt: Runtime) -> torch.Tensor:
@@ -516,11 +511,8 @@ class TriangleAttention(nn.Module):
         sh = rt.shard
         world, n, n_all = sh.world, z.shape[0], z.shape[1]
         c = z.shape[-1]
-        w_bias = self.feat_2d_weights.to(z.dtype)
-        b_rows = chunked(lambda z_c: torch.matmul(self.query_norm(z_c, rt.backend), w_bias), [z],
-                         rt.chunk("pair_rows"), dim=0)  # [n, N, H]: rows k of LN(z) W
-        bias_work = dap.all_gather_async(sh, b_rows)
-        del b_rows
+        # rows k of LN(z) W, gathered under the first block's transfer
+        bias_work = dap.all_gather_async(sh, _bias_rows(z, self.query_norm, self.feat_2d_weights, rt))
         lo, _ = dap.local_range(sh, n_all)
         mask_cols = pair_mask.transpose(0, 1)[lo:lo + n]  # [n, N]: this rank's columns j, all rows i
         target = z if rt.inplace else torch.empty_like(z)

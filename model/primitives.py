@@ -90,11 +90,19 @@ class Linear(nn.Module):
         self.weights = nn.Parameter(torch.empty(num_input, num_output))
         self.bias = nn.Parameter(torch.empty(num_output)) if use_bias else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, relu: bool = False) -> torch.Tensor:
+        """relu=True: relu(y), applied by the GEMM where torch offers it (`_addmm_activation`,
+        cuBLASLt's epilogue; ReLU commutes with the rounding of the output, so the result is the
+        same), else in place."""
         w = self.weights.to(x.dtype)
         if self.bias is None:
-            return torch.matmul(x, w)
-        return _linear(x, w, self.bias.to(x.dtype))
+            y = torch.matmul(x, w)
+        elif relu and hasattr(torch, "_addmm_activation"):
+            return torch._addmm_activation(self.bias.to(x.dtype), x.reshape(-1, x.shape[-1]), w).view(
+                *x.shape[:-1], w.shape[1])
+        else:
+            y = _linear(x, w, self.bias.to(x.dtype))
+        return torch.relu_(y) if relu else y
 
 
 class LayerNorm(nn.Module):

@@ -42,6 +42,11 @@ probe() {  # probe GPU CORES LIMIT PRECISION N: the 80 GB memory probe (one bloc
   job probe_$4_$5 "$1" "$2" "$3" python3 -m fastfold_cli bench --lengths "$5" --precision "$4" --backend triton \
     --probe-blocks 1 --max-memory 77 --no-warmup --json "$RES/probe_$4_$5.json"
 }
+dap_run() {  # dap_run NAME GPUS CORES LIMIT JSON WORLD [ARGS...]: DAP at N=2,048 bf16 (Triton), $RES/JSON.json
+  local name=$1 gpus=$2 cores=$3 limit=$4 js=$5 world=$6; shift 6
+  job "$name" "$gpus" "$cores" "$limit" python3 -m model.dap_bench --world "$world" --n-res 2048 --precision bf16 \
+    --backend triton "$@" --json "$RES/$js.json"
+}
 G='"n_res": [0-9]*\|"path": "[a-z]*"\|"predicted_peak_gib": [0-9.]*\|"peak_allocated_gib": [0-9.]*\|"probe_seconds": [0-9.]*\|"seconds": [0-9.]*\|"error": "[^"]*"'
 case "$call" in
 A)
@@ -55,13 +60,10 @@ A)
   wait
   ;;
 B)
-  job dap1 0 0-15 260 python3 -m model.dap_bench --world 1 --n-res 2048 --precision bf16 --backend triton \
-    --json "$RES/dap_1.json"
-  job dap2 1,2 16-47 260 python3 -m model.dap_bench --world 2 --n-res 2048 --precision bf16 --backend triton \
-    --json "$RES/dap_2.json"
+  dap_run dap1 0 0-15 260 dap_1 1
+  dap_run dap2 1,2 16-47 260 dap_2 2
   wait
-  job dap4 0,1,2,3 0-63 200 python3 -m model.dap_bench --world 4 --n-res 2048 --precision bf16 --backend triton \
-    --json "$RES/dap_4.json"
+  dap_run dap4 0,1,2,3 0-63 200 dap_4 4
   wait
   left=$(( 540 - ($(date +%s) - START) ))
   if [ "$left" -gt 120 ]; then
@@ -141,21 +143,17 @@ H)  # call 3 (carry .dev3): the pipeline with run-wide shard numbers, 16 cores a
   source scripts/device_pipeline_env.sh > "$RES/env.log" 2>&1; cat "$RES/env.log"
   job pipeline16 "" 0-15 300 python3 -m pipeline.bench --cpus 16 --copies 60 --work /tmp/ffbench \
     --json "$RES/pipeline16_monomer.json"
-  job dap_modules4 0,1,2,3 16-63 280 python3 -m model.dap_bench --world 4 --n-res 2048 --precision bf16 \
-    --backend triton --recycles 1 --breakdown --json "$RES/dap_modules_4.json"
+  dap_run dap_modules4 0,1,2,3 16-63 280 dap_modules_4 4 --recycles 1 --breakdown
   wait
   job pipeline64 "" 0-63 240 python3 -m pipeline.bench --cpus 64 --copies 60 --work /tmp/ffbench \
     --json "$RES/pipeline64_monomer.json"
   wait
   ;;
 J)  # next 4-GPU lease: DAP N=2,048 bf16 after the tri-mul change: 1 GPU beside 2 GPUs, then 4 GPUs
-  job dap1 0 0-15 200 python3 -m model.dap_bench --world 1 --n-res 2048 --precision bf16 --backend triton \
-    --json "$RES/dap_1.json"
-  job dap2 1,2 16-47 200 python3 -m model.dap_bench --world 2 --n-res 2048 --precision bf16 --backend triton \
-    --json "$RES/dap_2.json"
+  dap_run dap1 0 0-15 200 dap_1 1
+  dap_run dap2 1,2 16-47 200 dap_2 2
   wait
-  job dap4 0,1,2,3 0-63 ${LIMIT4:-150} python3 -m model.dap_bench --world 4 --n-res 2048 --precision bf16 \
-    --backend triton --json "$RES/dap_4.json"
+  dap_run dap4 0,1,2,3 0-63 ${LIMIT4:-150} dap_4 4
   wait
   ;;
 K)  # the same on a 2-GPU machine (32 cores), call 1: the bf16 80 GB probe; CUDA fixtures with the fused
@@ -169,11 +167,9 @@ K)  # the same on a 2-GPU machine (32 cores), call 1: the bf16 80 GB probe; CUDA
   wait
   ;;
 L)  # 2-GPU machine, call 2: DAP N=2,048 bf16 after the tri-mul change, 1 GPU then 2 GPUs
-  job dap1 0 0-31 110 python3 -m model.dap_bench --world 1 --n-res 2048 --precision bf16 --backend triton \
-    --json "$RES/dap_1.json"
+  dap_run dap1 0 0-31 110 dap_1 1
   wait
-  job dap2 0,1 0-31 ${LIMIT2:-110} python3 -m model.dap_bench --world 2 --n-res 2048 --precision bf16 \
-    --backend triton --json "$RES/dap_2.json"
+  dap_run dap2 0,1 0-31 ${LIMIT2:-110} dap_2 2
   wait
   ;;
 M)  # next session, call 1 (any kind with >= 2 GPUs): the 80 GB probes with a whole call each (bf16 12,000;
@@ -186,12 +182,10 @@ N)  # session 5, call 1 (4 GPUs): M's two probes on GPUs 0/1; beside them, per-m
     # the tri-mul change (1 GPU, then 2) on GPUs 2-3 and the kernel micro-benchmark on GPU 3
   probe 0 0-15 ${LIMIT:-570} bf16 12000
   probe 1 16-31 ${LIMIT:-570} tf32 9000
-  job dap_modules1 2 32-47 200 python3 -m model.dap_bench --world 1 --n-res 2048 --precision bf16 \
-    --backend triton --recycles 1 --breakdown --json "$RES/dap_modules_1.json"; p1=$!
+  dap_run dap_modules1 2 32-47 200 dap_modules_1 1 --recycles 1 --breakdown; p1=$!
   job kbench 3 48-63 200 python3 scripts/kernel_bench.py --budget 180 --json "$RES/kernel_bench.json"; p2=$!
   wait $p1 $p2
-  job dap_modules2 2,3 32-63 250 python3 -m model.dap_bench --world 2 --n-res 2048 --precision bf16 \
-    --backend triton --recycles 1 --breakdown --json "$RES/dap_modules_2.json"
+  dap_run dap_modules2 2,3 32-63 250 dap_modules_2 2 --recycles 1 --breakdown
   wait
   ;;
 P)  # session 5, call 3 (4 GPUs), after the row-block DAP tri-mul schedule: the NCCL self-checks on 2
@@ -199,23 +193,18 @@ P)  # session 5, call 3 (4 GPUs), after the row-block DAP tri-mul schedule: the 
   job check2 0,1 0-31 150 python3 -m model.dap_check --world 2
   job check4 0,1,2,3 32-63 150 python3 -m model.dap_check --world 4 --n-res 61 --precision fp32
   wait
-  job dap1 0 0-15 200 python3 -m model.dap_bench --world 1 --n-res 2048 --precision bf16 --backend triton \
-    --json "$RES/dap_1.json"
-  job dap2 1,2 16-47 200 python3 -m model.dap_bench --world 2 --n-res 2048 --precision bf16 --backend triton \
-    --json "$RES/dap_2.json"
+  dap_run dap1 0 0-15 200 dap_1 1
+  dap_run dap2 1,2 16-47 200 dap_2 2
   wait
-  job dap4 0,1,2,3 0-63 150 python3 -m model.dap_bench --world 4 --n-res 2048 --precision bf16 \
-    --backend triton --json "$RES/dap_4.json"
+  dap_run dap4 0,1,2,3 0-63 150 dap_4 4
   wait
-  job dap_modules4 0,1,2,3 0-63 150 python3 -m model.dap_bench --world 4 --n-res 2048 --precision bf16 \
-    --backend triton --recycles 1 --breakdown --json "$RES/dap_modules_4.json"
+  dap_run dap_modules4 0,1,2,3 0-63 150 dap_modules_4 4 --recycles 1 --breakdown
   wait
   ;;
 Q)  # session 5 on a 2-GPU host: kernel GPU tests and CUDA fixtures beside the 1-GPU DAP baseline;
     # the NCCL self-check and DAP on 2 GPUs (total, then per module); N=1,024 planned vs plain beside
     # a by-module profile
-  job dap1 0 0-15 200 python3 -m model.dap_bench --world 1 --n-res 2048 --precision bf16 --backend triton \
-    --json "$RES/dap_1.json"
+  dap_run dap1 0 0-15 200 dap_1 1
   job verify 1 16-31 260 bash -c "python3 -m pytest -q -p no:cacheprovider tests/kernels 2>&1 | tail -4;
     python3 scripts/check_fixtures.py --device cuda --precision fp32 bf16 --backend torch triton \
       --json $RES/fixtures_cuda.json 2>&1 | tail -9"
@@ -236,11 +225,9 @@ R)  # session 5, 2-GPU host, after the tri-mul block change: NCCL self-check, th
   job check 0,1 0-31 120 bash -c "python3 -m model.dap_check --world 2 2>&1 | tail -3;
     python3 scripts/dap_trimul_probe.py --world 2 --n-res 2048 --rows 256 --json $RES/trimul_probe_2.json 2>&1 | grep -v Warn"
   wait
-  job dap1 0 0-15 150 python3 -m model.dap_bench --world 1 --n-res 2048 --precision bf16 --backend triton \
-    --json "$RES/dap_1.json"
+  dap_run dap1 0 0-15 150 dap_1 1
   wait
-  job dap2 0,1 0-31 150 python3 -m model.dap_bench --world 2 --n-res 2048 --precision bf16 --backend triton \
-    --json "$RES/dap_2.json"
+  dap_run dap2 0,1 0-31 150 dap_2 2
   wait
   if [ -n "${R4:-}" ]; then
     job dap4 0,1,2,3 0-63 150 bash -c "python3 scripts/dap_trimul_probe.py --world 4 --n-res 2048 --rows 128 \
@@ -253,14 +240,12 @@ S)  # session 5, last call on a 2-GPU host: the NCCL self-check; the 1-GPU DAP b
     # kernel GPU tests and CUDA fixtures; DAP on 2 GPUs; N=1,024 on one GPU
   job check 0,1 0-31 90 python3 -m model.dap_check --world 2
   wait
-  job dap1 0 0-15 150 python3 -m model.dap_bench --world 1 --n-res 2048 --precision bf16 --backend triton \
-    --json "$RES/dap_1.json"
+  dap_run dap1 0 0-15 150 dap_1 1
   job verify 1 16-31 200 bash -c "python3 -m pytest -q -p no:cacheprovider tests/kernels 2>&1 | tail -2;
     python3 scripts/check_fixtures.py --device cuda --precision fp32 --backend torch triton \
       --json $RES/fixtures_cuda.json 2>&1 | tail -5"
   wait
-  job dap2 0,1 0-31 120 python3 -m model.dap_bench --world 2 --n-res 2048 --precision bf16 --backend triton \
-    --json "$RES/dap_2.json"
+  dap_run dap2 0,1 0-31 120 dap_2 2
   wait
   job bench1024 0 0-15 120 python3 -m fastfold_cli bench --lengths 1024 --precision bf16 --backend triton \
     --json "$RES/bench_1024.json"
