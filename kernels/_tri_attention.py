@@ -107,18 +107,21 @@ def _load_q(Q, q_tile, offs_d, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr):
 
 
 @triton.jit
-def _store_rows(O, acc, l_i, offs_m, offs_d, Lq, som, sod, row_ok, HEAD_DIM: tl.constexpr,
-                CHECK_ROW: tl.constexpr):
+def _store_rows(O, acc, l_i, offs_m, offs_d, Lq, som, sod, row_ok, G, sgm, sgd, HEAD_DIM: tl.constexpr,
+                CHECK_ROW: tl.constexpr, HAS_GATE: tl.constexpr):
     out = acc / l_i[:, None]
     msk = (offs_m < Lq)[:, None] & (offs_d < HEAD_DIM)[None, :]
     if CHECK_ROW:
         msk = msk & row_ok
+    if HAS_GATE:  # AlphaFold's gating, o * sigmoid(g), in fp32 before the one rounding
+        g = tl.load(G + offs_m[:, None] * sgm + offs_d[None, :] * sgd, mask=msk, other=0.0).to(tl.float32)
+        out = out * tl.sigmoid(g)
     tl.store(O + offs_m[:, None] * som + offs_d[None, :] * sod, out.to(O.dtype.element_ty), mask=msk)
 
 
 @triton.jit
 def _attn_fwd_kernel(
-    Q, K, V, O, B0, B1, MSK,
+    Q, K, V, O, B0, B1, MSK, G,
     n1, n2, n_sets, Lq, Lk,
     sq0, sq1, sq2, sqm, sqd,
     sk0, sk1, sk2, skn, skd,
@@ -127,8 +130,10 @@ def _attn_fwd_kernel(
     sa0, sa1, sa2, sam, san,
     sb0, sb1, sb2, sbm, sbn,
     sm0, sm1, sm2, smm, smn,
+    sg0, sg1, sg2, sgm, sgd,
     qk_scale, group,
-    N_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, MASK_2D: tl.constexpr, ROWS: tl.constexpr,
+    N_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, MASK_2D: tl.constexpr, HAS_GATE: tl.constexpr,
+    ROWS: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     DOT_PREC: tl.constexpr, WIDE: tl.constexpr,
 ):
@@ -169,6 +174,7 @@ def _attn_fwd_kernel(
     v_base = V + i0 * sv0 + i1 * sv1
     m_base = MSK + i0 * sm0 + i1 * sm1
     o_base = O + i0 * so0 + i1 * so1
+    g_base = G + i0 * sg0 + i1 * sg1
     q_tile = offs_m_c[:, None] * sqm + offs_d[None, :] * sqd
 
     # Per-row state. Rows past n2 (odd batch counts) are clamped to the last row: computed, not stored.
@@ -248,12 +254,16 @@ def _attn_fwd_kernel(
                                      offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale,
                                      HAS_BIAS, HAS_MASK, MASK_2D, True, HEAD_DIM, BLOCK_D, DOT_PREC)
 
-    _store_rows(o_base + r0 * so2, acc0, l0, offs_m, offs_d, Lq, som, sod, True, HEAD_DIM, False)
+    _store_rows(o_base + r0 * so2, acc0, l0, offs_m, offs_d, Lq, som, sod, True,
+                g_base + r0 * sg2, sgm, sgd, HEAD_DIM, False, HAS_GATE)
     if ROWS > 1:
-        _store_rows(o_base + r1 * so2, acc1, l1, offs_m, offs_d, Lq, som, sod, i2 + 1 < n2, HEAD_DIM, True)
+        _store_rows(o_base + r1 * so2, acc1, l1, offs_m, offs_d, Lq, som, sod, i2 + 1 < n2,
+                    g_base + r1 * sg2, sgm, sgd, HEAD_DIM, True, HAS_GATE)
     if ROWS > 2:
-        _store_rows(o_base + r2 * so2, acc2, l2, offs_m, offs_d, Lq, som, sod, i2 + 2 < n2, HEAD_DIM, True)
-        _store_rows(o_base + r3 * so2, acc3, l3, offs_m, offs_d, Lq, som, sod, i2 + 3 < n2, HEAD_DIM, True)
+        _store_rows(o_base + r2 * so2, acc2, l2, offs_m, offs_d, Lq, som, sod, i2 + 2 < n2,
+                    g_base + r2 * sg2, sgm, sgd, HEAD_DIM, True, HAS_GATE)
+        _store_rows(o_base + r3 * so2, acc3, l3, offs_m, offs_d, Lq, som, sod, i2 + 3 < n2,
+                    g_base + r3 * sg2, sgm, sgd, HEAD_DIM, True, HAS_GATE)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -315,12 +325,14 @@ def _coalesce_outer(shape: Sequence[int], strides: List[List[int]], shared_key: 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, biases: Sequence[torch.Tensor] = (),
               mask: Optional[torch.Tensor] = None, scale: float = 1.0, config: Optional[dict] = None,
-              out: Optional[torch.Tensor] = None) -> torch.Tensor:
+              out: Optional[torch.Tensor] = None, gate: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Fused attention; shapes and semantics as `kernels.attention.attention_reference`.
 
     q: [*, H, L_q, D]; k, v: [*, H, L_k, D] (any strides; D <= 64); biases: each broadcastable to
     [*, H, L_q, L_k]; mask: broadcastable to [*, H, L_q, L_k] (bool, integer or float, 1 = attend).
     config: optional tile override (keys as in `default_config`), used by the benchmark sweep.
+    gate: optional [*, H, L_q, D] (broadcastable, any strides): the output is o * sigmoid(gate),
+    applied in the epilogue (fp32, one rounding).
     Returns [*, H, L_q, D] in q's dtype, laid out as [*, L_q, H, D] when q is (a view of that
     layout, dense or not), so the caller's transpose back to [*, L_q, H, D] is free.
     """
@@ -357,7 +369,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, biases: Sequenc
               for b in biases]
     be = [b.expand(*outer, lq, lk) for b in biases]
     me = mask.expand(*outer, lq, lk) if mask is not None else None
-    _launch(qe, ke, ve, out, be, me, scale, config)
+    ge = gate.expand(*outer, lq, d) if gate is not None else None
+    _launch(qe, ke, ve, out, be, me, scale, config, ge)
     return out
 
 
@@ -367,15 +380,16 @@ def _inner_extent(tensors, lq: int, lk: int) -> int:
     (e.g. an MSA column attention whose rows are a [S, N, H, D] tensor's sequences at N = 16,000)."""
     ext = 0
     for i, t in enumerate(tensors):
-        rows = lq if i in (0, 3) or i >= 4 else lk
+        rows = lq if i in (0, 3) or i >= 4 else lk  # after out: biases, mask, gate (all [L_q, *])
         cols = t.shape[-1]
         ext = max(ext, (rows - 1) * abs(t.stride(-2)) + (cols - 1) * abs(t.stride(-1)))
     return ext
 
 
-def _launch(q, k, v, out, biases, mask, scale, config):
+def _launch(q, k, v, out, biases, mask, scale, config, gate=None):
     outer = q.shape[:-2]
-    tensors = [q, k, v, out] + list(biases) + ([mask] if mask is not None else [])
+    tensors = [q, k, v, out] + list(biases) + ([mask] if mask is not None else []) + \
+        ([gate] if gate is not None else [])
     strides = [[t.stride(i) for i in range(len(outer))] for t in tensors]
     shared_key = 4 if biases else None
     sizes, ostr = _coalesce_outer(outer, strides, shared_key)
@@ -385,7 +399,8 @@ def _launch(q, k, v, out, biases, mask, scale, config):
         for idx in torch.cartesian_prod(*[torch.arange(s) for s in outer[:lead]]).reshape(-1, lead).tolist():
             sub = [t[tuple(idx)] for t in tensors]
             _launch(sub[0], sub[1], sub[2], sub[3], sub[4:4 + len(biases)],
-                    sub[4 + len(biases)] if mask is not None else None, scale, config)
+                    sub[4 + len(biases)] if mask is not None else None, scale, config,
+                    sub[-1] if gate is not None else None)
         return
     while len(sizes) < 3:
         sizes.insert(0, 1)
@@ -400,7 +415,7 @@ def _launch(q, k, v, out, biases, mask, scale, config):
         cfg.update(config)
     while True:
         try:
-            return _launch_cfg(q, k, v, out, biases, mask, scale, cfg, tensors, ostr, n0, n1, n2, rows_ok)
+            return _launch_cfg(q, k, v, out, biases, mask, scale, cfg, tensors, ostr, n0, n1, n2, rows_ok, gate)
         except OutOfResources:
             # A tile configuration that needs more shared memory than this GPU has (e.g. 128x128 tiles,
             # four rows per program, three stages): fewer pipeline stages, then fewer rows per program.
@@ -412,7 +427,7 @@ def _launch(q, k, v, out, biases, mask, scale, config):
                 raise
 
 
-def _launch_cfg(q, k, v, out, biases, mask, scale, cfg, tensors, ostr, n0, n1, n2, rows_ok):
+def _launch_cfg(q, k, v, out, biases, mask, scale, cfg, tensors, ostr, n0, n1, n2, rows_ok, gate=None):
     lq, d = q.shape[-2], q.shape[-1]
     lk = k.shape[-2]
     rows = cfg["rows"] if (cfg["rows"] in (2, 4) and rows_ok) else 1
@@ -425,6 +440,7 @@ def _launch_cfg(q, k, v, out, biases, mask, scale, cfg, tensors, ostr, n0, n1, n
     b0 = biases[0] if len(biases) > 0 else dummy
     b1 = biases[1] if len(biases) > 1 else dummy
     msk = mask if mask is not None else dummy
+    gt = gate if gate is not None else dummy
 
     def st5(i, t):  # three outer strides + the two inner strides
         return ostr[i] + [t.stride(-2), t.stride(-1)]
@@ -433,15 +449,16 @@ def _launch_cfg(q, k, v, out, biases, mask, scale, cfg, tensors, ostr, n0, n1, n
     sa = st5(4, b0) if len(biases) > 0 else zero5
     sb = st5(5, b1) if len(biases) > 1 else zero5
     sm = st5(4 + len(biases), msk) if mask is not None else zero5
+    sg = st5(len(tensors) - 1, gt) if gate is not None else zero5
     mask_2d = mask is not None and lq > 1 and mask.stride(-2) != 0
     grid = (n_sets * n_m,)
     wide = cfg.get("wide", _inner_extent(tensors, lq, lk) >= 2 ** 31)
     _attn_fwd_kernel[grid](
-        q, k, v, out, b0, b1, msk,
+        q, k, v, out, b0, b1, msk, gt,
         n1, n2, n_sets, lq, lk,
-        *st5(0, q), *st5(1, k), *st5(2, v), *st5(3, out), *sa, *sb, *sm,
+        *st5(0, q), *st5(1, k), *st5(2, v), *st5(3, out), *sa, *sb, *sm, *sg,
         float(scale) * LOG2E, group,
-        N_BIAS=len(biases), HAS_MASK=mask is not None, MASK_2D=mask_2d, ROWS=rows,
+        N_BIAS=len(biases), HAS_MASK=mask is not None, MASK_2D=mask_2d, HAS_GATE=gate is not None, ROWS=rows,
         HEAD_DIM=d, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d,
         DOT_PREC=dot_precision(q.dtype, q.device), WIDE=bool(wide),
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],

@@ -20,12 +20,15 @@ def attention_reference(
     biases: Sequence[torch.Tensor] = (),
     mask: Optional[torch.Tensor] = None,
     scale: float = 1.0,
+    gate: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
-    """Plain PyTorch softmax(scale * q k^T + sum(biases) + mask_bias) v.
+    """Plain PyTorch softmax(scale * q k^T + sum(biases) + mask_bias) v [* sigmoid(gate)].
 
     q: [*, H, L_q, D]; k, v: [*, H, L_k, D]
     biases: tensors broadcastable to [*, H, L_q, L_k]
     mask: key mask broadcastable to [*, H, L_q, L_k] (1 = attend, 0 = masked), bool or float
+    gate: optional, broadcastable to [*, H, L_q, D]: AlphaFold's gating o * sigmoid(gate), in float32
+    before the one rounding to q's dtype.
     returns [*, H, L_q, D] in q's dtype; logits and softmax are computed in float32.
     """
     logits = torch.matmul(q.float() * scale, k.float().transpose(-1, -2))
@@ -34,13 +37,16 @@ def attention_reference(
     if mask is not None:
         logits = logits + MASK_BIAS * (mask.float() - 1.0)
     weights = torch.softmax(logits, dim=-1)
-    return torch.matmul(weights, v.float()).to(q.dtype)
+    o = torch.matmul(weights, v.float())
+    if gate is not None:
+        o = o * torch.sigmoid(gate.float())
+    return o.to(q.dtype)
 
 
 _TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-def attention_triton(q, k, v, biases=(), mask=None, scale=1.0, config=None):
+def attention_triton(q, k, v, biases=(), mask=None, scale=1.0, config=None, gate=None):
     """The Triton kernel itself (`kernels/_tri_attention.py`); raises if Triton can't run on these
     tensors. Tests call this directly so a silent fallback can't pass for the kernel."""
     from kernels._triton_loader import module_for
@@ -48,7 +54,7 @@ def attention_triton(q, k, v, biases=(), mask=None, scale=1.0, config=None):
     mod = module_for("_tri_attention", [q, k, v, *biases] + ([mask] if mask is not None else []))
     if mod is None:
         raise RuntimeError("Triton attention can't run here (no triton, or CPU tensors without TRITON_INTERPRET=1)")
-    return mod.attention(q, k, v, biases, mask, scale, config=config)
+    return mod.attention(q, k, v, biases, mask, scale, config=config, gate=gate)
 
 
 def triton_supported(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
@@ -65,6 +71,7 @@ def attention(
     mask: Optional[torch.Tensor] = None,
     scale: float = 1.0,
     backend: str = "torch",
+    gate: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Dispatch to a backend. Shapes as in `attention_reference`.
 
@@ -72,13 +79,13 @@ def attention(
     TRITON_INTERPRET=1) and otherwise falls back to the reference, with the same results.
     """
     if backend == "torch":
-        return attention_reference(q, k, v, biases, mask, scale)
+        return attention_reference(q, k, v, biases, mask, scale, gate)
     if backend == "triton":
         if triton_supported(q, k, v):
             from kernels._triton_loader import module_for
 
             mod = module_for("_tri_attention", [q, k, v, *biases] + ([mask] if mask is not None else []))
             if mod is not None:
-                return mod.attention(q, k, v, biases, mask, scale)
-        return attention_reference(q, k, v, biases, mask, scale)
+                return mod.attention(q, k, v, biases, mask, scale, gate=gate)
+        return attention_reference(q, k, v, biases, mask, scale, gate)
     raise ValueError(f"unknown attention backend {backend!r}")

@@ -84,6 +84,9 @@ class Runtime:
         default: 11% less time at N=1,024 bf16 on an H200, same peak (docs/BENCHMARKS.md, session 4).
     dap_tri_mul_rows: DAP triangle multiplication's rows per collective block
         (`TriangleMultiplication._forward_dap`); None: the projection's row block (`evoformer.tri_mul_rows`).
+    dap_sm_carveout: DAP triangle multiplication: SMs that cuBLAS leaves free while the op's
+        collectives overlap its GEMMs (`torch._C._set_sm_carveout_experimental`, set for the op and
+        restored after): NCCL's kernels then need not wait for a GEMM wave. None: torch's default.
     max_blocks: run only the first K blocks of each stack (Evoformer, extra-MSA, template pair);
         every parameter stays loaded. A memory probe (`fastfold bench --probe-blocks`): a stack's
         peak is one block's, so K=1 shows the full network's peak in a fraction of its time.
@@ -101,6 +104,7 @@ class Runtime:
     max_blocks: Optional[int] = None
     fused_tri_mul: bool = True
     dap_tri_mul_rows: Optional[int] = None
+    dap_sm_carveout: Optional[int] = None
 
     @classmethod
     def chunked_all(cls, size: Optional[int], **kw) -> "Runtime":

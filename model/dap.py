@@ -23,6 +23,7 @@ is None or its world size is 1: the code of each op is the same with and without
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from dataclasses import dataclass
@@ -225,6 +226,66 @@ def _ring_all_to_all(shard: ShardSpec, x: torch.Tensor, split_dim: int, cat_dim:
         if recv is not dst:
             dst.copy_(recv)
     return out
+
+
+class RowsToColumns:
+    """Switch a row shard x [s, N, ...] to the column shard [P*s, N/P, ...] block by block, so the
+    transfers run while the caller computes: `send(r0, r1)` starts the exchange of rows r0:r1 of x
+    (final by then) with every peer (send/recv pairs, received straight into the result: rank r's
+    rows r0:r1 land at r*s + r0, a contiguous slab); `wait()` returns the column shard once every
+    block has arrived. Holds the result, x (the caller's) and each block's send copies until it
+    lands. Without DAP, `wait()` returns x."""
+
+    def __init__(self, shard: Optional[ShardSpec], x: torch.Tensor):
+        self.shard, self.x = shard, x
+        self.pending = []
+        if active(shard):
+            p = shard.world
+            if x.shape[1] % p:
+                raise ValueError(f"axis 1 of {tuple(x.shape)} does not divide by {p}")
+            self.out = x.new_empty((p * x.shape[0], x.shape[1] // p) + tuple(x.shape[2:]))
+
+    def send(self, r0: int, r1: int):
+        if not active(self.shard) or r1 <= r0:
+            return
+        sh, x, out = self.shard, self.x, self.out
+        p, me, s, w = sh.world, sh.rank, x.shape[0], out.shape[1]
+        ops, bufs = [], []
+        for step in range(1, p):
+            to, frm = (me + step) % p, (me - step) % p
+            buf = x[r0:r1, to * w:(to + 1) * w].contiguous()
+            bufs.append(buf)
+            ops += [dist.P2POp(dist.isend, buf, sh.global_rank(to), sh.group),
+                    dist.P2POp(dist.irecv, out[frm * s + r0:frm * s + r1], sh.global_rank(frm), sh.group)]
+        works = dist.batch_isend_irecv(ops)
+        out[me * s + r0:me * s + r1].copy_(x[r0:r1, me * w:(me + 1) * w])
+        self.pending.append((works, bufs))
+
+    def wait(self) -> torch.Tensor:
+        if not active(self.shard):
+            return self.x
+        for works, _ in self.pending:
+            for work in works:
+                work.wait()
+        self.pending.clear()
+        return self.out
+
+
+@contextlib.contextmanager
+def sm_carveout(shard: Optional[ShardSpec], sms: Optional[int]):
+    """cuBLAS GEMMs leave `sms` SMs free inside the block (for the collectives they overlap), then
+    torch's previous setting is restored. A no-op without DAP, without a value, or where torch
+    lacks the setting."""
+    set_ = getattr(torch._C, "_set_sm_carveout_experimental", None)
+    if not active(shard) or sms is None or set_ is None:
+        yield
+        return
+    before = torch._C._get_sm_carveout_experimental()
+    set_(int(sms))
+    try:
+        yield
+    finally:
+        set_(before)
 
 
 def row_to_col(shard: Optional[ShardSpec], x: torch.Tensor, async_op: bool = False):

@@ -74,6 +74,9 @@ def op_errors(shard, n: int = 9, s: int = 5, seed: int = 0, device: Optional[str
     with torch.no_grad():
         op = blk.msa_row_attention_with_pair_bias
         check("msa_row_attention", g_rows(op(rows(mp), mmp, rows(zp), rt)), op(m.clone(), mm, z, rt0))
+        # row blocks switched to the column shard while the next block is attended
+        check("msa_row_attention.to_columns", g_cols(op(rows(mp), mmp, rows(zp), rt, to_columns=True)),
+              op(m.clone(), mm, z, rt0))
         op = blk.msa_column_attention
         check("msa_column_attention", g_cols(op(cols(mp), mmp, rt)), op(m.clone(), mm, rt0))
         op = blk.msa_transition

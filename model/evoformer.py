@@ -58,17 +58,34 @@ class MSARowAttentionWithPairBias(nn.Module):
         self.attention = Attention(c_m, c_m, h, dk, dv, c_m, cfg.gating)
         self.chunk_name = chunk_name
 
-    def forward(self, m: torch.Tensor, msa_mask: torch.Tensor, z: torch.Tensor, rt: Runtime) -> torch.Tensor:
+    def forward(self, m: torch.Tensor, msa_mask: torch.Tensor, z: torch.Tensor, rt: Runtime,
+                to_columns: bool = False) -> torch.Tensor:
         """m: [S, N, C_m] (DAP: row shard [S/P, N, C_m]); msa_mask: [S, N] (whole);
-        z: [N, N, C_z] (DAP: row shard [N/P, N, C_z]) -> m updated."""
-        msa_mask = dap.scatter(rt.shard, msa_mask, 0)
+        z: [N, N, C_z] (DAP: row shard [N/P, N, C_z]) -> m updated.
+
+        to_columns (DAP): return the updated m as the column shard [S, N/P, C_m]. The rows are
+        then updated in `MSA_SWITCH_BLOCKS` blocks, each block's exchange with the other ranks
+        running while the next block is attended."""
+        sh = rt.shard
+        msa_mask = dap.scatter(sh, msa_mask, 0)
         bias = _pair_bias(z, self.feat_2d_norm, self.feat_2d_weights, rt)
 
         def rows(m_c, mask_c):
             x = self.query_norm(m_c, rt.backend)
             return self.attention(x, x, [bias], mask_c[:, None, None, :], rt.backend)
 
-        return _update(m, rows, [m, msa_mask], rt, self.chunk_name, dim=0)
+        if not (to_columns and dap.active(sh)):
+            return _update(m, rows, [m, msa_mask], rt, self.chunk_name, dim=0)
+        s = m.shape[0]
+        step = max(1, -(-s // MSA_SWITCH_BLOCKS))
+        if not rt.inplace:
+            m = m.clone()
+        switch = dap.RowsToColumns(sh, m)
+        for r0 in range(0, s, step):
+            r1 = min(s, r0 + step)
+            _update(m[r0:r1], rows, [m[r0:r1], msa_mask[r0:r1]], rt.with_(inplace=True), self.chunk_name, dim=0)
+            switch.send(r0, r1)
+        return switch.wait()
 
 
 class MSAColumnAttention(nn.Module):
@@ -237,7 +254,8 @@ class TriangleMultiplication(nn.Module):
         if rt.offload_pair and rt.inplace and not dap.active(sh) and owns_storage(z):
             return self._forward_offloaded(z, pair_mask, rt)
         if dap.active(sh):
-            return self._forward_dap(z, pair_mask, rt)
+            with dap.sm_carveout(sh, rt.dap_sm_carveout):
+                return self._forward_dap(z, pair_mask, rt)
         n, n_all, dt = z.shape[0], z.shape[1], z.dtype
         norm_in, norm_center, sides = self._weights()
         c = sides[0][0].shape[1]
@@ -548,6 +566,10 @@ class TriangleAttention(nn.Module):
         return target
 
 
+# DAP: MSA row attention's row blocks, each switched to columns while the next one is attended.
+MSA_SWITCH_BLOCKS = 4
+
+
 def dap_cols(n: int) -> int:
     """Columns per block of DAP ending-node attention (`TriangleAttention._forward_columns_dap`):
     a quarter of the rank's columns, so each transfer runs under a neighbour block's attention."""
@@ -592,8 +614,7 @@ class EvoformerIteration(nn.Module):
         sh = rt.shard
         if self.opm_first:
             z = self.outer_product_mean(dap.row_to_col(sh, m), msa_mask, z, rt)
-        m = self.msa_row_attention_with_pair_bias(m, msa_mask, z, rt)
-        m = dap.row_to_col(sh, m)
+        m = self.msa_row_attention_with_pair_bias(m, msa_mask, z, rt, to_columns=True)  # DAP: columns now
         col = self.msa_column_global_attention if self.is_extra_msa else self.msa_column_attention
         m = col(m, msa_mask, rt)
         m = self.msa_transition(m, rt)

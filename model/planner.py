@@ -109,12 +109,12 @@ def _stack_dims(p: Problem, stack: str):
     return p.local(p.n_extra), p.c_e
 
 
-# Activation-sized blocks alive per row of an attention chunk: the LayerNorm'd input, q, k, v and
-# the output while the kernel runs (primitives.Attention frees q, k, v before the gate, which is
-# formed in place). Was 8 before that change (measured per module on an H200, session 2); the CPU
-# allocation trace of one call went from 7 to 4 blocks beyond the input (session 3), not yet
-# measured on a GPU.
-ATT_ROW = 5
+# Activation-sized blocks alive per row of an attention chunk: the LayerNorm'd input, q, k, v, the
+# gate and the output while the kernel runs (session 6: the gate is formed with q, k, v by one GEMM
+# and applied in the kernel's epilogue; before, q, k, v were freed before the gate was formed: 5).
+# Was 8 before session 3 (measured per module on an H200, session 2); the CPU allocation trace of
+# one call went from 7 to 4 blocks beyond the input (session 3).
+ATT_ROW = 6
 # The same for a transition chunk: the LayerNorm'd input and the 4x hidden, then the hidden and the
 # output (ReLU in place since session 3; 8 before, which the session 2 GPU calibration measured and
 # the CPU allocation trace reproduces, 8.0 -> 5.06 blocks).
@@ -188,7 +188,10 @@ def transient_bytes(op: str, chunk: Optional[int], p: Problem, stack: str = "mai
         r = _ceil(depth, chunk)
         emb = r * n * 26 * b if op == "extra_row_att" else 0  # the extra MSA's embedding chunks
         bias = h * n * n * b
-        return bias + max(bias, r * (n * cm * b * ATT_ROW + (0 if fused else h * n * n * 4 * 3)), emb)
+        # DAP: the rows go to the column shard block by block while the next block is attended
+        # (`dap.RowsToColumns`): the column shard and the blocks' send copies, one shard each at most
+        switch = 2 * depth * n * cm * b if dap else 0
+        return bias + switch + max(bias, r * (n * cm * b * ATT_ROW + (0 if fused else h * n * n * 4 * 3)), emb)
     if op == "msa_col_att":
         h = 8
         cols = _ceil(nl, chunk)

@@ -151,29 +151,37 @@ class Attention(nn.Module):
         """q_data: [*, Q, C_q]; m_data: [*, K, C_m]; biases: each broadcastable to [*, H, Q, K];
         mask: key mask broadcastable to [*, H, Q, K] (1 = attend). Returns [*, Q, C_out]."""
         h, dk, dv = self.num_head, self.key_dim, self.value_dim
+        gated = self.gating_w is not None
+        c = q_data.shape[-1]
+        g = None
         if q_data is m_data:
-            # Self-attention: q, k and v from one GEMM over x (x read once); they are strided views
-            # of its [*, L, H*(2dk+dv)] output, which the attention kernel reads in place. (The
-            # gate comes after the kernel, so that only q, k, v and o are alive while it runs.)
-            c = q_data.shape[-1]
-            w = torch.cat([self.query_w.reshape(c, -1), self.key_w.reshape(c, -1), self.value_w.reshape(c, -1)],
-                          dim=1).to(q_data.dtype)
-            q, k, v = (t.unflatten(-1, (h, -1)).transpose(-2, -3)
-                       for t in torch.matmul(q_data, w).split([h * dk, h * dk, h * dv], dim=-1))  # [*, H, L, D]
+            # Self-attention: q, k, v (and the gate) from one GEMM over x (x read once); they are
+            # strided views of its [*, L, H*(2dk+dv[+dv])] output, which the attention kernel reads
+            # in place. The gate's bias rides in the GEMM's epilogue (zeros for q, k, v).
+            parts = [self.query_w, self.key_w, self.value_w] + ([self.gating_w] if gated else [])
+            w = torch.cat([p.reshape(c, -1) for p in parts], dim=1).to(q_data.dtype)
+            if gated:
+                b = torch.cat([self.gating_b.new_zeros(h * (2 * dk + dv)), self.gating_b.reshape(-1)]).to(q_data.dtype)
+                y = _linear(q_data, w, b)
+            else:
+                y = torch.matmul(q_data, w)
+            views = [t.unflatten(-1, (h, -1)).transpose(-2, -3)
+                     for t in y.split([h * dk, h * dk, h * dv] + ([h * dv] if gated else []), dim=-1)]  # [*, H, L, D]
+            q, k, v = views[:3]
+            g = views[3] if gated else None
+            del y, views
         else:
             q = self._project(q_data, self.query_w)
             k = self._project(m_data, self.key_w)
             v = self._project(m_data, self.value_w)
-        o = kernels.attention(q, k, v, biases, mask, scale=dk ** -0.5, backend=backend)
-        del q, k, v  # not alive with the gate and output below: the peak is q, k, v, o in the kernel
+            if gated:
+                g = _linear(q_data, self.gating_w.to(q_data.dtype).reshape(c, h * dv),
+                            self.gating_b.to(q_data.dtype).reshape(-1)).unflatten(-1, (h, dv)).transpose(-2, -3)
+        # The gate o * sigmoid(g) is applied by the attention kernel's epilogue (fp32, one rounding):
+        # no sigmoid and product passes over [*, Q, H, D_v] afterwards.
+        o = kernels.attention(q, k, v, biases, mask, scale=dk ** -0.5, backend=backend, gate=g)
+        del q, k, v, g  # the peak is the LayerNorm'd input, q, k, v, g and o in the kernel
         o = o.transpose(-2, -3)  # [*, Q, H, D_v]
-        if self.gating_w is not None:
-            # The gate's bias is added by the GEMM (addmm epilogue, no extra pass over [*, Q, H, D_v]);
-            # in place: the gate is the only temporary besides o.
-            c = self.gating_w.shape[0]
-            g = _linear(q_data, self.gating_w.to(o.dtype).reshape(c, h * dv), self.gating_b.to(o.dtype).reshape(-1))
-            o = o.mul_(torch.sigmoid_(g).unflatten(-1, (h, dv)))
-            del g
         _, d, c_out = self.output_w.shape
         return _linear(o.reshape(*o.shape[:-2], h * d), self.output_w.to(o.dtype).reshape(h * d, c_out),
                        self.output_b.to(o.dtype))

@@ -262,3 +262,51 @@ def test_self_attention_fused_projection(interpret, backend):
         q = torch.randn(3, 13, 4 * 32, generator=gen)[..., :32].unflatten(-1, (4, 8)).transpose(-2, -3)
         o = attention_triton(q, q, q, [bias], mask, scale=0.3)
         assert o.transpose(-2, -3).is_contiguous()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("rows", [1, 2, 4])
+def test_gate_in_epilogue(interpret, dtype, rows):
+    """gate=g: the kernel returns o * sigmoid(g) (AlphaFold's gating) for g a strided view of a
+    fused projection's output, with a shared pair bias, a key mask with a fully masked row and an
+    odd batch count (rows past the end are computed but neither gated nor stored)."""
+    gen = torch.Generator().manual_seed(40 + rows)
+    b, l, h, d = 5, 23, 2, 16
+    y = torch.randn(b, l, h * d * 4, generator=gen).to(dtype)  # [q | k | v | g] as one GEMM output
+    q, k, v, g = (t.unflatten(-1, (h, d)).transpose(-2, -3) for t in y.split(h * d, dim=-1))
+    bias = torch.randn(1, h, l, l, generator=gen).to(dtype)
+    mask = _key_mask(b, l, gen)
+    out = attention_triton(q, k, v, [bias], mask, d ** -0.5, config=dict(rows=rows), gate=g)
+    ref = _ref64(q, k, v, [bias], mask, d ** -0.5) * torch.sigmoid(g.double())
+    assert out.dtype == dtype and rel_err(out, ref) < TOL[dtype], rel_err(out, ref)
+    # the reference's own gate follows the same formula
+    assert rel_err(attention_reference(q.double(), k.double(), v.double(), [bias.double()], mask.double(),
+                                       d ** -0.5, gate=g.double()), ref) < 1e-6  # (float32 inside)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_gated_attention_module_matches_alphafold_formula(interpret, backend):
+    """primitives.Attention (q/k/v/gate from one GEMM, the gate applied by the kernel) against
+    AlphaFold's modules.Attention written out in float64: q = x Wq * dk^-0.5, logits + bias + mask,
+    softmax, weighted v, gate = sigmoid(x Wg + bg), output o Wo + bo."""
+    from model.primitives import Attention
+    gen = torch.Generator().manual_seed(9)
+    c, h, dk = 24, 4, 8
+    att = Attention(c, c, h, dk, dk, c, gating=True)
+    for p in att.parameters():
+        p.data = torch.randn(p.shape, generator=gen) * 0.3
+    x = torch.randn(3, 17, c, generator=gen)
+    bias = torch.randn(1, h, 17, 17, generator=gen)
+    mask = (torch.rand(3, 1, 1, 17, generator=gen) > 0.2).float()
+    out = att(x, x, [bias], mask, backend=backend)
+    P = {n: p.double() for n, p in att.named_parameters()}
+    xd = x.double()
+    q = torch.einsum("blc,chd->bhld", xd, P["query_w"]) * dk ** -0.5
+    k = torch.einsum("blc,chd->bhld", xd, P["key_w"])
+    v = torch.einsum("blc,chd->bhld", xd, P["value_w"])
+    logits = q @ k.transpose(-1, -2) + bias.double() + 1e9 * (mask.double() - 1)
+    o = torch.einsum("bhqk,bhkd->bqhd", torch.softmax(logits, -1), v)
+    gate = torch.sigmoid(torch.einsum("blc,chd->blhd", xd, P["gating_w"]) + P["gating_b"])
+    ref = torch.einsum("bqhd,hdo->bqo", o * gate, P["output_w"]) + P["output_b"]
+    assert rel_err(out, ref) < 1e-5, rel_err(out, ref)

@@ -62,6 +62,22 @@ def test_attention_call_sites(compiled, case, dtype):
     torch.testing.assert_close(attention(q, k, v, biases, mask, d ** -0.5, backend="triton"), out, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("case", ["triangle", "extra_msa_row", "msa_column"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_attention_gate_epilogue(compiled, case, dtype):
+    """The gate applied by the kernel (o * sigmoid(g), g a strided view like the model's fused
+    projection) against the float64 reference times sigmoid(g)."""
+    b, l, h, d, use_bias = CASES[case]
+    gen = torch.Generator(device="cuda").manual_seed(len(case) * 11 + d)
+    q, k, v, bias, mask = _inputs(b, l, h, d, dtype, gen)
+    g = torch.randn(b, l, 2 * h * d, generator=gen, device="cuda").to(dtype)[..., h * d:]
+    g = g.unflatten(-1, (h, d)).transpose(-2, -3)
+    biases = [bias] if use_bias else []
+    out = attention_triton(q, k, v, biases, mask, d ** -0.5, gate=g)
+    err = rel_err(out, _ref64(q, k, v, biases, mask, d ** -0.5) * torch.sigmoid(g.double()))
+    assert err < TOL[dtype], f"{case} {dtype}: relative error {err:.2e}"
+
+
 @pytest.mark.parametrize("rows", [1, 2, 4])
 @pytest.mark.parametrize("block", [(64, 64), (128, 64), (128, 128)])
 def test_attention_configs(compiled, rows, block):

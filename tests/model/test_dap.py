@@ -84,6 +84,10 @@ def _collectives(shard):
     ok = torch.equal(c, dap.scatter(shard, x, 1)) and torch.equal(dap.col_to_row(shard, c), r)
     ok &= torch.equal(dap.gather(shard, r, 0), x) and torch.equal(dap.gather(shard, c, 1), x)
     ok &= torch.equal(dap.row_to_col(shard, r, async_op=True).wait(), c)
+    sw = dap.RowsToColumns(shard, r)  # block by block, uneven blocks, out of order
+    for r0, r1 in ((1, 3), (0, 1)):
+        sw.send(r0, r1)
+    ok &= torch.equal(sw.wait(), c)
     blocks = sorted((i, b.clone()) for i, b in dap.stream(shard, r))  # own block first, then rank order
     ok &= torch.equal(torch.cat([b for _, b in blocks], 0), x)
     return bool(ok)

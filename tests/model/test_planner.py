@@ -128,8 +128,8 @@ def test_row_factors_bound_the_traced_peak(monkeypatch):
     block = x.numel() * x.element_size()
     a = _traced_peak_blocks(lambda: att(x, x, [], None), block)
     t = _traced_peak_blocks(lambda: tr(x, Runtime(precision="fp32", inplace=True)), block)
-    w_qkv = c * 3 * 64 * x.element_size() / block  # the concatenated q/k/v weight: per call, not per row
-    assert 3.5 <= a <= planner.ATT_ROW - 1 + 0.1 + w_qkv, a  # q, k, v, o beyond the input
+    w_qkvg = (c + 1) * 4 * 64 * x.element_size() / block  # the concatenated q/k/v/gate weight and bias: per call
+    assert 4.5 <= a <= planner.ATT_ROW - 1 + 0.1 + w_qkvg, a  # q, k, v, gate, o beyond the input
     assert 4.5 <= t <= planner.TRANSITION_ROW + 0.1, t  # the LN'd input and the 4x hidden
 
 
