@@ -254,8 +254,7 @@ class TriangleMultiplication(nn.Module):
         if rt.offload_pair and rt.inplace and not dap.active(sh) and owns_storage(z):
             return self._forward_offloaded(z, pair_mask, rt)
         if dap.active(sh):
-            with dap.sm_carveout(sh, rt.dap_sm_carveout):
-                return self._forward_dap(z, pair_mask, rt)
+            return self._forward_dap(z, pair_mask, rt)
         n, n_all, dt = z.shape[0], z.shape[1], z.dtype
         norm_in, norm_center, sides = self._weights()
         c = sides[0][0].shape[1]
@@ -367,7 +366,7 @@ class TriangleMultiplication(nn.Module):
                         project([b_blk], [1], c0, c1, r0, r1)
                     else:
                         project([a[:, r0:r1], b_blk], [0, 1], c0, c1, r0, r1)
-                    pending.append((r0, r1, dap.all_gather_async(sh, b_blk)))
+                    pending.append((r0, r1, dap.all_gather_async(sh, b_blk, rt.dap_comm)))
                     del b_blk
                     if stream and len(pending) == 2:
                         done(*pending.pop(0))
@@ -392,7 +391,7 @@ class TriangleMultiplication(nn.Module):
                 for r in range(world):  # rank r's rows i: b[k, i]^T a[k, j] over this rank's k
                     torch.matmul(b[:, :, r * n + r0:r * n + r1].transpose(1, 2), a, out=partial[r])
                 pending.append((r0, r1, dap.reduce_scatter_async(sh, partial.view(world * w, r1 - r0, n_all),
-                                                                  a.new_empty(w, r1 - r0, n_all))))
+                                                                  a.new_empty(w, r1 - r0, n_all), rt.dap_comm)))
                 del partial
                 if len(pending) == 2:
                     done(*pending.pop(0))

@@ -269,25 +269,23 @@ U)  # session 5, the last minutes on one GPU: issue 5's N=1,200 budgets with the
   ;;
 V)  # session 6, 2-GPU host: kernel GPU tests (gate epilogue) + CUDA fixtures beside N=1,024; the NCCL
     # self-check and the tri-mul probe with SM carveouts; DAP 1 GPU, then 2 GPUs plain and with a carveout
-  job verify 0 0-15 240 bash -c "python3 -m pytest -q -p no:cacheprovider tests/kernels 2>&1 | tail -2;
-    python3 scripts/check_fixtures.py --device cuda --precision fp32 --backend torch triton \
-      --json $RES/fixtures_cuda.json 2>&1 | tail -5"
-  job bench1024 1 16-31 240 bash -c "python3 -m fastfold_cli bench --lengths 1024 --precision bf16 --backend triton \
-    --json $RES/bench_1024.json 2>&1 | tail -4; python3 scripts/kernel_bench.py --cases tri2048,extra_msa,opm \
-    --json $RES/kernel_bench.json 2>&1 | tail -12"
-  wait
-  job check 0,1 0-31 150 bash -c "python3 -m model.dap_check --world 2 2>&1 | tail -3;
-    python3 scripts/dap_trimul_probe.py --world 2 --n-res 2048 --rows 256 --carveouts ${CARVE:-8,16,24,32} \
+    # (call V ran at bcc1ed3; the carveout option is gone since: it changed nothing)
+  ;;
+W)  # session 6, 2-GPU host: the copy-engine collectives (Runtime.dap_comm="ce"): NCCL self-check with
+    # them, the tri-mul probe; DAP 1 GPU, then 2 GPUs with NCCL and with the copy engines
+  job check 0,1 0-31 200 bash -c "python3 -m model.dap_check --world 2 --comm ce 2>&1 | tail -3;
+    python3 scripts/dap_trimul_probe.py --world 2 --n-res 2048 --rows 256 --comms ce \
       --json $RES/trimul_probe_2.json 2>&1 | grep -v Warn"
+  wait
+  [ -n "${W_PROBE_ONLY:-}" ] && { echo probe only; } || {
+  dap_run dap2ce 0,1 0-31 120 dap_2_ce 2 --comm ce
   wait
   dap_run dap1 0 0-15 150 dap_1 1
   wait
   dap_run dap2 0,1 0-31 120 dap_2 2
-  wait
-  dap_run dap2c 0,1 0-31 120 dap_2_carve${CO:-16} 2 --sm-carveout ${CO:-16}
-  wait
+  wait; }
   ;;
-*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|V" >&2; exit 2 ;;
+*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|V|W" >&2; exit 2 ;;
 esac
 for f in "$RES"/*.log; do echo "== $f"; grep -v "^\s*$" "$f" | grep -v "^  entry" | tail -14 | cut -c1-400; done
 for f in "$RES"/*.json "$RES"/*/*.json; do [ -f "$f" ] && { echo "== $f"; grep -o "$G" "$f" | tr '\n' ' ' | cut -c1-900; echo; }; done
