@@ -285,7 +285,17 @@ W)  # session 6, 2-GPU host: the copy-engine collectives (Runtime.dap_comm="ce")
   dap_run dap2 0,1 0-31 120 dap_2 2
   wait; }
   ;;
-*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|V|W" >&2; exit 2 ;;
+X)  # session 6, 2-GPU host: per-module DAP times on 1 and 2 GPUs (which modules still lose on 2), beside
+    # issue 5's N=1,200 budgets with the current code (GPU1, during the 1-GPU run)
+  dap_run dap1m 0 0-15 150 dap_modules_1 1 --recycles 1 --breakdown
+  job mem1200 1 16-31 140 bash -c "for a in 'fp32 3.7' 'bf16 2.1'; do set -- \$a;
+      timeout 65 python3 -m fastfold_cli bench --lengths 1200 --precision \$1 --backend triton --recycles 0 \
+        --max-memory \$2 --no-breakdown --no-warmup --json $RES/mem1200_\$1_\$2.json 2>&1 | tail -2; done"
+  wait
+  dap_run dap2m 0,1 0-31 120 dap_modules_2 2 --recycles 1 --breakdown
+  wait
+  ;;
+*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|V|W|X" >&2; exit 2 ;;
 esac
 for f in "$RES"/*.log; do echo "== $f"; grep -v "^\s*$" "$f" | grep -v "^  entry" | tail -14 | cut -c1-400; done
 for f in "$RES"/*.json "$RES"/*/*.json; do [ -f "$f" ] && { echo "== $f"; grep -o "$G" "$f" | tr '\n' ' ' | cut -c1-900; echo; }; done
