@@ -295,7 +295,22 @@ X)  # session 6, 2-GPU host: per-module DAP times on 1 and 2 GPUs (which modules
   dap_run dap2m 0,1 0-31 120 dap_modules_2 2 --recycles 1 --breakdown
   wait
   ;;
-*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|V|W|X" >&2; exit 2 ;;
+Y)  # session 6, 2-GPU host: outgoing tri-mul's output stage per gathered block, ending node's first
+    # block sent before its bias: NCCL self-check + tri-mul probe; DAP 1 GPU beside the kernel GPU tests
+    # and CUDA fixtures; DAP 2 GPUs
+  job check 0,1 0-31 150 bash -c "python3 -m model.dap_check --world 2 2>&1 | grep -v Warn | tail -40 | grep -i 'max\|\"ops\"' ;
+    python3 scripts/dap_trimul_probe.py --world 2 --n-res 2048 --rows 256 \
+      --json $RES/trimul_probe_2.json 2>&1 | grep -v Warn"
+  wait
+  dap_run dap1 0 0-15 150 dap_1 1
+  job verify 1 16-31 200 bash -c "python3 -m pytest -q -p no:cacheprovider tests/kernels 2>&1 | tail -2;
+    python3 scripts/check_fixtures.py --device cuda --precision fp32 --backend torch triton \
+      --json $RES/fixtures_cuda.json 2>&1 | tail -5"
+  wait
+  dap_run dap2 0,1 0-31 120 dap_2 2
+  wait
+  ;;
+*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|V|W|X|Y" >&2; exit 2 ;;
 esac
 for f in "$RES"/*.log; do echo "== $f"; grep -v "^\s*$" "$f" | grep -v "^  entry" | tail -14 | cut -c1-400; done
 for f in "$RES"/*.json "$RES"/*/*.json; do [ -f "$f" ] && { echo "== $f"; grep -o "$G" "$f" | tr '\n' ' ' | cut -c1-900; echo; }; done

@@ -41,7 +41,8 @@ def refs():
 @pytest.fixture(scope="module")
 def world2():
     ops = ({}, dict(n=8, s=7, inplace=True, chunks={"tri_mul": 48, "pair_rows": 3, "tri_att": 2, "opm": 2,
-                                                      "msa_row_att": 2, "msa_col_att": 3, "transition": 2}))
+                                                      "msa_row_att": 2, "msa_col_att": 3, "transition": 2}),
+           dict(n=11, s=5, inplace=True))  # in place, unchunked: each op's direct (no budget) schedule
     return dap.launch(suite, 2, "gloo", kwargs=dict(fixtures=[str(p) for p in FIXTURES],
                                                     chunked_fixture=FIXTURES[0].name, op_kwargs=ops))
 
@@ -95,7 +96,7 @@ def _collectives(shard):
     return bool(ok)
 
 
-@pytest.mark.parametrize("variant", [0, 1], ids=["whole", "chunked_inplace"])
+@pytest.mark.parametrize("variant", [0, 1, 2], ids=["whole", "chunked_inplace", "whole_inplace"])
 def test_ops_and_blocks_two_ranks(world2, variant):
     for rank_res in world2:
         errs = rank_res["ops"][variant]
