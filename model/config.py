@@ -84,10 +84,6 @@ class Runtime:
         default: 11% less time at N=1,024 bf16 on an H200, same peak (docs/BENCHMARKS.md, session 4).
     dap_tri_mul_rows: DAP triangle multiplication's rows per collective block
         (`TriangleMultiplication._forward_dap`); None: the projection's row block (`evoformer.tri_mul_rows`).
-    dap_comm: "nccl" | "ce": how DAP triangle multiplication's all-gathers and reduce-scatters move
-        data. "ce": the GPUs' copy engines through symmetric memory (`dap.ce_all_gather_async`; no
-        SMs taken from the GEMMs they overlap; NCCL process groups on CUDA only, elsewhere NCCL's
-        or gloo's collectives run). Default "nccl".
     max_blocks: run only the first K blocks of each stack (Evoformer, extra-MSA, template pair);
         every parameter stays loaded. A memory probe (`fastfold bench --probe-blocks`): a stack's
         peak is one block's, so K=1 shows the full network's peak in a fraction of its time.
@@ -105,7 +101,6 @@ class Runtime:
     max_blocks: Optional[int] = None
     fused_tri_mul: bool = True
     dap_tri_mul_rows: Optional[int] = None
-    dap_comm: str = "nccl"
 
     @classmethod
     def chunked_all(cls, size: Optional[int], **kw) -> "Runtime":
@@ -115,8 +110,6 @@ class Runtime:
     def __post_init__(self):
         if self.precision not in PRECISIONS or self.precision == "fp16":
             raise ValueError(f"precision must be fp32, tf32 or bf16, not {self.precision!r}")
-        if self.dap_comm not in ("nccl", "ce"):
-            raise ValueError(f"dap_comm must be 'nccl' or 'ce', not {self.dap_comm!r}")
         if self.max_blocks is not None and self.max_blocks < 1:
             raise ValueError(f"max_blocks must be a positive integer or None, not {self.max_blocks!r}")
 

@@ -118,25 +118,18 @@ _all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather
 _reduce_scatter_single = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
 
 
-def all_gather_async(shard: ShardSpec, x: torch.Tensor, comm: str = "nccl") -> "_Pending":
+def all_gather_async(shard: ShardSpec, x: torch.Tensor) -> "_Pending":
     """Start an all_gather of x [q, ...] (contiguous, the same shape on every rank); `wait()` gives
-    [P * q, ...]: rank r's x at rows r*q:(r+1)*q. The caller computes while it is in flight.
-    comm "ce": through the copy engines (`_CopyEngine`) where it can run, else as "nccl"."""
-    ce = _CopyEngine.for_(shard, x, comm)
-    if ce is not None:
-        return ce.all_gather(x)
+    [P * q, ...]: rank r's x at rows r*q:(r+1)*q. The caller computes while it is in flight."""
     out = x.new_empty((shard.world * x.shape[0],) + tuple(x.shape[1:]))
     work = _all_gather_single(out, x, group=shard.group, async_op=True)
     return _Pending(work, lambda: out)
 
 
-def reduce_scatter_async(shard: ShardSpec, x: torch.Tensor, out: torch.Tensor, comm: str = "nccl") -> "_Pending":
+def reduce_scatter_async(shard: ShardSpec, x: torch.Tensor, out: torch.Tensor) -> "_Pending":
     """Start a reduce-scatter: x [P * q, ...] holds this rank's contribution to every rank's block
     (rank r's at rows r*q:(r+1)*q); `out` [q, ...] (contiguous) receives the sum over ranks of this
-    rank's block. x stays referenced until `wait()`, which returns out. comm as `all_gather_async`."""
-    ce = _CopyEngine.for_(shard, x, comm)
-    if ce is not None:
-        return ce.reduce_scatter(x, out)
+    rank's block. x stays referenced until `wait()`, which returns out."""
     work = _reduce_scatter_single(out, x, group=shard.group, async_op=True)
 
     def finish(contributions=x):  # holds x until the collective is done
@@ -154,103 +147,6 @@ def all_to_all_single_async(shard: ShardSpec, x: torch.Tensor) -> "_Pending":
     def finish(sent=x):  # holds x until the collective is done
         return out
     return _Pending(work, finish)
-
-
-class _CopyEngine:
-    """All-gather and reduce-scatter through the GPUs' copy engines (CUDA peer copies between
-    symmetric-memory buffers, PyTorch's `torch.distributed._symmetric_memory`), on a side stream.
-    NCCL's collectives run as kernels that hold SMs for their whole duration, and they slowed the
-    GEMMs they overlap (triangle multiplication, docs/DAP.md); peer copies take no SMs (the
-    reduce-scatter's sum and the barriers excepted).
-
-    One symmetric workspace per process group, as large as the largest transfer so far (grown
-    after a device synchronisation, so no copy in flight uses the old one). Every op runs on one
-    stream in the same order on every rank, between two barriers, so consecutive ops never
-    overwrite a workspace that a peer is still reading. The workspace lives outside PyTorch's
-    caching allocator: `workspace_bytes()` reports it (dap_bench adds it to the peak)."""
-
-    _by_group: dict = {}
-
-    def __init__(self, shard: ShardSpec, device: torch.device):
-        import torch.distributed._symmetric_memory as symm
-        self.symm, self.shard = symm, shard
-        group = shard.group if shard.group is not None else dist.group.WORLD
-        self.name = group.group_name
-        if hasattr(symm, "enable_symm_mem_for_group"):
-            symm.enable_symm_mem_for_group(self.name)
-        self.stream = torch.cuda.Stream(device=device)
-        self.size = 0
-        self.ws = None
-
-    @classmethod
-    def for_(cls, shard: ShardSpec, x: torch.Tensor, comm: str) -> Optional["_CopyEngine"]:
-        """The group's copy-engine transport when comm is "ce" and it can run (CUDA tensors, an NCCL
-        group), else None."""
-        if comm != "ce" or x.device.type != "cuda" or dist.get_backend(shard.group) != "nccl":
-            return None
-        key = (shard.group, x.device)
-        if key not in cls._by_group:
-            cls._by_group[key] = cls(shard, x.device)
-        return cls._by_group[key]
-
-    @classmethod
-    def workspace_bytes(cls) -> int:
-        return sum(ce.size for ce in cls._by_group.values())
-
-    def _workspace(self, nbytes: int):
-        if nbytes > self.size:
-            torch.cuda.synchronize()  # nothing in flight may still use the old workspace
-            self.ws = self.symm.get_symm_mem_workspace(self.name, nbytes)
-            self.size = nbytes
-        return self.ws
-
-    def _launch(self, body, held):
-        """Run body() on the side stream after the caller's pending work; returns a _Pending whose
-        wait() makes the caller's stream wait for it. `held` tensors are used on the side stream."""
-        cur = torch.cuda.current_stream()
-        self.stream.wait_stream(cur)
-        with torch.cuda.stream(self.stream):
-            result = body()
-            done = torch.cuda.Event()
-            done.record(self.stream)
-        for t in held + [result]:
-            t.record_stream(self.stream)  # freed only once the side stream is past its use
-
-        def finish():
-            torch.cuda.current_stream().wait_event(done)
-            return result
-        return _Pending(None, finish)
-
-    def all_gather(self, x: torch.Tensor) -> "_Pending":
-        p, me, q = self.shard.world, self.shard.rank, x.shape[0]
-        ws = self._workspace(x.numel() * x.element_size())
-        out = x.new_empty((p * q,) + tuple(x.shape[1:]))
-
-        def body():
-            ws.get_buffer(me, x.shape, x.dtype).copy_(x)
-            ws.barrier()
-            for step in range(p):  # pull every rank's block from its workspace
-                r = (me - step) % p
-                out[r * q:(r + 1) * q].copy_(ws.get_buffer(r, x.shape, x.dtype))
-            ws.barrier()  # peers are done reading this rank's workspace
-            return out
-        return self._launch(body, [x])
-
-    def reduce_scatter(self, x: torch.Tensor, out: torch.Tensor) -> "_Pending":
-        p, me = self.shard.world, self.shard.rank
-        q = x.shape[0] // p
-        blk = x[:q]
-        ws = self._workspace(x.numel() * x.element_size())
-
-        def body():
-            ws.barrier()  # peers are done with their previous use of the workspace
-            for step in range(p):  # push block r to rank r, into slot `me` of its workspace
-                r = (me - step) % p
-                ws.get_buffer(r, blk.shape, x.dtype, blk.numel() * me).copy_(x[r * q:(r + 1) * q])
-            ws.barrier()
-            torch.sum(ws.get_buffer(me, x.shape, x.dtype).unflatten(0, (p, q)), dim=0, out=out)
-            return out
-        return self._launch(body, [x])
 
 
 class _Pending:

@@ -25,8 +25,7 @@ from model import dap
 def bench_rank(shard, preset: str, n_res: int, precision: str, backend: str, recycles: int, n_seq: int,
                n_extra: int, n_templ: int, max_memory: Optional[float], plan: bool = True,
                plan_world: Optional[int] = None, probe_blocks: Optional[int] = None,
-               memory_cap: Optional[float] = None, breakdown: bool = False,
-               comm: str = "nccl") -> dict:
+               memory_cap: Optional[float] = None, breakdown: bool = False) -> dict:
     """One rank's run (dap.launch). probe_blocks: a memory probe as `fastfold bench --probe-blocks`
     (only the first K blocks of each stack, every weight loaded, no warm-up): its peak is the full
     network's, its time is not (reported as probe_seconds). memory_cap: bytes this rank's CUDA
@@ -58,8 +57,6 @@ def bench_rank(shard, preset: str, n_res: int, precision: str, backend: str, rec
         row["predicted_peak_gib"] = p.predicted_peak / GB
     else:
         rt = Runtime(precision=precision, backend=backend, shard=shard, inplace=True)
-    rt = rt.with_(dap_comm=comm)
-    row["dap_comm"] = comm
     if probe_blocks:
         rt = rt.with_(max_blocks=probe_blocks)
         row["probe_blocks"] = probe_blocks
@@ -92,9 +89,6 @@ def bench_rank(shard, preset: str, n_res: int, precision: str, backend: str, rec
                 pre + "heads_seconds": t1 - marks[-1], "mean_plddt": float(out["plddt"].mean())})
     if cuda:
         row["peak_allocated_gib"] = peak_allocated(timer) / GB
-        if comm == "ce":  # the copy engines' symmetric workspace lives outside the caching allocator
-            row["ce_workspace_gib"] = dap._CopyEngine.workspace_bytes() / GB
-            row["peak_with_workspace_gib"] = row["peak_allocated_gib"] + row["ce_workspace_gib"]
         row["peak_reserved_gib"] = torch.cuda.max_memory_reserved() / GB
     if timer:
         row["modules_seconds"] = timer.totals()
@@ -123,15 +117,12 @@ def main(argv=None):
                     "(default: --world; 1: the 1-GPU baseline's chunks)")
     ap.add_argument("--breakdown", action="store_true", help="per-module CUDA time on every rank "
                     "(forward hooks with CUDA events; adds a little time)")
-    ap.add_argument("--comm", default="nccl", choices=("nccl", "ce"),
-                    help="DAP triangle multiplication's collectives: NCCL or the copy engines (Runtime.dap_comm)")
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
     mm = a.max_memory * 2 ** 30 if a.max_memory else None
     rows = dap.launch(bench_rank, a.world, a.backend_dist,
                       args=(a.preset, a.n_res, a.precision, a.backend, a.recycles, a.msa_depth, a.extra_depth,
-                            a.templates, mm, not a.no_plan, a.plan_world, None, None, a.breakdown,
-                            a.comm))
+                            a.templates, mm, not a.no_plan, a.plan_world, None, None, a.breakdown))
     summary = {"world": a.world, "n_res": a.n_res, "precision": a.precision,
                "seconds": max(r.get("seconds", float("nan")) for r in rows),
                "max_peak_allocated_gib": max(r.get("peak_allocated_gib", float("nan")) for r in rows),

@@ -47,7 +47,7 @@ def _inputs(n: int, s: int, c_m: int, c_z: int, shard, seed: int, device):
 
 
 def op_errors(shard, n: int = 9, s: int = 5, seed: int = 0, device: Optional[str] = None,
-              chunks: Optional[dict] = None, inplace: bool = False, comm: str = "nccl") -> Dict[str, float]:
+              chunks: Optional[dict] = None, inplace: bool = False) -> Dict[str, float]:
     """Relative error (real entries) of each sharded op / block vs the unsharded one, on random
     inputs with random full-width weights (model_1_ptm shapes; N and S need not divide by P)."""
     from model.random_params import random_model
@@ -59,7 +59,7 @@ def op_errors(shard, n: int = 9, s: int = 5, seed: int = 0, device: Optional[str
     blk, ext = ev.evoformer_iteration[0], ev.extra_msa_stack[0]
     tmpl = ev.template_embedding.single_template_embedding.blocks()[0]
     rt0 = Runtime(chunks=chunks or {}, inplace=inplace)
-    rt = rt0.with_(shard=shard, dap_comm=comm)
+    rt = rt0.with_(shard=shard)
     c_m, c_z = 256, 128
     (m, z, mm, pm), (mp, zp, mmp, pmp) = _inputs(n, s, c_m, c_z, shard, seed, device)
     rows = lambda x: dap.scatter(shard, x, 0).clone()  # noqa: E731
@@ -166,17 +166,15 @@ def _main():
     ap.add_argument("--backend", default=None, help="nccl | gloo (default: nccl with CUDA)")
     ap.add_argument("--n-res", type=int, default=37)
     ap.add_argument("--precision", default="fp32")
-    ap.add_argument("--comm", default="nccl", choices=("nccl", "ce"), help="DAP tri-mul collectives (Runtime.dap_comm)")
     args = ap.parse_args()
-    errs = dap.launch(op_errors, args.world, args.backend, kwargs=dict(comm=args.comm))
+    errs = dap.launch(op_errors, args.world, args.backend)
     worst = {k: max(e[k] for e in errs) for k in errs[0]}
     print(json.dumps({"ops": worst}, indent=1))
     from model.random_params import random_features
     batch = random_features("model_1_ptm", args.n_res, 7, 11, n_templates=2)
     src = ("model_1_ptm", 0, 2, 1)
     ref = run_model(None, src, batch, 1, {"precision": args.precision})
-    out = dap.launch(run_model, args.world, args.backend,
-                     args=(src, batch, 1, {"precision": args.precision, "dap_comm": args.comm}))[0]
+    out = dap.launch(run_model, args.world, args.backend, args=(src, batch, 1, {"precision": args.precision}))[0]
     e = {k: rel(out[k], ref[k]) for k in ref if ref[k].dtype.kind == "f"}
     print(json.dumps({"model_max": max(e.values()), "model": e}, indent=1))
 

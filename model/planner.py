@@ -174,17 +174,10 @@ def transient_bytes(op: str, chunk: Optional[int], p: Problem, stack: str = "mai
         q = r  # the collectives' row blocks are the projection's
         direct = cc >= c
         gathered = (p.world * cc * nl * n if chunk is None else 2 * p.world * cc * q * n) * b
-        if chunk is None:
-            # one piece: no p; each gathered block's columns (P*q of them, every row i) get their
-            # product block and output stage as soon as the block lands
-            blk_cols = p.world * q
-            outgoing = cc * nl * n * b + gathered + max(q * n * (cz + cc) * b,
-                                                      c * nl * blk_cols * b + out_stage(nl * blk_cols / n))
-        else:
-            outgoing = prod + cc * nl * n * b + gathered + q * n * (cz + cc) * b
+        outgoing = prod + cc * nl * n * b + gathered + q * n * (cz + cc) * b
         incoming = (0 if direct else prod) + 2 * cc * nl * n * b + max(
             proj_stage, 2 * p.world * cc * q * n * b + 2 * cc * q * n * b + (out_stage(q) if direct else 0))
-        return max(outgoing, incoming, (0 if chunk is None else prod + out_stage(r)))
+        return max(outgoing, incoming, prod + out_stage(r))
     if op == "tri_att":
         h = 4
         bias = h * n * n * b  # while it is formed: [N, N, H] and its contiguous [H, N, N] copy

@@ -103,7 +103,7 @@ def _time(fn, reps, shard):
 
 
 @torch.no_grad()
-def rank_fn(shard, n_res: int, qs, reps: int, comms=()):
+def rank_fn(shard, n_res: int, qs, reps: int):
     dev = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
     world = shard.world
     nl = -(-n_res // world)
@@ -118,8 +118,6 @@ def rank_fn(shard, n_res: int, qs, reps: int, comms=()):
         for q in qs:
             res.append((name, f"row blocks of {q}", _time(lambda: op(z, mask, rt.with_(dap_tri_mul_rows=q)), reps, shard)))
         res.append((name, "auto row blocks", _time(lambda: op(z, mask, rt), reps, shard)))
-        for cm in comms:  # the collectives through another transport (Runtime.dap_comm)
-            res.append((name, f"auto, comm {cm}", _time(lambda: op(z, mask, rt.with_(dap_comm=cm)), reps, shard)))
         res.append((name, "session-4 channel pieces", _time(lambda: session4_schedule(op, z, mask, rt), reps, shard)))
         if shard.rank == 0:  # the whole pair on one GPU, no collectives
             zf = torch.randn(nl * world, nl * world, 128, generator=g, device=dev).to(torch.bfloat16)
@@ -144,12 +142,10 @@ def main():
     ap.add_argument("--n-res", type=int, default=2048)
     ap.add_argument("--rows", default="128,256,512", help="collective block sizes to time")
     ap.add_argument("--reps", type=int, default=8)
-    ap.add_argument("--comms", default="", help="other transports to time (Runtime.dap_comm), e.g. ce")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
     qs = [int(x) for x in a.rows.split(",") if x]
-    cms = [x for x in a.comms.split(",") if x]
-    out = dap.launch(rank_fn, a.world, None, args=(a.n_res, qs, a.reps, cms))
+    out = dap.launch(rank_fn, a.world, None, args=(a.n_res, qs, a.reps))
     rows = []
     for rank, res in enumerate(out):
         for what, how, ms in res:
