@@ -356,9 +356,11 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, biases: Sequenc
     ke = k.expand(*outer, lk, d)
     ve = v.expand(*outer, lk, d)
     if out is None:
-        if q.shape[:-2] == outer and q.dim() >= 3 and q.shape[-3] > 1 and q.stride(-3) < q.stride(-2):
+        if q.shape[:-2] == outer and q.dim() >= 3 and q.shape[-3] > 1 and (
+                q.stride(-3) < q.stride(-2) or q.stride(-1) != 1):
             # heads inside positions (the model's [*, L, H, D] projections, dense or strided views
-            # of a fused q/k/v GEMM): the same layout, so the transpose back is free
+            # of a fused q/k/v GEMM), or q read feature-major (the model's transposed GEMM output
+            # for small heads): [*, L, H, D], so the caller's transpose back is free
             out = q.new_empty(*outer[:-1], lq, outer[-1], d).transpose(-2, -3)
         else:
             out = torch.empty_like(q) if q.shape[:-2] == outer else q.new_empty(*outer, lq, d)

@@ -160,16 +160,29 @@ class Attention(nn.Module):
             # in place. The gate's bias rides in the GEMM's epilogue (zeros for q, k, v).
             parts = [self.query_w, self.key_w, self.value_w] + ([self.gating_w] if gated else [])
             w = torch.cat([p.reshape(c, -1) for p in parts], dim=1).to(q_data.dtype)
-            if gated:
-                b = torch.cat([self.gating_b.new_zeros(h * (2 * dk + dv)), self.gating_b.reshape(-1)]).to(q_data.dtype)
-                y = _linear(q_data, w, b)
+            widths = [h * dk, h * dk, h * dv] + ([h * dv] if gated else [])
+            if max(dk, dv) < 16:
+                # Small heads (the extra MSA's 8 channels, 16 bytes in bf16, half a 32-byte memory
+                # sector): the GEMM writes the transposed output [*, H*(..), L], so each head's
+                # q/k/v/gate rows run along L and the kernel's loads use whole sectors.
+                yt = torch.matmul(w.t(), q_data.transpose(-1, -2))
+                if gated:
+                    yt[..., h * (2 * dk + dv):, :].add_(self.gating_b.to(q_data.dtype).reshape(-1, 1))
+                views = [t.unflatten(-2, (h, -1)).transpose(-1, -2) for t in yt.split(widths, dim=-2)]
+                del yt
             else:
-                y = torch.matmul(q_data, w)
-            views = [t.unflatten(-1, (h, -1)).transpose(-2, -3)
-                     for t in y.split([h * dk, h * dk, h * dv] + ([h * dv] if gated else []), dim=-1)]  # [*, H, L, D]
+                if gated:
+                    b = torch.cat([self.gating_b.new_zeros(h * (2 * dk + dv)),
+                                   self.gating_b.reshape(-1)]).to(q_data.dtype)
+                    y = _linear(q_data, w, b)
+                else:
+                    y = torch.matmul(q_data, w)
+                views = [t.unflatten(-1, (h, -1)).transpose(-2, -3) for t in y.split(widths, dim=-1)]
+                del y
+            # views: [*, H, L, D]
             q, k, v = views[:3]
             g = views[3] if gated else None
-            del y, views
+            del views
         else:
             q = self._project(q_data, self.query_w)
             k = self._project(m_data, self.key_w)

@@ -321,7 +321,19 @@ Z)  # session 6, last 2-GPU call, final code: DAP 1 GPU then N=1,024 on GPU0, be
   dap_run dap2 0,1 0-31 120 dap_2 2
   wait
   ;;
-*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|V|W|X|Y|Z" >&2; exit 2 ;;
+AA)  # session 6, the last call: small heads read feature-major (extra-MSA row attention): kernel GPU
+     # tests + CUDA fixtures (GPU1) beside DAP 1 GPU then N=1,024 (GPU0); then DAP 2 GPUs
+  job verify 1 16-31 260 bash -c "python3 -m pytest -q -p no:cacheprovider tests/kernels 2>&1 | tail -2;
+    python3 scripts/check_fixtures.py --device cuda --precision fp32 --backend torch triton \
+      --json $RES/fixtures_cuda.json 2>&1 | tail -5"
+  job gpu0 0 0-15 260 bash -c "python3 -m model.dap_bench --world 1 --n-res 2048 --precision bf16 --backend triton \
+      --json $RES/dap_1.json | tail -3; python3 -m fastfold_cli bench --lengths 1024 --precision bf16 --backend triton \
+      --no-breakdown --json $RES/bench_1024.json 2>&1 | tail -2"
+  wait
+  dap_run dap2 0,1 0-31 120 dap_2 2
+  wait
+  ;;
+*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|V|W|X|Y|Z|AA" >&2; exit 2 ;;
 esac
 for f in "$RES"/*.log; do echo "== $f"; grep -v "^\s*$" "$f" | grep -v "^  entry" | tail -14 | cut -c1-400; done
 for f in "$RES"/*.json "$RES"/*/*.json; do [ -f "$f" ] && { echo "== $f"; grep -o "$G" "$f" | tr '\n' ' ' | cut -c1-900; echo; }; done

@@ -310,3 +310,20 @@ def test_gated_attention_module_matches_alphafold_formula(interpret, backend):
     gate = torch.sigmoid(torch.einsum("blc,chd->blhd", xd, P["gating_w"]) + P["gating_b"])
     ref = torch.einsum("bqhd,hdo->bqo", o * gate, P["output_w"]) + P["output_b"]
     assert rel_err(out, ref) < 1e-5, rel_err(out, ref)
+
+
+def test_feature_major_inputs(interpret):
+    """q/k/v/gate read feature-major ([*, H, L, D] views of a transposed [*, H*D, L] GEMM output,
+    as the model forms small heads): same result as the float64 reference, and the output comes
+    back laid out [*, L, H, D] (the caller's transpose back is free)."""
+    gen = torch.Generator().manual_seed(31)
+    b, l, h, d = 3, 21, 2, 8
+    yt = torch.randn(b, 4 * h * d, l, generator=gen)
+    q, k, v, g = (t.unflatten(-2, (h, d)).transpose(-1, -2) for t in yt.split(h * d, dim=-2))
+    assert q.stride(-2) == 1
+    bias = torch.randn(1, h, l, l, generator=gen)
+    mask = _key_mask(b, l, gen)
+    out = attention_triton(q, k, v, [bias], mask, d ** -0.5, gate=g)
+    ref = _ref64(q, k, v, [bias], mask, d ** -0.5) * torch.sigmoid(g.double())
+    assert rel_err(out, ref) < TOL[torch.float32]
+    assert out.transpose(-2, -3).is_contiguous()

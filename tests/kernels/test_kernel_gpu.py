@@ -78,6 +78,21 @@ def test_attention_gate_epilogue(compiled, case, dtype):
     assert err < TOL[dtype], f"{case} {dtype}: relative error {err:.2e}"
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_attention_feature_major_small_heads(compiled, dtype):
+    """The extra MSA's 8-channel heads as the model forms them: q/k/v/gate feature-major views of
+    a transposed GEMM output [B, 4*H*D, L]; gate in the epilogue; output laid out [B, L, H, D]."""
+    b, l, h, d = 512, 301, 8, 8
+    gen = torch.Generator(device="cuda").manual_seed(77)
+    yt = torch.randn(b, 4 * h * d, l, generator=gen, device="cuda").to(dtype)
+    q, k, v, g = (t.unflatten(-2, (h, d)).transpose(-1, -2) for t in yt.split(h * d, dim=-2))
+    _, _, _, bias, mask = _inputs(b, l, h, d, dtype, gen)
+    out = attention_triton(q, k, v, [bias], mask, d ** -0.5, gate=g)
+    err = rel_err(out, _ref64(q, k, v, [bias], mask, d ** -0.5) * torch.sigmoid(g.double()))
+    assert err < TOL[dtype], f"{dtype}: relative error {err:.2e}"
+    assert out.transpose(-2, -3).is_contiguous()
+
+
 @pytest.mark.parametrize("rows", [1, 2, 4])
 @pytest.mark.parametrize("block", [(64, 64), (128, 64), (128, 128)])
 def test_attention_configs(compiled, rows, block):
