@@ -46,7 +46,7 @@ def attention_reference(
 _TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-def attention_triton(q, k, v, biases=(), mask=None, scale=1.0, config=None, gate=None):
+def attention_triton(q, k, v, biases=(), mask=None, scale=1.0, config=None, gate=None, out=None):
     """The Triton kernel itself (`kernels/_tri_attention.py`); raises if Triton can't run on these
     tensors. Tests call this directly so a silent fallback can't pass for the kernel."""
     from kernels._triton_loader import module_for
@@ -54,7 +54,7 @@ def attention_triton(q, k, v, biases=(), mask=None, scale=1.0, config=None, gate
     mod = module_for("_tri_attention", [q, k, v, *biases] + ([mask] if mask is not None else []))
     if mod is None:
         raise RuntimeError("Triton attention can't run here (no triton, or CPU tensors without TRITON_INTERPRET=1)")
-    return mod.attention(q, k, v, biases, mask, scale, config=config, gate=gate)
+    return mod.attention(q, k, v, biases, mask, scale, config=config, gate=gate, out=out)
 
 
 def triton_supported(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
@@ -72,20 +72,28 @@ def attention(
     scale: float = 1.0,
     backend: str = "torch",
     gate: Optional[torch.Tensor] = None,
+    out: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
-    """Dispatch to a backend. Shapes as in `attention_reference`.
+    """Dispatch to a backend. Shapes as in `attention_reference`. out: write the result there (any
+    strides, shape [*, H, L_q, D]) and return it.
 
     backend "triton" runs the fused kernel where it can (CUDA tensors; CPU tensors under
     TRITON_INTERPRET=1) and otherwise falls back to the reference, with the same results.
     """
     if backend == "torch":
-        return attention_reference(q, k, v, biases, mask, scale, gate)
+        return _into(out, attention_reference(q, k, v, biases, mask, scale, gate))
     if backend == "triton":
         if triton_supported(q, k, v):
             from kernels._triton_loader import module_for
 
             mod = module_for("_tri_attention", [q, k, v, *biases] + ([mask] if mask is not None else []))
             if mod is not None:
-                return mod.attention(q, k, v, biases, mask, scale, gate=gate)
-        return attention_reference(q, k, v, biases, mask, scale, gate)
+                return mod.attention(q, k, v, biases, mask, scale, gate=gate, out=out)
+        return _into(out, attention_reference(q, k, v, biases, mask, scale, gate))
     raise ValueError(f"unknown attention backend {backend!r}")
+
+
+def _into(out: Optional[torch.Tensor], result: torch.Tensor) -> torch.Tensor:
+    if out is None:
+        return result
+    return out.copy_(result)

@@ -101,9 +101,9 @@ class MSAColumnAttention(nn.Module):
         """m: [S, N, C_m] (DAP: column shard [S, N/P, C_m]); msa_mask: [S, N] (whole) -> m updated."""
         msa_mask = dap.scatter(rt.shard, msa_mask, 1)
 
-        def cols(m_c, mask_c):  # m_c: [n, S, C]
+        def cols(m_c, mask_c):  # m_c: [n, S, C], a view of m's columns: the result comes laid out as m
             x = self.query_norm(m_c, rt.backend)
-            return self.attention(x, x, [], mask_c[:, None, None, :], rt.backend)
+            return self.attention(x, x, [], mask_c[:, None, None, :], rt.backend, batch_inner=True)
 
         m_t = _update(m.transpose(0, 1), cols, [m.transpose(0, 1), msa_mask.transpose(0, 1)], rt,
                       "msa_col_att", dim=0)
@@ -514,9 +514,10 @@ class TriangleAttention(nn.Module):
         return z.transpose(0, 1) if self.per_column else z
 
     def _rows(self, bias: torch.Tensor, rt: Runtime):
+        # ending node: z_c is a view of the pair's columns, so the update comes laid out as the pair
         def rows(z_c, mask_c):
             x = self.query_norm(z_c, rt.backend)
-            return self.attention(x, x, [bias], mask_c[:, None, None, :], rt.backend)
+            return self.attention(x, x, [bias], mask_c[:, None, None, :], rt.backend, batch_inner=self.per_column)
         return rows
 
     def _forward_columns_dap(self, z: torch.Tensor, pair_mask: torch.Tensor, rt: Runtime) -> torch.Tensor:

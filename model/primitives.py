@@ -147,9 +147,15 @@ class Attention(nn.Module):
         return y.reshape(*x.shape[:-1], h, d).transpose(-2, -3)
 
     def forward(self, q_data: torch.Tensor, m_data: torch.Tensor, biases: Sequence[torch.Tensor] = (),
-                mask: Optional[torch.Tensor] = None, backend: str = "torch") -> torch.Tensor:
+                mask: Optional[torch.Tensor] = None, backend: str = "torch",
+                batch_inner: bool = False) -> torch.Tensor:
         """q_data: [*, Q, C_q]; m_data: [*, K, C_m]; biases: each broadcastable to [*, H, Q, K];
-        mask: key mask broadcastable to [*, H, Q, K] (1 = attend). Returns [*, Q, C_out]."""
+        mask: key mask broadcastable to [*, H, Q, K] (1 = attend). Returns [*, Q, C_out].
+
+        batch_inner (3-D q_data [B, Q, C]): the result is a [B, Q, C_out] view of a [Q, B, C_out]
+        tensor (the attention output is written that way too), for callers that add it into a
+        transposed view (column attention, the ending node): the residual add then reads both
+        operands in the same order."""
         h, dk, dv = self.num_head, self.key_dim, self.value_dim
         gated = self.gating_w is not None
         c = q_data.shape[-1]
@@ -192,12 +198,19 @@ class Attention(nn.Module):
                             self.gating_b.to(q_data.dtype).reshape(-1)).unflatten(-1, (h, dv)).transpose(-2, -3)
         # The gate o * sigmoid(g) is applied by the attention kernel's epilogue (fp32, one rounding):
         # no sigmoid and product passes over [*, Q, H, D_v] afterwards.
+        _, d, c_out = self.output_w.shape
+        w_out, b_out = self.output_w.to(q.dtype).reshape(h * d, c_out), self.output_b.to(q.dtype)
+        if batch_inner and q_data.dim() == 3:
+            nb, nq = q_data.shape[0], q_data.shape[1]
+            o_buf = q.new_empty(nq, nb, h, dv)
+            kernels.attention(q, k, v, biases, mask, scale=dk ** -0.5, backend=backend, gate=g,
+                              out=o_buf.permute(1, 2, 0, 3))
+            del q, k, v, g
+            return _linear(o_buf.view(nq * nb, h * dv), w_out, b_out).view(nq, nb, c_out).transpose(0, 1)
         o = kernels.attention(q, k, v, biases, mask, scale=dk ** -0.5, backend=backend, gate=g)
         del q, k, v, g  # the peak is the LayerNorm'd input, q, k, v, g and o in the kernel
         o = o.transpose(-2, -3)  # [*, Q, H, D_v]
-        _, d, c_out = self.output_w.shape
-        return _linear(o.reshape(*o.shape[:-2], h * d), self.output_w.to(o.dtype).reshape(h * d, c_out),
-                       self.output_b.to(o.dtype))
+        return _linear(o.reshape(*o.shape[:-2], h * d), w_out, b_out)
 
 
 class GlobalAttention(nn.Module):

@@ -333,7 +333,16 @@ AA)  # session 6, the last call: small heads read feature-major (extra-MSA row a
   dap_run dap2 0,1 0-31 120 dap_2 2
   wait
   ;;
-*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|V|W|X|Y|Z|AA" >&2; exit 2 ;;
+AB)  # session 6, the last minutes: the residual update of column-wise attention laid out as its target
+     # (batch_inner): kernel GPU tests + CUDA fixtures (GPU1) beside N=1,024 (GPU0)
+  job verify 1 16-31 200 bash -c "python3 -m pytest -q -p no:cacheprovider tests/kernels 2>&1 | tail -2;
+    python3 scripts/check_fixtures.py --device cuda --precision fp32 --backend torch triton \
+      --json $RES/fixtures_cuda.json 2>&1 | tail -5"
+  job bench1024 0 0-15 200 python3 -m fastfold_cli bench --lengths 1024 --precision bf16 --backend triton \
+      --no-breakdown --json "$RES/bench_1024.json"
+  wait
+  ;;
+*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|V|W|X|Y|Z|AA|AB" >&2; exit 2 ;;
 esac
 for f in "$RES"/*.log; do echo "== $f"; grep -v "^\s*$" "$f" | grep -v "^  entry" | tail -14 | cut -c1-400; done
 for f in "$RES"/*.json "$RES"/*/*.json; do [ -f "$f" ] && { echo "== $f"; grep -o "$G" "$f" | tr '\n' ' ' | cut -c1-900; echo; }; done

@@ -327,3 +327,23 @@ def test_feature_major_inputs(interpret):
     ref = _ref64(q, k, v, [bias], mask, d ** -0.5) * torch.sigmoid(g.double())
     assert rel_err(out, ref) < TOL[torch.float32]
     assert out.transpose(-2, -3).is_contiguous()
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+@pytest.mark.parametrize("dk", [8, 16])
+def test_attention_batch_inner_layout(interpret, backend, dk):
+    """batch_inner=True (column attention, the ending node): the same values as the default, laid
+    out [Q, B, C] in memory (a transposed view), the attention written there through `out=`."""
+    from model.primitives import Attention
+    gen = torch.Generator().manual_seed(12 + dk)
+    att = Attention(32, 32, 2, dk, dk, 32, gating=True)
+    for p in att.parameters():
+        p.data = torch.randn(p.shape, generator=gen) * 0.3
+    x = torch.randn(5, 19, 32, generator=gen)
+    mask = (torch.rand(5, 1, 1, 19, generator=gen) > 0.2).float()
+    bias = torch.randn(1, 2, 19, 19, generator=gen)
+    plain = att(x, x, [bias], mask, backend=backend)
+    inner = att(x, x, [bias], mask, backend=backend, batch_inner=True)
+    assert inner.shape == plain.shape and inner.transpose(0, 1).is_contiguous()
+    assert rel_err(inner, plain) < 1e-6
