@@ -146,6 +146,42 @@ class Attention(nn.Module):
         y = torch.matmul(x, w.to(x.dtype).reshape(c, h * d))
         return y.reshape(*x.shape[:-1], h, d).transpose(-2, -3)
 
+    def _projections(self, q_data: torch.Tensor, m_data: torch.Tensor):
+        """(q, k, v, gate or None), each [*, H, L, D]: the gate pre-activation x W_g + b_g."""
+        h, dk, dv = self.num_head, self.key_dim, self.value_dim
+        gated = self.gating_w is not None
+        c = q_data.shape[-1]
+        dt = q_data.dtype
+        if q_data is not m_data:
+            g = None
+            if gated:
+                g = _linear(q_data, self.gating_w.to(dt).reshape(c, h * dv),
+                            self.gating_b.to(dt).reshape(-1)).unflatten(-1, (h, dv)).transpose(-2, -3)
+            return (self._project(q_data, self.query_w), self._project(m_data, self.key_w),
+                    self._project(m_data, self.value_w), g)
+        # Self-attention: q, k, v and the gate from one GEMM over x (x read once); they are strided
+        # views of its output, which the attention kernel reads in place. The gate's bias rides in
+        # the GEMM's epilogue (zeros for q, k, v).
+        parts = [self.query_w, self.key_w, self.value_w] + ([self.gating_w] if gated else [])
+        w = torch.cat([p.reshape(c, -1) for p in parts], dim=1).to(dt)
+        widths = [h * dk, h * dk, h * dv] + ([h * dv] if gated else [])
+        if max(dk, dv) < 16:
+            # Small heads (the extra MSA's 8 channels, 16 bytes in bf16, half a 32-byte memory
+            # sector): the GEMM writes the transposed output [*, H*(..), L], so each head's
+            # q/k/v/gate rows run along L and the kernel's loads use whole sectors.
+            yt = torch.matmul(w.t(), q_data.transpose(-1, -2))
+            if gated:
+                yt[..., h * (2 * dk + dv):, :].add_(self.gating_b.to(dt).reshape(-1, 1))
+            views = [t.unflatten(-2, (h, -1)).transpose(-1, -2) for t in yt.split(widths, dim=-2)]
+        else:
+            if gated:
+                y = _linear(q_data, w, torch.cat([self.gating_b.new_zeros(h * (2 * dk + dv)),
+                                                  self.gating_b.reshape(-1)]).to(dt))
+            else:
+                y = torch.matmul(q_data, w)
+            views = [t.unflatten(-1, (h, -1)).transpose(-2, -3) for t in y.split(widths, dim=-1)]
+        return views[0], views[1], views[2], (views[3] if gated else None)
+
     def forward(self, q_data: torch.Tensor, m_data: torch.Tensor, biases: Sequence[torch.Tensor] = (),
                 mask: Optional[torch.Tensor] = None, backend: str = "torch",
                 batch_inner: bool = False) -> torch.Tensor:
@@ -157,45 +193,7 @@ class Attention(nn.Module):
         transposed view (column attention, the ending node): the residual add then reads both
         operands in the same order."""
         h, dk, dv = self.num_head, self.key_dim, self.value_dim
-        gated = self.gating_w is not None
-        c = q_data.shape[-1]
-        g = None
-        if q_data is m_data:
-            # Self-attention: q, k, v (and the gate) from one GEMM over x (x read once); they are
-            # strided views of its [*, L, H*(2dk+dv[+dv])] output, which the attention kernel reads
-            # in place. The gate's bias rides in the GEMM's epilogue (zeros for q, k, v).
-            parts = [self.query_w, self.key_w, self.value_w] + ([self.gating_w] if gated else [])
-            w = torch.cat([p.reshape(c, -1) for p in parts], dim=1).to(q_data.dtype)
-            widths = [h * dk, h * dk, h * dv] + ([h * dv] if gated else [])
-            if max(dk, dv) < 16:
-                # Small heads (the extra MSA's 8 channels, 16 bytes in bf16, half a 32-byte memory
-                # sector): the GEMM writes the transposed output [*, H*(..), L], so each head's
-                # q/k/v/gate rows run along L and the kernel's loads use whole sectors.
-                yt = torch.matmul(w.t(), q_data.transpose(-1, -2))
-                if gated:
-                    yt[..., h * (2 * dk + dv):, :].add_(self.gating_b.to(q_data.dtype).reshape(-1, 1))
-                views = [t.unflatten(-2, (h, -1)).transpose(-1, -2) for t in yt.split(widths, dim=-2)]
-                del yt
-            else:
-                if gated:
-                    b = torch.cat([self.gating_b.new_zeros(h * (2 * dk + dv)),
-                                   self.gating_b.reshape(-1)]).to(q_data.dtype)
-                    y = _linear(q_data, w, b)
-                else:
-                    y = torch.matmul(q_data, w)
-                views = [t.unflatten(-1, (h, -1)).transpose(-2, -3) for t in y.split(widths, dim=-1)]
-                del y
-            # views: [*, H, L, D]
-            q, k, v = views[:3]
-            g = views[3] if gated else None
-            del views
-        else:
-            q = self._project(q_data, self.query_w)
-            k = self._project(m_data, self.key_w)
-            v = self._project(m_data, self.value_w)
-            if gated:
-                g = _linear(q_data, self.gating_w.to(q_data.dtype).reshape(c, h * dv),
-                            self.gating_b.to(q_data.dtype).reshape(-1)).unflatten(-1, (h, dv)).transpose(-2, -3)
+        q, k, v, g = self._projections(q_data, m_data)
         # The gate o * sigmoid(g) is applied by the attention kernel's epilogue (fp32, one rounding):
         # no sigmoid and product passes over [*, Q, H, D_v] afterwards.
         _, d, c_out = self.output_w.shape
