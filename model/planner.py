@@ -184,13 +184,18 @@ def transient_bytes(op: str, chunk: Optional[int], p: Problem, stack: str = "mai
         per_row = n * cz * b * ATT_ROW + (0 if fused else h * n * n * 4 * 3)
         return bias + max(bias, rows * per_row) + a2a
     if op in ("msa_row_att", "extra_row_att"):
+        from model.evoformer import MSA_SWITCH_BLOCKS
         h = 8
         r = _ceil(depth, chunk)
         emb = r * n * 26 * b if op == "extra_row_att" else 0  # the extra MSA's embedding chunks
         bias = h * n * n * b
-        # DAP: the rows go to the column shard block by block while the next block is attended
-        # (`dap.RowsToColumns`): the column shard and the blocks' send copies, one shard each at most
-        switch = 2 * depth * n * cm * b if dap else 0
+        switch = 0
+        if dap:
+            # the rows are attended in MSA_SWITCH_BLOCKS blocks, each sent to the column shard while
+            # the next is attended (`dap.RowsToColumns`): the column shard, and the blocks' send
+            # copies ((P-1)/P of the shard at most)
+            r = min(r, -(-depth // MSA_SWITCH_BLOCKS))
+            switch = depth * n * cm * b * (2 * p.world - 1) / p.world
         return bias + switch + max(bias, r * (n * cm * b * ATT_ROW + (0 if fused else h * n * n * 4 * 3)), emb)
     if op == "msa_col_att":
         h = 8
