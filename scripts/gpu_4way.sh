@@ -342,7 +342,21 @@ AB)  # session 6, the last minutes: the residual update of column-wise attention
       --no-breakdown --json "$RES/bench_1024.json"
   wait
   ;;
-*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|V|W|X|Y|Z|AA|AB" >&2; exit 2 ;;
+AD)  # next session, first multi-GPU call: which Evoformer ops lose time under DAP (scripts/dap_op_probe.py,
+     # 2 GPUs; P4=1 on a 4-GPU host: also 4), then DAP 1 vs 2 GPUs (and 4 with P4=1) at N=2,048
+  job ops2 0,1 0-31 200 python3 scripts/dap_op_probe.py --world 2 --n-res 2048 --json "$RES/op_probe_2.json"
+  wait
+  if [ -n "${P4:-}" ]; then
+    job ops4 0,1,2,3 0-63 200 python3 scripts/dap_op_probe.py --world 4 --n-res 2048 --json "$RES/op_probe_4.json"
+    wait
+  fi
+  dap_run dap1 0 0-15 150 dap_1 1
+  wait
+  dap_run dap2 0,1 0-31 120 dap_2 2
+  wait
+  if [ -n "${P4:-}" ]; then dap_run dap4 0,1,2,3 0-63 120 dap_4 4; wait; fi
+  ;;
+*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|V|W|X|Y|Z|AA|AB|AD" >&2; exit 2 ;;
 esac
 for f in "$RES"/*.log; do echo "== $f"; grep -v "^\s*$" "$f" | grep -v "^  entry" | tail -14 | cut -c1-400; done
 for f in "$RES"/*.json "$RES"/*/*.json; do [ -f "$f" ] && { echo "== $f"; grep -o "$G" "$f" | tr '\n' ' ' | cut -c1-900; echo; }; done

@@ -130,3 +130,20 @@ def test_fixture_three_ranks(world3, refs):
     bad = _compare(world3[0]["fixtures"][(name, "plain")], refs[(name, "plain")])
     assert not bad, bad
 
+
+
+def test_dap_op_probe_runs_every_op(tmp_path):
+    """scripts/dap_op_probe.py (per-op DAP times against one rank's ideal) end to end on 2 gloo
+    ranks: one row per op of the block, every time measured."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[2]
+    out = tmp_path / "probe.json"
+    subprocess.run([sys.executable, str(root / "scripts" / "dap_op_probe.py"), "--world", "2", "--n-res", "11",
+                    "--n-seq", "5", "--reps", "1", "--json", str(out)], check=True, cwd=root, capture_output=True,
+                   timeout=600)
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["op"] for r in rows][-1] == "whole block" and len(rows) == 11
+    assert all(r["dap_ms"] > 0 and r["ideal_ms"] >= 0 for r in rows)

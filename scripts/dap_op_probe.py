@@ -1,0 +1,114 @@
+#!/usr/bin/env python3
+"""Each op of one Evoformer block alone under DAP on P GPUs (NCCL), against one GPU's time for the
+whole tensors divided by P (the ideal): which ops lose time to DAP, and how much per call. model_1
+shapes (C_m = 256, C_z = 128), random weights and inputs, bf16, Triton backend, in place.
+Wall-clock per call (ranks barriered, synchronised before and after), median of --reps calls;
+gloo on CPU for a smoke test (`--world 2 --n-res 24 --n-seq 8 --reps 1`).
+
+    python scripts/dap_op_probe.py --world 2 --n-res 2048 --json out.json
+
+Prints one line per op: P-GPU ms, ideal ms, their ratio (1.0 = perfect scaling).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from model import dap  # noqa: E402
+from model.config import Runtime  # noqa: E402
+
+
+def _time(fn, reps, shard):
+    times = []
+    cuda = torch.cuda.is_available()
+    for i in range(reps + 2):
+        dap.barrier(shard)
+        if cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        if cuda:
+            torch.cuda.synchronize()
+        if i >= 2:  # two warm-up calls (compilation, allocator)
+            times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def _ops(blk, m, z, mm, pm, rt, shard):
+    """(name, call) for each op of the block on these inputs (m: the row shard of the MSA, z: the
+    row shard of the pair; column-wise MSA ops get the column shard)."""
+    m_cols = dap.row_to_col(shard, m)
+    col = blk.msa_column_attention
+    return [
+        ("msa_row_att (+ switch to columns)",
+         lambda: blk.msa_row_attention_with_pair_bias(m, mm, z, rt, to_columns=True)),
+        ("msa_col_att", lambda: col(m_cols, mm, rt)),
+        ("msa_transition", lambda: blk.msa_transition(m_cols, rt)),
+        ("outer_product_mean", lambda: blk.outer_product_mean(m_cols, mm, z, rt)),
+        ("msa switch back (cols -> rows)", lambda: dap.col_to_row(shard, m_cols)),
+        ("tri_mul_outgoing", lambda: blk.triangle_multiplication_outgoing(z, pm, rt)),
+        ("tri_mul_incoming", lambda: blk.triangle_multiplication_incoming(z, pm, rt)),
+        ("tri_att_start", lambda: blk.triangle_attention_starting_node(z, pm, rt)),
+        ("tri_att_end", lambda: blk.triangle_attention_ending_node(z, pm, rt)),
+        ("pair_transition", lambda: blk.pair_transition(z, rt)),
+        ("whole block", lambda: blk(m, z, mm, pm, rt)),
+    ]
+
+
+@torch.no_grad()
+def rank_fn(shard, n_res: int, n_seq: int, reps: int):
+    from model.random_params import random_model
+    dev = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    world = dap.world(shard)
+    blk = random_model("model_1", seed=0, num_evoformer=1, num_extra=1).evoformer.evoformer_iteration[0]
+    blk = blk.to(device=dev, dtype=torch.bfloat16)
+    n, s = dap.padded(shard, n_res), dap.padded(shard, n_seq)
+    g = torch.Generator(device=dev).manual_seed(1 + (shard.rank if shard else 0))
+    m = torch.randn(s // world, n, 256, generator=g, device=dev).to(torch.bfloat16)
+    z = torch.randn(n // world, n, 128, generator=g, device=dev).to(torch.bfloat16)
+    mm, pm = torch.ones(s, n, device=dev), torch.ones(n, n, device=dev)
+    rt = Runtime(precision="bf16", backend="triton", inplace=True, shard=shard)
+    res = {name: _time(fn, reps, shard) for name, fn in _ops(blk, m, z, mm, pm, rt, shard)}
+    ideal = {}
+    if shard is None or shard.rank == 0:  # the whole tensors on one GPU, no collectives
+        del m, z
+        mf = torch.randn(s, n, 256, generator=g, device=dev).to(torch.bfloat16)
+        zf = torch.randn(n, n, 128, generator=g, device=dev).to(torch.bfloat16)
+        one = Runtime(precision="bf16", backend="triton", inplace=True)
+        ideal = {name: _time(fn, reps, None) / world for name, fn in _ops(blk, mf, zf, mm, pm, one, None)}
+    dap.barrier(shard)
+    return {"dap_ms": res, "ideal_ms": ideal}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--world", type=int, default=2)
+    ap.add_argument("--n-res", type=int, default=2048)
+    ap.add_argument("--n-seq", type=int, default=512, help="MSA rows (clusters + template rows)")
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--json", default=None)
+    a = ap.parse_args()
+    out = dap.launch(rank_fn, a.world, None, args=(a.n_res, a.n_seq, a.reps))
+    r0 = out[0]
+    rows = []
+    for name, ms in r0["dap_ms"].items():
+        ideal = r0["ideal_ms"].get(name, float("nan"))
+        slowest = max(r["dap_ms"][name] for r in out)
+        rows.append(dict(op=name, dap_ms=slowest, ideal_ms=ideal, ratio=slowest / ideal if ideal else float("nan")))
+        print(f"{name:36s} {slowest:9.2f} ms  ideal {ideal:8.2f} ms  x{rows[-1]['ratio']:.2f}")
+    if a.json:
+        Path(a.json).write_text(json.dumps(dict(world=a.world, n_res=a.n_res, n_seq=a.n_seq, rows=rows,
+                                                device=torch.cuda.get_device_name(0) if torch.cuda.is_available()
+                                                else "cpu"), indent=1))
+
+
+if __name__ == "__main__":
+    main()
