@@ -141,6 +141,7 @@ class Bench:
         bm = bias[0].permute(1, 2, 0).contiguous().permute(2, 0, 1).unsqueeze(0)
         run_ours("ours (model layout views)", qq=qm, kk=km, vv=vm, bb=bm)
         del qm, km, vm, bm
+        self.network_call(name, bias, mask, scale, record)  # the network's bias is [1, H, L, L] dense
         if self.args.sweep and name in ("tri2048", "extra_msa"):
             # what the mask and the bias stream cost (diagnostic; not AlphaFold's semantics)
             run_ours("ours, diagnostic: no key mask", diag="no mask")
@@ -156,6 +157,34 @@ class Bench:
         if self.args.baselines:
             self.baselines(name, q, k, v, bias, mask, scale, record, check)
         del q, k, v
+        torch.cuda.empty_cache()
+
+    def network_call(self, name, bias, mask, scale, record):
+        """Ours as the network calls it (session 6): q, k, v and the gate as views of one fused
+        projection output (position-major [B, L, 4HD]; feature-major [B, 4HD, L] for heads below 16
+        channels), the gate applied in the epilogue; checked against the reference times
+        sigmoid(gate) on a few rows."""
+        c = ATTN_CASES[name]
+        B, H, L, D = c["B"], c["H"], c["L"], c["D"]
+        g = torch.Generator(device="cuda").manual_seed(1)
+        try:
+            if D < 16:
+                y = torch.randn(B, 4 * H * D, L, device="cuda", generator=g, dtype=torch.bfloat16)
+                qkvg = [t.unflatten(1, (H, D)).transpose(-1, -2) for t in y.split(H * D, dim=1)]
+            else:
+                y = torch.randn(B, L, 4 * H * D, device="cuda", generator=g, dtype=torch.bfloat16)
+                qkvg = [t.unflatten(-1, (H, D)).transpose(1, 2) for t in y.split(H * D, dim=-1)]
+            q, k, v, gt = qkvg
+            fn = lambda: attention_triton(q, k, v, [bias], mask, scale, gate=gt)  # noqa: E731
+            nchk = 4
+            ref = attention_reference(q[:nchk], k[:nchk], v[:nchk], [bias], mask[:nchk], scale,
+                                      gate=gt[:nchk]).float()
+            o = fn()[:nchk].float()
+            record("ours (network call: fused views + gate)", self.time_ms(fn),
+                   ((o - ref).norm() / ref.norm()).item())
+            del y, qkvg, q, k, v, gt
+        except Exception as e:  # keep going
+            self.log(f"{name} network call FAILED: {type(e).__name__}: {str(e)[:300]}")
         torch.cuda.empty_cache()
 
     def baselines(self, name, q, k, v, bias, mask, scale, record, check):
