@@ -214,17 +214,26 @@ def _ring_all_to_all(shard: ShardSpec, x: torch.Tensor, split_dim: int, cat_dim:
 
     block_from(me).copy_(block_for(me))
     for step in range(1, p):
-        to, frm = (me + step) % p, (me - step) % p
+        to, frm = _ring_peers(shard, step)
         send = block_for(to).contiguous()
         dst = block_from(frm)
         recv = dst if dst.is_contiguous() else torch.empty_like(send)
-        ops = [dist.P2POp(dist.isend, send, shard.global_rank(to), shard.group),
-               dist.P2POp(dist.irecv, recv, shard.global_rank(frm), shard.group)]
-        for work in dist.batch_isend_irecv(ops):
+        for work in _exchange(shard, send, to, recv, frm):
             work.wait()
         if recv is not dst:
             dst.copy_(recv)
     return out
+
+
+def _ring_peers(shard: ShardSpec, step: int) -> Tuple[int, int]:
+    """(rank this rank sends to, rank it receives from) at `step` (1..P-1) of a ring exchange."""
+    return (shard.rank + step) % shard.world, (shard.rank - step) % shard.world
+
+
+def _exchange(shard: ShardSpec, send: torch.Tensor, to: int, recv: torch.Tensor, frm: int) -> list:
+    """Post one send/recv pair (contiguous tensors; group ranks); returns the works to wait on."""
+    return dist.batch_isend_irecv([dist.P2POp(dist.isend, send, shard.global_rank(to), shard.group),
+                                   dist.P2POp(dist.irecv, recv, shard.global_rank(frm), shard.group)])
 
 
 class RowsToColumns:
@@ -248,22 +257,17 @@ class RowsToColumns:
         if not active(self.shard) or r1 <= r0:
             return
         sh, x, out = self.shard, self.x, self.out
-        p, me, s, w = sh.world, sh.rank, x.shape[0], out.shape[1]
-        ops, bufs = [], []
-        for step in range(1, p):
-            to, frm = (me + step) % p, (me - step) % p
+        me, s, w = sh.rank, x.shape[0], out.shape[1]
+        for step in range(1, sh.world):
+            to, frm = _ring_peers(sh, step)
             buf = x[r0:r1, to * w:(to + 1) * w].contiguous()
-            bufs.append(buf)
-            ops += [dist.P2POp(dist.isend, buf, sh.global_rank(to), sh.group),
-                    dist.P2POp(dist.irecv, out[frm * s + r0:frm * s + r1], sh.global_rank(frm), sh.group)]
-        works = dist.batch_isend_irecv(ops)
+            self.pending.append((_exchange(sh, buf, to, out[frm * s + r0:frm * s + r1], frm), buf))
         out[me * s + r0:me * s + r1].copy_(x[r0:r1, me * w:(me + 1) * w])
-        self.pending.append((works, bufs))
 
     def wait(self) -> torch.Tensor:
         if not active(self.shard):
             return self.x
-        for works, _ in self.pending:
+        for works, _send_copy in self.pending:  # the send copy is held until its transfer is done
             for work in works:
                 work.wait()
         self.pending.clear()

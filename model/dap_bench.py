@@ -22,6 +22,26 @@ import torch
 from model import dap
 
 
+def median_call_ms(fn, reps: int, shard) -> float:
+    """Median wall-clock milliseconds of `reps` calls of fn() after two warm-up calls (compilation,
+    allocator): ranks barriered and the device synchronised before and after each call. The
+    probes (scripts/dap_trimul_probe.py, scripts/dap_op_probe.py) time single ops with it."""
+    import statistics
+    times = []
+    cuda = torch.cuda.is_available()
+    for i in range(reps + 2):
+        dap.barrier(shard)
+        if cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        if cuda:
+            torch.cuda.synchronize()
+        if i >= 2:
+            times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
 def bench_rank(shard, preset: str, n_res: int, precision: str, backend: str, recycles: int, n_seq: int,
                n_extra: int, n_templ: int, max_memory: Optional[float], plan: bool = True,
                plan_world: Optional[int] = None, probe_blocks: Optional[int] = None,

@@ -133,7 +133,7 @@ def transient_bytes(op: str, chunk: Optional[int], p: Problem, stack: str = "mai
     (ATT_ROW blocks per row of an attention chunk, TRANSITION_ROW per row of a transition chunk, 2 outer-product
     copies in the OPM) are those measured with `fastfold bench` per-module peaks on an H200,
     2026-11-28 (docs/BENCHMARKS.md, "Memory planner")."""
-    from model.evoformer import dap_cols, tri_mul_rows
+    from model.evoformer import MSA_SWITCH_BLOCKS, dap_cols, tri_mul_rows
 
     n, t = p.n_res, p.n_templ
     b, cz = p.b, p.c_z
@@ -184,7 +184,6 @@ def transient_bytes(op: str, chunk: Optional[int], p: Problem, stack: str = "mai
         per_row = n * cz * b * ATT_ROW + (0 if fused else h * n * n * 4 * 3)
         return bias + max(bias, rows * per_row) + a2a
     if op in ("msa_row_att", "extra_row_att"):
-        from model.evoformer import MSA_SWITCH_BLOCKS
         h = 8
         r = _ceil(depth, chunk)
         emb = r * n * 26 * b if op == "extra_row_att" else 0  # the extra MSA's embedding chunks

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -24,22 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model import dap  # noqa: E402
 from model.config import Runtime  # noqa: E402
-
-
-def _time(fn, reps, shard):
-    times = []
-    cuda = torch.cuda.is_available()
-    for i in range(reps + 2):
-        dap.barrier(shard)
-        if cuda:
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if cuda:
-            torch.cuda.synchronize()
-        if i >= 2:  # two warm-up calls (compilation, allocator)
-            times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+from model.dap_bench import median_call_ms  # noqa: E402
 
 
 def _ops(blk, m, z, mm, pm, rt, shard):
@@ -76,14 +59,14 @@ def rank_fn(shard, n_res: int, n_seq: int, reps: int):
     z = torch.randn(n // world, n, 128, generator=g, device=dev).to(torch.bfloat16)
     mm, pm = torch.ones(s, n, device=dev), torch.ones(n, n, device=dev)
     rt = Runtime(precision="bf16", backend="triton", inplace=True, shard=shard)
-    res = {name: _time(fn, reps, shard) for name, fn in _ops(blk, m, z, mm, pm, rt, shard)}
+    res = {name: median_call_ms(fn, reps, shard) for name, fn in _ops(blk, m, z, mm, pm, rt, shard)}
     ideal = {}
     if shard is None or shard.rank == 0:  # the whole tensors on one GPU, no collectives
         del m, z
         mf = torch.randn(s, n, 256, generator=g, device=dev).to(torch.bfloat16)
         zf = torch.randn(n, n, 128, generator=g, device=dev).to(torch.bfloat16)
         one = Runtime(precision="bf16", backend="triton", inplace=True)
-        ideal = {name: _time(fn, reps, None) / world for name, fn in _ops(blk, mf, zf, mm, pm, one, None)}
+        ideal = {name: median_call_ms(fn, reps, None) / world for name, fn in _ops(blk, mf, zf, mm, pm, one, None)}
     dap.barrier(shard)
     return {"dap_ms": res, "ideal_ms": ideal}
 

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 import sys
 from pathlib import Path
 
@@ -24,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model import dap  # noqa: E402
 from model.config import Config, Runtime  # noqa: E402
+from model.dap_bench import median_call_ms  # noqa: E402
 
 
 def _op(outgoing: bool, device):
@@ -86,22 +85,6 @@ def session4_schedule(op, z, pair_mask, rt):
     return z
 
 
-def _time(fn, reps, shard):
-    times = []
-    cuda = torch.cuda.is_available()
-    for i in range(reps + 2):
-        dap.barrier(shard)
-        if cuda:
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if cuda:
-            torch.cuda.synchronize()
-        if i >= 2:
-            times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
-
-
 @torch.no_grad()
 def rank_fn(shard, n_res: int, qs, reps: int):
     dev = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
@@ -116,23 +99,23 @@ def rank_fn(shard, n_res: int, qs, reps: int):
         op = _op(outgoing, dev)
         name = "outgoing" if outgoing else "incoming"
         for q in qs:
-            res.append((name, f"row blocks of {q}", _time(lambda: op(z, mask, rt.with_(dap_tri_mul_rows=q)), reps, shard)))
-        res.append((name, "auto row blocks", _time(lambda: op(z, mask, rt), reps, shard)))
-        res.append((name, "session-4 channel pieces", _time(lambda: session4_schedule(op, z, mask, rt), reps, shard)))
+            res.append((name, f"row blocks of {q}", median_call_ms(lambda: op(z, mask, rt.with_(dap_tri_mul_rows=q)), reps, shard)))
+        res.append((name, "auto row blocks", median_call_ms(lambda: op(z, mask, rt), reps, shard)))
+        res.append((name, "session-4 channel pieces", median_call_ms(lambda: session4_schedule(op, z, mask, rt), reps, shard)))
         if shard.rank == 0:  # the whole pair on one GPU, no collectives
             zf = torch.randn(nl * world, nl * world, 128, generator=g, device=dev).to(torch.bfloat16)
             one = Runtime(precision="bf16", backend="triton", inplace=True)
-            t = _time(lambda: op(zf, mask, one), reps, None)
+            t = median_call_ms(lambda: op(zf, mask, one), reps, None)
             res.append((name, f"one GPU, whole pair / {world}", t / world))
             del zf
         dap.barrier(shard)
     b = torch.randn(128, nl, nl * world, generator=g, device=dev).to(torch.bfloat16)
     res.append(("collective", "all_gather [128, N/P, N]",
-                _time(lambda: dap.all_gather_async(shard, b).wait(), reps, shard)))
+                median_call_ms(lambda: dap.all_gather_async(shard, b).wait(), reps, shard)))
     part = torch.randn(world * 128, nl, nl * world, generator=g, device=dev).to(torch.bfloat16)
     out = torch.empty_like(b)
     res.append(("collective", "reduce_scatter [P*128, N/P, N]",
-                _time(lambda: dap.reduce_scatter_async(shard, part, out).wait(), reps, shard)))
+                median_call_ms(lambda: dap.reduce_scatter_async(shard, part, out).wait(), reps, shard)))
     return res
 
 

@@ -20,6 +20,8 @@
 #   J:               DAP on 1, 2 and 4 GPUs after the tri-mul change (4-GPU kind not lent again in session 4).
 #   K, L (2 GPUs):   the CUDA fixtures with the fused projections, N=1,200 budgets, the bf16 probe; DAP 1 vs 2.
 #   M:               next: the 80 GB probes, a whole call each.
+#   V, W (session 6) ran at bcc1ed3 and 70744b4 (the SM-carveout and copy-engine options they timed are
+#                    gone: neither helped); X-AB are session 6's other calls; AD the next multi-GPU one.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 call=${1:?usage: gpu_4way.sh A|B|C}
@@ -41,6 +43,11 @@ job() {  # job NAME GPUS CORES LIMIT CMD...: run in the background, log to $RES/
 probe() {  # probe GPU CORES LIMIT PRECISION N: the 80 GB memory probe (one block per stack, capped allocator)
   job probe_$4_$5 "$1" "$2" "$3" python3 -m fastfold_cli bench --lengths "$5" --precision "$4" --backend triton \
     --probe-blocks 1 --max-memory 77 --no-warmup --json "$RES/probe_$4_$5.json"
+}
+verify() {  # verify GPU CORES LIMIT: the kernel GPU tests, then the reference fixtures on CUDA (fp32, both backends)
+  job verify "$1" "$2" "$3" bash -c "python3 -m pytest -q -p no:cacheprovider tests/kernels 2>&1 | tail -2;
+    python3 scripts/check_fixtures.py --device cuda --precision fp32 --backend torch triton \
+      --json $RES/fixtures_cuda.json 2>&1 | tail -5"
 }
 dap_run() {  # dap_run NAME GPUS CORES LIMIT JSON WORLD [ARGS...]: DAP at N=2,048 bf16 (Triton), $RES/JSON.json
   local name=$1 gpus=$2 cores=$3 limit=$4 js=$5 world=$6; shift 6
@@ -241,9 +248,7 @@ S)  # session 5, last call on a 2-GPU host: the NCCL self-check; the 1-GPU DAP b
   job check 0,1 0-31 90 python3 -m model.dap_check --world 2
   wait
   dap_run dap1 0 0-15 150 dap_1 1
-  job verify 1 16-31 200 bash -c "python3 -m pytest -q -p no:cacheprovider tests/kernels 2>&1 | tail -2;
-    python3 scripts/check_fixtures.py --device cuda --precision fp32 --backend torch triton \
-      --json $RES/fixtures_cuda.json 2>&1 | tail -5"
+  verify 1 16-31 200
   wait
   dap_run dap2 0,1 0-31 120 dap_2 2
   wait
@@ -267,24 +272,6 @@ U)  # session 5, the last minutes on one GPU: issue 5's N=1,200 budgets with the
         --max-memory \$2 --no-breakdown --no-warmup --json $RES/mem1200_\$1_\$2.json 2>&1 | tail -2; done"
   wait
   ;;
-V)  # session 6, 2-GPU host: kernel GPU tests (gate epilogue) + CUDA fixtures beside N=1,024; the NCCL
-    # self-check and the tri-mul probe with SM carveouts; DAP 1 GPU, then 2 GPUs plain and with a carveout
-    # (call V ran at bcc1ed3; the carveout option is gone since: it changed nothing)
-  ;;
-W)  # session 6, 2-GPU host: the copy-engine collectives (Runtime.dap_comm="ce"): NCCL self-check with
-    # them, the tri-mul probe; DAP 1 GPU, then 2 GPUs with NCCL and with the copy engines
-  job check 0,1 0-31 200 bash -c "python3 -m model.dap_check --world 2 --comm ce 2>&1 | tail -3;
-    python3 scripts/dap_trimul_probe.py --world 2 --n-res 2048 --rows 256 --comms ce \
-      --json $RES/trimul_probe_2.json 2>&1 | grep -v Warn"
-  wait
-  [ -n "${W_PROBE_ONLY:-}" ] && { echo probe only; } || {
-  dap_run dap2ce 0,1 0-31 120 dap_2_ce 2 --comm ce
-  wait
-  dap_run dap1 0 0-15 150 dap_1 1
-  wait
-  dap_run dap2 0,1 0-31 120 dap_2 2
-  wait; }
-  ;;
 X)  # session 6, 2-GPU host: per-module DAP times on 1 and 2 GPUs (which modules still lose on 2), beside
     # issue 5's N=1,200 budgets with the current code (GPU1, during the 1-GPU run)
   dap_run dap1m 0 0-15 150 dap_modules_1 1 --recycles 1 --breakdown
@@ -303,9 +290,7 @@ Y)  # session 6, 2-GPU host: outgoing tri-mul's output stage per gathered block,
       --json $RES/trimul_probe_2.json 2>&1 | grep -v Warn"
   wait
   dap_run dap1 0 0-15 150 dap_1 1
-  job verify 1 16-31 200 bash -c "python3 -m pytest -q -p no:cacheprovider tests/kernels 2>&1 | tail -2;
-    python3 scripts/check_fixtures.py --device cuda --precision fp32 --backend torch triton \
-      --json $RES/fixtures_cuda.json 2>&1 | tail -5"
+  verify 1 16-31 200
   wait
   dap_run dap2 0,1 0-31 120 dap_2 2
   wait
@@ -323,9 +308,7 @@ Z)  # session 6, last 2-GPU call, final code: DAP 1 GPU then N=1,024 on GPU0, be
   ;;
 AA)  # session 6, the last call: small heads read feature-major (extra-MSA row attention): kernel GPU
      # tests + CUDA fixtures (GPU1) beside DAP 1 GPU then N=1,024 (GPU0); then DAP 2 GPUs
-  job verify 1 16-31 260 bash -c "python3 -m pytest -q -p no:cacheprovider tests/kernels 2>&1 | tail -2;
-    python3 scripts/check_fixtures.py --device cuda --precision fp32 --backend torch triton \
-      --json $RES/fixtures_cuda.json 2>&1 | tail -5"
+  verify 1 16-31 260
   job gpu0 0 0-15 260 bash -c "python3 -m model.dap_bench --world 1 --n-res 2048 --precision bf16 --backend triton \
       --json $RES/dap_1.json | tail -3; python3 -m fastfold_cli bench --lengths 1024 --precision bf16 --backend triton \
       --no-breakdown --json $RES/bench_1024.json 2>&1 | tail -2"
@@ -335,9 +318,7 @@ AA)  # session 6, the last call: small heads read feature-major (extra-MSA row a
   ;;
 AB)  # session 6, the last minutes: the residual update of column-wise attention laid out as its target
      # (batch_inner): kernel GPU tests + CUDA fixtures (GPU1) beside N=1,024 (GPU0)
-  job verify 1 16-31 200 bash -c "python3 -m pytest -q -p no:cacheprovider tests/kernels 2>&1 | tail -2;
-    python3 scripts/check_fixtures.py --device cuda --precision fp32 --backend torch triton \
-      --json $RES/fixtures_cuda.json 2>&1 | tail -5"
+  verify 1 16-31 200
   job bench1024 0 0-15 200 python3 -m fastfold_cli bench --lengths 1024 --precision bf16 --backend triton \
       --no-breakdown --json "$RES/bench_1024.json"
   wait
@@ -356,7 +337,7 @@ AD)  # next session, first multi-GPU call: which Evoformer ops lose time under D
   wait
   if [ -n "${P4:-}" ]; then dap_run dap4 0,1,2,3 0-63 120 dap_4 4; wait; fi
   ;;
-*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|V|W|X|Y|Z|AA|AB|AD" >&2; exit 2 ;;
+*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD" >&2; exit 2 ;;
 esac
 for f in "$RES"/*.log; do echo "== $f"; grep -v "^\s*$" "$f" | grep -v "^  entry" | tail -14 | cut -c1-400; done
 for f in "$RES"/*.json "$RES"/*/*.json; do [ -f "$f" ] && { echo "== $f"; grep -o "$G" "$f" | tr '\n' ' ' | cut -c1-900; echo; }; done
