@@ -337,7 +337,16 @@ AD)  # next session, first multi-GPU call: which Evoformer ops lose time under D
   wait
   if [ -n "${P4:-}" ]; then dap_run dap4 0,1,2,3 0-63 120 dap_4 4; wait; fi
   ;;
-*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD" >&2; exit 2 ;;
+AE)  # session 7, first call: the op probe on 2 GPUs; then (GPU 0) the attention micro-benchmark
+     # with its network-call case and the bias/mask diagnostics, and whether ncu/nsys exist
+  job ops2 0,1 0-31 200 python3 scripts/dap_op_probe.py --world 2 --n-res 2048 --json "$RES/op_probe_2.json"
+  wait
+  { which ncu nsys; ls /usr/local/cuda*/bin 2>/dev/null | grep -i "ncu\|nsys"; } > "$RES/tools.log" 2>&1
+  job kbench 0 0-15 200 python3 scripts/kernel_bench.py --cases tri2048,extra_msa --no-flex --sweep \
+    --budget 120 --json "$RES/kbench.json"
+  wait
+  ;;
+*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE" >&2; exit 2 ;;
 esac
 for f in "$RES"/*.log; do echo "== $f"; grep -v "^\s*$" "$f" | grep -v "^  entry" | tail -14 | cut -c1-400; done
 for f in "$RES"/*.json "$RES"/*/*.json; do [ -f "$f" ] && { echo "== $f"; grep -o "$G" "$f" | tr '\n' ' ' | cut -c1-900; echo; }; done
