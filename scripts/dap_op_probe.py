@@ -8,6 +8,11 @@ gloo on CPU for a smoke test (`--world 2 --n-res 24 --n-seq 8 --reps 1`).
     python scripts/dap_op_probe.py --world 2 --n-res 2048 --json out.json
 
 Prints one line per op: P-GPU ms, ideal ms, their ratio (1.0 = perfect scaling).
+
+`--no-comm` replaces every collective by a no-op (outputs left uninitialised): the same schedule's
+compute alone, to tell time lost to communication from time lost to smaller, split kernels.
+`--trace DIR` also writes a torch.profiler chrome trace of two calls of each op on rank 0
+(`DIR/<op>.json`: kernels with their streams, to see what overlaps what).
 """
 from __future__ import annotations
 
@@ -46,8 +51,57 @@ def _ops(blk, m, z, mm, pm, rt, shard):
     ]
 
 
+class _NoWork:
+    def wait(self):
+        return None
+
+
+class _NoComm:
+    """torch.distributed with every data-moving call a no-op (barriers and groups stay real)."""
+
+    def __init__(self, real):
+        self._real = real
+
+    def __getattr__(self, name):
+        if name in ("all_to_all_single", "broadcast", "all_gather_into_tensor", "reduce_scatter_tensor",
+                    "all_gather_single", "reduce_scatter_single", "all_reduce", "isend", "irecv"):
+            return lambda *a, **k: _NoWork()
+        if name == "batch_isend_irecv":
+            return lambda ops: [_NoWork()]
+        if name == "P2POp":
+            return lambda *a, **k: None
+        return getattr(self._real, name)
+
+
+def _no_comm():
+    """Patch model.dap so that no collective moves data (the probe's --no-comm)."""
+    dap.dist = _NoComm(dap.dist)
+    dap._all_gather_single = lambda *a, **k: _NoWork()
+    dap._reduce_scatter_single = lambda *a, **k: _NoWork()
+
+
+def _trace(ops, shard, trace_dir):
+    """Chrome traces of two calls of each op (rank 0 writes; every rank runs the calls)."""
+    from torch.profiler import ProfilerActivity, profile
+    Path(trace_dir).mkdir(parents=True, exist_ok=True)
+    for name, fn in ops:
+        if name == "whole block":
+            continue
+        dap.barrier(shard)
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            for _ in range(2):
+                fn()
+            torch.cuda.synchronize()
+        if shard is None or shard.rank == 0:
+            tag = name.split(" ")[0]
+            prof.export_chrome_trace(str(Path(trace_dir) / f"{tag}.json"))
+
+
 @torch.no_grad()
-def rank_fn(shard, n_res: int, n_seq: int, reps: int):
+def rank_fn(shard, n_res: int, n_seq: int, reps: int, no_comm: bool = False, trace_dir=None):
+    if no_comm:
+        _no_comm()
     from model.random_params import random_model
     dev = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
     world = dap.world(shard)
@@ -59,7 +113,11 @@ def rank_fn(shard, n_res: int, n_seq: int, reps: int):
     z = torch.randn(n // world, n, 128, generator=g, device=dev).to(torch.bfloat16)
     mm, pm = torch.ones(s, n, device=dev), torch.ones(n, n, device=dev)
     rt = Runtime(precision="bf16", backend="triton", inplace=True, shard=shard)
-    res = {name: median_call_ms(fn, reps, shard) for name, fn in _ops(blk, m, z, mm, pm, rt, shard)}
+    ops = _ops(blk, m, z, mm, pm, rt, shard)
+    res = {name: median_call_ms(fn, reps, shard) for name, fn in ops}
+    if trace_dir and torch.cuda.is_available():
+        _trace(ops, shard, trace_dir)
+    del ops
     ideal = {}
     if shard is None or shard.rank == 0:  # the whole tensors on one GPU, no collectives
         del m, z
@@ -78,14 +136,16 @@ def main():
     ap.add_argument("--n-seq", type=int, default=512, help="MSA rows (clusters + template rows)")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--no-comm", action="store_true", help="every collective a no-op (compute alone)")
+    ap.add_argument("--trace", default=None, help="directory for rank 0's chrome traces of each op")
     a = ap.parse_args()
-    out = dap.launch(rank_fn, a.world, None, args=(a.n_res, a.n_seq, a.reps))
+    out = dap.launch(rank_fn, a.world, None, args=(a.n_res, a.n_seq, a.reps, a.no_comm, a.trace))
     r0 = out[0]
     rows = []
     for name, ms in r0["dap_ms"].items():
         ideal = r0["ideal_ms"].get(name, float("nan"))
         slowest = max(r["dap_ms"][name] for r in out)
-        rows.append(dict(op=name, dap_ms=slowest, ideal_ms=ideal, ratio=slowest / ideal if ideal else float("nan")))
+        rows.append(dict(op=name, dap_ms=slowest, no_comm=a.no_comm, ideal_ms=ideal, ratio=slowest / ideal if ideal else float("nan")))
         print(f"{name:36s} {slowest:9.2f} ms  ideal {ideal:8.2f} ms  x{rows[-1]['ratio']:.2f}")
     if a.json:
         Path(a.json).write_text(json.dumps(dict(world=a.world, n_res=a.n_res, n_seq=a.n_seq, rows=rows,

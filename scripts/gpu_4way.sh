@@ -346,7 +346,15 @@ AE)  # session 7, first call: the op probe on 2 GPUs; then (GPU 0) the attention
     --budget 120 --json "$RES/kbench.json"
   wait
   ;;
-*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE" >&2; exit 2 ;;
+AF)  # the op probe's compute alone (--no-comm), then with collectives and rank 0's chrome traces
+  job ops2_nocomm 0,1 0-31 200 python3 scripts/dap_op_probe.py --world 2 --n-res 2048 --no-comm \
+    --json "$RES/op_probe_2_nocomm.json"
+  wait
+  job ops2_trace 0,1 0-31 240 python3 scripts/dap_op_probe.py --world 2 --n-res 2048 --trace "$RES/traces" \
+    --json "$RES/op_probe_2.json"
+  wait
+  ;;
+*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF" >&2; exit 2 ;;
 esac
 for f in "$RES"/*.log; do echo "== $f"; grep -v "^\s*$" "$f" | grep -v "^  entry" | tail -14 | cut -c1-400; done
 for f in "$RES"/*.json "$RES"/*/*.json; do [ -f "$f" ] && { echo "== $f"; grep -o "$G" "$f" | tr '\n' ' ' | cut -c1-900; echo; }; done
