@@ -80,12 +80,13 @@ def _no_comm():
     dap._reduce_scatter_single = lambda *a, **k: _NoWork()
 
 
-def _trace(ops, shard, trace_dir):
-    """Chrome traces of two calls of each op (rank 0 writes; every rank runs the calls)."""
+def _trace(ops, shard, trace_dir, only=None):
+    """Chrome traces of two calls of each op (rank 0 writes; every rank runs the calls); `only`: the
+    ops whose name starts with one of these prefixes."""
     from torch.profiler import ProfilerActivity, profile
     Path(trace_dir).mkdir(parents=True, exist_ok=True)
     for name, fn in ops:
-        if name == "whole block":
+        if only and not any(name.startswith(o) for o in only):
             continue
         dap.barrier(shard)
         torch.cuda.synchronize()
@@ -94,12 +95,12 @@ def _trace(ops, shard, trace_dir):
                 fn()
             torch.cuda.synchronize()
         if shard is None or shard.rank == 0:
-            tag = name.split(" ")[0]
+            tag = name.split(" (")[0].replace(" ", "_")
             prof.export_chrome_trace(str(Path(trace_dir) / f"{tag}.json"))
 
 
 @torch.no_grad()
-def rank_fn(shard, n_res: int, n_seq: int, reps: int, no_comm: bool = False, trace_dir=None):
+def rank_fn(shard, n_res: int, n_seq: int, reps: int, no_comm: bool = False, trace_dir=None, trace_only=None):
     if no_comm:
         _no_comm()
     from model.random_params import random_model
@@ -116,7 +117,7 @@ def rank_fn(shard, n_res: int, n_seq: int, reps: int, no_comm: bool = False, tra
     ops = _ops(blk, m, z, mm, pm, rt, shard)
     res = {name: median_call_ms(fn, reps, shard) for name, fn in ops}
     if trace_dir and torch.cuda.is_available():
-        _trace(ops, shard, trace_dir)
+        _trace(ops, shard, trace_dir, trace_only)
     del ops
     ideal = {}
     if shard is None or shard.rank == 0:  # the whole tensors on one GPU, no collectives
@@ -138,8 +139,10 @@ def main():
     ap.add_argument("--json", default=None)
     ap.add_argument("--no-comm", action="store_true", help="every collective a no-op (compute alone)")
     ap.add_argument("--trace", default=None, help="directory for rank 0's chrome traces of each op")
+    ap.add_argument("--trace-only", default=None, help="comma-separated op name prefixes to trace")
     a = ap.parse_args()
-    out = dap.launch(rank_fn, a.world, None, args=(a.n_res, a.n_seq, a.reps, a.no_comm, a.trace))
+    only = a.trace_only.split(",") if a.trace_only else None
+    out = dap.launch(rank_fn, a.world, None, args=(a.n_res, a.n_seq, a.reps, a.no_comm, a.trace, only))
     r0 = out[0]
     rows = []
     for name, ms in r0["dap_ms"].items():

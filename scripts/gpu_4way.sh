@@ -354,7 +354,15 @@ AF)  # the op probe's compute alone (--no-comm), then with collectives and rank 
     --json "$RES/op_probe_2.json"
   wait
   ;;
-*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF" >&2; exit 2 ;;
+AG)  # traces of one whole Evoformer block under DAP on 2 GPUs, with collectives and without
+  job blk_comm 0,1 0-31 200 python3 scripts/dap_op_probe.py --world 2 --n-res 2048 --reps 2 --trace "$RES/comm" \
+    --trace-only whole
+  wait
+  job blk_nocomm 0,1 0-31 200 python3 scripts/dap_op_probe.py --world 2 --n-res 2048 --reps 2 --no-comm \
+    --trace "$RES/nocomm" --trace-only whole
+  wait
+  ;;
+*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG" >&2; exit 2 ;;
 esac
 for f in "$RES"/*.log; do echo "== $f"; grep -v "^\s*$" "$f" | grep -v "^  entry" | tail -14 | cut -c1-400; done
 for f in "$RES"/*.json "$RES"/*/*.json; do [ -f "$f" ] && { echo "== $f"; grep -o "$G" "$f" | tr '\n' ' ' | cut -c1-900; echo; }; done
