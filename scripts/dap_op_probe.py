@@ -100,7 +100,8 @@ def _trace(ops, shard, trace_dir, only=None):
 
 
 @torch.no_grad()
-def rank_fn(shard, n_res: int, n_seq: int, reps: int, no_comm: bool = False, trace_dir=None, trace_only=None):
+def rank_fn(shard, n_res: int, n_seq: int, reps: int, no_comm: bool = False, trace_dir=None, trace_only=None,
+            only=None, ideal=True):
     if no_comm:
         _no_comm()
     from model.random_params import random_model
@@ -114,18 +115,19 @@ def rank_fn(shard, n_res: int, n_seq: int, reps: int, no_comm: bool = False, tra
     z = torch.randn(n // world, n, 128, generator=g, device=dev).to(torch.bfloat16)
     mm, pm = torch.ones(s, n, device=dev), torch.ones(n, n, device=dev)
     rt = Runtime(precision="bf16", backend="triton", inplace=True, shard=shard)
-    ops = _ops(blk, m, z, mm, pm, rt, shard)
+    ops = [(k, f) for k, f in _ops(blk, m, z, mm, pm, rt, shard) if not only or any(k.startswith(o) for o in only)]
     res = {name: median_call_ms(fn, reps, shard) for name, fn in ops}
     if trace_dir and torch.cuda.is_available():
         _trace(ops, shard, trace_dir, trace_only)
     del ops
     ideal = {}
-    if shard is None or shard.rank == 0:  # the whole tensors on one GPU, no collectives
+    if ideal and (shard is None or shard.rank == 0):  # the whole tensors on one GPU, no collectives
         del m, z
         mf = torch.randn(s, n, 256, generator=g, device=dev).to(torch.bfloat16)
         zf = torch.randn(n, n, 128, generator=g, device=dev).to(torch.bfloat16)
         one = Runtime(precision="bf16", backend="triton", inplace=True)
-        ideal = {name: median_call_ms(fn, reps, None) / world for name, fn in _ops(blk, mf, zf, mm, pm, one, None)}
+        ideal = {name: median_call_ms(fn, reps, None) / world for name, fn in _ops(blk, mf, zf, mm, pm, one, None)
+                 if name in res}
     dap.barrier(shard)
     return {"dap_ms": res, "ideal_ms": ideal}
 
@@ -140,9 +142,12 @@ def main():
     ap.add_argument("--no-comm", action="store_true", help="every collective a no-op (compute alone)")
     ap.add_argument("--trace", default=None, help="directory for rank 0's chrome traces of each op")
     ap.add_argument("--trace-only", default=None, help="comma-separated op name prefixes to trace")
+    ap.add_argument("--only", default=None, help="comma-separated op name prefixes to time")
+    ap.add_argument("--no-ideal", dest="ideal", action="store_false", help="skip the one-GPU baseline")
     a = ap.parse_args()
-    only = a.trace_only.split(",") if a.trace_only else None
-    out = dap.launch(rank_fn, a.world, None, args=(a.n_res, a.n_seq, a.reps, a.no_comm, a.trace, only))
+    split = lambda v: v.split(",") if v else None  # noqa: E731
+    out = dap.launch(rank_fn, a.world, None, args=(a.n_res, a.n_seq, a.reps, a.no_comm, a.trace,
+                                                   split(a.trace_only), split(a.only), a.ideal))
     r0 = out[0]
     rows = []
     for name, ms in r0["dap_ms"].items():
