@@ -332,7 +332,7 @@ class TriangleMultiplication(nn.Module):
         q = rt.dap_tri_mul_rows or rows
         gated_backend = rt.backend if rt.fused_tri_mul else "torch"
         mask = dap.mask_weights(sh, dap.scatter(sh, pair_mask, 0)).to(dt)  # [n, N]
-        blocks = tail_split([(r0, min(n, r0 + q)) for r0 in range(0, n, q)])
+        blocks = [(r0, min(n, r0 + q)) for r0 in range(0, n, q)]
 
         def project(out, side_list, c0, c1, r0, r1):
             x2d = norm_in(z[r0:r1], rt.backend).reshape(-1, z.shape[-1])  # [r*N, C_z]
@@ -358,32 +358,20 @@ class TriangleMultiplication(nn.Module):
                     for r0, r1 in blocks:
                         project([a[:, r0:r1]], [0], c0, c1, r0, r1)
 
-                me = sh.rank
-
-                def own(r0, r1, b_blk):  # p[:, i, j] for this rank's own rows j: no gather needed
-                    torch.matmul(a, b_blk.transpose(1, 2), out=p[c0:c1, :, me * n + r0:me * n + r1])
-
-                def done(r0, r1, b_blk, work):  # p[:, i, j] for j in block (r0, r1) of the other ranks' rows
+                def done(r0, r1, work):  # p[:, i, j] for j in block (r0, r1) of every rank's rows
                     every_b = work.wait().unflatten(0, (world, w))  # [P, w, q, N]
                     for r in range(world):
-                        if r != me:
-                            torch.matmul(a, every_b[r].transpose(1, 2), out=p[c0:c1, :, r * n + r0:r * n + r1])
+                        torch.matmul(a, every_b[r].transpose(1, 2), out=p[c0:c1, :, r * n + r0:r * n + r1])
                 for r0, r1 in blocks:
                     b_blk = z.new_empty(w, r1 - r0, n_all)
                     if stream:
                         project([b_blk], [1], c0, c1, r0, r1)
                     else:
                         project([a[:, r0:r1], b_blk], [0, 1], c0, c1, r0, r1)
-                    pending.append((r0, r1, b_blk, dap.all_gather_async(sh, b_blk)))
+                    pending.append((r0, r1, dap.all_gather_async(sh, b_blk)))
                     del b_blk
-                    if stream:
-                        own(*pending[-1][:3])
-                        if len(pending) == 2:
-                            done(*pending.pop(0))
-                if not stream:
-                    # the own rows' GEMMs first (a whole, no wait): the last gathers land meanwhile
-                    for r0, r1, b_blk, _ in pending:
-                        own(r0, r1, b_blk)
+                    if stream and len(pending) == 2:
+                        done(*pending.pop(0))
                 while pending:
                     done(*pending.pop(0))
                 del a
@@ -491,16 +479,6 @@ def _gated(x2d: torch.Tensor, weights, c0: int, c1: int, mask: torch.Tensor, out
     return out
 
 
-def tail_split(blocks):
-    """DAP blocks [(r0, r1), ...] with the last one halved: the collective of the last block is
-    the one no later work hides, so it is made short."""
-    if len(blocks) < 2 or blocks[-1][1] - blocks[-1][0] < 2:
-        return blocks
-    r0, r1 = blocks[-1]
-    mid = (r0 + r1 + 1) // 2
-    return blocks[:-1] + [(r0, mid), (mid, r1)]
-
-
 def tri_mul_rows(n: int, chunk) -> int:
     """Row block of triangle multiplication's projection and output stages: four times the op's
     (channel) chunk size, or a quarter of the rows when unchunked. Its temporaries are then a
@@ -557,7 +535,7 @@ class TriangleAttention(nn.Module):
         mask_cols = pair_mask.transpose(0, 1)[lo:lo + n]  # [n, N]: this rank's columns j, all rows i
         target = z if rt.inplace else torch.empty_like(z)
         w = dap_cols(n)
-        blocks = tail_split([(c0, min(n, c0 + w)) for c0 in range(0, n, w)])
+        blocks = [(c0, min(n, c0 + w)) for c0 in range(0, n, w)]
 
         def send(c0, c1):  # to rank r: this rank's rows of rank r's columns c0:c1
             buf = torch.stack([z[:, r * n + c0:r * n + c1] for r in range(world)])  # [P, n, w, C]

@@ -166,17 +166,15 @@ def transient_bytes(op: str, chunk: Optional[int], p: Problem, stack: str = "mai
         if not dap:
             return prod + max(2 * cc * nl * n * b + proj_stage, out_stage(r))
         # DAP (`TriangleMultiplication._forward_dap`): collectives in row blocks of q, no shard
-        # switch. Outgoing: p, a, one block's LN, and every block of b, own ([c, N/P, N], held
-        # for the own-rows GEMMs that run before the first wait) and gathered ([P*c, N/P, N]) when
-        # unchunked; two own and two gathered blocks of the channel piece when chunked.
+        # switch. Outgoing: p, a, one block's LN and b, and every block of b gathered ([P*c, N/P,
+        # N] in all) when unchunked, two gathered blocks of the channel piece when chunked.
         # Incoming: a and b, two partial-sum blocks ([P, cc, q, N] each) and their
         # reduce-scattered [cc, q, N]; p only with channel pieces, else each block's output stage
         # runs as its sum arrives.
         q = r  # the collectives' row blocks are the projection's
         direct = cc >= c
         gathered = (p.world * cc * nl * n if chunk is None else 2 * p.world * cc * q * n) * b
-        held_b = (cc * nl * n if chunk is None else 2 * cc * q * n) * b
-        outgoing = prod + cc * nl * n * b + gathered + held_b + q * n * cz * b
+        outgoing = prod + cc * nl * n * b + gathered + q * n * (cz + cc) * b
         incoming = (0 if direct else prod) + 2 * cc * nl * n * b + max(
             proj_stage, 2 * p.world * cc * q * n * b + 2 * cc * q * n * b + (out_stage(q) if direct else 0))
         return max(outgoing, incoming, prod + out_stage(r))

@@ -72,15 +72,6 @@ def _echo(shard):
     return shard
 
 
-def test_tail_split_halves_the_last_block():
-    """DAP's collective blocks: the last one (whose transfer nothing hides) is halved; the blocks
-    still tile the range; one block, or a last block of one row, is left alone."""
-    from model.evoformer import tail_split
-    assert tail_split([(0, 4), (4, 8), (8, 11)]) == [(0, 4), (4, 8), (8, 10), (10, 11)]
-    assert tail_split([(0, 6)]) == [(0, 6)]
-    assert tail_split([(0, 2), (2, 3)]) == [(0, 2), (2, 3)]
-
-
 def test_collectives_two_ranks():
     res = dap.launch(_collectives, 2, "gloo")
     assert res == [True, True]
