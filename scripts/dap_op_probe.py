@@ -101,7 +101,7 @@ def _trace(ops, shard, trace_dir, only=None):
 
 @torch.no_grad()
 def rank_fn(shard, n_res: int, n_seq: int, reps: int, no_comm: bool = False, trace_dir=None, trace_only=None,
-            only=None, ideal=True):
+            only=None, with_ideal=True):
     if no_comm:
         _no_comm()
     from model.random_params import random_model
@@ -121,7 +121,7 @@ def rank_fn(shard, n_res: int, n_seq: int, reps: int, no_comm: bool = False, tra
         _trace(ops, shard, trace_dir, trace_only)
     del ops
     ideal = {}
-    if ideal and (shard is None or shard.rank == 0):  # the whole tensors on one GPU, no collectives
+    if with_ideal and (shard is None or shard.rank == 0):  # the whole tensors on one GPU, no collectives
         del m, z
         mf = torch.randn(s, n, 256, generator=g, device=dev).to(torch.bfloat16)
         zf = torch.randn(n, n, 128, generator=g, device=dev).to(torch.bfloat16)
