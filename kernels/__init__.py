@@ -4,5 +4,6 @@ from kernels.attention import attention
 from kernels.gated_projection import gated_projection
 from kernels.layer_norm import layer_norm
 from kernels.opm_projection import opm_projection
+from kernels.tri_mul_output import tri_mul_output
 
-__all__ = ["attention", "gated_projection", "layer_norm", "opm_projection"]
+__all__ = ["attention", "gated_projection", "layer_norm", "opm_projection", "tri_mul_output"]

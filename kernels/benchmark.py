@@ -10,6 +10,8 @@ Cases (bf16, AlphaFold2 model_1 shapes):
     extra_msa          extra-MSA row attention: 5120 rows, H=8, D=8, N=1024, bias, key mask
     ln                 LayerNorm over a [2048, 2048, 128] pair tensor (fp32 weight/bias)
     opm                the outer product mean's output projection, a row block of 256 at N = 1,024
+    trimul_out         triangle multiplication's output stage (two LayerNorms, two GEMMs, gate,
+                       residual), a row block of 256 at N = 2,048, c = C_z = 128, in place
                        (o [256, 32, 1024, 32] -> [256, 1024, 128]) vs the reference (permuted copy + addmm)
 TFLOP/s counts QK^T and PV only: 4 * D * L_q * L_k * H * batch per call (the OPM: its GEMM). GB/s
 counts one read and one write of x (LayerNorm), the read of o and the write of the output (OPM). Times are medians of triton.testing.do_bench (L2 flushed between calls).
@@ -35,8 +37,9 @@ import torch
 from kernels.attention import attention_reference, attention_triton
 from kernels.layer_norm import layer_norm_reference, layer_norm_triton
 from kernels.opm_projection import opm_projection_reference, opm_projection_triton
+from kernels.tri_mul_output import tri_mul_output_reference, tri_mul_output_triton
 
-CASES = ("ln", "tri2048", "extra_msa", "tri1024", "msa_row", "opm")
+CASES = ("ln", "tri2048", "extra_msa", "tri1024", "msa_row", "opm", "trimul_out")
 
 ATTN_CASES = {
     "tri1024": dict(B=1024, H=4, L=1024, D=32),
@@ -303,6 +306,38 @@ class Bench:
         del o
         torch.cuda.empty_cache()
 
+    def trimul_out_case(self):
+        r, n, c = 256, 2048, 128
+        g = torch.Generator(device="cuda").manual_seed(2)
+        dt = torch.bfloat16
+        p = torch.randn(c, r, n, device="cuda", generator=g, dtype=dt)
+        z = torch.randn(r, n, c, device="cuda", generator=g, dtype=dt)
+        vec = lambda: torch.randn(c, device="cuda", generator=g, dtype=dt)  # noqa: E731
+        w_out, w_g = ((torch.randn(c, c, device="cuda", generator=g) / c ** 0.5).to(dt) for _ in range(2))
+        args = (p, z, (vec() + 1, vec(), 1e-5), w_out, vec(), (vec() + 1, vec(), 1e-5), w_g, vec())
+        flops = 2 * 2.0 * r * n * c * c
+        nbytes = (p.numel() + 2 * z.numel()) * 2  # p and z read, z written
+        res = dict(shape=(c, r, n), flops=flops, bytes=nbytes, runs={})
+        self.results["tri_mul_output"] = res
+        ref = tri_mul_output_reference(*args, torch.empty_like(z)).float()
+
+        def run(label, fn):  # fn(z_in, out)
+            try:
+                out = fn(z, torch.empty_like(z))
+                err = ((out.float() - ref).norm() / ref.norm()).item()
+                buf = z.clone()  # timed in place, as the network runs it (buf drifts: timing only)
+                ms = self.time_ms(lambda: fn(buf, buf))
+                res["runs"][label] = dict(ms=ms, tflops=flops / ms / 1e9, gbps=nbytes / ms / 1e6, rel_err=err)
+                self.log(f"{'trimul_out':10s} {label:34s} {ms:9.3f} ms {flops / ms / 1e9:7.1f} TFLOP/s "
+                         f"{nbytes / ms / 1e6:7.0f} GB/s  err {err:.1e}")
+            except Exception as e:
+                self.log(f"trimul_out {label} FAILED: {type(e).__name__}: {str(e)[:300]}")
+        run("ours (default config)", lambda zi, out: tri_mul_output_triton(p, zi, *args[2:], out))
+        if self.args.baselines:
+            run("torch reference (7 passes)", lambda zi, out: tri_mul_output_reference(p, zi, *args[2:], out))
+        del p, z
+        torch.cuda.empty_cache()
+
     def copy_ceiling(self):
         x = torch.empty(2 ** 30, device="cuda", dtype=torch.bfloat16).normal_()
         y = torch.empty_like(x)
@@ -338,6 +373,8 @@ def run(cases=CASES, sweep=False, baselines=True, flex=True, budget=1e9, reserve
                 bench.layer_norm_case()
             elif case == "opm":
                 bench.opm_case()
+            elif case == "trimul_out":
+                bench.trimul_out_case()
             else:
                 bench.attention_case(case)
         except Exception:
@@ -383,6 +420,9 @@ def summary(results):
     if results.get("opm_projection"):
         for k, r in results["opm_projection"]["runs"].items():
             print(f"opm        {k:36s} {r['ms']:9.3f} ms {r['tflops']:7.1f} TFLOP/s {r['gbps']:7.0f} GB/s")
+    if results.get("tri_mul_output"):
+        for k, r in results["tri_mul_output"]["runs"].items():
+            print(f"trimul_out {k:36s} {r['ms']:9.3f} ms {r['tflops']:7.1f} TFLOP/s {r['gbps']:7.0f} GB/s")
     for name, res in results["layer_norm"].items():
         for k, r in res["runs"].items():
             if not k.startswith("sweep"):

@@ -293,11 +293,7 @@ class TriangleMultiplication(nn.Module):
     def _update_rows(self, target: torch.Tensor, z: torch.Tensor, p_rows: torch.Tensor, r0: int, r1: int,
                      norm_in: LayerNorm, norm_center: LayerNorm, rt: Runtime):
         """target[r0:r1] = z[r0:r1] + the output stage of p_rows [c, r1-r0, N] (target may be z)."""
-        upd = self._output(p_rows, z[r0:r1], norm_in, norm_center, rt)
-        if rt.inplace:
-            target[r0:r1] += upd
-        else:
-            torch.add(z[r0:r1], upd, out=target[r0:r1])
+        self._output(p_rows, z[r0:r1], norm_in, norm_center, rt, out=target[r0:r1])
 
     def _forward_dap(self, z: torch.Tensor, pair_mask: torch.Tensor, rt: Runtime) -> torch.Tensor:
         """The DAP schedule: z is this rank's row shard [n = N/P, N, C_z]; neither direction moves
@@ -403,19 +399,17 @@ class TriangleMultiplication(nn.Module):
         return target if direct else self._update_all(target, z, p, rows, norm_in, norm_center, rt)
 
     def _output(self, p_rows: torch.Tensor, z_rows: torch.Tensor, norm_in: LayerNorm, norm_center: LayerNorm,
-                rt: Runtime) -> torch.Tensor:
-        """The update of a block: gate(LN(z)) * W_out(LN_c(p)); p_rows [c, r, N] (channel major),
-        z_rows [r, N, C_z] -> [r, N, C_z]."""
-        c, r, n_all = p_rows.shape
-        w_out, b_out = self.output_projection.weights.to(z_rows.dtype), self.output_projection.bias.to(z_rows.dtype)
-        # Centre LayerNorm over the channel axis of the channel-major product, then the output
-        # projection with the transposed operand: [r*N, c] @ [c, C_z] without a transposing copy.
-        pc = kernels.layer_norm(p_rows, norm_center.scale, norm_center.offset, norm_center.eps,
-                                backend=rt.backend, dim=0).reshape(c, -1)
-        upd = torch.addmm(b_out, pc.t(), w_out).view(r, n_all, -1)
-        del pc
-        gate = self.gating_linear(norm_in(z_rows, rt.backend))
-        return upd.mul_(torch.sigmoid_(gate))
+                rt: Runtime, out: torch.Tensor) -> torch.Tensor:
+        """The output stage of a block into out (which may be z_rows itself):
+        out = z + gate(LN(z)) * W_out(LN_c(p)); p_rows [c, r, N] (channel major: the centre LayerNorm
+        runs over its first axis), z_rows and out [r, N, C_z]. One fused kernel
+        (`kernels.tri_mul_output`) with `Runtime.fused_tri_mul` on the Triton backend, else its
+        reference's seven passes."""
+        op, g = self.output_projection, self.gating_linear
+        return kernels.tri_mul_output(
+            p_rows, z_rows, (norm_center.scale, norm_center.offset, norm_center.eps), op.weights, op.bias,
+            (norm_in.scale, norm_in.offset, norm_in.eps), g.weights, g.bias, out=out,
+            backend=rt.backend if rt.fused_tri_mul else "torch")
 
     def _forward_offloaded(self, z: torch.Tensor, pair_mask: torch.Tensor, rt: Runtime) -> torch.Tensor:
         """The same update with the pair itself in host memory while the product is formed, so the
@@ -457,7 +451,7 @@ class TriangleMultiplication(nn.Module):
                     else:              # p[c, i, j] = sum_k b[c, k, i] a[c, k, j], j in J
                         p_blk = torch.matmul(b.transpose(1, 2), a)  # [c, N, r]
                     del a
-                    zb += self._output(p_blk, zb, norm_in, norm_center, rt)
+                    self._output(p_blk, zb, norm_in, norm_center, rt, out=zb)
                     del p_blk
                     host[blk].copy_(zb)
                     del zb

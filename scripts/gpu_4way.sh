@@ -372,7 +372,26 @@ AH)  # NCCL settings against the tri-muls and a whole block under DAP on 2 GPUs 
         --only tri_mul,whole,outer,msa_row,tri_att_end >> "$RES/nccl_$i.log" 2>&1 )
   done
   ;;
-*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH" >&2; exit 2 ;;
+AJ)  # (session 7, commit c60cce6, reverted: own-rows GEMMs first in outgoing tri-mul, last collective block
+     # halved) op probe, NCCL check, DAP 1 vs 2
+  job ops2 0,1 0-31 150 python3 scripts/dap_op_probe.py --world 2 --n-res 2048 --reps 7 --only tri_mul,tri_att_end,whole
+  wait
+  job check2 0,1 0-31 150 python3 -m model.dap_check --world 2
+  wait
+  dap_run dap1 0 0-15 150 dap_1 1
+  wait
+  dap_run dap2 0,1 0-31 120 dap_2 2
+  wait
+  ;;
+AK)  # the fused triangle-multiplication output stage: kernel GPU tests + CUDA fixtures (GPU1) beside its
+     # micro-benchmark and N=1,024 fused vs plain (GPU0)
+  verify 1 16-31 300
+  job gpu0 0 0-15 330 bash -c "python3 scripts/kernel_bench.py --cases trimul_out --json $RES/kbench.json 2>&1 | tail -4;
+    python3 -m fastfold_cli bench --lengths 1024 --precision bf16 --backend triton --compare fused --no-breakdown \
+      --json $RES/bench_1024.json"
+  wait
+  ;;
+*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK" >&2; exit 2 ;;
 esac
 for f in "$RES"/*.log; do echo "== $f"; grep -v "^\s*$" "$f" | grep -v "^  entry" | tail -14 | cut -c1-400; done
 for f in "$RES"/*.json "$RES"/*/*.json; do [ -f "$f" ] && { echo "== $f"; grep -o "$G" "$f" | tr '\n' ' ' | cut -c1-900; echo; }; done

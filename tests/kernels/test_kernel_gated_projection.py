@@ -69,8 +69,9 @@ def test_dispatch_and_fallback(interpret, monkeypatch):
 @pytest.mark.parametrize("mode", ["whole", "chunked", "offloaded"])
 @torch.no_grad()
 def test_triangle_multiplication_with_the_fused_kernel(interpret, monkeypatch, direction, mode):
-    """Runtime.fused_tri_mul: the network's triangle multiplication (reference-fixture weights) gives
-    what the reference path gives, resident, channel-chunked and with the pair offloaded."""
+    """Runtime.fused_tri_mul: the network's triangle multiplication (reference-fixture weights), with
+    the fused gated projections and output stage, gives what the reference path gives, resident,
+    channel-chunked and with the pair offloaded."""
     from pathlib import Path
 
     from model.config import Runtime
@@ -85,9 +86,11 @@ def test_triangle_multiplication_with_the_fused_kernel(interpret, monkeypatch, d
     kw = {"chunked": dict(chunks={"tri_mul": 48}), "offloaded": dict(inplace=True, offload_pair=True)}.get(mode, {})
     want = op(z.clone(), mask, Runtime(**kw))
     from kernels._triton_loader import module_for
-    mod, calls = module_for("_tri_gated_projection", [z]), []
-    real = mod.gated_projection
-    monkeypatch.setattr(mod, "gated_projection", lambda *a, **k: calls.append(1) or real(*a, **k))
+    calls = {}
+    for name, fn in (("_tri_gated_projection", "gated_projection"), ("_tri_tri_mul_output", "tri_mul_output")):
+        mod = module_for(name, [z])
+        real = getattr(mod, fn)
+        monkeypatch.setattr(mod, fn, lambda *a, _f=real, _n=fn, **k: calls.setdefault(_n, []).append(1) or _f(*a, **k))
     got = op(z.clone(), mask, Runtime(backend="triton", fused_tri_mul=True, **kw))
-    assert calls  # the fused kernel ran (no silent fallback)
+    assert set(calls) == {"gated_projection", "tri_mul_output"}  # both fused kernels ran (no silent fallback)
     assert rel_err(got, want) < 1e-6

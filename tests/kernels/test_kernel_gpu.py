@@ -224,6 +224,59 @@ def test_gated_projection_channel_offsets_beyond_int32(compiled):
     del buf
 
 
+def _tri_mul_output_case(c, cz, prod, r0, r1, dtype, gen):
+    dev = "cuda"
+    p = prod[:, r0:r1]
+    z = (torch.randn(r1 - r0, prod.shape[2], cz, generator=gen, device=dev) * 2 - 0.3).to(dtype)
+    ln_p = ((1 + 0.3 * torch.randn(c, generator=gen, device=dev)).to(dtype),
+            (0.2 * torch.randn(c, generator=gen, device=dev)).to(dtype), 1e-5)
+    ln_z = ((1 + 0.3 * torch.randn(cz, generator=gen, device=dev)).to(dtype),
+            (0.2 * torch.randn(cz, generator=gen, device=dev)).to(dtype), 1e-5)
+    w_out = (torch.randn(c, cz, generator=gen, device=dev) * c ** -0.5).to(dtype)
+    w_g = (torch.randn(cz, cz, generator=gen, device=dev) * cz ** -0.5).to(dtype)
+    b_out, b_g = (torch.randn(cz, generator=gen, device=dev).to(dtype) for _ in range(2))
+    return p, z, ln_p, w_out, b_out, ln_z, w_g, b_g
+
+
+def _tri_mul_output64(p, z, ln_p, w_out, b_out, ln_z, w_g, b_g):
+    d = lambda t: t.double()  # noqa: E731
+    pp = d(p).movedim(0, -1)
+    pn = (pp - pp.mean(-1, keepdim=True)) / torch.sqrt(pp.var(-1, unbiased=False, keepdim=True) + ln_p[2])
+    zz = d(z)
+    zn = (zz - zz.mean(-1, keepdim=True)) / torch.sqrt(zz.var(-1, unbiased=False, keepdim=True) + ln_z[2])
+    upd = (pn * d(ln_p[0]) + d(ln_p[1])) @ d(w_out) + d(b_out)
+    return zz + upd * torch.sigmoid((zn * d(ln_z[0]) + d(ln_z[1])) @ d(w_g) + d(b_g))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("c", [128, 64])
+def test_tri_mul_output(compiled, dtype, c):
+    """Triangle multiplication's fused output stage at a real row block (rows 40:104 of a
+    [c, 128, 517] product; C_z = c: 128 the Evoformer, 64 the template stack), in place over z,
+    against float64."""
+    from kernels.tri_mul_output import tri_mul_output_triton
+    gen = torch.Generator(device="cuda").manual_seed(12)
+    prod = (torch.randn(c, 128, 517, generator=gen, device="cuda") * 3 + 0.5).to(dtype)
+    args = _tri_mul_output_case(c, c, prod, 40, 104, dtype, gen)
+    want = _tri_mul_output64(*args)
+    z = args[1]
+    tri_mul_output_triton(args[0], z, *args[2:], z)
+    assert rel_err(z, want) < {torch.bfloat16: 8e-3, torch.float32: 1e-5}[dtype]
+
+
+def test_tri_mul_output_channel_offsets_beyond_int32(compiled):
+    """A row of a [128, n, N] product whose channels are n*N = 1.7e7 apart (past 2**31 elements)."""
+    from kernels.tri_mul_output import tri_mul_output_triton
+    c, n, n_all = 128, 4, 2 ** 31 // (127 * 4) + 64
+    prod = torch.empty(c, n, n_all, device="cuda", dtype=torch.bfloat16)
+    prod[:, 2].normal_()
+    gen = torch.Generator(device="cuda").manual_seed(13)
+    args = _tri_mul_output_case(c, 128, prod, 2, 3, torch.bfloat16, gen)
+    out = tri_mul_output_triton(*args, torch.empty_like(args[1]))
+    assert rel_err(out, _tri_mul_output64(*args)) < 8e-3
+    del prod
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 def test_opm_projection(compiled, dtype):
     """The outer product mean's projection at a real row block (64 rows of N = 1,031, c = 32)."""

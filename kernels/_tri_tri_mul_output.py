@@ -1,0 +1,90 @@
+"""Triton kernel of `kernels.tri_mul_output` (forward only). Loaded through `kernels._triton_loader`.
+
+One program owns BLOCK_P positions and every output channel (so the update may be written in place
+over z: no other program reads these positions). It loads the product tile p[:, positions]
+([BLOCK_P, c], read along positions, channel-major), normalises it over channels in float32, and
+multiplies it by W_out; it loads z[positions, :] ([BLOCK_P, C_z]), normalises it and multiplies it
+by W_g; bias, sigmoid, product and the residual z in registers; one store. Offsets are int64
+(the [128, N, N] product passes 2**31 elements at N > 4,100).
+"""
+from __future__ import annotations
+
+import functools
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels._dot import dot_precision
+
+
+@triton.jit
+def _tri_mul_output_kernel(PP, Z, O, LPS, LPB, WO, BO, LZS, LZB, WG, BG, NPOS, spc, szp, sop,
+                           swo0, swo1, swg0, swg1, eps_p, eps_z,
+                           C: tl.constexpr, CZ: tl.constexpr, BLOCK_P: tl.constexpr, DOT_PREC: tl.constexpr):
+    pid = tl.program_id(0)
+    offs_p = pid.to(tl.int64) * BLOCK_P + tl.arange(0, BLOCK_P)
+    p_ok = offs_p < NPOS
+    ch = tl.arange(0, C)
+    co = tl.arange(0, CZ)
+    dt = O.dtype.element_ty
+
+    # LN over the product's channels, then its output projection
+    x = tl.load(PP + ch.to(tl.int64)[None, :] * spc + offs_p[:, None], mask=p_ok[:, None], other=0.0)
+    x = x.to(tl.float32)
+    mean = tl.sum(x, axis=1) / C
+    xc = x - mean[:, None]
+    rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, axis=1) / C + eps_p)
+    a = xc * rstd[:, None] * tl.load(LPS + ch).to(tl.float32)[None, :] + tl.load(LPB + ch).to(tl.float32)[None, :]
+    wo = tl.load(WO + ch[:, None] * swo0 + co[None, :] * swo1)
+    upd = tl.dot(a.to(dt), wo.to(dt), input_precision=DOT_PREC)
+    upd += tl.load(BO + co).to(tl.float32)[None, :]
+
+    # the gate from z's own LN
+    zrow = Z + offs_p[:, None] * szp + co[None, :]
+    zt = tl.load(zrow, mask=p_ok[:, None], other=0.0).to(tl.float32)
+    mz = tl.sum(zt, axis=1) / CZ
+    zc = zt - mz[:, None]
+    rz = 1.0 / tl.sqrt(tl.sum(zc * zc, axis=1) / CZ + eps_z)
+    xz = zc * rz[:, None] * tl.load(LZS + co).to(tl.float32)[None, :] + tl.load(LZB + co).to(tl.float32)[None, :]
+    wg = tl.load(WG + co[:, None] * swg0 + co[None, :] * swg1)
+    g = tl.dot(xz.to(dt), wg.to(dt), input_precision=DOT_PREC)
+    g += tl.load(BG + co).to(tl.float32)[None, :]
+
+    y = zt + upd * tl.sigmoid(g)
+    tl.store(O + offs_p[:, None] * sop + co[None, :], y.to(dt), mask=p_ok[:, None])
+
+
+@functools.lru_cache(maxsize=32)
+def default_config(c: int, cz: int, on_gpu: bool) -> dict:
+    """64 positions x every channel per program on the GPU (two [64, C_z] float32 tiles, the
+    product and z tiles, 8 warps); small tiles in the interpreter."""
+    if not on_gpu:
+        return dict(BLOCK_P=16, num_warps=1, num_stages=1)
+    return dict(BLOCK_P=64 if max(c, cz) >= 128 else 128, num_warps=8, num_stages=1)
+
+
+def tri_mul_output(p: torch.Tensor, z: torch.Tensor, ln_p, w_out: torch.Tensor, b_out: torch.Tensor, ln_z,
+                   w_g: torch.Tensor, b_g: torch.Tensor, out: torch.Tensor, config: Optional[dict] = None):
+    """Shapes as `kernels.tri_mul_output` (checked there). Returns out."""
+    c, cz = p.shape[0], z.shape[-1]
+    npos = z.numel() // cz
+    if npos == 0:
+        return out
+    p2, z2, o2 = p.view(c, npos), z.view(npos, cz), out.view(npos, cz)
+    assert w_out.shape == (c, cz) and w_g.shape == (cz, cz)
+    cfg = dict(default_config(c, cz, z.device.type == "cuda"))
+    if config:
+        cfg.update(config)
+    dt = z.dtype
+    vec = lambda t: t.to(dt).contiguous()  # noqa: E731  (parameters kept in another dtype)
+    w_out, w_g = w_out.to(dt), w_g.to(dt)
+    grid = (triton.cdiv(npos, cfg["BLOCK_P"]),)
+    _tri_mul_output_kernel[grid](
+        p2, z2, o2, vec(ln_p[0]), vec(ln_p[1]), w_out, vec(b_out), vec(ln_z[0]), vec(ln_z[1]), w_g, vec(b_g),
+        npos, p2.stride(0), z2.stride(0), o2.stride(0), w_out.stride(0), w_out.stride(1), w_g.stride(0),
+        w_g.stride(1), float(ln_p[2]), float(ln_z[2]),
+        C=c, CZ=cz, BLOCK_P=cfg["BLOCK_P"], DOT_PREC=dot_precision(dt, z.device),
+        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+    return out

@@ -1,0 +1,85 @@
+"""Triangle multiplication's output stage, out = z + (LN_p(p)^T W_out + b_out) * sigmoid(LN_z(z) W_g +
+b_g): the Triton kernel (CPU interpreter, fp32/fp16) and the PyTorch reference against float64; the
+product as a row block of a larger channel-major buffer, odd lengths, in place over z, channel
+widths of the monomer (128/128 at the GPU; 16-64 here), the dispatcher's fallback, and the network's
+triangle multiplication through it."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kernel_testlib import needs_triton, rel_err
+from kernels.tri_mul_output import tri_mul_output, tri_mul_output_reference, tri_mul_output_triton
+
+pytestmark = needs_triton
+
+TOL = {torch.float32: 2e-6, torch.float16: 2e-3}
+
+
+def _case(c, cz, n_rows, r0, r1, n_all, dtype, seed):
+    """p: rows r0:r1 of a [c, n_rows, n_all] product (channels n_rows*n_all apart); z [r, N, C_z]."""
+    gen = torch.Generator().manual_seed(seed)
+    prod = (torch.randn(c, n_rows, n_all, generator=gen) * 3 + 0.5).to(dtype)
+    p = prod[:, r0:r1]
+    z = (torch.randn(r1 - r0, n_all, cz, generator=gen) * 2 - 0.3).to(dtype)
+    ln_p = (1 + 0.3 * torch.randn(c, generator=gen), 0.2 * torch.randn(c, generator=gen), 1e-5)
+    ln_z = (1 + 0.3 * torch.randn(cz, generator=gen), 0.2 * torch.randn(cz, generator=gen), 1e-5)
+    w_out = torch.randn(c, cz, generator=gen) * c ** -0.5
+    w_g = torch.randn(cz, cz, generator=gen) * cz ** -0.5
+    b_out, b_g = torch.randn(cz, generator=gen), torch.randn(cz, generator=gen)
+    args = (p, z, (ln_p[0].to(dtype), ln_p[1].to(dtype), 1e-5), w_out.to(dtype), b_out.to(dtype),
+            (ln_z[0].to(dtype), ln_z[1].to(dtype), 1e-5), w_g.to(dtype), b_g.to(dtype))
+    return args, _want(*args)
+
+
+def _want(p, z, ln_p, w_out, b_out, ln_z, w_g, b_g):
+    """float64, written out from the formula (not through the reference)."""
+    d = lambda t: t.double()  # noqa: E731
+    pp = d(p).movedim(0, -1)                                         # [r, N, c]
+    pn = (pp - pp.mean(-1, keepdim=True)) / torch.sqrt(pp.var(-1, unbiased=False, keepdim=True) + ln_p[2])
+    zz = d(z)
+    zn = (zz - zz.mean(-1, keepdim=True)) / torch.sqrt(zz.var(-1, unbiased=False, keepdim=True) + ln_z[2])
+    upd = (pn * d(ln_p[0]) + d(ln_p[1])) @ d(w_out) + d(b_out)
+    gate = torch.sigmoid((zn * d(ln_z[0]) + d(ln_z[1])) @ d(w_g) + d(b_g))
+    return zz + upd * gate
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("c,cz,n_rows,r0,r1,n_all", [(16, 32, 5, 1, 4, 7), (32, 16, 3, 0, 3, 11), (64, 64, 4, 2, 3, 5)])
+def test_matches_float64(interpret, dtype, c, cz, n_rows, r0, r1, n_all):
+    args, want = _case(c, cz, n_rows, r0, r1, n_all, dtype, seed=c + n_all)
+    out = torch.full_like(args[1], float("nan"))
+    got = tri_mul_output_triton(*args, out)
+    assert got is out
+    assert rel_err(out, want) < TOL[dtype]
+    ref = tri_mul_output_reference(*args, torch.empty_like(out))
+    assert rel_err(ref, want) < TOL[dtype] * 3  # the reference rounds every stage
+
+
+def test_in_place_over_z(interpret):
+    """out is z itself (the network's in-place update): same as writing a separate tensor."""
+    args, want = _case(32, 32, 6, 1, 5, 9, torch.float32, seed=4)
+    apart = tri_mul_output_triton(*args, torch.empty_like(args[1]))
+    z = args[1].clone()
+    got = tri_mul_output_triton(args[0], z, *args[2:], z)
+    assert got is z
+    torch.testing.assert_close(z, apart, rtol=0, atol=0)
+    assert rel_err(z, want) < TOL[torch.float32]
+
+
+def test_dispatch_and_fallback(interpret, monkeypatch):
+    args, want = _case(16, 16, 3, 0, 3, 6, torch.float32, seed=8)
+    a = tri_mul_output(*args, torch.empty_like(args[1]), backend="triton")
+    b = tri_mul_output(*args, torch.empty_like(args[1]), backend="torch")
+    assert rel_err(a, want) < TOL[torch.float32] and rel_err(b, want) < TOL[torch.float32] * 3
+    # a channel count the kernel does not take (not a power of two): the reference, same values
+    args24, want24 = _case(24, 16, 3, 0, 3, 6, torch.float32, seed=9)
+    c = tri_mul_output(*args24, torch.empty_like(args24[1]), backend="triton")
+    torch.testing.assert_close(c, tri_mul_output(*args24, torch.empty_like(args24[1])), rtol=0, atol=0)
+    with pytest.raises(RuntimeError):
+        tri_mul_output_triton(*args24, torch.empty_like(args24[1]))
+    monkeypatch.delenv("TRITON_INTERPRET")  # CPU tensors without the interpreter: the reference
+    d = tri_mul_output(*args, torch.empty_like(args[1]), backend="triton")
+    torch.testing.assert_close(d, b, rtol=0, atol=0)
+    with pytest.raises(ValueError):
+        tri_mul_output(*args, torch.empty_like(args[1]), backend="cuda")
