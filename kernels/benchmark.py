@@ -10,6 +10,8 @@ Cases (bf16, AlphaFold2 model_1 shapes):
     extra_msa          extra-MSA row attention: 5120 rows, H=8, D=8, N=1024, bias, key mask
     ln                 LayerNorm over a [2048, 2048, 128] pair tensor (fp32 weight/bias)
     opm                the outer product mean's output projection, a row block of 256 at N = 1,024
+    transition         the pair transition (LN, 128 -> 512 ReLU -> 128, residual) at N = 1,024 and the
+                       MSA transition (256 -> 1,024 -> 256) on 512 x 1,024 positions, in place
     trimul_out         triangle multiplication's output stage (two LayerNorms, two GEMMs, gate,
                        residual), a row block of 256 at N = 2,048, c = C_z = 128, in place
                        (o [256, 32, 1024, 32] -> [256, 1024, 128]) vs the reference (permuted copy + addmm)
@@ -37,9 +39,10 @@ import torch
 from kernels.attention import attention_reference, attention_triton
 from kernels.layer_norm import layer_norm_reference, layer_norm_triton
 from kernels.opm_projection import opm_projection_reference, opm_projection_triton
+from kernels.transition import transition_reference, transition_triton
 from kernels.tri_mul_output import tri_mul_output_reference, tri_mul_output_triton
 
-CASES = ("ln", "tri2048", "extra_msa", "tri1024", "msa_row", "opm", "trimul_out")
+CASES = ("ln", "tri2048", "extra_msa", "tri1024", "msa_row", "opm", "trimul_out", "transition")
 
 ATTN_CASES = {
     "tri1024": dict(B=1024, H=4, L=1024, D=32),
@@ -65,6 +68,9 @@ SWEEP_D8 = [
 ]
 SWEEP_SMALL = [(128, 64, 8, 2, 2, 1024), (128, 64, 4, 3, 2, 1024), (64, 64, 4, 3, 2, 1024),
                (128, 128, 8, 2, 2, 1024), (128, 64, 8, 2, 1, 1024)]
+SWEEP_TRIMUL_OUT = [(32, 4), (64, 4), (64, 8), (128, 8), (128, 16), (32, 8)]
+SWEEP_TRANSITION = [(64, 64, 4, 2), (64, 64, 8, 2), (128, 64, 8, 2), (128, 32, 8, 2), (64, 128, 8, 2),
+                    (32, 64, 4, 2), (64, 32, 4, 3), (128, 64, 8, 3), (128, 128, 8, 2), (64, 64, 4, 1)]
 SWEEP_LN = [(16, 4), (32, 4), (32, 8), (64, 4), (64, 8), (128, 8), (8, 2), (16, 2)]
 
 
@@ -333,9 +339,55 @@ class Bench:
             except Exception as e:
                 self.log(f"trimul_out {label} FAILED: {type(e).__name__}: {str(e)[:300]}")
         run("ours (default config)", lambda zi, out: tri_mul_output_triton(p, zi, *args[2:], out))
+        if self.args.sweep:
+            for bp, nw in SWEEP_TRIMUL_OUT:
+                if self.left() < self.args.reserve:
+                    break
+                run(f"sweep {bp}x{nw}", lambda zi, out, cfg=dict(BLOCK_P=bp, num_warps=nw):
+                    tri_mul_output_triton(p, zi, *args[2:], out, config=cfg))
         if self.args.baselines:
             run("torch reference (7 passes)", lambda zi, out: tri_mul_output_reference(p, zi, *args[2:], out))
         del p, z
+        torch.cuda.empty_cache()
+
+    def transition_case(self):
+        dt = torch.bfloat16
+        g = torch.Generator(device="cuda").manual_seed(3)
+        res = {}
+        self.results["transition"] = res
+        for name, npos, c in (("pair N=1024", 1024 * 1024, 128), ("msa 512x1024", 512 * 1024, 256)):
+            x = torch.randn(npos, c, device="cuda", generator=g, dtype=dt)
+            vec = lambda k: torch.randn(k, device="cuda", generator=g, dtype=dt)  # noqa: E731
+            w1 = (torch.randn(c, 4 * c, device="cuda", generator=g) / c ** 0.5).to(dt)
+            w2 = (torch.randn(4 * c, c, device="cuda", generator=g) / (2 * c)).to(dt)
+            args = ((vec(c) + 1, vec(c), 1e-5), w1, vec(4 * c), w2, vec(c))
+            flops, nbytes = 2 * 2.0 * npos * c * 4 * c, 2 * x.numel() * 2
+            ref = transition_reference(x[:4096], *args, torch.empty_like(x[:4096])).float()
+            runs = {}
+            res[name] = dict(shape=(npos, c), flops=flops, bytes=nbytes, runs=runs)
+            variants = [("ours (default config)", transition_triton),
+                        ("torch reference (LN, 2 GEMMs, add)", transition_reference)]
+            if self.args.sweep:
+                variants += [(f"sweep {t[0]}x{t[1]}x{t[2]}x{t[3]}",
+                              lambda *a, cfg=dict(BLOCK_P=t[0], BLOCK_H=t[1], num_warps=t[2], num_stages=t[3]):
+                              transition_triton(*a, config=cfg)) for t in SWEEP_TRANSITION]
+            for label, fn in variants:
+                if label.startswith("sweep") and self.left() < self.args.reserve:
+                    break
+                if "reference" in label and not self.args.baselines:
+                    continue
+                try:
+                    out = fn(x[:4096], *args, torch.empty_like(x[:4096]))
+                    err = ((out.float() - ref).norm() / ref.norm()).item()
+                    buf = x.clone()
+                    ms = self.time_ms(lambda: fn(buf, *args, buf))
+                    runs[label] = dict(ms=ms, tflops=flops / ms / 1e9, gbps=nbytes / ms / 1e6, rel_err=err)
+                    self.log(f"{'transition':10s} {name:13s} {label:34s} {ms:8.3f} ms {flops / ms / 1e9:6.1f} "
+                             f"TFLOP/s {nbytes / ms / 1e6:6.0f} GB/s  err {err:.1e}")
+                    del buf
+                except Exception as e:
+                    self.log(f"transition {name} {label} FAILED: {type(e).__name__}: {str(e)[:300]}")
+            del x
         torch.cuda.empty_cache()
 
     def copy_ceiling(self):
@@ -375,6 +427,8 @@ def run(cases=CASES, sweep=False, baselines=True, flex=True, budget=1e9, reserve
                 bench.opm_case()
             elif case == "trimul_out":
                 bench.trimul_out_case()
+            elif case == "transition":
+                bench.transition_case()
             else:
                 bench.attention_case(case)
         except Exception:

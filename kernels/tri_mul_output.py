@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from kernels.layer_norm import layer_norm_reference
+from kernels.transition import _residual
 
 
 def tri_mul_output_reference(p, z, ln_p, w_out, b_out, ln_z, w_g, b_g, out):
@@ -29,7 +30,7 @@ def tri_mul_output_reference(p, z, ln_p, w_out, b_out, ln_z, w_g, b_g, out):
     gate = torch.addmm(b_g.to(dt), x, w_g.to(dt))
     del x
     upd.mul_(torch.sigmoid_(gate))
-    return torch.add(z, upd.view(z.shape), out=out)
+    return _residual(z, upd.view(z.shape), out)
 
 
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)

@@ -100,7 +100,7 @@ def peak_allocated(timer: Optional[ModuleTimer]) -> int:
 def bench_one(model: AlphaFold, n_res: int, *, precision: str, backend: str = "torch", n_seq: int = 508,
               n_extra: int = 5120, n_templ: int = 4, recycles: int = 3, plain: bool = False,
               max_memory: Optional[float] = None, breakdown: bool = True, warmup: bool = True,
-              seed: int = 0, probe_blocks: Optional[int] = None, fused_tri_mul: bool = True) -> Dict:
+              seed: int = 0, probe_blocks: Optional[int] = None, fused: bool = True) -> Dict:
     """Time one full forward at length n_res. plain=True runs the unchunked, not-in-place path.
 
     probe_blocks=K: a memory probe: only the first K blocks of each stack (Evoformer, extra MSA,
@@ -133,8 +133,8 @@ def bench_one(model: AlphaFold, n_res: int, *, precision: str, backend: str = "t
         row["chunks"] = {k: v for k, v in p.chunks.items() if v}
         row["recompute_templates"] = rt.recompute_templates
         row["offload_pair"] = bool(getattr(rt, "offload_pair", False))
-    if plain or not fused_tri_mul:  # the plain path is the unfused PyTorch one
-        rt = rt.with_(fused_tri_mul=False)
+    if plain or not fused:  # the plain path is the unfused PyTorch one
+        rt = rt.with_(fused_tri_mul=False, fused_transition=False)
         if not plain:
             row["path"] += ",unfused"
     if probe_blocks is not None:

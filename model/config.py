@@ -79,9 +79,12 @@ class Runtime:
         instead of the pair plus the product) and while the templates are embedded (model/trunk.py);
         for sequences whose pair does not fit twice. Slower (the pair crosses PCIe about five times
         per call); the planner turns it on only when nothing else fits.
-    fused_tri_mul: triangle multiplication's gated projections through the fused Triton kernel
-        (kernels/gated_projection.py; backend "triton" only; elsewhere the reference runs). On by
-        default: 11% less time at N=1,024 bf16 on an H200, same peak (docs/BENCHMARKS.md, session 4).
+    fused_tri_mul: triangle multiplication's gated projections and output stage through their fused
+        Triton kernels (kernels/gated_projection.py, kernels/tri_mul_output.py; backend "triton"
+        only; elsewhere the references run). On by default (docs/BENCHMARKS.md, sessions 4 and 7).
+    fused_transition: the MSA and pair transitions (LayerNorm, both GEMMs, residual) through one
+        Triton kernel that keeps the hidden layer on chip (kernels/transition.py; backend "triton"
+        only). On by default (docs/BENCHMARKS.md, session 7).
     dap_tri_mul_rows: DAP triangle multiplication's rows per collective block
         (`TriangleMultiplication._forward_dap`); None: the projection's row block (`evoformer.tri_mul_rows`).
     max_blocks: run only the first K blocks of each stack (Evoformer, extra-MSA, template pair);
@@ -100,6 +103,7 @@ class Runtime:
     shard: Optional[Any] = None  # model.dap.ShardSpec
     max_blocks: Optional[int] = None
     fused_tri_mul: bool = True
+    fused_transition: bool = True
     dap_tri_mul_rows: Optional[int] = None
 
     @classmethod

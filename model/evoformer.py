@@ -141,13 +141,22 @@ class Transition(nn.Module):
         self.transition2 = Linear(c * factor, c)
 
     def forward(self, x: torch.Tensor, rt: Runtime) -> torch.Tensor:
-        """x: [*, L, C] -> x updated."""
-        def f(x_c):
-            # ReLU in the first GEMM's epilogue (cuBLASLt), or in place: the 4x hidden block exists
-            # once (peak LN + hidden, then hidden + output)
-            return self.transition2(self.transition1(self.input_layer_norm(x_c, rt.backend), relu=True))
+        """x: [*, L, C] -> x updated (in place with rt.inplace).
 
-        return _update(x, f, [x], rt, "transition", dim=0)
+        `kernels.transition`: with `Runtime.fused_transition` on the Triton backend one kernel
+        keeps the hidden layer on chip (no temporaries, so no chunks); else its reference runs
+        chunk by chunk (`rt.chunk("transition")` rows of the first axis: the LayerNorm'd input
+        and the 4x hidden exist for one chunk; ReLU in the first GEMM's epilogue)."""
+        ln, t1, t2 = self.input_layer_norm, self.transition1, self.transition2
+        args = ((ln.scale, ln.offset, ln.eps), t1.weights, t1.bias, t2.weights, t2.bias)
+        out = x if rt.inplace else torch.empty_like(x)
+        if rt.backend == "triton" and rt.fused_transition and kernels.transition_fits(x, t1.weights, out):
+            return kernels.transition(x, *args, out=out, backend="triton")
+        n = x.shape[0]
+        size = rt.chunk("transition") or max(n, 1)
+        for s in range(0, n, size):
+            kernels.transition(x[s:s + size], *args, out=out[s:s + size], backend="torch")
+        return out
 
 
 class OuterProductMean(nn.Module):

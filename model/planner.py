@@ -204,6 +204,8 @@ def transient_bytes(op: str, chunk: Optional[int], p: Problem, stack: str = "mai
         cols = _ceil(nl, chunk)
         return cols * depth * cm * b * 6
     if op == "transition":
+        if fused:  # kernels.transition: in place, the hidden layer on chip, no temporaries
+            return 0.0
         # an MSA block of rows (all N/P columns) or a pair block of rows: LN, 4x hidden, ReLU, out
         return max(_ceil(depth, chunk) * nl * cm, rows * n * cz) * b * TRANSITION_ROW
     if op == "opm":

@@ -391,7 +391,20 @@ AK)  # the fused triangle-multiplication output stage: kernel GPU tests + CUDA f
       --json $RES/bench_1024.json"
   wait
   ;;
-*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK" >&2; exit 2 ;;
+AL)  # the fused transition (+ the tri-mul output stage): kernel GPU tests + CUDA fixtures (GPU1) beside the two
+     # kernels' micro-benchmark with a config sweep and N=1,024 fused vs unfused (GPU0); then DAP 1 vs 2
+  verify 1 16-31 300
+  job gpu0 0 0-15 330 bash -c "python3 scripts/kernel_bench.py --cases trimul_out,transition --sweep --budget 110 \
+      --reserve 5 --json $RES/kbench.json 2>&1 | grep -v '^ *$' | tail -40;
+    python3 -m fastfold_cli bench --lengths 1024 --precision bf16 --backend triton --compare fused --no-breakdown \
+      --json $RES/bench_1024.json"
+  wait
+  dap_run dap1 0 0-15 150 dap_1 1
+  wait
+  dap_run dap2 0,1 0-31 120 dap_2 2
+  wait
+  ;;
+*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL" >&2; exit 2 ;;
 esac
 for f in "$RES"/*.log; do echo "== $f"; grep -v "^\s*$" "$f" | grep -v "^  entry" | tail -14 | cut -c1-400; done
 for f in "$RES"/*.json "$RES"/*/*.json; do [ -f "$f" ] && { echo "== $f"; grep -o "$G" "$f" | tr '\n' ' ' | cut -c1-900; echo; }; done

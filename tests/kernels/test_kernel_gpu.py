@@ -278,6 +278,48 @@ def test_tri_mul_output_channel_offsets_beyond_int32(compiled):
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("c,factor", [(256, 4), (128, 4), (64, 4), (64, 2)])
+def test_transition(compiled, dtype, c, factor):
+    """The fused transition at the network's widths (MSA 256, pair 128, extra MSA 64, template pair
+    64 with factor 2) on 3 x 517 positions (a ragged last tile), in place, against float64."""
+    from kernels.transition import transition_triton
+    gen = torch.Generator(device="cuda").manual_seed(14)
+    dev = "cuda"
+    x = (torch.randn(3, 517, c, generator=gen, device=dev) * 2 + 0.3).to(dtype)
+    ln = ((1 + 0.3 * torch.randn(c, generator=gen, device=dev)).to(dtype),
+          (0.2 * torch.randn(c, generator=gen, device=dev)).to(dtype), 1e-5)
+    w1 = (torch.randn(c, factor * c, generator=gen, device=dev) * c ** -0.5).to(dtype)
+    b1 = (0.5 * torch.randn(factor * c, generator=gen, device=dev)).to(dtype)
+    w2 = (torch.randn(factor * c, c, generator=gen, device=dev) * (factor * c) ** -0.5).to(dtype)
+    b2 = torch.randn(c, generator=gen, device=dev).to(dtype)
+    d = lambda t: t.double()  # noqa: E731
+    xx = d(x)
+    xn = (xx - xx.mean(-1, keepdim=True)) / torch.sqrt(xx.var(-1, unbiased=False, keepdim=True) + 1e-5)
+    want = xx + torch.relu((xn * d(ln[0]) + d(ln[1])) @ d(w1) + d(b1)) @ d(w2) + d(b2)
+    transition_triton(x, ln, w1, b1, w2, b2, x)
+    assert rel_err(x, want) < {torch.bfloat16: 8e-3, torch.float32: 1e-5}[dtype]
+
+
+def test_transition_offsets_beyond_int32(compiled):
+    """The last positions of a [2**31 / 128 + 1,000, 128] pair (offsets past 2**31 elements)."""
+    from kernels.transition import transition_triton
+    c, rows = 128, 2 ** 31 // 128 + 1000
+    x = torch.zeros(rows, c, device="cuda", dtype=torch.bfloat16)
+    x[-700:].normal_()
+    gen = torch.Generator(device="cuda").manual_seed(15)
+    ln = (torch.ones(c, device="cuda", dtype=torch.bfloat16), torch.zeros(c, device="cuda", dtype=torch.bfloat16), 1e-5)
+    w1 = (torch.randn(c, 4 * c, generator=gen, device="cuda") * c ** -0.5).bfloat16()
+    w2 = (torch.randn(4 * c, c, generator=gen, device="cuda") * (4 * c) ** -0.5).bfloat16()
+    b1, b2 = torch.zeros(4 * c, device="cuda", dtype=torch.bfloat16), torch.zeros(c, device="cuda", dtype=torch.bfloat16)
+    tail = x[-700:].double()
+    xn = (tail - tail.mean(-1, keepdim=True)) / torch.sqrt(tail.var(-1, unbiased=False, keepdim=True) + 1e-5)
+    want = tail + torch.relu(xn @ w1.double()) @ w2.double()
+    transition_triton(x, ln, w1, b1, w2, b2, x)
+    assert rel_err(x[-700:], want) < 8e-3
+    del x
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 def test_opm_projection(compiled, dtype):
     """The outer product mean's projection at a real row block (64 rows of N = 1,031, c = 32)."""
     from kernels.opm_projection import opm_projection_triton

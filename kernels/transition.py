@@ -1,0 +1,84 @@
+"""AlphaFold's transition (the MSA and pair MLPs), with its residual:
+
+    out = x + relu(LN(x) W1 + b1) W2 + b2
+
+x and out: [*, C] with the leading dims flattenable to one axis of positions (out may be x: in
+place); ln = (scale [C], offset [C], eps); w1 [C, F·C], b1 [F·C], w2 [F·C, C], b2 [C]. The reference
+is the network's sequence (LayerNorm, a GEMM with ReLU in its epilogue, a GEMM, the residual add),
+each stage rounded to the storage dtype, with the hidden [P, F·C] tensor (4x the input) in memory;
+the Triton kernel keeps each position tile's hidden block on chip: it reads x once and writes out
+once, with no temporaries.
+"""
+from __future__ import annotations
+
+import torch
+
+from kernels.layer_norm import layer_norm_reference
+
+
+def transition_reference(x, ln, w1, b1, w2, b2, out):
+    """The math as the network ran it before the kernel (same passes, same roundings). Returns out."""
+    dt = x.dtype
+    c = x.shape[-1]
+    xn = layer_norm_reference(x, ln[0], ln[1], ln[2]).reshape(-1, c)
+    if hasattr(torch, "_addmm_activation"):  # ReLU in cuBLASLt's epilogue (same values as after)
+        h = torch._addmm_activation(b1.to(dt), xn, w1.to(dt))
+    else:
+        h = torch.relu_(torch.addmm(b1.to(dt), xn, w1.to(dt)))
+    del xn
+    upd = torch.addmm(b2.to(dt), h, w2.to(dt))
+    del h
+    return _residual(x, upd.view(x.shape), out)
+
+
+def _residual(x, upd, out):
+    """out = x + upd; in place (add_) when out is x, which autograd also allows."""
+    if out.data_ptr() == x.data_ptr() and out.stride() == x.stride():
+        return out.add_(upd)
+    return torch.add(x, upd, out=out)
+
+
+_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _pow2(n: int, lo: int, hi: int) -> bool:
+    return lo <= n <= hi and n & (n - 1) == 0
+
+
+def triton_ok(x, w1, out) -> bool:
+    """Whether the Triton kernel takes these tensors (else the reference runs)."""
+    c, hid = x.shape[-1], w1.shape[-1]
+    if not (x.dtype in _DTYPES and out.dtype == x.dtype and _pow2(c, 16, 256) and _pow2(hid, 16, 4096)):
+        return False
+    npos = x.numel() // c if c else 0
+    try:
+        xv, ov = x.view(npos, c), out.view(npos, c)
+    except RuntimeError:
+        return False
+    return xv.stride(1) == 1 and ov.stride(1) == 1
+
+
+def transition_triton(x, ln, w1, b1, w2, b2, out, config=None):
+    """The Triton kernel itself (`kernels/_tri_transition.py`); raises if it can't run here."""
+    from kernels._triton_loader import module_for
+
+    mod = module_for("_tri_transition", [x, w1, w2, out])
+    if mod is None or not triton_ok(x, w1, out):
+        raise RuntimeError("Triton transition can't run on these tensors here")
+    return mod.transition(x, ln, w1, b1, w2, b2, out, config=config)
+
+
+def transition(x, ln, w1, b1, w2, b2, out, backend: str = "torch"):
+    """Dispatch: "torch" the reference; "triton" the fused kernel where it can run (CUDA, or CPU
+    under TRITON_INTERPRET=1; C a power of two in 16..256 and F·C in 16..4096; fp32/bf16/fp16),
+    else the reference. Shapes as in the module docstring. Returns out."""
+    if backend == "triton":
+        if triton_ok(x, w1, out):
+            from kernels._triton_loader import module_for
+
+            mod = module_for("_tri_transition", [x, w1, w2, out])
+            if mod is not None:
+                return mod.transition(x, ln, w1, b1, w2, b2, out)
+    elif backend != "torch":
+        raise ValueError(f"unknown transition backend {backend!r}")
+    return transition_reference(x, ln, w1, b1, w2, b2, out)
