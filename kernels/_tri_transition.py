@@ -49,11 +49,14 @@ def _transition_kernel(X, O, LS, LB, W1, B1, W2, B2, NPOS, sx, so, sw1a, sw1b, s
 
 @functools.lru_cache(maxsize=32)
 def default_config(c: int, hid: int, on_gpu: bool) -> dict:
-    """GPU: 64 positions x 64 hidden units per step, 8 warps at C = 256 (MSA), 4 below; small
-    tiles in the interpreter."""
+    """GPU (H200 sweep, session 7): C = 256 (MSA) 128 positions x 64 hidden units per step, 8 warps
+    (1.57 ms on 512 x 1,024 positions; 2.09 with 64 positions); C <= 128 (pair) 64 x 64, 4 warps
+    (0.73 ms at N = 1,024; 8 warps 1.46). Small tiles in the interpreter."""
     if not on_gpu:
         return dict(BLOCK_P=16, BLOCK_H=16, num_warps=1, num_stages=1)
-    return dict(BLOCK_P=64, BLOCK_H=min(64, hid), num_warps=8 if c >= 256 else 4, num_stages=2)
+    if c >= 256:
+        return dict(BLOCK_P=128, BLOCK_H=min(64, hid), num_warps=8, num_stages=2)
+    return dict(BLOCK_P=64, BLOCK_H=min(64, hid), num_warps=4, num_stages=2)
 
 
 def transition(x: torch.Tensor, ln, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor,
