@@ -416,7 +416,20 @@ AM)  # session 7's last call, the swept tile configs as defaults: kernel GPU tes
   dap_run dap2 0,1 0-31 100 dap_2 2
   wait
   ;;
-*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM" >&2; exit 2 ;;
+AN)  # AM on a 4-GPU host: kernel GPU tests + CUDA fixtures (GPU3) beside the kernels' micro-benchmark, N=1,024
+     # and DAP's 1-GPU N=2,048 (GPU0) and DAP on 2 GPUs (GPU1-2); then DAP on 4 GPUs
+  verify 3 48-63 240
+  job gpu0 0 0-15 240 bash -c "python3 scripts/kernel_bench.py --cases trimul_out,transition --json $RES/kbench.json \
+      2>&1 | grep -v '^ *$' | tail -8;
+    python3 -m fastfold_cli bench --lengths 1024 --precision bf16 --backend triton --no-breakdown \
+      --json $RES/bench_1024.json 2>&1 | tail -3;
+    python3 -m model.dap_bench --world 1 --n-res 2048 --precision bf16 --backend triton --json $RES/dap_1.json | tail -3"
+  dap_run dap2 1,2 16-47 100 dap_2 2
+  wait
+  dap_run dap4 0,1,2,3 0-63 120 dap_4 4
+  wait
+  ;;
+*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN" >&2; exit 2 ;;
 esac
 for f in "$RES"/*.log; do echo "== $f"; grep -v "^\s*$" "$f" | grep -v "^  entry" | tail -14 | cut -c1-400; done
 for f in "$RES"/*.json "$RES"/*/*.json; do [ -f "$f" ] && { echo "== $f"; grep -o "$G" "$f" | tr '\n' ' ' | cut -c1-900; echo; }; done
