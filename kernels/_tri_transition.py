@@ -48,14 +48,15 @@ def _transition_kernel(X, O, LS, LB, W1, B1, W2, B2, NPOS, sx, so, sw1a, sw1b, s
 
 
 @functools.lru_cache(maxsize=32)
-def default_config(c: int, hid: int, on_gpu: bool) -> dict:
-    """GPU (H200 sweep, session 7): C = 256 (MSA) 128 positions x 64 hidden units per step, 8 warps
-    (1.57 ms on 512 x 1,024 positions; 2.09 with 64 positions); C <= 128 (pair) 64 x 64, 4 warps
+def default_config(c: int, hid: int, on_gpu: bool, wide: bool = False) -> dict:
+    """GPU (H200 sweep, session 7): 16-bit C = 256 (MSA) 128 positions x 64 hidden units per step,
+    8 warps (1.57 ms on 512 x 1,024 positions; 2.09 with 64 positions); fp32 (`wide`) C = 256 64
+    positions (128 needs more shared memory than an H200 has); C <= 128 (pair) 64 x 64, 4 warps
     (0.73 ms at N = 1,024; 8 warps 1.46). Small tiles in the interpreter."""
     if not on_gpu:
         return dict(BLOCK_P=16, BLOCK_H=16, num_warps=1, num_stages=1)
     if c >= 256:
-        return dict(BLOCK_P=128, BLOCK_H=min(64, hid), num_warps=8, num_stages=2)
+        return dict(BLOCK_P=64 if wide else 128, BLOCK_H=min(64, hid), num_warps=8, num_stages=2)
     return dict(BLOCK_P=64, BLOCK_H=min(64, hid), num_warps=4, num_stages=2)
 
 
@@ -68,7 +69,7 @@ def transition(x: torch.Tensor, ln, w1: torch.Tensor, b1: torch.Tensor, w2: torc
         return out
     assert w1.shape == (c, hid) and w2.shape == (hid, c)
     xv, ov = x.view(npos, c), out.view(npos, c)
-    cfg = dict(default_config(c, hid, x.device.type == "cuda"))
+    cfg = dict(default_config(c, hid, x.device.type == "cuda", x.element_size() > 2))
     if config:
         cfg.update(config)
     dt = x.dtype
