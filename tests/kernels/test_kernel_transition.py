@@ -71,6 +71,26 @@ def test_dispatch_and_fallback(interpret, monkeypatch):
         transition(*args, torch.empty_like(args[0]), backend="cuda")
 
 
+def test_out_of_resources_falls_back_to_the_reference(interpret, monkeypatch):
+    """A tile the GPU cannot hold (Triton's OutOfResources at compile time) runs the reference
+    instead of failing the prediction; any other error still raises."""
+    from kernels._triton_loader import module_for
+    args, want = _case((9,), 16, 4, torch.float32, seed=2)
+    mod = module_for("_tri_transition", [args[0]])
+
+    class OutOfResources(Exception):
+        pass
+
+    def boom(*a, **k):
+        raise OutOfResources("shared memory")
+    monkeypatch.setattr(mod, "transition", boom)
+    got = transition(*args, torch.empty_like(args[0]), backend="triton")
+    torch.testing.assert_close(got, transition_reference(*args, torch.empty_like(args[0])), rtol=0, atol=0)
+    monkeypatch.setattr(mod, "transition", lambda *a, **k: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        transition(*args, torch.empty_like(args[0]), backend="triton")
+
+
 @pytest.mark.parametrize("which", ["msa_transition", "pair_transition"])
 @pytest.mark.parametrize("inplace", [False, True])
 @torch.no_grad()
