@@ -369,10 +369,6 @@ def _worker(rank: int, fn: Callable, world_size: int, backend: str, port: int, a
     if backend == "nccl":
         torch.cuda.set_device(rank)
     kw = {"device_id": torch.device("cuda", rank)} if backend == "nccl" else {}
-    if backend == "nccl" and os.environ.get("FASTFOLD_NCCL_HIGH_PRIORITY") == "1":
-        # NCCL's stream at high priority: its kernels get SMs ahead of queued compute blocks
-        opts = dist.ProcessGroupNCCL.Options(is_high_priority_stream=True)
-        kw["pg_options"] = opts
     try:
         dist.init_process_group(backend, rank=rank, world_size=world_size, **kw)
     except TypeError:  # torch < 2.3: no device_id
