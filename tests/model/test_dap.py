@@ -147,3 +147,10 @@ def test_dap_op_probe_runs_every_op(tmp_path):
     rows = json.loads(out.read_text())["rows"]
     assert [r["op"] for r in rows][-1] == "whole block" and len(rows) == 11
     assert all(r["dap_ms"] > 0 and r["ideal_ms"] >= 0 for r in rows)
+    # the compute-alone mode (every collective a no-op), only some ops, no one-GPU baseline
+    subprocess.run([sys.executable, str(root / "scripts" / "dap_op_probe.py"), "--world", "2", "--n-res", "11",
+                    "--n-seq", "5", "--reps", "1", "--no-comm", "--no-ideal", "--only", "tri_mul,whole",
+                    "--json", str(out)], check=True, cwd=root, capture_output=True, timeout=600)
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["op"] for r in rows] == ["tri_mul_outgoing", "tri_mul_incoming", "whole block"]
+    assert all(r["no_comm"] and r["dap_ms"] > 0 and r["ideal_ms"] != r["ideal_ms"] for r in rows)  # NaN: no baseline
