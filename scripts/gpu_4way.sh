@@ -22,6 +22,8 @@
 #   M:               next: the 80 GB probes, a whole call each.
 #   V, W (session 6) ran at bcc1ed3 and 70744b4 (the SM-carveout and copy-engine options they timed are
 #                    gone: neither helped); X-AB are session 6's other calls; AD the next multi-GPU one.
+#   AE-AN:           session 7 (AH needs commit 7c020b2's NCCL priority switch, since removed; AJ ran
+#                    commit c60cce6, reverted); AO the next session's first call.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 call=${1:?usage: gpu_4way.sh A|B|C}
@@ -429,7 +431,23 @@ AN)  # AM on a 4-GPU host: kernel GPU tests + CUDA fixtures (GPU3) beside the ke
   dap_run dap4 0,1,2,3 0-63 120 dap_4 4
   wait
   ;;
-*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN" >&2; exit 2 ;;
+AO)  # next session, first call (2 GPUs; P4=1 on a 4-GPU host adds the 4-GPU op probe): the CUDA fixtures and
+     # kernel tests at the final session-7 code (GPU1), a by-module profile of N=1,024 and a warm N=4,096
+     # pass with the fused kernels (GPU0); then the op probe on 2 (and 4) GPUs
+  verify 1 16-31 300
+  job gpu0 0 0-15 330 bash -c "python3 scripts/profile_pass.py --length 1024 --by-module --top 50 \
+      --json $RES/profile_1024_by_module.json 2>&1 | tail -25;
+    python3 -m fastfold_cli bench --lengths 4096 --precision bf16 --backend triton --recycles 1 --no-warmup \
+      --no-breakdown --json $RES/bench_4096.json 2>&1 | tail -3"
+  wait
+  job ops2 0,1 0-31 150 python3 scripts/dap_op_probe.py --world 2 --n-res 2048 --json "$RES/op_probe_2.json"
+  wait
+  if [ -n "${P4:-}" ]; then
+    job ops4 0,1,2,3 0-63 150 python3 scripts/dap_op_probe.py --world 4 --n-res 2048 --json "$RES/op_probe_4.json"
+    wait
+  fi
+  ;;
+*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO" >&2; exit 2 ;;
 esac
 for f in "$RES"/*.log; do echo "== $f"; grep -v "^\s*$" "$f" | grep -v "^  entry" | tail -14 | cut -c1-400; done
 for f in "$RES"/*.json "$RES"/*/*.json; do [ -f "$f" ] && { echo "== $f"; grep -o "$G" "$f" | tr '\n' ' ' | cut -c1-900; echo; }; done
