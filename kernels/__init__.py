@@ -5,7 +5,7 @@ from kernels.gated_projection import gated_projection
 from kernels.layer_norm import layer_norm
 from kernels.opm_projection import opm_projection
 from kernels.transition import transition
-from kernels.transition import triton_ok as transition_fits
+from kernels.transition import fused_available as transition_fits
 from kernels.tri_mul_output import tri_mul_output
 
 __all__ = ["attention", "gated_projection", "layer_norm", "opm_projection", "transition", "transition_fits",

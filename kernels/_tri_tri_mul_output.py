@@ -20,6 +20,14 @@ from kernels._dot import dot_precision
 
 
 @triton.jit
+def _layer_norm_rows(x, S, B, cols, n: tl.constexpr, eps):
+    """x [rows, n] float32 normalised over its n columns, scaled by S[cols], shifted by B[cols]."""
+    xc = x - (tl.sum(x, axis=1) / n)[:, None]
+    rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, axis=1) / n + eps)
+    return xc * rstd[:, None] * tl.load(S + cols).to(tl.float32)[None, :] + tl.load(B + cols).to(tl.float32)[None, :]
+
+
+@triton.jit
 def _tri_mul_output_kernel(PP, Z, O, LPS, LPB, WO, BO, LZS, LZB, WG, BG, NPOS, spc, szp, sop,
                            swo0, swo1, swg0, swg1, eps_p, eps_z,
                            C: tl.constexpr, CZ: tl.constexpr, BLOCK_P: tl.constexpr, DOT_PREC: tl.constexpr):
@@ -32,11 +40,7 @@ def _tri_mul_output_kernel(PP, Z, O, LPS, LPB, WO, BO, LZS, LZB, WG, BG, NPOS, s
 
     # LN over the product's channels, then its output projection
     x = tl.load(PP + ch.to(tl.int64)[None, :] * spc + offs_p[:, None], mask=p_ok[:, None], other=0.0)
-    x = x.to(tl.float32)
-    mean = tl.sum(x, axis=1) / C
-    xc = x - mean[:, None]
-    rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, axis=1) / C + eps_p)
-    a = xc * rstd[:, None] * tl.load(LPS + ch).to(tl.float32)[None, :] + tl.load(LPB + ch).to(tl.float32)[None, :]
+    a = _layer_norm_rows(x.to(tl.float32), LPS, LPB, ch, C, eps_p)
     wo = tl.load(WO + ch[:, None] * swo0 + co[None, :] * swo1)
     upd = tl.dot(a.to(dt), wo.to(dt), input_precision=DOT_PREC)
     upd += tl.load(BO + co).to(tl.float32)[None, :]
@@ -44,10 +48,7 @@ def _tri_mul_output_kernel(PP, Z, O, LPS, LPB, WO, BO, LZS, LZB, WG, BG, NPOS, s
     # the gate from z's own LN
     zrow = Z + offs_p[:, None] * szp + co[None, :]
     zt = tl.load(zrow, mask=p_ok[:, None], other=0.0).to(tl.float32)
-    mz = tl.sum(zt, axis=1) / CZ
-    zc = zt - mz[:, None]
-    rz = 1.0 / tl.sqrt(tl.sum(zc * zc, axis=1) / CZ + eps_z)
-    xz = zc * rz[:, None] * tl.load(LZS + co).to(tl.float32)[None, :] + tl.load(LZB + co).to(tl.float32)[None, :]
+    xz = _layer_norm_rows(zt, LZS, LZB, co, CZ, eps_z)
     wg = tl.load(WG + co[:, None] * swg0 + co[None, :] * swg1)
     g = tl.dot(xz.to(dt), wg.to(dt), input_precision=DOT_PREC)
     g += tl.load(BG + co).to(tl.float32)[None, :]

@@ -80,3 +80,15 @@ def module_for(name: str, tensors: Iterable) -> Optional[ModuleType]:
     if devices == {"cuda"}:
         return load(name, False)
     return None
+
+
+def unless_out_of_resources(call):
+    """call()'s result, or None when Triton cannot fit the kernel's tiles on this GPU (its
+    OutOfResources, raised when the kernel is compiled): the caller then runs the reference
+    instead of failing the prediction. Any other error propagates."""
+    try:
+        return call()
+    except Exception as e:
+        if type(e).__name__ != "OutOfResources":
+            raise
+        return None

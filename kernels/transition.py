@@ -45,44 +45,48 @@ def _pow2(n: int, lo: int, hi: int) -> bool:
     return lo <= n <= hi and n & (n - 1) == 0
 
 
-def triton_ok(x, w1, out) -> bool:
-    """Whether the Triton kernel takes these tensors (else the reference runs)."""
+def _kernel(x, w1, out):
+    """The Triton module that can run on these tensors here, or None (then the reference runs):
+    Triton usable for their device, and shapes, strides and dtypes the kernel takes."""
     c, hid = x.shape[-1], w1.shape[-1]
     if not (x.dtype in _DTYPES and out.dtype == x.dtype and _pow2(c, 16, 256) and _pow2(hid, 16, 4096)):
-        return False
-    npos = x.numel() // c if c else 0
+        return None
+    npos = x.numel() // c
     try:
         xv, ov = x.view(npos, c), out.view(npos, c)
     except RuntimeError:
-        return False
-    return xv.stride(1) == 1 and ov.stride(1) == 1
+        return None
+    if xv.stride(1) != 1 or ov.stride(1) != 1:
+        return None
+    from kernels._triton_loader import module_for
+    return module_for("_tri_transition", [x, w1, out])
+
+
+def fused_available(x, w1, out) -> bool:
+    """Whether `transition(..., backend="triton")` runs the fused kernel on these tensors here (the
+    network then needs no chunks: the kernel has no temporaries)."""
+    return _kernel(x, w1, out) is not None
 
 
 def transition_triton(x, ln, w1, b1, w2, b2, out, config=None):
     """The Triton kernel itself (`kernels/_tri_transition.py`); raises if it can't run here."""
-    from kernels._triton_loader import module_for
-
-    mod = module_for("_tri_transition", [x, w1, w2, out])
-    if mod is None or not triton_ok(x, w1, out):
+    mod = _kernel(x, w1, out)
+    if mod is None:
         raise RuntimeError("Triton transition can't run on these tensors here")
     return mod.transition(x, ln, w1, b1, w2, b2, out, config=config)
 
 
 def transition(x, ln, w1, b1, w2, b2, out, backend: str = "torch"):
     """Dispatch: "torch" the reference; "triton" the fused kernel where it can run (CUDA, or CPU
-    under TRITON_INTERPRET=1; C a power of two in 16..256 and F·C in 16..4096; fp32/bf16/fp16),
-    else the reference. Shapes as in the module docstring. Returns out."""
+    under TRITON_INTERPRET=1; C a power of two in 16..256 and F·C in 16..4096; fp32/bf16/fp16; its
+    tiles fit the GPU), else the reference. Shapes as in the module docstring. Returns out."""
     if backend == "triton":
-        if triton_ok(x, w1, out):
-            from kernels._triton_loader import module_for
-
-            mod = module_for("_tri_transition", [x, w1, w2, out])
-            if mod is not None:
-                try:
-                    return mod.transition(x, ln, w1, b1, w2, b2, out)
-                except Exception as e:  # a tile too large for this GPU's shared memory: the reference
-                    if type(e).__name__ != "OutOfResources":
-                        raise
+        mod = _kernel(x, w1, out)
+        if mod is not None:
+            from kernels._triton_loader import unless_out_of_resources
+            y = unless_out_of_resources(lambda: mod.transition(x, ln, w1, b1, w2, b2, out))
+            if y is not None:
+                return y
     elif backend != "torch":
         raise ValueError(f"unknown transition backend {backend!r}")
     return transition_reference(x, ln, w1, b1, w2, b2, out)

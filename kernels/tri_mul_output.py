@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from kernels.layer_norm import layer_norm_reference
-from kernels.transition import _residual
+from kernels.transition import _DTYPES, _pow2, _residual
 
 
 def tri_mul_output_reference(p, z, ln_p, w_out, b_out, ln_z, w_g, b_g, out):
@@ -33,50 +33,42 @@ def tri_mul_output_reference(p, z, ln_p, w_out, b_out, ln_z, w_g, b_g, out):
     return _residual(z, upd.view(z.shape), out)
 
 
-_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-
-
-def _pow2(n: int) -> bool:
-    return 16 <= n <= 256 and n & (n - 1) == 0
-
-
-def _triton_ok(p, z, out) -> bool:
+def _kernel(p, z, out):
+    """The Triton module that can run on these tensors here, or None (then the reference runs)."""
     c, cz = p.shape[0], z.shape[-1]
-    if not (p.dtype in _DTYPES and z.dtype == p.dtype and out.dtype == p.dtype and _pow2(c) and _pow2(cz)):
-        return False
+    if not (p.dtype in _DTYPES and z.dtype == p.dtype and out.dtype == p.dtype
+            and _pow2(c, 16, 256) and _pow2(cz, 16, 256)):
+        return None
     npos = z.numel() // cz
     try:  # positions flattened to one strided axis in each operand
-        p.view(c, npos), z.view(npos, cz), out.view(npos, cz)
+        pv, zv, ov = p.view(c, npos), z.view(npos, cz), out.view(npos, cz)
     except RuntimeError:
-        return False
-    return p.view(c, npos).stride(1) == 1 and z.stride(-1) == 1 and out.stride(-1) == 1
+        return None
+    if pv.stride(1) != 1 or zv.stride(1) != 1 or ov.stride(1) != 1:
+        return None
+    from kernels._triton_loader import module_for
+    return module_for("_tri_tri_mul_output", [p, z, out])
 
 
 def tri_mul_output_triton(p, z, ln_p, w_out, b_out, ln_z, w_g, b_g, out, config=None):
     """The Triton kernel itself (`kernels/_tri_tri_mul_output.py`); raises if it can't run here."""
-    from kernels._triton_loader import module_for
-
-    mod = module_for("_tri_tri_mul_output", [p, z, w_out, w_g, out])
-    if mod is None or not _triton_ok(p, z, out):
+    mod = _kernel(p, z, out)
+    if mod is None:
         raise RuntimeError("Triton triangle-multiplication output stage can't run on these tensors here")
     return mod.tri_mul_output(p, z, ln_p, w_out, b_out, ln_z, w_g, b_g, out, config=config)
 
 
 def tri_mul_output(p, z, ln_p, w_out, b_out, ln_z, w_g, b_g, out, backend: str = "torch"):
     """Dispatch: "torch" the reference; "triton" the fused kernel where it can run (CUDA, or CPU
-    under TRITON_INTERPRET=1; c and C_z powers of two in 16..256; fp32/bf16/fp16), else the
-    reference. Shapes as in the module docstring. Returns out."""
+    under TRITON_INTERPRET=1; c and C_z powers of two in 16..256; fp32/bf16/fp16; its tiles fit
+    the GPU), else the reference. Shapes as in the module docstring. Returns out."""
     if backend == "triton":
-        if _triton_ok(p, z, out):
-            from kernels._triton_loader import module_for
-
-            mod = module_for("_tri_tri_mul_output", [p, z, w_out, w_g, out])
-            if mod is not None:
-                try:
-                    return mod.tri_mul_output(p, z, ln_p, w_out, b_out, ln_z, w_g, b_g, out)
-                except Exception as e:  # a tile too large for this GPU's shared memory: the reference
-                    if type(e).__name__ != "OutOfResources":
-                        raise
+        mod = _kernel(p, z, out)
+        if mod is not None:
+            from kernels._triton_loader import unless_out_of_resources
+            y = unless_out_of_resources(lambda: mod.tri_mul_output(p, z, ln_p, w_out, b_out, ln_z, w_g, b_g, out))
+            if y is not None:
+                return y
     elif backend != "torch":
         raise ValueError(f"unknown tri_mul_output backend {backend!r}")
     return tri_mul_output_reference(p, z, ln_p, w_out, b_out, ln_z, w_g, b_g, out)
