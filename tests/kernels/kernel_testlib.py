@@ -20,3 +20,23 @@ def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
     ref = ref.double()
     assert torch.isfinite(out).all(), "non-finite values in kernel output"
     return ((out - ref).norm() / ref.norm().clamp_min(1e-30)).item()
+
+
+def layer_norm64(x: torch.Tensor, scale, offset, eps: float) -> torch.Tensor:
+    """LayerNorm over the last axis in float64, written from the formula (the fused kernels' tests)."""
+    x = x.double()
+    xn = (x - x.mean(-1, keepdim=True)) / torch.sqrt(x.var(-1, unbiased=False, keepdim=True) + eps)
+    return xn * scale.double() + offset.double()
+
+
+def tri_mul_output64(p, z, ln_p, w_out, b_out, ln_z, w_g, b_g) -> torch.Tensor:
+    """Triangle multiplication's output stage in float64: z + (LN_p(p)^T W_out + b_out) * sigmoid(LN_z(z) W_g + b_g);
+    p [c, *rows] channel-major, z [*rows, C_z]."""
+    upd = layer_norm64(p.movedim(0, -1), *ln_p) @ w_out.double() + b_out.double()
+    return z.double() + upd * torch.sigmoid(layer_norm64(z, *ln_z) @ w_g.double() + b_g.double())
+
+
+def transition64(x, ln, w1, b1, w2, b2) -> torch.Tensor:
+    """The transition with its residual in float64: x + relu(LN(x) W1 + b1) W2 + b2."""
+    h = torch.relu(layer_norm64(x, *ln) @ w1.double() + b1.double())
+    return x.double() + h @ w2.double() + b2.double()

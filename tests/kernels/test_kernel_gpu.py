@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernel_testlib import needs_cuda, rel_err
+from kernel_testlib import needs_cuda, rel_err, transition64, tri_mul_output64
 from kernels.attention import attention, attention_reference, attention_triton
 from kernels.layer_norm import layer_norm_reference, layer_norm_triton
 
@@ -238,16 +238,6 @@ def _tri_mul_output_case(c, cz, prod, r0, r1, dtype, gen):
     return p, z, ln_p, w_out, b_out, ln_z, w_g, b_g
 
 
-def _tri_mul_output64(p, z, ln_p, w_out, b_out, ln_z, w_g, b_g):
-    d = lambda t: t.double()  # noqa: E731
-    pp = d(p).movedim(0, -1)
-    pn = (pp - pp.mean(-1, keepdim=True)) / torch.sqrt(pp.var(-1, unbiased=False, keepdim=True) + ln_p[2])
-    zz = d(z)
-    zn = (zz - zz.mean(-1, keepdim=True)) / torch.sqrt(zz.var(-1, unbiased=False, keepdim=True) + ln_z[2])
-    upd = (pn * d(ln_p[0]) + d(ln_p[1])) @ d(w_out) + d(b_out)
-    return zz + upd * torch.sigmoid((zn * d(ln_z[0]) + d(ln_z[1])) @ d(w_g) + d(b_g))
-
-
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("c", [128, 64])
 def test_tri_mul_output(compiled, dtype, c):
@@ -258,7 +248,7 @@ def test_tri_mul_output(compiled, dtype, c):
     gen = torch.Generator(device="cuda").manual_seed(12)
     prod = (torch.randn(c, 128, 517, generator=gen, device="cuda") * 3 + 0.5).to(dtype)
     args = _tri_mul_output_case(c, c, prod, 40, 104, dtype, gen)
-    want = _tri_mul_output64(*args)
+    want = tri_mul_output64(*args)
     z = args[1]
     tri_mul_output_triton(args[0], z, *args[2:], z)
     assert rel_err(z, want) < {torch.bfloat16: 8e-3, torch.float32: 1e-5}[dtype]
@@ -273,7 +263,7 @@ def test_tri_mul_output_channel_offsets_beyond_int32(compiled):
     gen = torch.Generator(device="cuda").manual_seed(13)
     args = _tri_mul_output_case(c, 128, prod, 2, 3, torch.bfloat16, gen)
     out = tri_mul_output_triton(*args, torch.empty_like(args[1]))
-    assert rel_err(out, _tri_mul_output64(*args)) < 8e-3
+    assert rel_err(out, tri_mul_output64(*args)) < 8e-3
     del prod
 
 
@@ -292,10 +282,7 @@ def test_transition(compiled, dtype, c, factor):
     b1 = (0.5 * torch.randn(factor * c, generator=gen, device=dev)).to(dtype)
     w2 = (torch.randn(factor * c, c, generator=gen, device=dev) * (factor * c) ** -0.5).to(dtype)
     b2 = torch.randn(c, generator=gen, device=dev).to(dtype)
-    d = lambda t: t.double()  # noqa: E731
-    xx = d(x)
-    xn = (xx - xx.mean(-1, keepdim=True)) / torch.sqrt(xx.var(-1, unbiased=False, keepdim=True) + 1e-5)
-    want = xx + torch.relu((xn * d(ln[0]) + d(ln[1])) @ d(w1) + d(b1)) @ d(w2) + d(b2)
+    want = transition64(x, ln, w1, b1, w2, b2)
     transition_triton(x, ln, w1, b1, w2, b2, x)
     assert rel_err(x, want) < {torch.bfloat16: 8e-3, torch.float32: 1e-5}[dtype]
 
@@ -311,9 +298,7 @@ def test_transition_offsets_beyond_int32(compiled):
     w1 = (torch.randn(c, 4 * c, generator=gen, device="cuda") * c ** -0.5).bfloat16()
     w2 = (torch.randn(4 * c, c, generator=gen, device="cuda") * (4 * c) ** -0.5).bfloat16()
     b1, b2 = torch.zeros(4 * c, device="cuda", dtype=torch.bfloat16), torch.zeros(c, device="cuda", dtype=torch.bfloat16)
-    tail = x[-700:].double()
-    xn = (tail - tail.mean(-1, keepdim=True)) / torch.sqrt(tail.var(-1, unbiased=False, keepdim=True) + 1e-5)
-    want = tail + torch.relu(xn @ w1.double()) @ w2.double()
+    want = transition64(x[-700:], ln, w1, b1, w2, b2)
     transition_triton(x, ln, w1, b1, w2, b2, x)
     assert rel_err(x[-700:], want) < 8e-3
     del x

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernel_testlib import needs_triton, rel_err
+from kernel_testlib import needs_triton, rel_err, tri_mul_output64
 from kernels.tri_mul_output import tri_mul_output, tri_mul_output_reference, tri_mul_output_triton
 
 pytestmark = needs_triton
@@ -29,19 +29,7 @@ def _case(c, cz, n_rows, r0, r1, n_all, dtype, seed):
     b_out, b_g = torch.randn(cz, generator=gen), torch.randn(cz, generator=gen)
     args = (p, z, (ln_p[0].to(dtype), ln_p[1].to(dtype), 1e-5), w_out.to(dtype), b_out.to(dtype),
             (ln_z[0].to(dtype), ln_z[1].to(dtype), 1e-5), w_g.to(dtype), b_g.to(dtype))
-    return args, _want(*args)
-
-
-def _want(p, z, ln_p, w_out, b_out, ln_z, w_g, b_g):
-    """float64, written out from the formula (not through the reference)."""
-    d = lambda t: t.double()  # noqa: E731
-    pp = d(p).movedim(0, -1)                                         # [r, N, c]
-    pn = (pp - pp.mean(-1, keepdim=True)) / torch.sqrt(pp.var(-1, unbiased=False, keepdim=True) + ln_p[2])
-    zz = d(z)
-    zn = (zz - zz.mean(-1, keepdim=True)) / torch.sqrt(zz.var(-1, unbiased=False, keepdim=True) + ln_z[2])
-    upd = (pn * d(ln_p[0]) + d(ln_p[1])) @ d(w_out) + d(b_out)
-    gate = torch.sigmoid((zn * d(ln_z[0]) + d(ln_z[1])) @ d(w_g) + d(b_g))
-    return zz + upd * gate
+    return args, tri_mul_output64(*args)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
