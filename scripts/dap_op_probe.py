@@ -51,6 +51,11 @@ def _ops(blk, m, z, mm, pm, rt, shard):
     ]
 
 
+def _picked(name: str, prefixes) -> bool:
+    """An op selected by --only / --trace-only (None: every op)."""
+    return not prefixes or any(name.startswith(p) for p in prefixes)
+
+
 class _NoWork:
     def wait(self):
         return None
@@ -86,7 +91,7 @@ def _trace(ops, shard, trace_dir, only=None):
     from torch.profiler import ProfilerActivity, profile
     Path(trace_dir).mkdir(parents=True, exist_ok=True)
     for name, fn in ops:
-        if only and not any(name.startswith(o) for o in only):
+        if not _picked(name, only):
             continue
         dap.barrier(shard)
         torch.cuda.synchronize()
@@ -115,7 +120,7 @@ def rank_fn(shard, n_res: int, n_seq: int, reps: int, no_comm: bool = False, tra
     z = torch.randn(n // world, n, 128, generator=g, device=dev).to(torch.bfloat16)
     mm, pm = torch.ones(s, n, device=dev), torch.ones(n, n, device=dev)
     rt = Runtime(precision="bf16", backend="triton", inplace=True, shard=shard)
-    ops = [(k, f) for k, f in _ops(blk, m, z, mm, pm, rt, shard) if not only or any(k.startswith(o) for o in only)]
+    ops = [(k, f) for k, f in _ops(blk, m, z, mm, pm, rt, shard) if _picked(k, only)]
     res = {name: median_call_ms(fn, reps, shard) for name, fn in ops}
     if trace_dir and torch.cuda.is_available():
         _trace(ops, shard, trace_dir, trace_only)

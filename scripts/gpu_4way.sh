@@ -56,6 +56,12 @@ dap_run() {  # dap_run NAME GPUS CORES LIMIT JSON WORLD [ARGS...]: DAP at N=2,04
   job "$name" "$gpus" "$cores" "$limit" python3 -m model.dap_bench --world "$world" --n-res 2048 --precision bf16 \
     --backend triton "$@" --json "$RES/$js.json"
 }
+dap_1v2() {  # DAP at N=2,048 on GPU 0 alone, then on GPUs 0-1: the 1-GPU baseline of the same call first
+  dap_run dap1 0 0-15 150 dap_1 1
+  wait
+  dap_run dap2 0,1 0-31 120 dap_2 2
+  wait
+}
 G='"n_res": [0-9]*\|"path": "[a-z]*"\|"predicted_peak_gib": [0-9.]*\|"peak_allocated_gib": [0-9.]*\|"probe_seconds": [0-9.]*\|"seconds": [0-9.]*\|"error": "[^"]*"'
 case "$call" in
 A)
@@ -333,10 +339,7 @@ AD)  # next session, first multi-GPU call: which Evoformer ops lose time under D
     job ops4 0,1,2,3 0-63 200 python3 scripts/dap_op_probe.py --world 4 --n-res 2048 --json "$RES/op_probe_4.json"
     wait
   fi
-  dap_run dap1 0 0-15 150 dap_1 1
-  wait
-  dap_run dap2 0,1 0-31 120 dap_2 2
-  wait
+  dap_1v2
   if [ -n "${P4:-}" ]; then dap_run dap4 0,1,2,3 0-63 120 dap_4 4; wait; fi
   ;;
 AE)  # session 7, first call: the op probe on 2 GPUs; then (GPU 0) the attention micro-benchmark
@@ -380,10 +383,7 @@ AJ)  # (session 7, commit c60cce6, reverted: own-rows GEMMs first in outgoing tr
   wait
   job check2 0,1 0-31 150 python3 -m model.dap_check --world 2
   wait
-  dap_run dap1 0 0-15 150 dap_1 1
-  wait
-  dap_run dap2 0,1 0-31 120 dap_2 2
-  wait
+  dap_1v2
   ;;
 AK)  # the fused triangle-multiplication output stage: kernel GPU tests + CUDA fixtures (GPU1) beside its
      # micro-benchmark and N=1,024 fused vs plain (GPU0)
@@ -401,10 +401,7 @@ AL)  # the fused transition (+ the tri-mul output stage): kernel GPU tests + CUD
     python3 -m fastfold_cli bench --lengths 1024 --precision bf16 --backend triton --compare fused --no-breakdown \
       --json $RES/bench_1024.json"
   wait
-  dap_run dap1 0 0-15 150 dap_1 1
-  wait
-  dap_run dap2 0,1 0-31 120 dap_2 2
-  wait
+  dap_1v2
   ;;
 AM)  # session 7's last call, the swept tile configs as defaults: kernel GPU tests + CUDA fixtures (GPU1)
      # beside the two kernels' micro-benchmark, N=1,024 and DAP's 1-GPU N=2,048 (GPU0); then DAP on 2
