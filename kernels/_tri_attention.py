@@ -10,7 +10,11 @@ computed with an online softmax over key blocks, so the [L_q, L_k] logits never 
 
 Design notes (why, not what):
 * Work is done in log2 units: logits are multiplied by log2(e) once so every score costs one `exp2`
-  (the kernel is bounded by the SFU's exp throughput at head dim 32, not by the tensor cores).
+  (natural-unit logits with an FMA `t * log2e - m * log2e` in the exponent were tried: no faster, and
+  the FMA's unrounded product breaks `t - m = 0` at the maximum for logits near AlphaFold's -1e9).
+* Head dims below the tensor-core K (8, padded to 16) leave columns free, and the tensor cores do two
+  per-score jobs there: q's column 8 holds 1 and k's the key mask's additive term, so q k^T arrives
+  masked; v's column 8 holds 1, so the PV MMA accumulates the softmax denominator.
 * Every operand carries explicit strides for up to three "outer" dims (batch dims and heads, after
   broadcasting), so a pair bias [1, H, N, N] shared by N (or N_seq) batch rows is read with stride 0
   and never expanded in memory.
@@ -38,7 +42,7 @@ from triton.runtime.errors import OutOfResources
 from kernels._dot import dot_precision
 
 LOG2E = 1.0 / math.log(2.0)
-_LOG2E: tl.constexpr = tl.constexpr(1.0 / math.log(2.0))
+_LOG2E: tl.constexpr = tl.constexpr(LOG2E)
 _MASK_SCALE: tl.constexpr = tl.constexpr(1e9 / math.log(2.0))  # AlphaFold's 1e9, in log2 units
 
 MAX_HEAD_DIM = 64
@@ -55,11 +59,18 @@ def _bias_tile(B0, B1, offs_m, cols, sam, san, sbm, sbn, N_BIAS: tl.constexpr):
 
 @triton.jit
 def _row_tile(acc, m_i, l_i, q, k_base, v_base, m_base, bias2, start_n, Lk,
-              offs_m, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale,
+              offs_m, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale, mask_col,
               HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, MASK_2D: tl.constexpr,
               BOUNDS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
-              DOT_PREC: tl.constexpr):
-    """One key block of the online softmax for one batch row; returns the updated (acc, m, l)."""
+              DOT_PREC: tl.constexpr, SPARE_MASK: tl.constexpr, SPARE_SUM: tl.constexpr):
+    """One key block of the online softmax for one batch row; returns the updated (acc, m, l).
+
+    Logits are in log2 units (`qk_scale` = scale * log2 e, `bias2` already scaled): `t - m` is exact
+    zero at the running maximum whatever the logits' magnitude (AlphaFold's -1e9 mask), which an FMA of
+    natural-unit logits with log2 e would not give.
+    SPARE_MASK: the key mask's additive term rides in the padded head-dim column `HEAD_DIM` of k (q
+    holds 1 there), so the tensor cores add it. SPARE_SUM: v holds 1 in that column, so the PV MMA
+    accumulates the softmax denominator in acc[:, HEAD_DIM] (l_i is then unused)."""
     cols = start_n + offs_n
     if BOUNDS:
         cols_c = tl.minimum(cols, Lk - 1)  # clamp: loads stay in bounds; masked to -inf below
@@ -70,11 +81,15 @@ def _row_tile(acc, m_i, l_i, q, k_base, v_base, m_base, bias2, start_n, Lk,
                      mask=(offs_d < HEAD_DIM)[:, None], other=0.0)
     else:
         kt = tl.load(k_base + cols_c[None, :] * skn + offs_d[:, None] * skd)
+    if SPARE_MASK:
+        mk = tl.load(m_base + cols_c * smn).to(tl.float32)
+        mt = ((mk - 1.0) * mask_col).to(kt.dtype)
+        kt = tl.where((offs_d == HEAD_DIM)[:, None], mt[None, :], kt)
     s = tl.dot(q, kt, input_precision=DOT_PREC)
     t = s * qk_scale
     if HAS_BIAS:
         t += bias2
-    if HAS_MASK:
+    if HAS_MASK and not SPARE_MASK:
         if MASK_2D:
             mk = tl.load(m_base + offs_m[:, None] * smm + cols_c[None, :] * smn).to(tl.float32)
             t += (mk - 1.0) * _MASK_SCALE
@@ -86,10 +101,13 @@ def _row_tile(acc, m_i, l_i, q, k_base, v_base, m_base, bias2, start_n, Lk,
     m_new = tl.maximum(m_i, tl.max(t, 1))
     alpha = tl.math.exp2(m_i - m_new)
     p = tl.math.exp2(t - m_new[:, None])
-    l_i = l_i * alpha + tl.sum(p, 1)
+    if not SPARE_SUM:
+        l_i = l_i * alpha + tl.sum(p, 1)
     if HEAD_DIM < BLOCK_D:
         v = tl.load(v_base + cols_c[:, None] * svn + offs_d[None, :] * svd,
                     mask=(offs_d < HEAD_DIM)[None, :], other=0.0)
+        if SPARE_SUM:
+            v = tl.where((offs_d == HEAD_DIM)[None, :], 1.0, v).to(kt.dtype)
     else:
         v = tl.load(v_base + cols_c[:, None] * svn + offs_d[None, :] * svd)
     acc = acc * alpha[:, None]
@@ -98,9 +116,11 @@ def _row_tile(acc, m_i, l_i, q, k_base, v_base, m_base, bias2, start_n, Lk,
 
 
 @triton.jit
-def _load_q(Q, q_tile, offs_d, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr):
+def _load_q(Q, q_tile, offs_d, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, SPARE_MASK: tl.constexpr):
     if HEAD_DIM < BLOCK_D:
         q = tl.load(Q + q_tile, mask=(offs_d < HEAD_DIM)[None, :], other=0.0)
+        if SPARE_MASK:  # q . k then includes k's mask column once
+            q = tl.where((offs_d == HEAD_DIM)[None, :], 1.0, q).to(Q.dtype.element_ty)
     else:
         q = tl.load(Q + q_tile)
     return q
@@ -108,7 +128,9 @@ def _load_q(Q, q_tile, offs_d, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr):
 
 @triton.jit
 def _store_rows(O, acc, l_i, offs_m, offs_d, Lq, som, sod, row_ok, G, sgm, sgd, HEAD_DIM: tl.constexpr,
-                CHECK_ROW: tl.constexpr, HAS_GATE: tl.constexpr):
+                CHECK_ROW: tl.constexpr, HAS_GATE: tl.constexpr, SPARE_SUM: tl.constexpr):
+    if SPARE_SUM:  # the denominator the PV MMA accumulated in the padded column
+        l_i = tl.sum(tl.where((offs_d == HEAD_DIM)[None, :], acc, 0.0), 1)
     out = acc / l_i[:, None]
     msk = (offs_m < Lq)[:, None] & (offs_d < HEAD_DIM)[None, :]
     if CHECK_ROW:
@@ -135,7 +157,7 @@ def _attn_fwd_kernel(
     N_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, MASK_2D: tl.constexpr, HAS_GATE: tl.constexpr,
     ROWS: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    DOT_PREC: tl.constexpr, WIDE: tl.constexpr,
+    DOT_PREC: tl.constexpr, WIDE: tl.constexpr, SPARE: tl.constexpr,
 ):
     """Grid: one program per (set of ROWS batch rows, query block), ordered in groups of `group` row
     sets: inside a group the row set varies fastest, so programs in flight share bias tiles (same
@@ -166,6 +188,12 @@ def _attn_fwd_kernel(
     offs_m_c = tl.minimum(offs_m, Lq - 1)
 
     HAS_BIAS: tl.constexpr = N_BIAS > 0
+    # Head dims below the tensor-core K (8 -> 16) leave padded columns free: the key mask's term rides
+    # in q/k's (not for fp16: 1e9 / scale overflows it), the softmax denominator in v's.
+    SPARE_MASK: tl.constexpr = SPARE and HAS_MASK and (not MASK_2D) and HEAD_DIM < BLOCK_D and \
+        Q.dtype.element_ty != tl.float16
+    SPARE_SUM: tl.constexpr = SPARE and HEAD_DIM < BLOCK_D
+    mask_col = _MASK_SCALE / qk_scale  # k's mask column: q . k * qk_scale gives the log2-unit term
     i2l = i2.to(tl.int64)
     b0_base = B0 + i0 * sa0 + i1 * sa1 + i2l * sa2  # ROWS > 1 implies sa2 == sb2 == 0
     b1_base = B1 + i0 * sb0 + i1 * sb1 + i2l * sb2
@@ -179,7 +207,7 @@ def _attn_fwd_kernel(
 
     # Per-row state. Rows past n2 (odd batch counts) are clamped to the last row: computed, not stored.
     r0 = i2.to(tl.int64)
-    q0 = _load_q(q_base + r0 * sq2, q_tile, offs_d, HEAD_DIM, BLOCK_D)
+    q0 = _load_q(q_base + r0 * sq2, q_tile, offs_d, HEAD_DIM, BLOCK_D, SPARE_MASK)
     kb0 = k_base + r0 * sk2
     vb0 = v_base + r0 * sv2
     mb0 = m_base + r0 * sm2
@@ -188,7 +216,7 @@ def _attn_fwd_kernel(
     l0 = tl.zeros([BLOCK_M], dtype=tl.float32)
     if ROWS > 1:
         r1 = tl.minimum(i2 + 1, n2 - 1).to(tl.int64)
-        q1 = _load_q(q_base + r1 * sq2, q_tile, offs_d, HEAD_DIM, BLOCK_D)
+        q1 = _load_q(q_base + r1 * sq2, q_tile, offs_d, HEAD_DIM, BLOCK_D, SPARE_MASK)
         kb1 = k_base + r1 * sk2
         vb1 = v_base + r1 * sv2
         mb1 = m_base + r1 * sm2
@@ -197,7 +225,7 @@ def _attn_fwd_kernel(
         l1 = tl.zeros([BLOCK_M], dtype=tl.float32)
     if ROWS > 2:
         r2 = tl.minimum(i2 + 2, n2 - 1).to(tl.int64)
-        q2 = _load_q(q_base + r2 * sq2, q_tile, offs_d, HEAD_DIM, BLOCK_D)
+        q2 = _load_q(q_base + r2 * sq2, q_tile, offs_d, HEAD_DIM, BLOCK_D, SPARE_MASK)
         kb2 = k_base + r2 * sk2
         vb2 = v_base + r2 * sv2
         mb2 = m_base + r2 * sm2
@@ -205,7 +233,7 @@ def _attn_fwd_kernel(
         m2 = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
         l2 = tl.zeros([BLOCK_M], dtype=tl.float32)
         r3 = tl.minimum(i2 + 3, n2 - 1).to(tl.int64)
-        q3 = _load_q(q_base + r3 * sq2, q_tile, offs_d, HEAD_DIM, BLOCK_D)
+        q3 = _load_q(q_base + r3 * sq2, q_tile, offs_d, HEAD_DIM, BLOCK_D, SPARE_MASK)
         kb3 = k_base + r3 * sk2
         vb3 = v_base + r3 * sv2
         mb3 = m_base + r3 * sm2
@@ -220,19 +248,23 @@ def _attn_fwd_kernel(
         else:
             bias2 = 0.0
         acc0, m0, l0 = _row_tile(acc0, m0, l0, q0, kb0, vb0, mb0, bias2, start_n, Lk,
-                                 offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale,
-                                 HAS_BIAS, HAS_MASK, MASK_2D, False, HEAD_DIM, BLOCK_D, DOT_PREC)
+                                 offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale, mask_col,
+                                 HAS_BIAS, HAS_MASK, MASK_2D, False, HEAD_DIM, BLOCK_D, DOT_PREC,
+                                 SPARE_MASK, SPARE_SUM)
         if ROWS > 1:
             acc1, m1, l1 = _row_tile(acc1, m1, l1, q1, kb1, vb1, mb1, bias2, start_n, Lk,
-                                     offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale,
-                                     HAS_BIAS, HAS_MASK, MASK_2D, False, HEAD_DIM, BLOCK_D, DOT_PREC)
+                                     offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale, mask_col,
+                                     HAS_BIAS, HAS_MASK, MASK_2D, False, HEAD_DIM, BLOCK_D, DOT_PREC,
+                                     SPARE_MASK, SPARE_SUM)
         if ROWS > 2:
             acc2, m2, l2 = _row_tile(acc2, m2, l2, q2, kb2, vb2, mb2, bias2, start_n, Lk,
-                                     offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale,
-                                     HAS_BIAS, HAS_MASK, MASK_2D, False, HEAD_DIM, BLOCK_D, DOT_PREC)
+                                     offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale, mask_col,
+                                     HAS_BIAS, HAS_MASK, MASK_2D, False, HEAD_DIM, BLOCK_D, DOT_PREC,
+                                     SPARE_MASK, SPARE_SUM)
             acc3, m3, l3 = _row_tile(acc3, m3, l3, q3, kb3, vb3, mb3, bias2, start_n, Lk,
-                                     offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale,
-                                     HAS_BIAS, HAS_MASK, MASK_2D, False, HEAD_DIM, BLOCK_D, DOT_PREC)
+                                     offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale, mask_col,
+                                     HAS_BIAS, HAS_MASK, MASK_2D, False, HEAD_DIM, BLOCK_D, DOT_PREC,
+                                     SPARE_MASK, SPARE_SUM)
     if n_full < Lk:  # ragged last key block
         if HAS_BIAS:
             cols_c = tl.minimum(n_full + offs_n, Lk - 1)
@@ -240,30 +272,34 @@ def _attn_fwd_kernel(
         else:
             bias2 = 0.0
         acc0, m0, l0 = _row_tile(acc0, m0, l0, q0, kb0, vb0, mb0, bias2, n_full, Lk,
-                                 offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale,
-                                 HAS_BIAS, HAS_MASK, MASK_2D, True, HEAD_DIM, BLOCK_D, DOT_PREC)
+                                 offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale, mask_col,
+                                 HAS_BIAS, HAS_MASK, MASK_2D, True, HEAD_DIM, BLOCK_D, DOT_PREC,
+                                 SPARE_MASK, SPARE_SUM)
         if ROWS > 1:
             acc1, m1, l1 = _row_tile(acc1, m1, l1, q1, kb1, vb1, mb1, bias2, n_full, Lk,
-                                     offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale,
-                                     HAS_BIAS, HAS_MASK, MASK_2D, True, HEAD_DIM, BLOCK_D, DOT_PREC)
+                                     offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale, mask_col,
+                                     HAS_BIAS, HAS_MASK, MASK_2D, True, HEAD_DIM, BLOCK_D, DOT_PREC,
+                                     SPARE_MASK, SPARE_SUM)
         if ROWS > 2:
             acc2, m2, l2 = _row_tile(acc2, m2, l2, q2, kb2, vb2, mb2, bias2, n_full, Lk,
-                                     offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale,
-                                     HAS_BIAS, HAS_MASK, MASK_2D, True, HEAD_DIM, BLOCK_D, DOT_PREC)
+                                     offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale, mask_col,
+                                     HAS_BIAS, HAS_MASK, MASK_2D, True, HEAD_DIM, BLOCK_D, DOT_PREC,
+                                     SPARE_MASK, SPARE_SUM)
             acc3, m3, l3 = _row_tile(acc3, m3, l3, q3, kb3, vb3, mb3, bias2, n_full, Lk,
-                                     offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale,
-                                     HAS_BIAS, HAS_MASK, MASK_2D, True, HEAD_DIM, BLOCK_D, DOT_PREC)
+                                     offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale, mask_col,
+                                     HAS_BIAS, HAS_MASK, MASK_2D, True, HEAD_DIM, BLOCK_D, DOT_PREC,
+                                     SPARE_MASK, SPARE_SUM)
 
     _store_rows(o_base + r0 * so2, acc0, l0, offs_m, offs_d, Lq, som, sod, True,
-                g_base + r0 * sg2, sgm, sgd, HEAD_DIM, False, HAS_GATE)
+                g_base + r0 * sg2, sgm, sgd, HEAD_DIM, False, HAS_GATE, SPARE_SUM)
     if ROWS > 1:
         _store_rows(o_base + r1 * so2, acc1, l1, offs_m, offs_d, Lq, som, sod, i2 + 1 < n2,
-                    g_base + r1 * sg2, sgm, sgd, HEAD_DIM, True, HAS_GATE)
+                    g_base + r1 * sg2, sgm, sgd, HEAD_DIM, True, HAS_GATE, SPARE_SUM)
     if ROWS > 2:
         _store_rows(o_base + r2 * so2, acc2, l2, offs_m, offs_d, Lq, som, sod, i2 + 2 < n2,
-                    g_base + r2 * sg2, sgm, sgd, HEAD_DIM, True, HAS_GATE)
+                    g_base + r2 * sg2, sgm, sgd, HEAD_DIM, True, HAS_GATE, SPARE_SUM)
         _store_rows(o_base + r3 * so2, acc3, l3, offs_m, offs_d, Lq, som, sod, i2 + 3 < n2,
-                    g_base + r3 * sg2, sgm, sgd, HEAD_DIM, True, HAS_GATE)
+                    g_base + r3 * sg2, sgm, sgd, HEAD_DIM, True, HAS_GATE, SPARE_SUM)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -463,5 +499,6 @@ def _launch_cfg(q, k, v, out, biases, mask, scale, cfg, tensors, ostr, n0, n1, n
         N_BIAS=len(biases), HAS_MASK=mask is not None, MASK_2D=mask_2d, HAS_GATE=gate is not None, ROWS=rows,
         HEAD_DIM=d, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d,
         DOT_PREC=dot_precision(q.dtype, q.device), WIDE=bool(wide),
+        SPARE=bool(cfg.get("spare", True)) and scale != 0,
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )

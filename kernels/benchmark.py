@@ -2,7 +2,7 @@
 memory-efficient back ends) and FlexAttention, all timed in the same process on the same card.
 
     fastfold bench --kernels [--kernel-cases tri2048,ln] [--json out.json]
-    python scripts/kernel_bench.py [--sweep] [--cases tri2048,ln] [--json out.json]
+    python scripts/kernel_bench.py [--sweep] [--variants JSON] [--cases tri2048,ln] [--json out.json]
 
 Cases (bf16, AlphaFold2 model_1 shapes):
     tri1024 / tri2048  triangle attention: N batch rows, H=4, D=32, pair bias [1,4,N,N], key mask
@@ -155,6 +155,9 @@ class Bench:
             # what the mask and the bias stream cost (diagnostic; not AlphaFold's semantics)
             run_ours("ours, diagnostic: no key mask", diag="no mask")
             run_ours("ours, diagnostic: no bias", diag="no bias")
+        for var in self.args.variants:  # kernel options A/B'd against the default (e.g. {"spare": false})
+            run_ours("variant " + json.dumps(var, sort_keys=True), var)
+            self.network_call(name, bias, mask, scale, record, var)
         if self.args.sweep:
             sweep = SWEEP_D8 if D <= 16 else (SWEEP_D32 if name == "tri2048" else SWEEP_SMALL)
             for t in sweep:
@@ -168,7 +171,7 @@ class Bench:
         del q, k, v
         torch.cuda.empty_cache()
 
-    def network_call(self, name, bias, mask, scale, record):
+    def network_call(self, name, bias, mask, scale, record, cfg=None):
         """Ours as the network calls it (session 6): q, k, v and the gate as views of one fused
         projection output (position-major [B, L, 4HD]; feature-major [B, 4HD, L] for heads below 16
         channels), the gate applied in the epilogue; checked against the reference times
@@ -184,13 +187,13 @@ class Bench:
                 y = torch.randn(B, L, 4 * H * D, device="cuda", generator=g, dtype=torch.bfloat16)
                 qkvg = [t.unflatten(-1, (H, D)).transpose(1, 2) for t in y.split(H * D, dim=-1)]
             q, k, v, gt = qkvg
-            fn = lambda: attention_triton(q, k, v, [bias], mask, scale, gate=gt)  # noqa: E731
+            fn = lambda: attention_triton(q, k, v, [bias], mask, scale, gate=gt, config=cfg)  # noqa: E731
             nchk = 4
             ref = attention_reference(q[:nchk], k[:nchk], v[:nchk], [bias], mask[:nchk], scale,
                                       gate=gt[:nchk]).float()
             o = fn()[:nchk].float()
-            record("ours (network call: fused views + gate)", self.time_ms(fn),
-                   ((o - ref).norm() / ref.norm()).item())
+            record("ours (network call: fused views + gate)" + (f" {json.dumps(cfg, sort_keys=True)}" if cfg else ""),
+                   self.time_ms(fn), ((o - ref).norm() / ref.norm()).item())
             del y, qkvg, q, k, v, gt
         except Exception as e:  # keep going
             self.log(f"{name} network call FAILED: {type(e).__name__}: {str(e)[:300]}")
@@ -408,14 +411,15 @@ def check_cases(cases) -> None:
 
 
 def run(cases=CASES, sweep=False, baselines=True, flex=True, budget=1e9, reserve=30.0, ref_gb=8.0, warmup=25,
-        rep=100, json_path=None) -> dict:
+        rep=100, json_path=None, variants=()) -> dict:
     """Run the named cases (CASES) on this process's CUDA device; returns the results (and writes
     them as JSON after each case when json_path is given). Raises RuntimeError without CUDA."""
     check_cases(cases)
     if not torch.cuda.is_available():
         raise RuntimeError("the kernel micro-benchmark needs a CUDA GPU")
     args = argparse.Namespace(cases=",".join(cases), sweep=sweep, baselines=baselines, flex=flex, budget=budget,
-                              reserve=reserve, ref_gb=ref_gb, warmup=warmup, rep=rep, json=json_path)
+                              reserve=reserve, ref_gb=ref_gb, warmup=warmup, rep=rep, json=json_path,
+                              variants=list(variants))
     bench = Bench(args)
     bench.log(json.dumps(bench.results["meta"]))
     bench.copy_ceiling()
@@ -443,6 +447,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cases", default=",".join(CASES))
     ap.add_argument("--sweep", action="store_true", help="also time a set of tile configs")
+    ap.add_argument("--variants", type=json.loads, default=[],
+                    help="attention: a JSON list of config overrides timed beside the default, "
+                         "e.g. '[{\"spare\": false}]'")
     ap.add_argument("--no-baselines", dest="baselines", action="store_false")
     ap.add_argument("--no-flex", dest="flex", action="store_false")
     ap.add_argument("--budget", type=float, default=1e9, help="seconds; optional parts stop near it")
@@ -454,7 +461,7 @@ def main():
     a = ap.parse_args()
     try:
         run([c for c in a.cases.split(",") if c], a.sweep, a.baselines, a.flex, a.budget, a.reserve, a.ref_gb,
-            a.warmup, a.rep, a.json)
+            a.warmup, a.rep, a.json, a.variants)
     except (RuntimeError, ValueError) as e:
         sys.exit(str(e))
 

@@ -57,13 +57,29 @@ def test_patterns(interpret, d, dtype, pattern):
     _check(q, k, v, biases, mask, d ** -0.5)
 
 
-def test_fully_masked_row_is_uniform(interpret):
+@pytest.mark.parametrize("d", [8, 16])  # 8: the mask rides in the padded head-dim column
+def test_fully_masked_row_is_uniform(interpret, d):
     """AlphaFold's additive -1e9: a row whose keys are all masked averages v uniformly."""
     gen = torch.Generator().manual_seed(1)
-    q, k, v = (torch.randn(2, 2, 13, 16, generator=gen) for _ in range(3))
+    q, k, v = (torch.randn(2, 2, 13, d, generator=gen) for _ in range(3))
     mask = torch.zeros(2, 1, 1, 13)
-    out = attention_triton(q, k, v, [], mask, 0.25)
+    out = attention_triton(q, k, v, [torch.randn(1, 2, 13, 13, generator=gen)], mask, 0.25)
     torch.testing.assert_close(out, v.mean(-2, keepdim=True).expand_as(out), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("d", [5, 8])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_spare_columns_match_plain_path(interpret, d, dtype):
+    """Small heads: the key mask added by the tensor cores through k's padded column and the
+    denominator accumulated in v's (config spare=True, the default) give the plain path's result."""
+    gen = torch.Generator().manual_seed(d)
+    b, h, l = 3, 2, 29
+    q, k, v = (torch.randn(b, h, l, d, generator=gen).to(dtype) for _ in range(3))
+    biases = [torch.randn(1, h, l, l, generator=gen).to(dtype)]
+    mask = _key_mask(b, l, gen)
+    on = _check(q, k, v, biases, mask, d ** -0.5)
+    off = _check(q, k, v, biases, mask, d ** -0.5, config=dict(spare=False))
+    assert rel_err(on, off.double()) < TOL[dtype]
 
 
 def test_model_layout(interpret):
@@ -347,3 +363,4 @@ def test_attention_batch_inner_layout(interpret, backend, dk):
     inner = att(x, x, [bias], mask, backend=backend, batch_inner=True)
     assert inner.shape == plain.shape and inner.transpose(0, 1).is_contiguous()
     assert rel_err(inner, plain) < 1e-6
+
