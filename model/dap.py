@@ -239,10 +239,10 @@ def _exchange(shard: ShardSpec, send: torch.Tensor, to: int, recv: torch.Tensor,
 class RowsToColumns:
     """Switch a row shard x [s, N, ...] to the column shard [P*s, N/P, ...] block by block, so the
     transfers run while the caller computes: `send(r0, r1)` starts the exchange of rows r0:r1 of x
-    (final by then) with every peer (send/recv pairs, received straight into the result: rank r's
-    rows r0:r1 land at r*s + r0, a contiguous slab); `wait()` returns the column shard once every
-    block has arrived. Holds the result, x (the caller's) and each block's send copies until it
-    lands. Without DAP, `wait()` returns x."""
+    (final by then) with every peer (one batch of send/recv pairs, so the P-1 peers' transfers
+    overlap; received straight into the result: rank r's rows r0:r1 land at r*s + r0, a contiguous
+    slab); `wait()` returns the column shard once every block has arrived. Holds the result, x (the
+    caller's) and each block's send copies until it lands. Without DAP, `wait()` returns x."""
 
     def __init__(self, shard: Optional[ShardSpec], x: torch.Tensor):
         self.shard, self.x = shard, x
@@ -258,10 +258,13 @@ class RowsToColumns:
             return
         sh, x, out = self.shard, self.x, self.out
         me, s, w = sh.rank, x.shape[0], out.shape[1]
-        for step in range(1, sh.world):
+        ops, bufs = [], []
+        for step in range(1, sh.world):  # every peer in one batch: the transfers run concurrently
             to, frm = _ring_peers(sh, step)
-            buf = x[r0:r1, to * w:(to + 1) * w].contiguous()
-            self.pending.append((_exchange(sh, buf, to, out[frm * s + r0:frm * s + r1], frm), buf))
+            bufs.append(x[r0:r1, to * w:(to + 1) * w].contiguous())
+            ops += [dist.P2POp(dist.isend, bufs[-1], sh.global_rank(to), sh.group),
+                    dist.P2POp(dist.irecv, out[frm * s + r0:frm * s + r1], sh.global_rank(frm), sh.group)]
+        self.pending.append((dist.batch_isend_irecv(ops), bufs))
         out[me * s + r0:me * s + r1].copy_(x[r0:r1, me * w:(me + 1) * w])
 
     def wait(self) -> torch.Tensor:
