@@ -23,7 +23,8 @@
 #   V, W (session 6) ran at bcc1ed3 and 70744b4 (the SM-carveout and copy-engine options they timed are
 #                    gone: neither helped); X-AB are session 6's other calls; AD the next multi-GPU one.
 #   AE-AN:           session 7 (AH needs commit 7c020b2's NCCL priority switch, since removed; AJ ran
-#                    commit c60cce6, reverted); AO the next session's first call.
+#                    commit c60cce6, reverted); AO onwards session 8 (AP's tma_bias variants need the
+#                    TMA bias path of the session's working tree, measured no faster and not committed).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 call=${1:?usage: gpu_4way.sh A|B|C}
@@ -428,23 +429,64 @@ AN)  # AM on a 4-GPU host: kernel GPU tests + CUDA fixtures (GPU3) beside the ke
   dap_run dap4 0,1,2,3 0-63 120 dap_4 4
   wait
   ;;
-AO)  # next session, first call (2 GPUs; P4=1 on a 4-GPU host adds the 4-GPU op probe): the CUDA fixtures and
-     # kernel tests at the final session-7 code (GPU1), a by-module profile of N=1,024 and a warm N=4,096
-     # pass with the fused kernels (GPU0); then the op probe on 2 (and 4) GPUs
-  verify 1 16-31 300
+AO)  # session 8, first call, 4-GPU host: the kernel GPU tests + CUDA fixtures at the new attention code
+     # (GPU1); a by-module profile of N=1,024 and a warm N=4,096 pass (GPU0); the attention kernel's
+     # spare-column and warp-specialisation variants (GPU2) beside session 7's kernel (old_s7/, an
+     # untracked copy of 91ee141's kernels/, GPU3); then the op probe on 4 GPUs
+  verify 1 16-31 320
   job gpu0 0 0-15 330 bash -c "python3 scripts/profile_pass.py --length 1024 --by-module --top 50 \
       --json $RES/profile_1024_by_module.json 2>&1 | tail -25;
     python3 -m fastfold_cli bench --lengths 4096 --precision bf16 --backend triton --recycles 1 --no-warmup \
       --no-breakdown --json $RES/bench_4096.json 2>&1 | tail -3"
+  job knew 2 32-47 320 python3 scripts/kernel_bench.py --cases extra_msa,tri2048,msa_row --no-flex \
+    --variants '[{"spare": false}, {"ws": true}]' --json "$RES/kbench_new.json"
+  job kold 3 48-63 320 python3 old_s7/scripts/kernel_bench.py --cases extra_msa,tri2048,msa_row --no-flex \
+    --no-baselines --json "$RES/kbench_old.json"
   wait
-  job ops2 0,1 0-31 150 python3 scripts/dap_op_probe.py --world 2 --n-res 2048 --json "$RES/op_probe_2.json"
+  job ops4 0,1,2,3 0-63 150 python3 scripts/dap_op_probe.py --world 4 --n-res 2048 --json "$RES/op_probe_4.json"
   wait
-  if [ -n "${P4:-}" ]; then
-    job ops4 0,1,2,3 0-63 150 python3 scripts/dap_op_probe.py --world 4 --n-res 2048 --json "$RES/op_probe_4.json"
-    wait
-  fi
   ;;
-*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO" >&2; exit 2 ;;
+AP)  # the kernel GPU tests + CUDA fixtures after AO's fix (GPU1); the attention kernel with the bias by
+     # TMA descriptor A/B'd on every attention shape (GPU2); the head-dim-8 tile sweep with the spare
+     # columns (GPU3)
+  verify 1 16-31 320
+  job knew 2 32-47 320 python3 scripts/kernel_bench.py --cases tri2048,extra_msa,msa_row,tri1024 --no-flex \
+    --no-baselines --variants '[{"tma_bias": true}, {"tma_bias": true, "rows": 2}, {"tma_bias": true, "rows": 2, "BLOCK_M": 128, "num_warps": 8, "num_stages": 2}]' \
+    --json "$RES/kbench_tma.json"
+  job ksweep 3 48-63 320 python3 scripts/kernel_bench.py --cases extra_msa --no-flex --no-baselines --sweep \
+    --json "$RES/kbench_sweep_d8.json"
+  wait
+  ;;
+AQ)  # 4-GPU host: DAP N=2,048 on 1, 2 and 4 GPUs one after another (the MSA row attention's switch to
+     # columns now posts every peer's transfer in one batch: P >= 3 only), then the op probe on 4 GPUs
+     # for the MSA row attention, the outer product mean and the outgoing multiplication, with a
+     # chrome trace of the row attention
+  dap_1v2
+  dap_run dap4 0,1,2,3 0-63 80 dap_4 4
+  wait
+  job ops4 0,1,2,3 0-63 70 python3 scripts/dap_op_probe.py --world 4 --n-res 2048 \
+    --only msa_row,outer,tri_mul_out --trace "$RES/trace4" --trace-only msa_row --json "$RES/op_probe_4.json"
+  wait
+  ;;
+AR)  # (ran with a side-group switch option since removed: --no-side-switch changed nothing on 2 GPUs)
+     # on a 2-GPU host (the 4-GPU kind withdrawn): the attention GPU tests + CUDA fixtures (GPU1) beside
+     # the attention micro-benchmark with the spare columns A/B'd, the whole network at N=1,024 and DAP's
+     # 1-GPU N=2,048 baseline (GPU0, in that order); then DAP on 2 GPUs with the side switch and without
+  job verify 1 16-31 280 bash -c "python3 -m pytest -q -p no:cacheprovider tests/kernels/test_kernel_gpu.py -k attention 2>&1 | tail -2;
+    python3 scripts/check_fixtures.py --device cuda --precision fp32 --backend torch triton \
+      --json $RES/fixtures_cuda.json 2>&1 | tail -5"
+  job gpu0 0 0-15 300 bash -c "python3 scripts/kernel_bench.py --cases extra_msa,tri2048 --no-flex \
+      --variants '[{\"spare\": false}]' --json $RES/kbench.json 2>&1 | grep -v '^ *$' | tail -14;
+    python3 -m fastfold_cli bench --lengths 1024 --precision bf16 --backend triton --no-breakdown \
+      --json $RES/bench_1024.json 2>&1 | tail -3;
+    python3 -m model.dap_bench --world 1 --n-res 2048 --precision bf16 --backend triton --json $RES/dap_1.json | tail -3"
+  wait
+  dap_run dap2 0,1 0-31 90 dap_2 2
+  wait
+  dap_run dap2m 0,1 0-31 90 dap_2_main 2 --no-side-switch
+  wait
+  ;;
+*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR" >&2; exit 2 ;;
 esac
 for f in "$RES"/*.log; do echo "== $f"; grep -v "^\s*$" "$f" | grep -v "^  entry" | tail -14 | cut -c1-400; done
 for f in "$RES"/*.json "$RES"/*/*.json; do [ -f "$f" ] && { echo "== $f"; grep -o "$G" "$f" | tr '\n' ' ' | cut -c1-900; echo; }; done
