@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""Compile the attention kernel for sm_90 (H100/H200) on any machine, no GPU needed, and count the
+SASS instructions of its key loop per score: a quick proxy for the kernel's per-score work before
+spending device time.
+
+    python scripts/attention_sass.py extra_msa [--config '{"spare": false}'] [--sync]
+    python scripts/attention_sass.py tri2048
+
+The call sites are the network's (kernels/benchmark.py "network call"): the strides, and so the
+JIT's specialisations (stride 1 -> constant, multiples of 16 -> divisibility hints), are those of
+q/k/v/gate as views of one fused projection, the bias [1, H, L, L] dense, a key mask per batch row.
+--sync lists the loop's tensor-core issues and waits (HGMMA, WARPGROUP.DEPBAR), to see what overlaps.
+Uses Triton's bundled ptxas and cuobjdump.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def _site(name: str) -> dict:
+    """Call-site shapes and strides (after the launcher merges the outer dims: n1 = heads,
+    n2 = batch rows sharing the bias)."""
+    if name == "extra_msa":  # 5,120 rows, 8 heads x 8, L = 1,024; feature-major q/k/v/gate
+        L, H, D, B = 1024, 8, 8, 5120
+        qs = dict(s0=0, s1=D * L, s2=4 * H * D * L, sm=1, sd=L)
+        cfg = dict(BLOCK_M=128, BLOCK_N=64, num_warps=4, num_stages=3, rows=2)
+    elif name == "tri2048":  # 2,048 rows, 4 heads x 32, L = 2,048; position-major q/k/v/gate
+        L, H, D, B = 2048, 4, 32, 2048
+        qs = dict(s0=0, s1=D, s2=L * 4 * H * D, sm=4 * H * D, sd=1)
+        cfg = dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=3, rows=1)
+    else:
+        raise SystemExit(f"unknown call site {name!r} (extra_msa, tri2048)")
+    vals = dict(n1=H, n2=B, n_sets=H * B // cfg["rows"], Lq=L, Lk=L, group=16,
+                so0=0, so1=D, so2=L * H * D, som=H * D, sod=1,
+                sa0=0, sa1=L * L, sa2=0, sam=L, san=1, sb0=0, sb1=0, sb2=0, sbm=0, sbn=0,
+                sm0=0, sm1=0, sm2=L, smm=0, smn=1)
+    for p in "qkvg":
+        vals.update({f"s{p}0": qs["s0"], f"s{p}1": qs["s1"], f"s{p}2": qs["s2"],
+                     f"s{p}{'m' if p in 'qg' else 'n'}": qs["sm"], f"s{p}d": qs["sd"]})
+    return dict(D=D, cfg=cfg, vals=vals)
+
+
+def compile_site(name: str, overrides: dict):
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from kernels._triton_loader import load
+    fn = load("_tri_attention", False)._attn_fwd_kernel
+    names = fn.arg_names
+    site = _site(name)
+    cfg = dict(site["cfg"])
+    cfg.update({k: v for k, v in overrides.items() if k in cfg})
+    d = site["D"]
+    const = dict(N_BIAS=1, HAS_MASK=True, MASK_2D=False, HAS_GATE=True, ROWS=cfg["rows"], HEAD_DIM=d,
+                 BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], BLOCK_D=max(16, d), DOT_PREC="tf32",
+                 WIDE=False, SPARE=bool(overrides.get("spare", True)))
+    sig, attrs = {}, {}
+    for i, n in enumerate(names):
+        if n in const:
+            sig[n] = "constexpr"
+        elif n in ("Q", "K", "V", "O", "B0", "B1", "MSK", "G"):
+            sig[n], attrs[(i,)] = "*bf16", [["tt.divisibility", 16]]
+        elif n == "qk_scale":
+            sig[n] = "fp32"
+        elif site["vals"].get(n, 0) == 1:  # the JIT turns integer arguments equal to 1 into constants
+            sig[n], const[n] = "constexpr", 1
+        else:
+            sig[n] = "i32"
+            if site["vals"].get(n, 0) % 16 == 0:
+                attrs[(i,)] = [["tt.divisibility", 16]]
+    missing = [n for n in names if n not in sig]
+    if missing:
+        raise SystemExit(f"kernel arguments without a value: {missing}")
+    src = ASTSource(fn=fn, signature=sig, constexprs={(names.index(k),): v for k, v in const.items()},
+                    attrs=attrs)
+    kernel = triton.compile(src, target=GPUTarget("cuda", 90, 32),
+                            options=dict(num_warps=cfg["num_warps"], num_stages=cfg["num_stages"]))
+    return kernel, cfg
+
+
+def key_loop(kernel):
+    """(SASS instructions of the longest backward-branch loop, the whole listing)."""
+    import triton
+    tool = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "k.cubin")
+        with open(path, "wb") as f:
+            f.write(kernel.asm["cubin"])
+        sass = subprocess.run([str(tool), "-sass", path], capture_output=True, text=True, check=True).stdout
+    ins = [(int(m.group(1), 16), m.group(2).strip()) for m in
+           (re.match(r"\s+/\*([0-9a-f]+)\*/\s+(.*?);", line) for line in sass.splitlines()) if m]
+    loops = []
+    for addr, text in ins:
+        target = re.search(r"BRA\s+(?:`\(\S+\)\s*)?0x([0-9a-f]+)", text)
+        if target and int(target.group(1), 16) < addr:
+            loops.append((int(target.group(1), 16), addr))
+    if not loops:
+        raise SystemExit("no loop found in the kernel")
+    lo, hi = max(loops, key=lambda r: r[1] - r[0])
+    return [t for a, t in ins if lo <= a <= hi], sass
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("site", choices=["extra_msa", "tri2048"])
+    ap.add_argument("--config", type=json.loads, default={},
+                    help="tile overrides (BLOCK_M, BLOCK_N, num_warps, num_stages, rows) and spare")
+    ap.add_argument("--sync", action="store_true", help="list the loop's HGMMA issues and waits")
+    a = ap.parse_args(argv)
+    os.environ.setdefault("TRITON_INTERPRET", "0")
+    kernel, cfg = compile_site(a.site, a.config)
+    loop, sass = key_loop(kernel)
+    scores = cfg["BLOCK_M"] * cfg["BLOCK_N"] * cfg["rows"] / (32 * cfg["num_warps"])  # per thread
+    ops = collections.Counter((t.split()[1] if t.startswith("@") else t.split()[0]).split(".")[0] for t in loop)
+    spills = "local memory (spills) in the loop" if ops.get("LDL") or ops.get("STL") else "no spills in the loop"
+    print(f"{a.site} {cfg} spare={a.config.get('spare', True)}: {len(loop)} instructions per key block, "
+          f"{len(loop) / scores:.2f} per score; shared memory {kernel.metadata.shared} B; {spills}")
+    print(" ".join(f"{k}:{v}" for k, v in ops.most_common(24)))
+    if a.sync:
+        for t in loop:
+            if "HGMMA" in t or "WARPGROUP" in t:
+                print("  ", t[:100])
+
+
+if __name__ == "__main__":
+    main()
