@@ -314,7 +314,8 @@ def _pow2_at_least(x: int, lo: int) -> int:
 def default_config(lq: int, lk: int, d: int, dtype: torch.dtype, rows_ok: bool, on_gpu: bool) -> dict:
     """Tile configuration by shape (cached), from the H100 sweep of scripts/kernel_bench.py --sweep
     (docs/BENCHMARKS.md, 2026-11-28): bf16, head dim 32 — 64x64 tiles, 4 warps, 3 stages; one batch row
-    per program at L >= 2048 (180.9 TFLOP/s vs 175.7 with two), two below (167.8 at N = 1024);
+    per program at L >= 2048 (180.9 TFLOP/s vs 175.7 with two), two below (167.8 at N = 1024), those
+    with registers capped at 168 (`maxnreg`, H200 session 8: 184 TFLOP/s at N = 1024);
     head dim 8 — 128x64, 4 warps, 3 stages, two rows per program sharing the bias tile (40.4).
     fp32 keeps the configuration the GPU tests validated first (64x64, 4 warps, 2 stages).
     CPU (interpreter) runs use small tiles: the interpreter's cost grows with tile size."""
@@ -328,8 +329,12 @@ def default_config(lq: int, lk: int, d: int, dtype: torch.dtype, rows_ok: bool, 
     if d <= 8:
         return dict(BLOCK_M=min(128, _pow2_at_least(lq, 16)), BLOCK_N=block_n, num_warps=4, num_stages=3,
                     rows=2 if rows_ok else 1, group_ctas=1024)
+    rows = 2 if (rows_ok and lq < 2048) else 1
+    # Two rows per program need ~217 registers a thread, so two programs fit an SM; capped at 168
+    # (spilling a little) three fit: 184 against 164 TFLOP/s (triangle attention N = 1,024, H200,
+    # session 8 call AS). One row per program (135 registers) gains nothing from a cap.
     return dict(BLOCK_M=min(64, _pow2_at_least(lq, 16)), BLOCK_N=block_n, num_warps=4, num_stages=3,
-                rows=2 if (rows_ok and lq < 2048) else 1, group_ctas=1024)
+                rows=rows, group_ctas=1024, maxnreg=168 if rows == 2 else None)
 
 
 def _as_2d(t: torch.Tensor) -> torch.Tensor:
@@ -450,6 +455,8 @@ def _launch(q, k, v, out, biases, mask, scale, config, gate=None):
     rows_ok = bool(biases) and n2 >= 2 and all(ostr[4 + j][2] == 0 for j in range(len(biases)))
     cfg = dict(default_config(lq, lk, d, q.dtype, rows_ok, q.device.type == "cuda"))
     if config:
+        if "rows" in config and "maxnreg" not in config:
+            cfg.pop("maxnreg", None)  # the default register cap belongs to the default rows
         cfg.update(config)
     while True:
         try:
@@ -500,5 +507,11 @@ def _launch_cfg(q, k, v, out, biases, mask, scale, cfg, tensors, ostr, n0, n1, n
         HEAD_DIM=d, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d,
         DOT_PREC=dot_precision(q.dtype, q.device), WIDE=bool(wide),
         SPARE=bool(cfg.get("spare", True)) and scale != 0,
-        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], **_reg_cap(cfg, q),
     )
+
+
+def _reg_cap(cfg: dict, q: torch.Tensor) -> dict:
+    """`maxnreg` (registers per thread, ptxas's cap) where the config sets one and the kernel is
+    compiled (the interpreter has no registers): fewer registers, more programs per SM."""
+    return {"maxnreg": int(cfg["maxnreg"])} if cfg.get("maxnreg") and q.is_cuda else {}

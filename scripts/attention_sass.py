@@ -84,8 +84,10 @@ def compile_site(name: str, overrides: dict):
         raise SystemExit(f"kernel arguments without a value: {missing}")
     src = ASTSource(fn=fn, signature=sig, constexprs={(names.index(k),): v for k, v in const.items()},
                     attrs=attrs)
-    kernel = triton.compile(src, target=GPUTarget("cuda", 90, 32),
-                            options=dict(num_warps=cfg["num_warps"], num_stages=cfg["num_stages"]))
+    options = dict(num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+    if overrides.get("maxnreg"):
+        options["maxnreg"] = int(overrides["maxnreg"])
+    kernel = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=options)
     return kernel, cfg
 
 
@@ -115,7 +117,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("site", choices=["extra_msa", "tri2048"])
     ap.add_argument("--config", type=json.loads, default={},
-                    help="tile overrides (BLOCK_M, BLOCK_N, num_warps, num_stages, rows) and spare")
+                    help="tile overrides (BLOCK_M, BLOCK_N, num_warps, num_stages, rows), spare, maxnreg")
     ap.add_argument("--sync", action="store_true", help="list the loop's HGMMA issues and waits")
     a = ap.parse_args(argv)
     os.environ.setdefault("TRITON_INTERPRET", "0")

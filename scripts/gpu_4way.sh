@@ -486,7 +486,27 @@ AR)  # (ran with a side-group switch option since removed: --no-side-switch chan
   dap_run dap2m 0,1 0-31 90 dap_2_main 2 --no-side-switch
   wait
   ;;
-*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR" >&2; exit 2 ;;
+AS)  # 2-GPU host: the attention kernel with a register cap (config maxnreg: more programs per SM)
+     # A/B'd at the four attention shapes (GPU0) beside the attention GPU tests (GPU1)
+  job verify 1 16-31 200 bash -c "python3 -m pytest -q -p no:cacheprovider tests/kernels/test_kernel_gpu.py -k attention 2>&1 | tail -3"
+  job kb 0 0-15 200 python3 scripts/kernel_bench.py --cases tri2048,extra_msa,msa_row,tri1024 --no-flex --no-baselines \
+    --variants '[{"maxnreg": 128}, {"maxnreg": 96}, {"maxnreg": 168}, {"BLOCK_M": 64, "maxnreg": 128}]' \
+    --json "$RES/kbench_maxnreg.json"
+  wait
+  ;;
+AT)  # 2-GPU host, the register cap as default (two-row attention programs, 168 registers): every kernel GPU
+     # test (GPU1); the micro-benchmark with the cap off in the same run, then the whole network at N=1,024
+     # with the cap (this tree) and without (old_s8/: an untracked copy of d54d3c2's packages) (GPU0)
+  job verify 1 16-31 240 bash -c "python3 -m pytest -q -p no:cacheprovider tests/kernels 2>&1 | tail -3"
+  job gpu0 0 0-15 330 bash -c "python3 scripts/kernel_bench.py --cases tri1024,msa_row --no-flex --no-baselines \
+      --variants '[{\"maxnreg\": 0}]' --json $RES/kbench.json 2>&1 | grep -v '^ *$' | tail -12;
+    python3 -m fastfold_cli bench --lengths 1024 --precision bf16 --backend triton --no-breakdown \
+      --json $RES/bench_1024.json 2>&1 | tail -2;
+    cd old_s8 && python3 -m fastfold_cli bench --lengths 1024 --precision bf16 --backend triton --no-breakdown \
+      --json $RES/bench_1024_nocap.json 2>&1 | tail -2"
+  wait
+  ;;
+*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT" >&2; exit 2 ;;
 esac
 for f in "$RES"/*.log; do echo "== $f"; grep -v "^\s*$" "$f" | grep -v "^  entry" | tail -14 | cut -c1-400; done
 for f in "$RES"/*.json "$RES"/*/*.json; do [ -f "$f" ] && { echo "== $f"; grep -o "$G" "$f" | tr '\n' ' ' | cut -c1-900; echo; }; done

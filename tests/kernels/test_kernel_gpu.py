@@ -107,6 +107,17 @@ def test_attention_configs(compiled, rows, block):
     assert rel_err(out, _ref64(q, k, v, [bias], mask, 32 ** -0.5)) < TOL[torch.float16]
 
 
+@pytest.mark.parametrize("case", ["triangle", "extra_msa_row"])
+@pytest.mark.parametrize("maxnreg", [96, 128, 168])
+def test_attention_register_cap(compiled, case, maxnreg):
+    """config maxnreg (ptxas's register cap; spills where the kernel needs more) keeps the results."""
+    b, l, h, d, _ = CASES[case]
+    gen = torch.Generator(device="cuda").manual_seed(maxnreg + d)
+    q, k, v, bias, mask = _inputs(b, l, h, d, torch.bfloat16, gen)
+    out = attention_triton(q, k, v, [bias], mask, d ** -0.5, config=dict(maxnreg=maxnreg))
+    assert rel_err(out, _ref64(q, k, v, [bias], mask, d ** -0.5)) < TOL[torch.bfloat16]
+
+
 def test_attention_fp16_cross_and_64(compiled):
     gen = torch.Generator(device="cuda").manual_seed(5)
     q, k, v, bias, mask = _inputs(9, 77, 2, 64, torch.float16, gen, lk=130)
