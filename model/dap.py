@@ -230,10 +230,15 @@ def _ring_peers(shard: ShardSpec, step: int) -> Tuple[int, int]:
     return (shard.rank + step) % shard.world, (shard.rank - step) % shard.world
 
 
+def _p2p_pair(shard: ShardSpec, send: torch.Tensor, to: int, recv: torch.Tensor, frm: int) -> list:
+    """The send to group rank `to` and the receive from `frm` (contiguous tensors), as P2POps."""
+    return [dist.P2POp(dist.isend, send, shard.global_rank(to), shard.group),
+            dist.P2POp(dist.irecv, recv, shard.global_rank(frm), shard.group)]
+
+
 def _exchange(shard: ShardSpec, send: torch.Tensor, to: int, recv: torch.Tensor, frm: int) -> list:
     """Post one send/recv pair (contiguous tensors; group ranks); returns the works to wait on."""
-    return dist.batch_isend_irecv([dist.P2POp(dist.isend, send, shard.global_rank(to), shard.group),
-                                   dist.P2POp(dist.irecv, recv, shard.global_rank(frm), shard.group)])
+    return dist.batch_isend_irecv(_p2p_pair(shard, send, to, recv, frm))
 
 
 class RowsToColumns:
@@ -262,8 +267,7 @@ class RowsToColumns:
         for step in range(1, sh.world):  # every peer in one batch: the transfers run concurrently
             to, frm = _ring_peers(sh, step)
             bufs.append(x[r0:r1, to * w:(to + 1) * w].contiguous())
-            ops += [dist.P2POp(dist.isend, bufs[-1], sh.global_rank(to), sh.group),
-                    dist.P2POp(dist.irecv, out[frm * s + r0:frm * s + r1], sh.global_rank(frm), sh.group)]
+            ops += _p2p_pair(sh, bufs[-1], to, out[frm * s + r0:frm * s + r1], frm)
         self.pending.append((dist.batch_isend_irecv(ops), bufs))
         out[me * s + r0:me * s + r1].copy_(x[r0:r1, me * w:(me + 1) * w])
 
