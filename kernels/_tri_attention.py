@@ -313,9 +313,9 @@ def _pow2_at_least(x: int, lo: int) -> int:
 @functools.lru_cache(maxsize=256)
 def default_config(lq: int, lk: int, d: int, dtype: torch.dtype, rows_ok: bool, on_gpu: bool) -> dict:
     """Tile configuration by shape (cached), from the H100 sweep of scripts/kernel_bench.py --sweep
-    (docs/BENCHMARKS.md, 2026-11-28): bf16, head dim 32 — 64x64 tiles, 4 warps, 3 stages; one batch row
-    per program at L >= 2048 (180.9 TFLOP/s vs 175.7 with two), two below (167.8 at N = 1024), those
-    with registers capped at 168 (`maxnreg`, H200 session 8: 184 TFLOP/s at N = 1024);
+    (docs/BENCHMARKS.md, 2026-11-28): bf16, head dim 32 — 64x64 tiles, 4 warps, 3 stages, two batch
+    rows per program sharing the bias tile, registers capped at 168 (`maxnreg`; session 8 on an H200:
+    187.5 TFLOP/s at N = 1,024, 190.6 at 2,048; uncapped, one row per program was best at 2,048);
     head dim 8 — 128x64, 4 warps, 3 stages, two rows per program sharing the bias tile (40.4).
     fp32 keeps the configuration the GPU tests validated first (64x64, 4 warps, 2 stages).
     CPU (interpreter) runs use small tiles: the interpreter's cost grows with tile size."""
@@ -329,10 +329,11 @@ def default_config(lq: int, lk: int, d: int, dtype: torch.dtype, rows_ok: bool, 
     if d <= 8:
         return dict(BLOCK_M=min(128, _pow2_at_least(lq, 16)), BLOCK_N=block_n, num_warps=4, num_stages=3,
                     rows=2 if rows_ok else 1, group_ctas=1024)
-    rows = 2 if (rows_ok and lq < 2048) else 1
+    rows = 2 if rows_ok else 1
     # Two rows per program need ~217 registers a thread, so two programs fit an SM; capped at 168
-    # (spilling a little) three fit: 184 against 164 TFLOP/s (triangle attention N = 1,024, H200,
-    # session 8 call AS). One row per program (135 registers) gains nothing from a cap.
+    # (spilling a little) three fit: triangle attention N = 1,024 187.5 against 164.7 TFLOP/s, and
+    # at N = 2,048 two capped rows beat one uncapped row, 190.6 against 179.0 (H200, session 8 calls
+    # AT, AU). One row per program (135 registers) gains nothing from a cap.
     return dict(BLOCK_M=min(64, _pow2_at_least(lq, 16)), BLOCK_N=block_n, num_warps=4, num_stages=3,
                 rows=rows, group_ctas=1024, maxnreg=168 if rows == 2 else None)
 

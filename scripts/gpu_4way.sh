@@ -506,7 +506,14 @@ AT)  # 2-GPU host, the register cap as default (two-row attention programs, 168 
       --json $RES/bench_1024_nocap.json 2>&1 | tail -2"
   wait
   ;;
-*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT" >&2; exit 2 ;;
+AU)  # 2-GPU host (one GPU used): triangle attention at N=2,048 with two rows per program under the register
+     # cap, against the default (one row, no cap), same run
+  job kb 0 0-15 150 python3 scripts/kernel_bench.py --cases tri2048 --no-flex --no-baselines \
+    --variants '[{"rows": 2, "maxnreg": 168}, {"rows": 2, "maxnreg": 168, "num_stages": 2}, {"rows": 2, "maxnreg": 160}]' \
+    --json "$RES/kbench_tri2048_rows2.json"
+  wait
+  ;;
+*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT|AU" >&2; exit 2 ;;
 esac
 for f in "$RES"/*.log; do echo "== $f"; grep -v "^\s*$" "$f" | grep -v "^  entry" | tail -14 | cut -c1-400; done
 for f in "$RES"/*.json "$RES"/*/*.json; do [ -f "$f" ] && { echo "== $f"; grep -o "$G" "$f" | tr '\n' ' ' | cut -c1-900; echo; }; done
