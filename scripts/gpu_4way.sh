@@ -513,7 +513,18 @@ AU)  # 2-GPU host (one GPU used): triangle attention at N=2,048 with two rows pe
     --json "$RES/kbench_tri2048_rows2.json"
   wait
   ;;
-*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT|AU" >&2; exit 2 ;;
+AV)  # next session's first call on a 2-GPU host (AQ where 4 GPUs are lent): every kernel GPU test and the
+     # CUDA fixtures at the final session-8 code (GPU1) beside the whole network at N=1,024 and the
+     # N=2,048 DAP baseline with two capped rows per attention program (GPU0); then DAP on 2 GPUs
+  verify 1 16-31 330
+  job gpu0 0 0-15 330 bash -c "python3 -m fastfold_cli bench --lengths 1024 --precision bf16 --backend triton \
+      --no-breakdown --json $RES/bench_1024.json 2>&1 | tail -2;
+    python3 -m model.dap_bench --world 1 --n-res 2048 --precision bf16 --backend triton --json $RES/dap_1.json | tail -3"
+  wait
+  dap_run dap2 0,1 0-31 120 dap_2 2
+  wait
+  ;;
+*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT|AU|AV" >&2; exit 2 ;;
 esac
 for f in "$RES"/*.log; do echo "== $f"; grep -v "^\s*$" "$f" | grep -v "^  entry" | tail -14 | cut -c1-400; done
 for f in "$RES"/*.json "$RES"/*/*.json; do [ -f "$f" ] && { echo "== $f"; grep -o "$G" "$f" | tr '\n' ' ' | cut -c1-900; echo; }; done
