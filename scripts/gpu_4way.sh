@@ -515,11 +515,14 @@ AU)  # 2-GPU host (one GPU used): triangle attention at N=2,048 with two rows pe
   ;;
 AV)  # next session's first call on a 2-GPU host (AQ where 4 GPUs are lent): every kernel GPU test and the
      # CUDA fixtures at the final session-8 code (GPU1) beside the whole network at N=1,024 and the
-     # N=2,048 DAP baseline with two capped rows per attention program (GPU0); then DAP on 2 GPUs
+     # N=2,048 DAP baseline with two capped rows per attention program, then the extra-MSA kernel's
+     # 64-row tiles under the register cap, three programs per SM (GPU0); then DAP on 2 GPUs
   verify 1 16-31 330
   job gpu0 0 0-15 330 bash -c "python3 -m fastfold_cli bench --lengths 1024 --precision bf16 --backend triton \
       --no-breakdown --json $RES/bench_1024.json 2>&1 | tail -2;
-    python3 -m model.dap_bench --world 1 --n-res 2048 --precision bf16 --backend triton --json $RES/dap_1.json | tail -3"
+    python3 -m model.dap_bench --world 1 --n-res 2048 --precision bf16 --backend triton --json $RES/dap_1.json | tail -3;
+    python3 scripts/kernel_bench.py --cases extra_msa --no-flex --no-baselines --json $RES/kbench_extra.json \
+      --variants '[{\"BLOCK_M\": 64, \"maxnreg\": 168}, {\"BLOCK_M\": 64, \"rows\": 4, \"maxnreg\": 168}]' 2>&1 | tail -6"
   wait
   dap_run dap2 0,1 0-31 120 dap_2 2
   wait
