@@ -9,6 +9,8 @@ from typing import Optional, Sequence
 
 import torch
 
+from kernels._common import TRITON_DTYPES
+
 # AlphaFold masks with an additive -1e9 (not -inf): a fully masked row becomes a uniform softmax.
 MASK_BIAS = 1e9
 
@@ -43,9 +45,6 @@ def attention_reference(
     return o.to(q.dtype)
 
 
-_TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-
-
 def attention_triton(q, k, v, biases=(), mask=None, scale=1.0, config=None, gate=None, out=None):
     """The Triton kernel itself (`kernels/_tri_attention.py`); raises if Triton can't run on these
     tensors. Tests call this directly so a silent fallback can't pass for the kernel."""
@@ -59,7 +58,7 @@ def attention_triton(q, k, v, biases=(), mask=None, scale=1.0, config=None, gate
 
 def triton_supported(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
     """Shapes/dtypes the Triton kernel handles; anything else takes the reference path."""
-    return (q.dtype in _TRITON_DTYPES and q.dtype == k.dtype == v.dtype and q.dim() >= 2
+    return (q.dtype in TRITON_DTYPES and q.dtype == k.dtype == v.dtype and q.dim() >= 2
             and 0 < q.shape[-1] <= 64 and q.shape[-2] > 0 and k.shape[-2] > 0)
 
 

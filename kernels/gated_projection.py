@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from kernels._common import TRITON_DTYPES
+
 
 def gated_projection_reference(x: torch.Tensor, w_p: torch.Tensor, b_p: torch.Tensor, w_g: torch.Tensor,
                                b_g: torch.Tensor, mask: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
@@ -22,11 +24,8 @@ def gated_projection_reference(x: torch.Tensor, w_p: torch.Tensor, b_p: torch.Te
     return out
 
 
-_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-
-
 def _triton_ok(x, out) -> bool:
-    return (x.dtype in _DTYPES and out.dtype == x.dtype and x.dim() == 2 and out.dim() == 2
+    return (x.dtype in TRITON_DTYPES and out.dtype == x.dtype and x.dim() == 2 and out.dim() == 2
             and out.stride(1) == 1 and x.shape[1] <= 512)
 
 

@@ -7,6 +7,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from kernels._common import TRITON_DTYPES
+
 
 def layer_norm_reference(x: torch.Tensor, weight: Optional[torch.Tensor], bias: Optional[torch.Tensor],
                          eps: float = 1e-5, dim: int = -1) -> torch.Tensor:
@@ -31,13 +33,12 @@ def layer_norm_reference(x: torch.Tensor, weight: Optional[torch.Tensor], bias: 
     return y.to(x.dtype)
 
 
-_TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _MAX_TRITON_CHANNELS = 4096  # one register tile per row block; wider rows take the reference
 
 
 def _triton_ok(x: torch.Tensor, dim: int) -> bool:
     c = x.shape[dim] if x.dim() else 0
-    if x.dtype not in _TRITON_DTYPES or x.dim() < 1 or not 0 < c <= _MAX_TRITON_CHANNELS:
+    if x.dtype not in TRITON_DTYPES or x.dim() < 1 or not 0 < c <= _MAX_TRITON_CHANNELS:
         return False
     # dim=0 needs each channel's positions to be one contiguous run (a row slice of [c, N, N] is)
     return dim != 0 or x[0].is_contiguous()

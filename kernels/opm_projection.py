@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import torch
 
+from kernels._common import TRITON_DTYPES
+
 
 def opm_projection_reference(o: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
     """The math in o's dtype: the permuted copy, addmm, divide in place."""
@@ -23,11 +25,8 @@ def opm_projection_reference(o: torch.Tensor, w: torch.Tensor, bias: torch.Tenso
     return out.div_(norm.to(dt).unsqueeze(-1))
 
 
-_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-
-
 def _triton_ok(o: torch.Tensor, w: torch.Tensor) -> bool:
-    return (o.dtype in _DTYPES and o.dim() == 4 and o.stride(3) == 1 and o.shape[1] == o.shape[3]
+    return (o.dtype in TRITON_DTYPES and o.dim() == 4 and o.stride(3) == 1 and o.shape[1] == o.shape[3]
             and o.shape[3] in (16, 32, 64) and w.shape[0] == o.shape[1] * o.shape[3] and w.shape[1] <= 512)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from kernels._common import TRITON_DTYPES, add_residual, fused_dispatch, pow2_in
 from kernels.layer_norm import layer_norm_reference
 
 
@@ -28,28 +29,14 @@ def transition_reference(x, ln, w1, b1, w2, b2, out):
     del xn
     upd = torch.addmm(b2.to(dt), h, w2.to(dt))
     del h
-    return _residual(x, upd.view(x.shape), out)
-
-
-def _residual(x, upd, out):
-    """out = x + upd; in place (add_) when out is x, which autograd also allows."""
-    if out.data_ptr() == x.data_ptr() and out.stride() == x.stride():
-        return out.add_(upd)
-    return torch.add(x, upd, out=out)
-
-
-_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-
-
-def _pow2(n: int, lo: int, hi: int) -> bool:
-    return lo <= n <= hi and n & (n - 1) == 0
+    return add_residual(x, upd.view(x.shape), out)
 
 
 def _kernel(x, w1, out):
     """The Triton module that can run on these tensors here, or None (then the reference runs):
     Triton usable for their device, and shapes, strides and dtypes the kernel takes."""
     c, hid = x.shape[-1], w1.shape[-1]
-    if not (x.dtype in _DTYPES and out.dtype == x.dtype and _pow2(c, 16, 256) and _pow2(hid, 16, 4096)):
+    if not (x.dtype in TRITON_DTYPES and out.dtype == x.dtype and pow2_in(c, 16, 256) and pow2_in(hid, 16, 4096)):
         return None
     npos = x.numel() // c
     try:
@@ -80,13 +67,6 @@ def transition(x, ln, w1, b1, w2, b2, out, backend: str = "torch"):
     """Dispatch: "torch" the reference; "triton" the fused kernel where it can run (CUDA, or CPU
     under TRITON_INTERPRET=1; C a power of two in 16..256 and F·C in 16..4096; fp32/bf16/fp16; its
     tiles fit the GPU), else the reference. Shapes as in the module docstring. Returns out."""
-    if backend == "triton":
-        mod = _kernel(x, w1, out)
-        if mod is not None:
-            from kernels._triton_loader import unless_out_of_resources
-            y = unless_out_of_resources(lambda: mod.transition(x, ln, w1, b1, w2, b2, out))
-            if y is not None:
-                return y
-    elif backend != "torch":
-        raise ValueError(f"unknown transition backend {backend!r}")
-    return transition_reference(x, ln, w1, b1, w2, b2, out)
+    return fused_dispatch("transition", backend, lambda: _kernel(x, w1, out),
+                          lambda mod: mod.transition(x, ln, w1, b1, w2, b2, out),
+                          lambda: transition_reference(x, ln, w1, b1, w2, b2, out))

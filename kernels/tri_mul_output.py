@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import torch
 
+from kernels._common import TRITON_DTYPES, add_residual, fused_dispatch, pow2_in
 from kernels.layer_norm import layer_norm_reference
-from kernels.transition import _DTYPES, _pow2, _residual
 
 
 def tri_mul_output_reference(p, z, ln_p, w_out, b_out, ln_z, w_g, b_g, out):
@@ -30,14 +30,14 @@ def tri_mul_output_reference(p, z, ln_p, w_out, b_out, ln_z, w_g, b_g, out):
     gate = torch.addmm(b_g.to(dt), x, w_g.to(dt))
     del x
     upd.mul_(torch.sigmoid_(gate))
-    return _residual(z, upd.view(z.shape), out)
+    return add_residual(z, upd.view(z.shape), out)
 
 
 def _kernel(p, z, out):
     """The Triton module that can run on these tensors here, or None (then the reference runs)."""
     c, cz = p.shape[0], z.shape[-1]
-    if not (p.dtype in _DTYPES and z.dtype == p.dtype and out.dtype == p.dtype
-            and _pow2(c, 16, 256) and _pow2(cz, 16, 256)):
+    if not (p.dtype in TRITON_DTYPES and z.dtype == p.dtype and out.dtype == p.dtype
+            and pow2_in(c, 16, 256) and pow2_in(cz, 16, 256)):
         return None
     npos = z.numel() // cz
     try:  # positions flattened to one strided axis in each operand
@@ -62,13 +62,6 @@ def tri_mul_output(p, z, ln_p, w_out, b_out, ln_z, w_g, b_g, out, backend: str =
     """Dispatch: "torch" the reference; "triton" the fused kernel where it can run (CUDA, or CPU
     under TRITON_INTERPRET=1; c and C_z powers of two in 16..256; fp32/bf16/fp16; its tiles fit
     the GPU), else the reference. Shapes as in the module docstring. Returns out."""
-    if backend == "triton":
-        mod = _kernel(p, z, out)
-        if mod is not None:
-            from kernels._triton_loader import unless_out_of_resources
-            y = unless_out_of_resources(lambda: mod.tri_mul_output(p, z, ln_p, w_out, b_out, ln_z, w_g, b_g, out))
-            if y is not None:
-                return y
-    elif backend != "torch":
-        raise ValueError(f"unknown tri_mul_output backend {backend!r}")
-    return tri_mul_output_reference(p, z, ln_p, w_out, b_out, ln_z, w_g, b_g, out)
+    args = (p, z, ln_p, w_out, b_out, ln_z, w_g, b_g, out)
+    return fused_dispatch("tri_mul_output", backend, lambda: _kernel(p, z, out),
+                          lambda mod: mod.tri_mul_output(*args), lambda: tri_mul_output_reference(*args))
