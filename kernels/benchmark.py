@@ -315,6 +315,19 @@ class Bench:
         del o
         torch.cuda.empty_cache()
 
+    def in_place_run(self, tag, label, runs, ref, flops, nbytes, check, timed):
+        """One fused in-place op variant: its relative error from check() (a separate output)
+        against ref, then its time as timed() (in place, as the network runs it); recorded in
+        runs[label] with TFLOP/s and GB/s. A failure is logged and the run goes on."""
+        try:
+            err = ((check().float() - ref).norm() / ref.norm()).item()
+            ms = self.time_ms(timed)
+            runs[label] = dict(ms=ms, tflops=flops / ms / 1e9, gbps=nbytes / ms / 1e6, rel_err=err)
+            self.log(f"{tag:24s} {label:34s} {ms:8.3f} ms {flops / ms / 1e9:6.1f} TFLOP/s "
+                     f"{nbytes / ms / 1e6:6.0f} GB/s  err {err:.1e}")
+        except Exception as e:  # one bad config must not sink the run
+            self.log(f"{tag} {label} FAILED: {type(e).__name__}: {str(e)[:300]}")
+
     def trimul_out_case(self):
         r, n, c = 256, 2048, 128
         g = torch.Generator(device="cuda").manual_seed(2)
@@ -330,17 +343,10 @@ class Bench:
         self.results["tri_mul_output"] = res
         ref = tri_mul_output_reference(*args, torch.empty_like(z)).float()
 
-        def run(label, fn):  # fn(z_in, out)
-            try:
-                out = fn(z, torch.empty_like(z))
-                err = ((out.float() - ref).norm() / ref.norm()).item()
-                buf = z.clone()  # timed in place, as the network runs it (buf drifts: timing only)
-                ms = self.time_ms(lambda: fn(buf, buf))
-                res["runs"][label] = dict(ms=ms, tflops=flops / ms / 1e9, gbps=nbytes / ms / 1e6, rel_err=err)
-                self.log(f"{'trimul_out':10s} {label:34s} {ms:9.3f} ms {flops / ms / 1e9:7.1f} TFLOP/s "
-                         f"{nbytes / ms / 1e6:7.0f} GB/s  err {err:.1e}")
-            except Exception as e:
-                self.log(f"trimul_out {label} FAILED: {type(e).__name__}: {str(e)[:300]}")
+        def run(label, fn):  # fn(z_in, out); timed in place on a copy of z (it drifts: timing only)
+            buf = z.clone()
+            self.in_place_run("trimul_out", label, res["runs"], ref, flops, nbytes,
+                              lambda: fn(z, torch.empty_like(z)), lambda: fn(buf, buf))
         run("ours (default config)", lambda zi, out: tri_mul_output_triton(p, zi, *args[2:], out))
         if self.args.sweep:
             for bp, nw in SWEEP_TRIMUL_OUT:
@@ -379,17 +385,11 @@ class Bench:
                     break
                 if "reference" in label and not self.args.baselines:
                     continue
-                try:
-                    out = fn(x[:4096], *args, torch.empty_like(x[:4096]))
-                    err = ((out.float() - ref).norm() / ref.norm()).item()
-                    buf = x.clone()
-                    ms = self.time_ms(lambda: fn(buf, *args, buf))
-                    runs[label] = dict(ms=ms, tflops=flops / ms / 1e9, gbps=nbytes / ms / 1e6, rel_err=err)
-                    self.log(f"{'transition':10s} {name:13s} {label:34s} {ms:8.3f} ms {flops / ms / 1e9:6.1f} "
-                             f"TFLOP/s {nbytes / ms / 1e6:6.0f} GB/s  err {err:.1e}")
-                    del buf
-                except Exception as e:
-                    self.log(f"transition {name} {label} FAILED: {type(e).__name__}: {str(e)[:300]}")
+                buf = x.clone()
+                self.in_place_run(f"transition {name}", label, runs, ref, flops, nbytes,
+                                  lambda: fn(x[:4096], *args, torch.empty_like(x[:4096])),
+                                  lambda: fn(buf, *args, buf))
+                del buf
             del x
         torch.cuda.empty_cache()
 
