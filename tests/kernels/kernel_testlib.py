@@ -40,3 +40,11 @@ def transition64(x, ln, w1, b1, w2, b2) -> torch.Tensor:
     """The transition with its residual in float64: x + relu(LN(x) W1 + b1) W2 + b2."""
     h = torch.relu(layer_norm64(x, *ln) @ w1.double() + b1.double())
     return x.double() + h @ w2.double() + b2.double()
+
+
+def assert_pair_matches(kernel, reference, args, out: torch.Tensor, want: torch.Tensor, tol: float) -> None:
+    """A fused kernel writes `out` (and returns it) within `tol` of the float64 `want`; its PyTorch
+    reference, which rounds every stage to the storage dtype, within 3 tol."""
+    assert kernel(*args, out) is out
+    assert rel_err(out, want) < tol
+    assert rel_err(reference(*args, torch.empty_like(out)), want) < tol * 3

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernel_testlib import needs_triton, rel_err
+from kernel_testlib import assert_pair_matches, needs_triton, rel_err
 from kernels.gated_projection import gated_projection, gated_projection_reference, gated_projection_triton
 
 pytestmark = needs_triton
@@ -32,12 +32,8 @@ def _case(p, c_in, c_all, c0, c1, dtype, seed):
 @pytest.mark.parametrize("p,c_in,c_all,c0,c1", [(37, 32, 32, 0, 32), (53, 40, 48, 8, 31), (16, 64, 64, 16, 48)])
 def test_matches_float64(interpret, dtype, p, c_in, c_all, c0, c1):
     args, want = _case(p, c_in, c_all, c0, c1, dtype, seed=p + c_in)
-    out = torch.empty(c1 - c0, p, dtype=dtype)
-    got = gated_projection_triton(*args, out)
-    assert got is out
-    assert rel_err(out, want) < TOL[dtype]
-    ref = gated_projection_reference(*args, torch.empty_like(out))
-    assert rel_err(ref, want) < TOL[dtype] * 3  # the reference rounds every stage
+    assert_pair_matches(gated_projection_triton, gated_projection_reference, args,
+                        torch.empty(c1 - c0, p, dtype=dtype), want, TOL[dtype])
 
 
 def test_output_block_of_a_larger_buffer(interpret):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernel_testlib import needs_triton, rel_err, transition64
+from kernel_testlib import assert_pair_matches, needs_triton, rel_err, transition64
 from kernels.transition import transition, transition_reference, transition_triton
 
 pytestmark = needs_triton
@@ -31,10 +31,8 @@ def _case(shape, c, factor, dtype, seed):
 @pytest.mark.parametrize("shape,c,factor", [((37,), 32, 4), ((3, 7), 16, 2), ((2, 5), 64, 4)])
 def test_matches_float64(interpret, dtype, shape, c, factor):
     args, want = _case(shape, c, factor, dtype, seed=c + factor)
-    out = torch.full_like(args[0], float("nan"))
-    assert transition_triton(*args, out) is out
-    assert rel_err(out, want) < TOL[dtype]
-    assert rel_err(transition_reference(*args, torch.empty_like(out)), want) < TOL[dtype] * 3
+    assert_pair_matches(transition_triton, transition_reference, args,
+                        torch.full_like(args[0], float("nan")), want, TOL[dtype])
 
 
 def test_in_place_and_row_slices(interpret):
