@@ -47,11 +47,15 @@ probe() {  # probe GPU CORES LIMIT PRECISION N: the 80 GB memory probe (one bloc
   job probe_$4_$5 "$1" "$2" "$3" python3 -m fastfold_cli bench --lengths "$5" --precision "$4" --backend triton \
     --probe-blocks 1 --max-memory 77 --no-warmup --json "$RES/probe_$4_$5.json"
 }
-verify() {  # verify GPU CORES LIMIT: the kernel GPU tests, then the reference fixtures on CUDA (fp32, both backends)
-  job verify "$1" "$2" "$3" bash -c "python3 -m pytest -q -p no:cacheprovider tests/kernels 2>&1 | tail -2;
+verify() {  # verify GPU CORES LIMIT [TESTS]: the kernel GPU tests (TESTS: pytest's selection, default
+            # tests/kernels), then the reference fixtures on CUDA (fp32, both backends)
+  job verify "$1" "$2" "$3" bash -c "python3 -m pytest -q -p no:cacheprovider ${4:-tests/kernels} 2>&1 | tail -2;
     python3 scripts/check_fixtures.py --device cuda --precision fp32 --backend torch triton \
       --json $RES/fixtures_cuda.json 2>&1 | tail -5"
 }
+# The whole network at N=1,024 and DAP's 1-GPU N=2,048 baseline (append --json FILE), for job command lines
+N1024="python3 -m fastfold_cli bench --lengths 1024 --precision bf16 --backend triton --no-breakdown"
+DAP1="python3 -m model.dap_bench --world 1 --n-res 2048 --precision bf16 --backend triton"
 dap_run() {  # dap_run NAME GPUS CORES LIMIT JSON WORLD [ARGS...]: DAP at N=2,048 bf16 (Triton), $RES/JSON.json
   local name=$1 gpus=$2 cores=$3 limit=$4 js=$5 world=$6; shift 6
   job "$name" "$gpus" "$cores" "$limit" python3 -m model.dap_bench --world "$world" --n-res 2048 --precision bf16 \
@@ -409,9 +413,7 @@ AM)  # session 7's last call, the swept tile configs as defaults: kernel GPU tes
   verify 1 16-31 240
   job gpu0 0 0-15 240 bash -c "python3 scripts/kernel_bench.py --cases trimul_out,transition --json $RES/kbench.json \
       2>&1 | grep -v '^ *$' | tail -8;
-    python3 -m fastfold_cli bench --lengths 1024 --precision bf16 --backend triton --no-breakdown \
-      --json $RES/bench_1024.json 2>&1 | tail -3;
-    python3 -m model.dap_bench --world 1 --n-res 2048 --precision bf16 --backend triton --json $RES/dap_1.json | tail -3"
+    $N1024 --json $RES/bench_1024.json 2>&1 | tail -3; $DAP1 --json $RES/dap_1.json | tail -3"
   wait
   dap_run dap2 0,1 0-31 100 dap_2 2
   wait
@@ -421,9 +423,7 @@ AN)  # AM on a 4-GPU host: kernel GPU tests + CUDA fixtures (GPU3) beside the ke
   verify 3 48-63 240
   job gpu0 0 0-15 240 bash -c "python3 scripts/kernel_bench.py --cases trimul_out,transition --json $RES/kbench.json \
       2>&1 | grep -v '^ *$' | tail -8;
-    python3 -m fastfold_cli bench --lengths 1024 --precision bf16 --backend triton --no-breakdown \
-      --json $RES/bench_1024.json 2>&1 | tail -3;
-    python3 -m model.dap_bench --world 1 --n-res 2048 --precision bf16 --backend triton --json $RES/dap_1.json | tail -3"
+    $N1024 --json $RES/bench_1024.json 2>&1 | tail -3; $DAP1 --json $RES/dap_1.json | tail -3"
   dap_run dap2 1,2 16-47 100 dap_2 2
   wait
   dap_run dap4 0,1,2,3 0-63 120 dap_4 4
@@ -472,14 +472,10 @@ AR)  # (ran with a side-group switch option since removed: --no-side-switch chan
      # on a 2-GPU host (the 4-GPU kind withdrawn): the attention GPU tests + CUDA fixtures (GPU1) beside
      # the attention micro-benchmark with the spare columns A/B'd, the whole network at N=1,024 and DAP's
      # 1-GPU N=2,048 baseline (GPU0, in that order); then DAP on 2 GPUs with the side switch and without
-  job verify 1 16-31 280 bash -c "python3 -m pytest -q -p no:cacheprovider tests/kernels/test_kernel_gpu.py -k attention 2>&1 | tail -2;
-    python3 scripts/check_fixtures.py --device cuda --precision fp32 --backend torch triton \
-      --json $RES/fixtures_cuda.json 2>&1 | tail -5"
+  verify 1 16-31 280 "tests/kernels/test_kernel_gpu.py -k attention"
   job gpu0 0 0-15 300 bash -c "python3 scripts/kernel_bench.py --cases extra_msa,tri2048 --no-flex \
       --variants '[{\"spare\": false}]' --json $RES/kbench.json 2>&1 | grep -v '^ *$' | tail -14;
-    python3 -m fastfold_cli bench --lengths 1024 --precision bf16 --backend triton --no-breakdown \
-      --json $RES/bench_1024.json 2>&1 | tail -3;
-    python3 -m model.dap_bench --world 1 --n-res 2048 --precision bf16 --backend triton --json $RES/dap_1.json | tail -3"
+    $N1024 --json $RES/bench_1024.json 2>&1 | tail -3; $DAP1 --json $RES/dap_1.json | tail -3"
   wait
   dap_run dap2 0,1 0-31 90 dap_2 2
   wait
@@ -500,10 +496,8 @@ AT)  # 2-GPU host, the register cap as default (two-row attention programs, 168 
   job verify 1 16-31 240 bash -c "python3 -m pytest -q -p no:cacheprovider tests/kernels 2>&1 | tail -3"
   job gpu0 0 0-15 330 bash -c "python3 scripts/kernel_bench.py --cases tri1024,msa_row --no-flex --no-baselines \
       --variants '[{\"maxnreg\": 0}]' --json $RES/kbench.json 2>&1 | grep -v '^ *$' | tail -12;
-    python3 -m fastfold_cli bench --lengths 1024 --precision bf16 --backend triton --no-breakdown \
-      --json $RES/bench_1024.json 2>&1 | tail -2;
-    cd old_s8 && python3 -m fastfold_cli bench --lengths 1024 --precision bf16 --backend triton --no-breakdown \
-      --json $RES/bench_1024_nocap.json 2>&1 | tail -2"
+    $N1024 --json $RES/bench_1024.json 2>&1 | tail -2;
+    cd old_s8 && $N1024 --json $RES/bench_1024_nocap.json 2>&1 | tail -2"
   wait
   ;;
 AU)  # 2-GPU host (one GPU used): triangle attention at N=2,048 with two rows per program under the register
@@ -518,9 +512,7 @@ AV)  # next session's first call on a 2-GPU host (AQ where 4 GPUs are lent): eve
      # N=2,048 DAP baseline with two capped rows per attention program, then the extra-MSA kernel's
      # 64-row tiles under the register cap, three programs per SM (GPU0); then DAP on 2 GPUs
   verify 1 16-31 330
-  job gpu0 0 0-15 330 bash -c "python3 -m fastfold_cli bench --lengths 1024 --precision bf16 --backend triton \
-      --no-breakdown --json $RES/bench_1024.json 2>&1 | tail -2;
-    python3 -m model.dap_bench --world 1 --n-res 2048 --precision bf16 --backend triton --json $RES/dap_1.json | tail -3;
+  job gpu0 0 0-15 330 bash -c "$N1024 --json $RES/bench_1024.json 2>&1 | tail -2; $DAP1 --json $RES/dap_1.json | tail -3;
     python3 scripts/kernel_bench.py --cases extra_msa --no-flex --no-baselines --json $RES/kbench_extra.json \
       --variants '[{\"BLOCK_M\": 64, \"maxnreg\": 168}, {\"BLOCK_M\": 64, \"rows\": 4, \"maxnreg\": 168}]' 2>&1 | tail -6"
   wait
