@@ -39,10 +39,12 @@ def _lengths(value: str):
               help="The planner's memory budget in GiB (default: free GPU memory - 1.5). On CUDA the process's "
                    "allocator is also capped at this + 1.5 GiB (the default budget's margin), so a larger card "
                    "runs as one with that much free memory would: --max-memory 77 ~ an 80 GB H100.")
-@click.option("--compare", type=click.Choice(["none", "plain", "fused"]), default="none", show_default=True,
+@click.option("--compare", type=click.Choice(["none", "plain", "fused", "masks"]), default="none", show_default=True,
               help="plain: also run the unchunked, not-in-place, unfused PyTorch path in the same process; fused: "
                    "also run the planned path without the fused triangle-multiplication and transition "
-                   "kernels (Runtime.fused_tri_mul and fused_transition, on by default).")
+                   "kernels (Runtime.fused_tri_mul and fused_transition, on by default); masks: also run it "
+                   "with every attention applying its key mask even where it is all ones "
+                   "(Runtime.skip_dense_masks, on by default).")
 @click.option("--find-max-length", is_flag=True,
               help="Search the longest N that fits: planner bisection, then isolated one-pass trials.")
 @click.option("--probe-blocks", type=click.IntRange(min=1), default=None,
@@ -120,16 +122,17 @@ def bench(lengths, precision, preset, msa_depth, extra_depth, templates, recycle
     else:
         card = _cap_memory(max_memory) if device.startswith("cuda") else {}
         model = make_bench_model(preset, precision, device)
-        # (plain, fused kernels) of each run per length
-        variants = {"plain": [(False, True), (True, False)], "fused": [(False, True), (False, False)]}
+        # (label, bench_one options) of each run per length; the default path first
+        default = ("planned", {})
+        variants = {"plain": [default, ("plain", dict(plain=True))],
+                    "fused": [default, ("planned, unfused tri-mul/transition", dict(fused=False))],
+                    "masks": [default, ("planned, every key mask applied", dict(skip_dense_masks=False))]}
         for n in lengths:
-            for plain, fused in variants.get(compare, [(False, True)]):
-                label = "plain" if plain else ("planned" if fused else "planned, unfused tri-mul/transition")
+            for label, opts in variants.get(compare, [default]):
                 console.print(f"[bold]N={n}[/] {precision} {label} …")
                 r = bench_one(model, n, precision=precision, backend=backend, n_seq=msa_depth, n_extra=extra_depth,
-                              n_templ=templates, recycles=recycles, plain=plain, max_memory=budget,
-                              breakdown=not no_breakdown, warmup=not no_warmup, probe_blocks=probe_blocks,
-                              fused=fused)
+                              n_templ=templates, recycles=recycles, max_memory=budget,
+                              breakdown=not no_breakdown, warmup=not no_warmup, probe_blocks=probe_blocks, **opts)
                 r.update(preset=preset, device=torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
                          **card)
                 rows.append(r)

@@ -100,7 +100,8 @@ def peak_allocated(timer: Optional[ModuleTimer]) -> int:
 def bench_one(model: AlphaFold, n_res: int, *, precision: str, backend: str = "torch", n_seq: int = 508,
               n_extra: int = 5120, n_templ: int = 4, recycles: int = 3, plain: bool = False,
               max_memory: Optional[float] = None, breakdown: bool = True, warmup: bool = True,
-              seed: int = 0, probe_blocks: Optional[int] = None, fused: bool = True) -> Dict:
+              seed: int = 0, probe_blocks: Optional[int] = None, fused: bool = True,
+              skip_dense_masks: bool = True) -> Dict:
     """Time one full forward at length n_res. plain=True runs the unchunked, not-in-place path.
 
     probe_blocks=K: a memory probe: only the first K blocks of each stack (Evoformer, extra MSA,
@@ -137,6 +138,10 @@ def bench_one(model: AlphaFold, n_res: int, *, precision: str, backend: str = "t
         rt = rt.with_(fused_tri_mul=False, fused_transition=False)
         if not plain:
             row["path"] += ",unfused"
+    if plain or not skip_dense_masks:  # the plain path applies every mask, as AlphaFold does
+        rt = rt.with_(skip_dense_masks=False)
+        if not plain:
+            row["path"] += ",every mask"
     if probe_blocks is not None:
         rt = rt.with_(max_blocks=probe_blocks)
     try:

@@ -91,6 +91,14 @@ class Runtime:
         every parameter stays loaded. A memory probe (`fastfold bench --probe-blocks`): a stack's
         peak is one block's, so K=1 shows the full network's peak in a fraction of its time.
         None: every block (the real network).
+    skip_dense_masks: attentions whose key mask is all ones (no padded position or sequence) run
+        without it: AlphaFold's additive 1e9 * (mask - 1) is then 0 for every logit, so the math
+        is the same and the kernel skips a per-score add and a mask load per key block. The
+        trunk decides per stack from the mask itself (`with_masks`, one host sync per mask);
+        False: always apply the mask (the A/B of `fastfold bench --compare masks`).
+    dense_pair_mask / dense_msa_mask: set by the trunk (`with_masks`) for the stack it runs: the
+        pair mask (triangle attention) / the MSA or extra-MSA mask (row and column attention) is
+        all ones. Never set them by hand.
     """
 
     precision: str = "fp32"
@@ -105,6 +113,9 @@ class Runtime:
     fused_tri_mul: bool = True
     fused_transition: bool = True
     dap_tri_mul_rows: Optional[int] = None
+    skip_dense_masks: bool = True
+    dense_pair_mask: bool = False
+    dense_msa_mask: bool = False
 
     @classmethod
     def chunked_all(cls, size: Optional[int], **kw) -> "Runtime":
@@ -125,4 +136,14 @@ class Runtime:
         return self.chunks.get(op)
 
     def with_(self, **kw) -> "Runtime":
+        return replace(self, **kw)
+
+    def with_masks(self, pair: Optional[torch.Tensor] = None, msa: Optional[torch.Tensor] = None) -> "Runtime":
+        """This runtime for a stack that runs with these masks (pair [N, N], MSA [S, N]; whole, DAP
+        padding included: its -1 entries make a mask not dense): `dense_*_mask` says whether each
+        is all ones. A mask not given keeps its flag."""
+        kw = {}
+        for name, mask in (("dense_pair_mask", pair), ("dense_msa_mask", msa)):
+            if mask is not None:
+                kw[name] = self.skip_dense_masks and bool((mask == 1).all())
         return replace(self, **kw)

@@ -15,6 +15,7 @@ With rt.shard None every collective is a no-op and nothing is sliced.
 """
 from __future__ import annotations
 
+from typing import Optional
 
 import torch
 from torch import nn
@@ -72,7 +73,7 @@ class MSARowAttentionWithPairBias(nn.Module):
 
         def rows(m_c, mask_c):
             x = self.query_norm(m_c, rt.backend)
-            return self.attention(x, x, [bias], mask_c[:, None, None, :], rt.backend)
+            return self.attention(x, x, [bias], _key_mask(mask_c, rt.dense_msa_mask), rt.backend)
 
         if not (to_columns and dap.active(sh)):
             return _update(m, rows, [m, msa_mask], rt, self.chunk_name, dim=0)
@@ -103,7 +104,7 @@ class MSAColumnAttention(nn.Module):
 
         def cols(m_c, mask_c):  # m_c: [n, S, C], a view of m's columns: the result comes laid out as m
             x = self.query_norm(m_c, rt.backend)
-            return self.attention(x, x, [], mask_c[:, None, None, :], rt.backend, batch_inner=True)
+            return self.attention(x, x, [], _key_mask(mask_c, rt.dense_msa_mask), rt.backend, batch_inner=True)
 
         m_t = _update(m.transpose(0, 1), cols, [m.transpose(0, 1), msa_mask.transpose(0, 1)], rt,
                       "msa_col_att", dim=0)
@@ -520,7 +521,8 @@ class TriangleAttention(nn.Module):
         # ending node: z_c is a view of the pair's columns, so the update comes laid out as the pair
         def rows(z_c, mask_c):
             x = self.query_norm(z_c, rt.backend)
-            return self.attention(x, x, [bias], mask_c[:, None, None, :], rt.backend, batch_inner=self.per_column)
+            return self.attention(x, x, [bias], _key_mask(mask_c, rt.dense_pair_mask), rt.backend,
+                                  batch_inner=self.per_column)
         return rows
 
     def _forward_columns_dap(self, z: torch.Tensor, pair_mask: torch.Tensor, rt: Runtime) -> torch.Tensor:
@@ -569,6 +571,12 @@ class TriangleAttention(nn.Module):
             incoming = nxt
         land(*returning)
         return target
+
+
+def _key_mask(mask: torch.Tensor, dense: bool) -> Optional[torch.Tensor]:
+    """An attention's key mask [B, 1, 1, L] from the rows' mask [B, L]; None where the stack's mask
+    is all ones (Runtime.dense_*_mask): every additive term would be 0."""
+    return None if dense else mask[:, None, None, :]
 
 
 # DAP: MSA row attention's row blocks, each switched to columns while the next one is attended.

@@ -375,6 +375,7 @@ class MultimerEmbeddingsAndEvoformer(nn.Module):
         z, mask_2d = embed_pair_shard(self, batch, prev, rt, left, right,
                                       lambda r0, r1: self.relative_position_rows(batch, r0, r1, dt))
         n_pad = mask_2d.shape[0]
+        rt = rt.with_masks(pair=mask_2d)
 
         if c.template.enabled:
             z = z + self.template_embedding(z, batch, mask_2d, rt)
@@ -382,8 +383,9 @@ class MultimerEmbeddingsAndEvoformer(nn.Module):
         e, extra_mask = embed_extra_shard(sh, lambda f: self.extra_msa_activations(f.to(dt)),
                                           [feats["extra_msa_feat"]], feats["extra_msa_mask"].to(dt), n_pad,
                                           rt.chunk("extra_row_att"))
+        rt_e = rt.with_masks(msa=extra_mask)
         for block in self.extra_msa_stack[:rt.max_blocks]:
-            e, z = block(e, z, extra_mask, mask_2d, rt)
+            e, z = block(e, z, extra_mask, mask_2d, rt_e)
         del e
 
         m = initial_msa(self, target_feat, feats["msa_feat"], prev, dt)
@@ -396,6 +398,7 @@ class MultimerEmbeddingsAndEvoformer(nn.Module):
             msa_mask = torch.cat([msa_mask, tmask.to(dt)], dim=0)
 
         m, msa_mask = shard_msa(sh, m, msa_mask, n_pad)
+        rt = rt.with_masks(msa=msa_mask)
         for block in self.evoformer_iteration[:rt.max_blocks]:
             m, z = block(m, z, msa_mask, mask_2d, rt)
         return trunk_outputs(sh, m, z, batch["aatype"].shape[0], n_seq, self.single_activations)

@@ -374,6 +374,7 @@ class EmbeddingsAndEvoformer(nn.Module):
 
         z, mask_2d = embed_pair_shard(self, batch, prev, rt, left, right, relpos)
         n_pad = mask_2d.shape[0]
+        rt = rt.with_masks(pair=mask_2d)
 
         if c.template.enabled:
             z = self.template_embedding(z, batch, mask_2d, rt)
@@ -386,8 +387,9 @@ class EmbeddingsAndEvoformer(nn.Module):
         e, extra_mask = embed_extra_shard(
             sh, embed_extra, [batch[k] for k in ("extra_msa", "extra_has_deletion", "extra_deletion_value")],
             batch["extra_msa_mask"].to(dt), n_pad, rt.chunk("extra_row_att"))
+        rt_e = rt.with_masks(msa=extra_mask)
         for block in self.extra_msa_stack[:rt.max_blocks]:
-            e, z = block(e, z, extra_mask, mask_2d, rt)
+            e, z = block(e, z, extra_mask, mask_2d, rt_e)
         del e
 
         m = initial_msa(self, target_feat, batch["msa_feat"], prev, dt)
@@ -407,6 +409,7 @@ class EmbeddingsAndEvoformer(nn.Module):
             msa_mask = torch.cat([msa_mask, ret["torsion_angles_mask"][:, :, 2].to(dt)], dim=0)
 
         m, msa_mask = shard_msa(sh, m, msa_mask, n_pad)
+        rt = rt.with_masks(msa=msa_mask)
         for block in self.evoformer_iteration[:rt.max_blocks]:
             m, z = block(m, z, msa_mask, mask_2d, rt)
         return trunk_outputs(sh, m, z, batch["aatype"].shape[0], n_seq, self.single_activations)

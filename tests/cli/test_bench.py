@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -68,15 +70,17 @@ def test_bench_dap_probe_on_two_cpu_processes(tmp_path):
     assert abs(r["ranks"][0]["mean_plddt"] - rows[1]["mean_plddt"]) < 1e-3
 
 
-def test_bench_compare_fused(tmp_path):
-    """--compare fused: the planned path (fused triangle-multiplication projections by default), then
-    the same without them, in one process (on the CPU the Triton backend falls back to the reference)."""
+@pytest.mark.parametrize("compare,second", [("fused", "planned,unfused"), ("masks", "planned,every mask")])
+def test_bench_compare(tmp_path, compare, second):
+    """--compare fused / masks: the planned path (fused triangle-multiplication kernels, dense key
+    masks skipped by default), then the same without them, in one process (on the CPU the Triton
+    backend falls back to the reference); the prediction is the same."""
     out = tmp_path / "f.json"
     p = subprocess.run([sys.executable, "-m", "fastfold_cli", "bench", "--device", "cpu", "--lengths", "13",
                         "--precision", "fp32", "--preset", "model_3", "--msa-depth", "3", "--extra-depth", "5",
-                        "--recycles", "0", "--backend", "triton", "--compare", "fused", "--no-breakdown",
+                        "--recycles", "0", "--backend", "triton", "--compare", compare, "--no-breakdown",
                         "--json", str(out)], capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert p.returncode == 0, p.stderr[-2000:]
     rows = json.loads(out.read_text())
-    assert [r["path"] for r in rows] == ["planned", "planned,unfused"]
+    assert [r["path"] for r in rows] == ["planned", second]
     assert abs(rows[0]["mean_plddt"] - rows[1]["mean_plddt"]) < 1e-3
