@@ -519,7 +519,21 @@ AV)  # next session's first call on a 2-GPU host (AQ where 4 GPUs are lent): eve
   dap_run dap2 0,1 0-31 120 dap_2 2
   wait
   ;;
-*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT|AU|AV" >&2; exit 2 ;;
+AW)  # session 9, one GPU (only 1-GPU kinds lent): every kernel GPU test and the CUDA fixtures (session 8's
+     # refactors and the dense-mask skip not yet run on a GPU); the whole network at N=1,024 with dense key
+     # masks skipped and with every mask applied (same process); the extra-MSA kernel's 64-row tiles under
+     # the register cap; a kernel-level profile of one N=1,024 pass
+  job verify 0 0-15 330 bash -c "python3 -m pytest -q -p no:cacheprovider tests/kernels 2>&1 | tail -2;
+    python3 scripts/check_fixtures.py --device cuda --precision fp32 --backend torch triton \
+      --json $RES/fixtures_cuda.json 2>&1 | tail -5"
+  wait
+  job gpu0 0 0-15 250 bash -c "$N1024 --compare masks --json $RES/bench_1024.json 2>&1 | tail -3;
+    python3 scripts/kernel_bench.py --cases extra_msa --no-flex --no-baselines --json $RES/kbench.json \
+      --variants '[{\"BLOCK_M\": 64, \"maxnreg\": 168}, {\"BLOCK_M\": 64, \"rows\": 4, \"maxnreg\": 168}]' 2>&1 | tail -8;
+    python3 scripts/profile_pass.py --length 1024 --precision bf16 --backend triton --by-module --json $RES/profile_1024.json 2>&1 | tail -25"
+  wait
+  ;;
+*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT|AU|AV|AW" >&2; exit 2 ;;
 esac
 for f in "$RES"/*.log; do echo "== $f"; grep -v "^\s*$" "$f" | grep -v "^  entry" | tail -14 | cut -c1-400; done
 for f in "$RES"/*.json "$RES"/*/*.json; do [ -f "$f" ] && { echo "== $f"; grep -o "$G" "$f" | tr '\n' ' ' | cut -c1-900; echo; }; done
