@@ -9,12 +9,13 @@ mean, then centred variance, which is as accurate as the reference's).
 from __future__ import annotations
 
 import functools
-import math
 from typing import Optional
 
 import torch
 import triton
 import triton.language as tl
+
+from kernels._common import two_strides
 
 MAX_CHANNELS = 4096
 
@@ -83,7 +84,7 @@ def layer_norm(x: torch.Tensor, weight: Optional[torch.Tensor], bias: Optional[t
         return y.reshape(x.shape)
     c = x.shape[-1]
     y = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-    split = _two_strides(x) if c > 1 and x.dim() > 2 and x.stride(-1) == 1 else None
+    split = two_strides(x) if c > 1 and x.dim() > 2 and x.stride(-1) == 1 else None
     if split is not None:  # e.g. z.transpose(0, 1) [N_j, N_i, C]: no contiguous copy first
         (_, s_out), (r_in, s_in) = split
         _launch(x, y.view(-1, c), weight, bias, eps, config, split=(r_in, s_in, s_out))
@@ -93,30 +94,6 @@ def layer_norm(x: torch.Tensor, weight: Optional[torch.Tensor], bias: Optional[t
         x2 = x2.contiguous()
     _launch(x2, y.view(-1, c), weight, bias, eps, config)
     return y
-
-
-def _merged(sizes, strides):
-    """(size, stride) of dims that flatten into one strided axis, else None."""
-    dims = [(n, s) for n, s in zip(sizes, strides) if n != 1]
-    if not dims:
-        return 1, 0
-    for (n0, s0), (n1, s1) in zip(dims, dims[1:]):
-        if s0 != s1 * n1:
-            return None
-    return math.prod(sizes), dims[-1][1]
-
-
-def _two_strides(x: torch.Tensor):
-    """The leading dims of x [*, C] as ((outer count, stride), (inner count, stride)) when they do
-    not flatten into one strided axis but into two (a transposed view), else None."""
-    sizes, strides = x.shape[:-1], x.stride()[:-1]
-    if _merged(sizes, strides) is not None:
-        return None
-    for k in range(1, len(sizes)):
-        outer, inner = _merged(sizes[:k], strides[:k]), _merged(sizes[k:], strides[k:])
-        if outer is not None and inner is not None:
-            return outer, inner
-    return None
 
 
 def _launch(x2, y, weight, bias, eps, config, channel_major: bool = False, split=None):

@@ -21,7 +21,7 @@ from kernels._dot import dot_precision
 @triton.jit
 def _opm_projection_kernel(O, W, B, NRM, Y, NJ, NZ, soi, soa, soj, swk, sni, snj, syi, syj,
                            C: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_Z: tl.constexpr,
-                           DOT_PREC: tl.constexpr):
+                           DOT_PREC: tl.constexpr, ACCUM: tl.constexpr):
     pid_j = tl.program_id(0)
     i = tl.program_id(1).to(tl.int64)
     pid_z = tl.program_id(2)
@@ -39,8 +39,11 @@ def _opm_projection_kernel(O, W, B, NRM, Y, NJ, NZ, soi, soa, soj, swk, sni, snj
     bias = tl.load(B + offs_z, mask=z_ok, other=0.0).to(tl.float32)
     nrm = tl.load(NRM + i * sni + offs_j * snj, mask=j_ok, other=1.0).to(tl.float32)
     y = (acc + bias[None, :]) / nrm[:, None]
-    tl.store(Y + i * syi + offs_j[:, None] * syj + offs_z[None, :], y.to(Y.dtype.element_ty),
-             mask=j_ok[:, None] & z_ok[None, :])
+    yptr = Y + i * syi + offs_j[:, None] * syj + offs_z[None, :]
+    ymask = j_ok[:, None] & z_ok[None, :]
+    if ACCUM:  # Y is the residual: add into it (one rounding of the sum)
+        y += tl.load(yptr, mask=ymask, other=0.0).to(tl.float32)
+    tl.store(yptr, y.to(Y.dtype.element_ty), mask=ymask)
 
 
 @functools.lru_cache(maxsize=32)
@@ -53,12 +56,15 @@ def default_config(c: int, n_out: int, on_gpu: bool) -> dict:
 
 
 def opm_projection(o: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, norm: torch.Tensor,
-                   config: Optional[dict] = None) -> torch.Tensor:
-    """Shapes as `kernels.opm_projection`. Returns a new [n, N, C_z] tensor."""
+                   config: Optional[dict] = None, add_to: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Shapes as `kernels.opm_projection`. Returns a new [n, N, C_z] tensor, or add_to ([n, N, C_z],
+    unit channel stride) with the result added in place."""
     n, c, n_res, c2 = o.shape
     nz = w.shape[1]
     assert c == c2 and o.stride(3) == 1 and w.shape[0] == c * c and norm.shape == (n, n_res)
-    y = torch.empty(n, n_res, nz, dtype=o.dtype, device=o.device)
+    if add_to is not None:
+        assert add_to.shape == (n, n_res, nz) and add_to.stride(2) == 1 and add_to.dtype == o.dtype
+    y = torch.empty(n, n_res, nz, dtype=o.dtype, device=o.device) if add_to is None else add_to
     if y.numel() == 0:
         return y
     cfg = dict(default_config(c, nz, o.device.type == "cuda"))
@@ -70,6 +76,6 @@ def opm_projection(o: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, norm: t
     _opm_projection_kernel[grid](
         o, w, bias.contiguous(), nrm, y, n_res, nz, o.stride(0), o.stride(1), o.stride(2), w.stride(0),
         nrm.stride(0), nrm.stride(1), y.stride(0), y.stride(1),
-        C=c, BLOCK_J=cfg["BLOCK_J"], BLOCK_Z=cfg["BLOCK_Z"],
+        C=c, BLOCK_J=cfg["BLOCK_J"], BLOCK_Z=cfg["BLOCK_Z"], ACCUM=add_to is not None,
         DOT_PREC=dot_precision(o.dtype, o.device), num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     return y

@@ -15,6 +15,12 @@ Cases (bf16, AlphaFold2 model_1 shapes):
     trimul_out         triangle multiplication's output stage (two LayerNorms, two GEMMs, gate,
                        residual), a row block of 256 at N = 2,048, c = C_z = 128, in place
                        (o [256, 32, 1024, 32] -> [256, 1024, 128]) vs the reference (permuted copy + addmm)
+    linres             an attention's output projection added into its residual in place (x W + b + z):
+                       triangle attention at N = 1,024 (rows, and columns: a transposed residual),
+                       MSA rows 512 x 1,024 (C = 256), extra MSA 5,120 x 1,024 (C = 64), against the
+                       network's two passes (addmm, add_)
+    gated              triangle multiplication's gated projection, one side of a 256-row block at
+                       N = 1,024 (262,144 positions, 128 -> 128 channels, written channel-major)
 TFLOP/s counts QK^T and PV only: 4 * D * L_q * L_k * H * batch per call (the OPM: its GEMM). GB/s
 counts one read and one write of x (LayerNorm), the read of o and the write of the output (OPM). Times are medians of triton.testing.do_bench (L2 flushed between calls).
 
@@ -37,12 +43,14 @@ from pathlib import Path
 import torch
 
 from kernels.attention import attention_reference, attention_triton
+from kernels.gated_projection import gated_projection_reference, gated_projection_triton
 from kernels.layer_norm import layer_norm_reference, layer_norm_triton
+from kernels.linear_residual import linear_residual_reference, linear_residual_triton
 from kernels.opm_projection import opm_projection_reference, opm_projection_triton
 from kernels.transition import transition_reference, transition_triton
 from kernels.tri_mul_output import tri_mul_output_reference, tri_mul_output_triton
 
-CASES = ("ln", "tri2048", "extra_msa", "tri1024", "msa_row", "opm", "trimul_out", "transition")
+CASES = ("ln", "tri2048", "extra_msa", "tri1024", "msa_row", "opm", "trimul_out", "transition", "linres", "gated")
 
 ATTN_CASES = {
     "tri1024": dict(B=1024, H=4, L=1024, D=32),
@@ -393,6 +401,64 @@ class Bench:
             del x
         torch.cuda.empty_cache()
 
+    def linres_case(self):
+        dt = torch.bfloat16
+        g = torch.Generator(device="cuda").manual_seed(4)
+        res = {}
+        self.results["linear_residual"] = res
+        for name, rows, k, c, transposed in (("tri N=1024 rows", 1024 * 1024, 128, 128, False),
+                                             ("tri N=1024 columns", 1024 * 1024, 128, 128, True),
+                                             ("msa 512x1024", 512 * 1024, 256, 256, False),
+                                             ("extra 5120x1024", 5120 * 1024, 64, 64, False)):
+            x = torch.randn(rows, k, device="cuda", generator=g, dtype=dt)
+            w = (torch.randn(k, c, device="cuda", generator=g) / k ** 0.5).to(dt)
+            b = torch.randn(c, device="cuda", generator=g, dtype=dt)
+            z = torch.randn(rows, c, device="cuda", generator=g, dtype=dt)
+            n = 1024
+            view = (lambda t: t.view(n, -1, c).transpose(0, 1)) if transposed else (lambda t: t)  # noqa: E731
+            flops, nbytes = 2.0 * rows * k * c, (x.numel() + 2 * z.numel()) * 2
+            ref = linear_residual_reference(x, w, b, view(z.clone())).float()
+            runs = {}
+            res[name] = dict(shape=(rows, k, c), flops=flops, bytes=nbytes, runs=runs)
+            variants = [("ours (default config)", lambda o, cfg=None: linear_residual_triton(x, w, b, o, config=cfg))]
+            variants += [(f"variant {json.dumps(v)}", lambda o, cfg=v: linear_residual_triton(x, w, b, o, config=cfg))
+                         for v in self.args.variants]
+            if self.args.baselines:
+                variants.append(("torch reference (addmm, add_)", lambda o: linear_residual_reference(x, w, b, o)))
+            for label, fn in variants:
+                buf = z.clone()
+                self.in_place_run(f"linres {name}", label, runs, ref, flops, nbytes,
+                                  lambda: fn(view(z.clone())), lambda: fn(view(buf)))
+                del buf
+            del x, z, ref
+        torch.cuda.empty_cache()
+
+    def gated_case(self):
+        dt = torch.bfloat16
+        g = torch.Generator(device="cuda").manual_seed(5)
+        p, c_in, c = 256 * 1024, 128, 128
+        x = torch.randn(p, c_in, device="cuda", generator=g, dtype=dt)
+        w_p, w_g = ((torch.randn(c_in, c, device="cuda", generator=g) / c_in ** 0.5).to(dt) for _ in range(2))
+        b_p, b_g = (torch.randn(c, device="cuda", generator=g, dtype=dt) for _ in range(2))
+        mask = (torch.rand(p, device="cuda", generator=g) > 0.1).to(dt)
+        args = (x, w_p, b_p, w_g, b_g, mask)
+        flops, nbytes = 2 * 2.0 * p * c_in * c, (x.numel() + p * c) * 2
+        ref = gated_projection_reference(*args, torch.empty(c, p, device="cuda", dtype=dt)).float()
+        runs = {}
+        self.results["gated_projection"] = dict(shape=(p, c_in, c), flops=flops, bytes=nbytes, runs=runs)
+        variants = [("ours (default config)", None)] + [(f"variant {json.dumps(v)}", v) for v in self.args.variants]
+        out = torch.empty(c, p, device="cuda", dtype=dt)
+        for label, cfg in variants:
+            self.in_place_run("gated", label, runs, ref, flops, nbytes,
+                              lambda cfg=cfg: gated_projection_triton(*args, torch.empty_like(out), config=cfg),
+                              lambda cfg=cfg: gated_projection_triton(*args, out, config=cfg))
+        if self.args.baselines:
+            self.in_place_run("gated", "torch reference (2 GEMMs, 3 passes)", runs, ref, flops, nbytes,
+                              lambda: gated_projection_reference(*args, torch.empty_like(out)),
+                              lambda: gated_projection_reference(*args, out))
+        del x, out
+        torch.cuda.empty_cache()
+
     def copy_ceiling(self):
         x = torch.empty(2 ** 30, device="cuda", dtype=torch.bfloat16).normal_()
         y = torch.empty_like(x)
@@ -433,6 +499,10 @@ def run(cases=CASES, sweep=False, baselines=True, flex=True, budget=1e9, reserve
                 bench.trimul_out_case()
             elif case == "transition":
                 bench.transition_case()
+            elif case == "linres":
+                bench.linres_case()
+            elif case == "gated":
+                bench.gated_case()
             else:
                 bench.attention_case(case)
         except Exception:
@@ -448,8 +518,8 @@ def main():
     ap.add_argument("--cases", default=",".join(CASES))
     ap.add_argument("--sweep", action="store_true", help="also time a set of tile configs")
     ap.add_argument("--variants", type=json.loads, default=[],
-                    help="attention: a JSON list of config overrides timed beside the default, "
-                         "e.g. '[{\"spare\": false}]'")
+                    help="attention, linres, gated: a JSON list of config overrides timed beside the "
+                         "default, e.g. '[{\"spare\": false}]'")
     ap.add_argument("--no-baselines", dest="baselines", action="store_false")
     ap.add_argument("--no-flex", dest="flex", action="store_false")
     ap.add_argument("--budget", type=float, default=1e9, help="seconds; optional parts stop near it")
@@ -484,6 +554,13 @@ def summary(results):
     if results.get("tri_mul_output"):
         for k, r in results["tri_mul_output"]["runs"].items():
             print(f"trimul_out {k:36s} {r['ms']:9.3f} ms {r['tflops']:7.1f} TFLOP/s {r['gbps']:7.0f} GB/s")
+    for key in ("linear_residual", "transition"):
+        for name, res in (results.get(key) or {}).items():
+            for k, r in res["runs"].items():
+                print(f"{name:20s} {k:40s} {r['ms']:8.3f} ms {r['gbps']:7.0f} GB/s")
+    if results.get("gated_projection"):
+        for k, r in results["gated_projection"]["runs"].items():
+            print(f"gated      {k:40s} {r['ms']:8.3f} ms {r['tflops']:7.1f} TFLOP/s {r['gbps']:7.0f} GB/s")
     for name, res in results["layer_norm"].items():
         for k, r in res["runs"].items():
             if not k.startswith("sweep"):

@@ -101,8 +101,9 @@ def bench_one(model: AlphaFold, n_res: int, *, precision: str, backend: str = "t
               n_extra: int = 5120, n_templ: int = 4, recycles: int = 3, plain: bool = False,
               max_memory: Optional[float] = None, breakdown: bool = True, warmup: bool = True,
               seed: int = 0, probe_blocks: Optional[int] = None, fused: bool = True,
-              skip_dense_masks: bool = True) -> Dict:
-    """Time one full forward at length n_res. plain=True runs the unchunked, not-in-place path.
+              overrides: Optional[Dict] = None) -> Dict:
+    """Time one full forward at length n_res. plain=True runs the unchunked, not-in-place path;
+    overrides: Runtime fields set on the planned runtime (an A/B of one option).
 
     probe_blocks=K: a memory probe: only the first K blocks of each stack (Evoformer, extra MSA,
     template pair) run (Runtime.max_blocks), every parameter stays loaded and every other stage
@@ -135,13 +136,14 @@ def bench_one(model: AlphaFold, n_res: int, *, precision: str, backend: str = "t
         row["recompute_templates"] = rt.recompute_templates
         row["offload_pair"] = bool(getattr(rt, "offload_pair", False))
     if plain or not fused:  # the plain path is the unfused PyTorch one
-        rt = rt.with_(fused_tri_mul=False, fused_transition=False)
+        rt = rt.with_(fused_tri_mul=False, fused_transition=False, fused_residual=False)
         if not plain:
             row["path"] += ",unfused"
-    if plain or not skip_dense_masks:  # the plain path applies every mask, as AlphaFold does
+    if plain:  # the plain path applies every mask, as AlphaFold does
         rt = rt.with_(skip_dense_masks=False)
-        if not plain:
-            row["path"] += ",every mask"
+    if overrides:  # Runtime fields of an A/B (fastfold bench --compare)
+        rt = rt.with_(**overrides)
+        row["path"] += "," + ",".join(f"{k}={v}" for k, v in overrides.items())
     if probe_blocks is not None:
         rt = rt.with_(max_blocks=probe_blocks)
     try:

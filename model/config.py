@@ -85,6 +85,9 @@ class Runtime:
     fused_transition: the MSA and pair transitions (LayerNorm, both GEMMs, residual) through one
         Triton kernel that keeps the hidden layer on chip (kernels/transition.py; backend "triton"
         only). On by default (docs/BENCHMARKS.md, session 7).
+    fused_residual: attention output projections (MSA row and column, triangle attention) add into
+        the residual in place through one Triton kernel (kernels/linear_residual.py; backend "triton",
+        in place only): the update never reaches memory. Elsewhere the GEMM and the add run.
     dap_tri_mul_rows: DAP triangle multiplication's rows per collective block
         (`TriangleMultiplication._forward_dap`); None: the projection's row block (`evoformer.tri_mul_rows`).
     max_blocks: run only the first K blocks of each stack (Evoformer, extra-MSA, template pair);
@@ -112,6 +115,7 @@ class Runtime:
     max_blocks: Optional[int] = None
     fused_tri_mul: bool = True
     fused_transition: bool = True
+    fused_residual: bool = True
     dap_tri_mul_rows: Optional[int] = None
     skip_dense_masks: bool = True
     dense_pair_mask: bool = False

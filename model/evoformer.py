@@ -71,12 +71,13 @@ class MSARowAttentionWithPairBias(nn.Module):
         msa_mask = dap.scatter(sh, msa_mask, 0)
         bias = _pair_bias(z, self.feat_2d_norm, self.feat_2d_weights, rt)
 
-        def rows(m_c, mask_c):
+        def rows(m_c, mask_c, add_to=None):
             x = self.query_norm(m_c, rt.backend)
-            return self.attention(x, x, [bias], _key_mask(mask_c, rt.dense_msa_mask), rt.backend)
+            return self.attention(x, x, [bias], _key_mask(mask_c, rt.dense_msa_mask), rt.backend,
+                                  add_to=add_to, residual_backend=_residual_backend(rt))
 
         if not (to_columns and dap.active(sh)):
-            return _update(m, rows, [m, msa_mask], rt, self.chunk_name, dim=0)
+            return _update(m, rows, [m, msa_mask], rt, self.chunk_name, dim=0, fused_add=True)
         s = m.shape[0]
         step = max(1, -(-s // MSA_SWITCH_BLOCKS))
         if not rt.inplace:
@@ -84,7 +85,8 @@ class MSARowAttentionWithPairBias(nn.Module):
         switch = dap.RowsToColumns(sh, m)
         for r0 in range(0, s, step):
             r1 = min(s, r0 + step)
-            _update(m[r0:r1], rows, [m[r0:r1], msa_mask[r0:r1]], rt.with_(inplace=True), self.chunk_name, dim=0)
+            _update(m[r0:r1], rows, [m[r0:r1], msa_mask[r0:r1]], rt.with_(inplace=True), self.chunk_name, dim=0,
+                    fused_add=True)
             switch.send(r0, r1)
         return switch.wait()
 
@@ -102,12 +104,14 @@ class MSAColumnAttention(nn.Module):
         """m: [S, N, C_m] (DAP: column shard [S, N/P, C_m]); msa_mask: [S, N] (whole) -> m updated."""
         msa_mask = dap.scatter(rt.shard, msa_mask, 1)
 
-        def cols(m_c, mask_c):  # m_c: [n, S, C], a view of m's columns: the result comes laid out as m
+        # m_c: [n, S, C], a view of m's columns: the result comes laid out as m
+        def cols(m_c, mask_c, add_to=None):
             x = self.query_norm(m_c, rt.backend)
-            return self.attention(x, x, [], _key_mask(mask_c, rt.dense_msa_mask), rt.backend, batch_inner=True)
+            return self.attention(x, x, [], _key_mask(mask_c, rt.dense_msa_mask), rt.backend, batch_inner=True,
+                                  add_to=add_to, residual_backend=_residual_backend(rt))
 
         m_t = _update(m.transpose(0, 1), cols, [m.transpose(0, 1), msa_mask.transpose(0, 1)], rt,
-                      "msa_col_att", dim=0)
+                      "msa_col_att", dim=0, fused_add=True)
         return m_t.transpose(0, 1)
 
 
@@ -197,7 +201,7 @@ class OuterProductMean(nn.Module):
             mask_j = mask[:, r * n_res:(r + 1) * n_res]
             right2d = right.reshape(depth, n_res * c)  # [S, N*c], a view
 
-            def rows(m_c, mask_c):  # m_c: [S, n, C_m], mask_c: [S, n, 1]: rows i of the pair
+            def rows(m_c, mask_c, add_to):  # m_c: [S, n, C_m], mask_c: [S, n, 1]: rows i of the pair
                 n = m_c.shape[1]
                 left_c = mask_c * self.left_projection(self.layer_norm_input(m_c, rt.backend))  # [S, n, c]
                 left_t = left_c.permute(1, 2, 0).reshape(n * c, depth)  # [n*c, S]
@@ -205,12 +209,13 @@ class OuterProductMean(nn.Module):
                 outer = torch.matmul(left_t, right2d)  # [n*c, N*c]; only a row block of it is alive
                 del left_t
                 norm = torch.einsum("abc,adc->bdc", mask_c, mask_j)[..., 0].add_(1e-3)  # [n, N]
-                # (o @ W + b) / norm straight from the (i, a, j, b) layout (kernels.opm_projection;
-                # the reference permutes to [n, N, c*c] first)
-                return kernels.opm_projection(outer.view(n, c, n_res, c), w, self.output_b, norm, backend=rt.backend)
+                # (o @ W + b) / norm straight from the (i, a, j, b) layout, added into the pair's rows
+                # (kernels.opm_projection; the reference permutes to [n, N, c*c] first)
+                return kernels.opm_projection(outer.view(n, c, n_res, c), w, self.output_b, norm, backend=rt.backend,
+                                              add_to=add_to)
 
             chunked(rows, [m, mask_local], rt.chunk("opm"), dim=1, out_dim=0,
-                    add_to=target[:, r * n_res:(r + 1) * n_res])
+                    add_to=target[:, r * n_res:(r + 1) * n_res], fn_adds=True)
         return target
 
 
@@ -514,15 +519,15 @@ class TriangleAttention(nn.Module):
             z, pair_mask = z.transpose(0, 1), pair_mask.transpose(0, 1)
         # The bias needs all of z: compute it before any row is updated.
         bias = _pair_bias(z, self.query_norm, self.feat_2d_weights, rt)
-        z = _update(z, self._rows(bias, rt), [z, dap.scatter(sh, pair_mask, 0)], rt, "tri_att", dim=0)
+        z = _update(z, self._rows(bias, rt), [z, dap.scatter(sh, pair_mask, 0)], rt, "tri_att", dim=0, fused_add=True)
         return z.transpose(0, 1) if self.per_column else z
 
     def _rows(self, bias: torch.Tensor, rt: Runtime):
         # ending node: z_c is a view of the pair's columns, so the update comes laid out as the pair
-        def rows(z_c, mask_c):
+        def rows(z_c, mask_c, add_to=None):
             x = self.query_norm(z_c, rt.backend)
             return self.attention(x, x, [bias], _key_mask(mask_c, rt.dense_pair_mask), rt.backend,
-                                  batch_inner=self.per_column)
+                                  batch_inner=self.per_column, add_to=add_to, residual_backend=_residual_backend(rt))
         return rows
 
     def _forward_columns_dap(self, z: torch.Tensor, pair_mask: torch.Tensor, rt: Runtime) -> torch.Tensor:
@@ -562,7 +567,7 @@ class TriangleAttention(nn.Module):
             if bias is None:  # [1, H, N(q), N(k)]: bias[h, q, k] = proj(LN(z[k, q]))
                 bias = bias_work.wait().permute(2, 1, 0).contiguous().unsqueeze(0)
             zt = col.view(world * n, c1 - c0, c).transpose(0, 1)  # [w, N, C]: rows j
-            zt = _update(zt, self._rows(bias, rt), [zt, mask_cols[c0:c1]], rt, "tri_att", dim=0)
+            zt = _update(zt, self._rows(bias, rt), [zt, mask_cols[c0:c1]], rt, "tri_att", dim=0, fused_add=True)
             back = dap.all_to_all_single_async(sh, zt.transpose(0, 1).reshape(world, n, c1 - c0, c))
             del col, zt
             if returning is not None:
@@ -589,11 +594,17 @@ def dap_cols(n: int) -> int:
     return max(1, -(-n // 4))
 
 
-def _update(x: torch.Tensor, fn, args, rt: Runtime, op: str, dim: int) -> torch.Tensor:
-    """x + fn(*args) computed in chunks along `dim`, in place when the runtime allows."""
+def _update(x: torch.Tensor, fn, args, rt: Runtime, op: str, dim: int, fused_add: bool = False) -> torch.Tensor:
+    """x + fn(*args) computed in chunks along `dim`, in place when the runtime allows. fused_add: fn
+    takes `add_to=` (an attention whose output projection adds into x itself, in place only)."""
     if rt.inplace:
-        return chunked(fn, args, rt.chunk(op), dim, add_to=x)
+        return chunked(fn, args, rt.chunk(op), dim, add_to=x, fn_adds=fused_add)
     return x + chunked(fn, args, rt.chunk(op), dim)
+
+
+def _residual_backend(rt: Runtime) -> str:
+    """The backend of attention output projections that add into the residual (Runtime.fused_residual)."""
+    return rt.backend if rt.fused_residual else "torch"
 
 
 class EvoformerIteration(nn.Module):

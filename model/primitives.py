@@ -16,7 +16,8 @@ import kernels
 
 
 def chunked(fn: Callable[..., torch.Tensor], args: Sequence[torch.Tensor], size: Optional[int], dim: int,
-            add_to: Optional[torch.Tensor] = None, out_dim: Optional[int] = None) -> torch.Tensor:
+            add_to: Optional[torch.Tensor] = None, out_dim: Optional[int] = None,
+            fn_adds: bool = False) -> torch.Tensor:
     """Apply `fn` to slices of every tensor in `args` along `dim` and join the results along
     `out_dim` (default `dim`).
 
@@ -24,9 +25,18 @@ def chunked(fn: Callable[..., torch.Tensor], args: Sequence[torch.Tensor], size:
     size None (or >= the axis length) runs `fn` once on the whole tensors.
     add_to: if given, each chunk's result is added into the matching slice of this tensor in place
         (residual update without a second full-size tensor) and `add_to` is returned.
+    fn_adds: with add_to, fn adds its result itself: it is called as fn(*slices, add_to=slice of
+        add_to) (an output projection that adds into the residual in its epilogue).
     """
     n = args[0].shape[dim]
     out_dim = dim if out_dim is None else out_dim
+    if add_to is not None and fn_adds:
+        step = n if size is None else min(size, n)
+        for start in range(0, n, max(step, 1)):
+            m = min(step, n - start)
+            fn(*[a.narrow(dim, start, m) if a.shape[dim] == n else a for a in args],
+               add_to=add_to.narrow(out_dim, start, m))
+        return add_to
     if size is None or size >= n or n == 0:
         out = fn(*args)
         if add_to is not None:
@@ -184,14 +194,18 @@ class Attention(nn.Module):
 
     def forward(self, q_data: torch.Tensor, m_data: torch.Tensor, biases: Sequence[torch.Tensor] = (),
                 mask: Optional[torch.Tensor] = None, backend: str = "torch",
-                batch_inner: bool = False) -> torch.Tensor:
+                batch_inner: bool = False, add_to: Optional[torch.Tensor] = None,
+                residual_backend: Optional[str] = None) -> torch.Tensor:
         """q_data: [*, Q, C_q]; m_data: [*, K, C_m]; biases: each broadcastable to [*, H, Q, K];
         mask: key mask broadcastable to [*, H, Q, K] (1 = attend). Returns [*, Q, C_out].
 
         batch_inner (3-D q_data [B, Q, C]): the result is a [B, Q, C_out] view of a [Q, B, C_out]
         tensor (the attention output is written that way too), for callers that add it into a
         transposed view (column attention, the ending node): the residual add then reads both
-        operands in the same order."""
+        operands in the same order.
+        add_to ([*, Q, C_out], any strides): the residual; the output projection adds into it in
+        place (`kernels.linear_residual` with `residual_backend`, default `backend`: on "triton"
+        the update never reaches memory) and add_to is returned."""
         h, dk, dv = self.num_head, self.key_dim, self.value_dim
         q, k, v, g = self._projections(q_data, m_data)
         # The gate o * sigmoid(g) is applied by the attention kernel's epilogue (fp32, one rounding):
@@ -204,10 +218,17 @@ class Attention(nn.Module):
             kernels.attention(q, k, v, biases, mask, scale=dk ** -0.5, backend=backend, gate=g,
                               out=o_buf.permute(1, 2, 0, 3))
             del q, k, v, g
+            if add_to is not None:  # o_buf's rows run (q, b): the residual's rows in that order
+                kernels.linear_residual(o_buf.view(nq * nb, h * dv), w_out, b_out, add_to.transpose(0, 1),
+                                        residual_backend or backend)
+                return add_to
             return _linear(o_buf.view(nq * nb, h * dv), w_out, b_out).view(nq, nb, c_out).transpose(0, 1)
         o = kernels.attention(q, k, v, biases, mask, scale=dk ** -0.5, backend=backend, gate=g)
         del q, k, v, g  # the peak is the LayerNorm'd input, q, k, v, g and o in the kernel
         o = o.transpose(-2, -3)  # [*, Q, H, D_v]
+        if add_to is not None:
+            kernels.linear_residual(o.reshape(-1, h * d), w_out, b_out, add_to, residual_backend or backend)
+            return add_to
         return _linear(o.reshape(*o.shape[:-2], h * d), w_out, b_out)
 
 

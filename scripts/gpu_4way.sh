@@ -533,7 +533,25 @@ AW)  # session 9, one GPU (only 1-GPU kinds lent): every kernel GPU test and the
     python3 scripts/profile_pass.py --length 1024 --precision bf16 --backend triton --by-module --json $RES/profile_1024.json 2>&1 | tail -25"
   wait
   ;;
-*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT|AU|AV|AW" >&2; exit 2 ;;
+AX)  # session 9, one GPU: the new kernels' GPU tests (the fused residual projection, the OPM adding into the
+     # pair, the gated projection's tile variants); the CUDA fixtures in fp32 (torch and triton, then triton
+     # in place: the fused residual path); the residual-projection and gated-projection micro-benchmarks with
+     # tile variants; the whole network at N=1,024 with the fused residual and without (same process)
+  job verify 0 0-3 330 bash -c "python3 -m pytest -q -p no:cacheprovider tests/kernels/test_kernel_gpu.py \
+      -k 'linear_residual or gated or opm' 2>&1 | tail -2;
+    python3 scripts/check_fixtures.py --device cuda --precision fp32 --backend triton --inplace \
+      --json $RES/fixtures_cuda_inplace.json 2>&1 | tail -3;
+    python3 scripts/check_fixtures.py --device cuda --precision fp32 --backend torch triton \
+      --json $RES/fixtures_cuda.json 2>&1 | tail -5"
+  wait
+  job gpu0 0 0-3 250 bash -c "python3 scripts/kernel_bench.py --cases linres --no-flex --json $RES/kbench_linres.json \
+      --variants '[{\"BLOCK_R\": 64, \"num_warps\": 4}, {\"BLOCK_C\": 256}, {\"num_stages\": 3}, {\"BLOCK_R\": 64, \"BLOCK_C\": 256}]' 2>&1 | tail -25;
+    python3 scripts/kernel_bench.py --cases gated --no-flex --json $RES/kbench_gated.json \
+      --variants '[{\"c_fast\": true}, {\"trans\": true}, {\"trans\": true, \"c_fast\": true}, {\"BLOCK_C\": 128, \"BLOCK_P\": 64, \"num_warps\": 4, \"c_fast\": true}, {\"trans\": true, \"c_fast\": true, \"BLOCK_P\": 256}]' 2>&1 | tail -9;
+    $N1024 --compare residual --json $RES/bench_1024.json 2>&1 | tail -3"
+  wait
+  ;;
+*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT|AU|AV|AW|AX" >&2; exit 2 ;;
 esac
 for f in "$RES"/*.log; do echo "== $f"; grep -v "^\s*$" "$f" | grep -v "^  entry" | tail -14 | cut -c1-400; done
 for f in "$RES"/*.json "$RES"/*/*.json; do [ -f "$f" ] && { echo "== $f"; grep -o "$G" "$f" | tr '\n' ' ' | cut -c1-900; echo; }; done

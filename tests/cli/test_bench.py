@@ -70,11 +70,12 @@ def test_bench_dap_probe_on_two_cpu_processes(tmp_path):
     assert abs(r["ranks"][0]["mean_plddt"] - rows[1]["mean_plddt"]) < 1e-3
 
 
-@pytest.mark.parametrize("compare,second", [("fused", "planned,unfused"), ("masks", "planned,every mask")])
+@pytest.mark.parametrize("compare,second", [("fused", "planned,unfused"), ("masks", "planned,skip_dense_masks=False"),
+                                            ("residual", "planned,fused_residual=False")])
 def test_bench_compare(tmp_path, compare, second):
-    """--compare fused / masks: the planned path (fused triangle-multiplication kernels, dense key
-    masks skipped by default), then the same without them, in one process (on the CPU the Triton
-    backend falls back to the reference); the prediction is the same."""
+    """--compare fused / masks / residual: the planned path (fused kernels, dense key masks skipped by
+    default), then the same without them, in one process (on the CPU the Triton backend falls back to
+    the reference); the prediction is the same."""
     out = tmp_path / "f.json"
     p = subprocess.run([sys.executable, "-m", "fastfold_cli", "bench", "--device", "cpu", "--lengths", "13",
                         "--precision", "fp32", "--preset", "model_3", "--msa-depth", "3", "--extra-depth", "5",

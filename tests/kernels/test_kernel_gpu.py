@@ -220,6 +220,46 @@ def test_gated_projection(compiled, dtype):
     assert rel_err(out, want) < {torch.bfloat16: 8e-3, torch.float32: 1e-5}[dtype]
 
 
+@pytest.mark.parametrize("cfg", [dict(trans=True), dict(c_fast=True), dict(trans=True, c_fast=True),
+                                 dict(trans=True, c_fast=True, BLOCK_C=128, BLOCK_P=64, num_warps=4)])
+def test_gated_projection_tile_variants(compiled, cfg):
+    """The gated projection's transposed accumulator and channel-fast grid (bf16, a ragged position
+    count, all 128 channels) against float64."""
+    from kernels.gated_projection import gated_projection_triton
+    gen = torch.Generator(device="cuda").manual_seed(16)
+    p, c = 131 * 517, 128
+    x = torch.randn(p, c, generator=gen, device="cuda").bfloat16()
+    w_p, w_g = ((torch.randn(c, c, generator=gen, device="cuda") * c ** -0.5).bfloat16() for _ in range(2))
+    b_p, b_g = (torch.randn(c, generator=gen, device="cuda").bfloat16() for _ in range(2))
+    mask = (torch.rand(p, generator=gen, device="cuda") > 0.1).bfloat16()
+    out = gated_projection_triton(x, w_p, b_p, w_g, b_g, mask, torch.empty(c, p, device="cuda", dtype=torch.bfloat16),
+                                  config=cfg)
+    xd = x.double()
+    want = (mask.double()[:, None] * (xd @ w_p.double() + b_p.double()) * torch.sigmoid(xd @ w_g.double() + b_g.double())).t()
+    assert rel_err(out, want) < 8e-3
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("k,c,transposed", [(128, 128, False), (128, 128, True), (256, 256, False), (64, 64, False)])
+def test_linear_residual(compiled, dtype, k, c, transposed):
+    """An attention's output projection added into its residual in place (triangle attention's 128,
+    the MSA's 256, the extra MSA's 64 channels) on 517 x 131 rows, the residual contiguous or a
+    transposed column block (two strided row levels), against float64; the rest untouched."""
+    from kernels.linear_residual import linear_residual_triton
+    gen = torch.Generator(device="cuda").manual_seed(17)
+    n, m = 517, 131
+    x = torch.randn(n * m, k, generator=gen, device="cuda").to(dtype)
+    w = (torch.randn(k, c, generator=gen, device="cuda") * k ** -0.5).to(dtype)
+    b = torch.randn(c, generator=gen, device="cuda").to(dtype)
+    big = (torch.randn(m + 20, n, c, generator=gen, device="cuda") * 2).to(dtype)  # stored [M, N, C]
+    before = big.clone()
+    out = big[10:10 + m].transpose(0, 1) if transposed else big[10:10 + m]  # [N, m, C] or [m, N, C]
+    want = out.double() + (x.double() @ w.double() + b.double()).view(out.shape)
+    assert linear_residual_triton(x, w, b, out) is out
+    assert rel_err(out, want) < {torch.bfloat16: 8e-3, torch.float32: 1e-5}[dtype]
+    assert torch.equal(big[:10], before[:10]) and torch.equal(big[10 + m:], before[10 + m:])
+
+
 def test_gated_projection_channel_offsets_beyond_int32(compiled):
     """The output block of a [128, n, N] projection whose channels are n*N = 1.7e7 apart."""
     from kernels.gated_projection import gated_projection_triton
@@ -332,6 +372,25 @@ def test_opm_projection(compiled, dtype):
     got = opm_projection_triton(o, w, b, norm)
     want = (o.double().permute(0, 2, 1, 3).reshape(n, n_res, -1) @ w.double() + b.double()) / norm.double()[..., None]
     assert rel_err(got, want) < {torch.bfloat16: 8e-3, torch.float32: 1e-5}[dtype]
+
+
+def test_opm_projection_adds_into_a_column_block(compiled):
+    """add_to: the projection added into a column block of the pair's rows (bf16), in place."""
+    from kernels.opm_projection import opm_projection_triton
+    gen = torch.Generator(device="cuda").manual_seed(22)
+    n, n_res, c = 48, 517, 32
+    o = torch.randn(n, c, n_res, c, generator=gen, device="cuda").bfloat16()
+    w = (torch.randn(c * c, 128, generator=gen, device="cuda") / 32).bfloat16()
+    b = torch.randn(128, generator=gen, device="cuda").bfloat16()
+    norm = (torch.randint(0, 500, (n, n_res), generator=gen, device="cuda").float() + 1e-3).bfloat16()
+    pair = torch.randn(n, 1031, 128, generator=gen, device="cuda").bfloat16()
+    before = pair.clone()
+    block = pair[:, 300:300 + n_res]
+    want = block.double() + (o.double().permute(0, 2, 1, 3).reshape(n, n_res, -1) @ w.double() + b.double()) \
+        / norm.double()[..., None]
+    assert opm_projection_triton(o, w, b, norm, add_to=block) is block
+    assert rel_err(block, want) < 8e-3
+    assert torch.equal(pair[:, :300], before[:, :300]) and torch.equal(pair[:, 300 + n_res:], before[:, 300 + n_res:])
 
 
 def test_opm_projection_offsets_beyond_int32(compiled):

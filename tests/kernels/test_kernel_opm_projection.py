@@ -38,6 +38,24 @@ def test_matches_float64(interpret, dtype, n, n_res, c, cz, rows):
     assert rel_err(ref, want) < TOL[dtype] * 3  # the reference rounds the GEMM before dividing
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_adds_into_a_column_block(interpret, dtype):
+    """add_to: the result is added into a column block of the pair's rows ([n, N_all, C_z] sliced
+    along N: rows N_all * C_z apart), in place; the rest of the pair is untouched."""
+    n, n_res, c, cz = 3, 21, 16, 40
+    args, want = _case(n, n_res, c, cz, dtype, seed=31)
+    pair = (torch.randn(n, n_res + 9, cz) * 2).to(dtype)
+    before = pair.clone()
+    block = pair[:, 4:4 + n_res]
+    want = block.double() + want
+    assert opm_projection_triton(*args, add_to=block) is block
+    assert rel_err(pair[:, 4:4 + n_res], want) < TOL[dtype]
+    torch.testing.assert_close(pair[:, :4], before[:, :4], rtol=0, atol=0)
+    torch.testing.assert_close(pair[:, 4 + n_res:], before[:, 4 + n_res:], rtol=0, atol=0)
+    ref = before.clone()
+    assert rel_err(opm_projection_reference(*args, add_to=ref[:, 4:4 + n_res]), want) < TOL[dtype] * 3
+
+
 def test_dispatch_and_fallback(interpret, monkeypatch):
     args, _ = _case(2, 19, 16, 24, torch.float32, seed=9)
     torch.testing.assert_close(opm_projection(*args, backend="triton"), opm_projection_triton(*args), rtol=0, atol=0)
