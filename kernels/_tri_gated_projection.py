@@ -72,16 +72,52 @@ def _gated_projection_kernel(X, WP, BP, WG, BG, M, O, P, C, NC, sxp, sxc, swk, s
         tl.store(optr, y.to(O.dtype.element_ty), mask=p_ok[:, None] & c_ok[None, :])
 
 
+@triton.jit
+def _gated_projection_persistent(X, WP, BP, WG, BG, M, O, P, C, NC, sxp, sxc, swk, swc, sgk, sgc, som,
+                                 BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, KP: tl.constexpr,
+                                 DOT_PREC: tl.constexpr, STAGES: tl.constexpr):
+    """Persistent form: each program keeps one channel tile's weights (the whole reduction axis, KP =
+    C padded to a power of two) and walks position tiles, so the next tile's x is prefetched while
+    this one is multiplied (software pipelining over the tile loop). The grid is n_c x k programs:
+    program pid owns channel tile pid % n_c and position tiles pid // n_c, + k, + 2k, ..."""
+    pid = tl.program_id(0)
+    n_c = tl.cdiv(NC, BLOCK_C)
+    step = tl.num_programs(0) // n_c
+    offs_c = (pid % n_c) * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_ok = offs_c < NC
+    kk = tl.arange(0, KP)
+    k_ok = kk < C
+    wmask = k_ok[:, None] & c_ok[None, :]
+    dt = X.dtype.element_ty
+    wp = tl.load(WP + kk[:, None] * swk + offs_c[None, :] * swc, mask=wmask, other=0.0).to(dt)
+    wg = tl.load(WG + kk[:, None] * sgk + offs_c[None, :] * sgc, mask=wmask, other=0.0).to(dt)
+    bp = tl.load(BP + offs_c, mask=c_ok, other=0.0).to(tl.float32)
+    bg = tl.load(BG + offs_c, mask=c_ok, other=0.0).to(tl.float32)
+    for pt in tl.range(pid // n_c, tl.cdiv(P, BLOCK_P), step, num_stages=STAGES):
+        offs_p = pt * BLOCK_P + tl.arange(0, BLOCK_P).to(tl.int64)  # pt * BLOCK_P < P < 2**31
+        p_ok = offs_p < P
+        x = tl.load(X + offs_p[:, None] * sxp + kk[None, :] * sxc, mask=p_ok[:, None] & k_ok[None, :], other=0.0)
+        acc_p = tl.dot(x, wp, input_precision=DOT_PREC)
+        acc_g = tl.dot(x, wg, input_precision=DOT_PREC)
+        m = tl.load(M + offs_p, mask=p_ok, other=0.0).to(tl.float32)
+        y = (acc_p + bp[None, :]) * m[:, None] * tl.sigmoid(acc_g + bg[None, :])
+        optr = O + offs_c.to(tl.int64)[None, :] * som + offs_p[:, None]
+        tl.store(optr, y.to(O.dtype.element_ty), mask=p_ok[:, None] & c_ok[None, :])
+
+
 @functools.lru_cache(maxsize=32)
 def default_config(c_in: int, n_out: int, on_gpu: bool) -> dict:
     """Tile sizes: the whole reduction axis (C_z = 128 or 64) in one or two steps; CPU (interpreter)
     runs use small tiles. `trans`: accumulate the transposed tile (W^T x^T, channel-major like the
-    output); `c_fast`: grid order with the channel tiles of a position tile adjacent."""
+    output); `c_fast`: grid order with the channel tiles of a position tile adjacent; `persistent`:
+    the number of programs of the persistent form (0: one program per tile)."""
     if not on_gpu:
-        return dict(BLOCK_P=16, BLOCK_C=16, BLOCK_K=16, num_warps=1, num_stages=1, trans=False, c_fast=False)
+        return dict(BLOCK_P=16, BLOCK_C=16, BLOCK_K=16, num_warps=1, num_stages=1, trans=False, c_fast=False,
+                    persistent=0)
     block_k = min(64, triton.next_power_of_2(max(c_in, 16)))
     block_c = min(64, triton.next_power_of_2(max(n_out, 16)))
-    return dict(BLOCK_P=128, BLOCK_C=block_c, BLOCK_K=block_k, num_warps=8, num_stages=2, trans=False, c_fast=False)
+    return dict(BLOCK_P=128, BLOCK_C=block_c, BLOCK_K=block_k, num_warps=8, num_stages=2, trans=False, c_fast=True,
+                persistent=0)
 
 
 def gated_projection(x: torch.Tensor, w_p: torch.Tensor, b_p: torch.Tensor, w_g: torch.Tensor,
@@ -98,6 +134,15 @@ def gated_projection(x: torch.Tensor, w_p: torch.Tensor, b_p: torch.Tensor, w_g:
     if config:
         cfg.update(config)
     m = mask.reshape(p)
+    if cfg.get("persistent"):
+        n_c, n_p = triton.cdiv(nc, cfg["BLOCK_C"]), triton.cdiv(p, cfg["BLOCK_P"])
+        per_c = max(1, min(n_p, cfg["persistent"] // n_c))
+        _gated_projection_persistent[(n_c * per_c,)](
+            x, w_p, b_p.contiguous(), w_g, b_g.contiguous(), m, out, p, c, nc,
+            x.stride(0), x.stride(1), w_p.stride(0), w_p.stride(1), w_g.stride(0), w_g.stride(1), out.stride(0),
+            BLOCK_P=cfg["BLOCK_P"], BLOCK_C=cfg["BLOCK_C"], KP=triton.next_power_of_2(max(c, 16)),
+            DOT_PREC=dot_precision(x.dtype, x.device), STAGES=cfg["num_stages"], num_warps=cfg["num_warps"])
+        return out
     grid = (triton.cdiv(p, cfg["BLOCK_P"]), triton.cdiv(nc, cfg["BLOCK_C"]))
     if cfg["c_fast"]:
         grid = grid[::-1]

@@ -356,6 +356,8 @@ class Bench:
             self.in_place_run("trimul_out", label, res["runs"], ref, flops, nbytes,
                               lambda: fn(z, torch.empty_like(z)), lambda: fn(buf, buf))
         run("ours (default config)", lambda zi, out: tri_mul_output_triton(p, zi, *args[2:], out))
+        for v in self.args.variants:
+            run(f"variant {json.dumps(v)}", lambda zi, out, cfg=v: tri_mul_output_triton(p, zi, *args[2:], out, config=cfg))
         if self.args.sweep:
             for bp, nw in SWEEP_TRIMUL_OUT:
                 if self.left() < self.args.reserve:
@@ -518,7 +520,7 @@ def main():
     ap.add_argument("--cases", default=",".join(CASES))
     ap.add_argument("--sweep", action="store_true", help="also time a set of tile configs")
     ap.add_argument("--variants", type=json.loads, default=[],
-                    help="attention, linres, gated: a JSON list of config overrides timed beside the "
+                    help="attention, linres, gated, trimul_out: a JSON list of config overrides timed beside the "
                          "default, e.g. '[{\"spare\": false}]'")
     ap.add_argument("--no-baselines", dest="baselines", action="store_false")
     ap.add_argument("--no-flex", dest="flex", action="store_false")

@@ -36,10 +36,12 @@ def test_matches_float64(interpret, dtype, p, c_in, c_all, c0, c1):
                         torch.empty(c1 - c0, p, dtype=dtype), want, TOL[dtype])
 
 
-@pytest.mark.parametrize("cfg", [dict(trans=True), dict(c_fast=True), dict(trans=True, c_fast=True, BLOCK_C=32)])
+@pytest.mark.parametrize("cfg", [dict(trans=True), dict(c_fast=False), dict(trans=True, c_fast=True, BLOCK_C=32),
+                                 dict(persistent=3), dict(persistent=5, BLOCK_C=8, num_stages=2)])
 def test_tile_variants(interpret, cfg):
-    """The transposed accumulator (W^T x^T, stored without a layout change) and the channel-fast grid
-    order give the same values as the default tile, on odd sizes and a weight column slice."""
+    """The transposed accumulator (W^T x^T, stored without a layout change), both grid orders and the
+    persistent form (a few programs walking the tiles; several channel tiles) give the same values,
+    on odd sizes and a weight column slice."""
     args, want = _case(53, 40, 48, 8, 31, torch.float32, seed=11)
     out = gated_projection_triton(*args, torch.empty(23, 53), config=cfg)
     assert rel_err(out, want) < TOL[torch.float32]
