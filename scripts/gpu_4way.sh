@@ -553,28 +553,23 @@ AX)  # session 9, one GPU: the new kernels' GPU tests (the fused residual projec
   ;;
 AY)  # session 9, one GPU: GPU tests of the changed kernels (persistent forms, residual projection at 3 stages,
      # the gated projection's channel-fast default); the gated projection and tri-mul output stage with their
-     # persistent forms A/B'd
-  job verify 0 0-3 200 bash -c "python3 -m pytest -q -p no:cacheprovider tests/kernels/test_kernel_gpu.py \
+     # persistent forms A/B'd; the whole network at N=1,024 (fused residual A/B), N=2,048, and N=4,096 (one
+     # cold and one warm pass)
+  job verify 0 0-3 120 bash -c "python3 -m pytest -q -p no:cacheprovider tests/kernels/test_kernel_gpu.py \
       -k 'linear_residual or gated or opm or tri_mul_output' 2>&1 | tail -2"
   wait
-  job kb 0 0-3 150 bash -c "python3 scripts/kernel_bench.py --cases gated --no-flex --no-baselines --json $RES/kbench_gated.json \
+  job kb 0 0-3 120 bash -c "python3 scripts/kernel_bench.py --cases gated --no-flex --no-baselines --json $RES/kbench_gated.json \
       --variants '[{\"persistent\": 132}, {\"persistent\": 132, \"num_stages\": 3}, {\"persistent\": 396, \"BLOCK_P\": 64, \"num_warps\": 4, \"num_stages\": 3}, {\"persistent\": 264, \"BLOCK_P\": 64, \"num_warps\": 4, \"num_stages\": 2}]' 2>&1 | grep '^gated' | tail -6;
     python3 scripts/kernel_bench.py --cases trimul_out --no-flex --no-baselines --json $RES/kbench_trimul.json \
       --variants '[{\"persistent\": 132, \"num_warps\": 8, \"num_stages\": 2}, {\"persistent\": 264, \"num_warps\": 4, \"num_stages\": 2}, {\"persistent\": 264, \"num_warps\": 4, \"num_stages\": 3}, {\"persistent\": 528, \"BLOCK_P\": 32, \"num_warps\": 4, \"num_stages\": 2}]' 2>&1 | grep '^trimul_out' | tail -6"
   wait
-  ;;
-AZ)  # session 9's last call, one GPU: the changed kernels' GPU tests at the final defaults; the whole network at
-     # N=1,024 (fused residual A/B), N=2,048, and N=4,096 (one cold and one warm pass)
-  job verify 0 0-3 120 bash -c "python3 -m pytest -q -p no:cacheprovider tests/kernels/test_kernel_gpu.py \
-      -k 'linear_residual or gated or opm or tri_mul_output' 2>&1 | tail -2"
-  wait
-  job net 0 0-3 400 bash -c "$N1024 --compare residual --json $RES/bench_1024.json 2>&1 | tail -2;
+  job net 0 0-3 330 bash -c "$N1024 --compare residual --json $RES/bench_1024.json 2>&1 | tail -2;
     python3 -m fastfold_cli bench --lengths 2048 --precision bf16 --backend triton --no-breakdown --json $RES/bench_2048.json 2>&1 | tail -2;
     python3 -m fastfold_cli bench --lengths 4096 --precision bf16 --backend triton --recycles 1 --no-warmup --no-breakdown \
       --json $RES/bench_4096.json 2>&1 | tail -2"
   wait
   ;;
-*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT|AU|AV|AW|AX|AY|AZ" >&2; exit 2 ;;
+*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT|AU|AV|AW|AX|AY" >&2; exit 2 ;;
 esac
 for f in "$RES"/*.log; do echo "== $f"; grep -v "^\s*$" "$f" | grep -v "^  entry" | tail -14 | cut -c1-400; done
 for f in "$RES"/*.json "$RES"/*/*.json; do [ -f "$f" ] && { echo "== $f"; grep -o "$G" "$f" | tr '\n' ' ' | cut -c1-900; echo; }; done
