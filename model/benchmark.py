@@ -136,7 +136,7 @@ def bench_one(model: AlphaFold, n_res: int, *, precision: str, backend: str = "t
         row["recompute_templates"] = rt.recompute_templates
         row["offload_pair"] = bool(getattr(rt, "offload_pair", False))
     if plain or not fused:  # the plain path is the unfused PyTorch one
-        rt = rt.with_(fused_tri_mul=False, fused_transition=False, fused_residual=False)
+        rt = rt.with_(fused_tri_mul=False, fused_transition=False, fused_residual=False, fused_bias=False)
         if not plain:
             row["path"] += ",unfused"
     if plain:  # the plain path applies every mask, as AlphaFold does

@@ -88,6 +88,9 @@ class Runtime:
     fused_residual: attention output projections (MSA row and column, triangle attention) add into
         the residual in place through one Triton kernel (kernels/linear_residual.py; backend "triton",
         in place only): the update never reaches memory. Elsewhere the GEMM and the add run.
+    fused_bias: the attentions' pair biases (LayerNorm of z, projection to the heads, head-major
+        layout) through one Triton kernel (kernels/norm_project.py; backend "triton" only): LN(z)
+        never reaches memory. Elsewhere the LayerNorm, the GEMM and a transposing copy run.
     dap_tri_mul_rows: DAP triangle multiplication's rows per collective block
         (`TriangleMultiplication._forward_dap`); None: the projection's row block (`evoformer.tri_mul_rows`).
     max_blocks: run only the first K blocks of each stack (Evoformer, extra-MSA, template pair);
@@ -116,6 +119,7 @@ class Runtime:
     fused_tri_mul: bool = True
     fused_transition: bool = True
     fused_residual: bool = True
+    fused_bias: bool = True
     dap_tri_mul_rows: Optional[int] = None
     skip_dense_masks: bool = True
     dense_pair_mask: bool = False

@@ -40,11 +40,20 @@ def _bias_rows(z: torch.Tensor, norm: LayerNorm, weights: torch.Tensor, rt: Runt
 def _pair_bias(z: torch.Tensor, norm: LayerNorm, weights: torch.Tensor, rt: Runtime) -> torch.Tensor:
     """LN(z) @ weights as an attention bias [1, H, N, N] shared by every attention row.
 
-    z: [N, N, C] (with rt.shard: the row shard [N/P, N, C]; the [N/P, N, H] biases of all ranks
-    are all-gathered); weights: [C, H]. LN(z) is formed one row block at a time, never whole."""
-    # Contiguous [H, N, N] once per call: the attention kernel would otherwise copy the permuted
-    # view for every chunk of rows.
-    return dap.gather(rt.shard, _bias_rows(z, norm, weights, rt), 0).permute(2, 0, 1).contiguous().unsqueeze(0)
+    z: [N, N, C] (with rt.shard: the row shard [N/P, N, C]; the [H, N/P, N] biases of all ranks
+    are all-gathered); weights: [C, H]. Written head-major ([H, N, N] contiguous: the attention
+    kernel would otherwise copy a permuted view for every chunk of rows), one row block of
+    `rt.chunk("pair_rows")` rows at a time (`kernels.norm_project`: on "triton" with
+    Runtime.fused_bias, LN(z) never reaches memory)."""
+    n, n_all, h = z.shape[0], z.shape[1], weights.shape[-1]
+    out = z.new_empty(h, n, n_all)
+    rows = rt.chunk("pair_rows") or max(n, 1)
+    ln = (norm.scale, norm.offset, norm.eps)
+    backend = rt.backend if rt.fused_bias else "torch"
+    for r0 in range(0, n, rows):
+        r1 = min(n, r0 + rows)
+        kernels.norm_project(z[r0:r1], ln, weights, out[:, r0:r1].reshape(h, -1), backend=backend)
+    return dap.gather(rt.shard, out, 1).contiguous().unsqueeze(0)  # (a no-op without DAP)
 
 
 class MSARowAttentionWithPairBias(nn.Module):

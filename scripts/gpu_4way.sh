@@ -576,7 +576,14 @@ AZ)  # session 9's last call, one GPU: the gated projection's persistent default
   job net 0 0-3 150 bash -c "$N1024 --json $RES/bench_1024.json 2>&1 | tail -2"
   wait
   ;;
-*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT|AU|AV|AW|AX|AY|AZ" >&2; exit 2 ;;
+BA)  # session 9, one GPU, if device time allows: the pair-bias kernel (norm_project) under its GPU tests, and the
+     # whole network at N=1,024 with it and without (same process)
+  job verify 0 0-3 60 bash -c "python3 -m pytest -q -p no:cacheprovider tests/kernels/test_kernel_gpu.py -k norm_project 2>&1 | tail -2"
+  wait
+  job net 0 0-3 170 bash -c "$N1024 --compare bias --json $RES/bench_1024.json 2>&1 | tail -2"
+  wait
+  ;;
+*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT|AU|AV|AW|AX|AY|AZ|BA" >&2; exit 2 ;;
 esac
 for f in "$RES"/*.log; do echo "== $f"; grep -v "^\s*$" "$f" | grep -v "^  entry" | tail -14 | cut -c1-400; done
 for f in "$RES"/*.json "$RES"/*/*.json; do [ -f "$f" ] && { echo "== $f"; grep -o "$G" "$f" | tr '\n' ' ' | cut -c1-900; echo; }; done

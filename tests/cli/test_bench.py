@@ -71,7 +71,8 @@ def test_bench_dap_probe_on_two_cpu_processes(tmp_path):
 
 
 @pytest.mark.parametrize("compare,second", [("fused", "planned,unfused"), ("masks", "planned,skip_dense_masks=False"),
-                                            ("residual", "planned,fused_residual=False")])
+                                            ("residual", "planned,fused_residual=False"),
+                                            ("bias", "planned,fused_bias=False")])
 def test_bench_compare(tmp_path, compare, second):
     """--compare fused / masks / residual: the planned path (fused kernels, dense key masks skipped by
     default), then the same without them, in one process (on the CPU the Triton backend falls back to

@@ -261,6 +261,27 @@ def test_linear_residual(compiled, dtype, k, c, transposed):
     assert torch.equal(big[:10], before[:10]) and torch.equal(big[10 + m:], before[10 + m:])
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("c,h,transposed", [(128, 4, False), (128, 8, False), (128, 4, True), (64, 4, False)])
+def test_norm_project(compiled, dtype, c, h, transposed):
+    """The pair bias LN(z) W written head-major, on rows 40:104 of a [517, 517, C] pair or of its
+    transpose (the ending node), into that row block of an [H, N, N] bias, against float64."""
+    from kernel_testlib import layer_norm64
+    from kernels.norm_project import norm_project_triton
+    gen = torch.Generator(device="cuda").manual_seed(18)
+    n = 517
+    z = (torch.randn(n, n, c, generator=gen, device="cuda") * 2 + 0.3).to(dtype)
+    ln = ((1 + 0.3 * torch.randn(c, generator=gen, device="cuda")).to(dtype),
+          (0.2 * torch.randn(c, generator=gen, device="cuda")).to(dtype), 1e-5)
+    w = (torch.randn(c, h, generator=gen, device="cuda") * c ** -0.5).to(dtype)
+    x = (z.transpose(0, 1) if transposed else z)[40:104]
+    bias = torch.zeros(h, n, n, device="cuda", dtype=dtype)
+    norm_project_triton(x, ln, w, bias[:, 40:104].reshape(h, -1))
+    want = (layer_norm64(x, *ln) @ w.double()).reshape(-1, h).t()
+    assert rel_err(bias[:, 40:104].reshape(h, -1), want) < {torch.bfloat16: 8e-3, torch.float32: 1e-5}[dtype]
+    assert bias[:, :40].abs().sum() == 0 and bias[:, 104:].abs().sum() == 0
+
+
 def test_gated_projection_channel_offsets_beyond_int32(compiled):
     """The output block of a [128, n, N] projection whose channels are n*N = 1.7e7 apart."""
     from kernels.gated_projection import gated_projection_triton

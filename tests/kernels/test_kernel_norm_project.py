@@ -1,0 +1,102 @@
+"""The pair bias LN(x) W written head-major (out[h, p]): the Triton kernel (CPU interpreter, fp32/fp16)
+and the PyTorch reference against float64; odd row counts, H = 4 and 8 (padded to the tensor-core
+width), rows of a transposed pair (two strided levels), an output row block of a larger [H, N, N]
+bias, the dispatcher's fallback, and the network's attentions through it."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kernel_testlib import layer_norm64, needs_triton, rel_err
+from kernels.norm_project import norm_project, norm_project_reference, norm_project_triton
+
+pytestmark = needs_triton
+
+TOL = {torch.float32: 2e-6, torch.float16: 2e-3}
+
+
+def _case(shape, c, h, dtype, seed):
+    gen = torch.Generator().manual_seed(seed)
+    x = (torch.randn(*shape, c, generator=gen) * 2 + 0.3).to(dtype)
+    ln = ((1 + 0.3 * torch.randn(c, generator=gen)).to(dtype), (0.2 * torch.randn(c, generator=gen)).to(dtype), 1e-5)
+    w = (torch.randn(c, h, generator=gen) * c ** -0.5).to(dtype)
+    want = (layer_norm64(x, *ln) @ w.double()).reshape(-1, h).t()
+    return x, ln, w, want
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("shape,c,h", [((37,), 32, 4), ((3, 7), 64, 8), ((5, 9), 16, 1)])
+def test_matches_float64(interpret, dtype, shape, c, h):
+    x, ln, w, want = _case(shape, c, h, dtype, seed=c + h)
+    out = torch.full((h, want.shape[1]), float("nan"), dtype=dtype)
+    assert norm_project_triton(x, ln, w, out) is out
+    assert rel_err(out, want) < TOL[dtype]
+    assert rel_err(norm_project_reference(x, ln, w, torch.empty_like(out)), want) < TOL[dtype] * 3
+
+
+def test_transposed_rows_into_a_bias_block(interpret):
+    """x = rows 2:5 of a transposed [N, N, C] pair (two row levels); out = rows 2:5 of an [H, N, N]
+    bias viewed [H, 3*N]; the rest of the bias untouched."""
+    n, c, h = 9, 32, 4
+    x_all, ln, w, _ = _case((n, n), c, h, torch.float32, seed=5)
+    x = x_all.transpose(0, 1)[2:5]
+    want = (layer_norm64(x, *ln) @ w.double()).reshape(-1, h).t()
+    bias = torch.full((h, n, n), float("nan"))
+    out = bias[:, 2:5].reshape(h, -1)
+    assert out.data_ptr() == bias[:, 2:5].data_ptr()
+    norm_project_triton(x, ln, w, out)
+    assert rel_err(bias[:, 2:5].reshape(h, -1), want) < TOL[torch.float32]
+    assert torch.isnan(bias[:, :2]).all() and torch.isnan(bias[:, 5:]).all()
+
+
+def test_dispatch_and_fallback(interpret):
+    x, ln, w, want = _case((21,), 32, 4, torch.float32, seed=8)
+    a = norm_project(x, ln, w, torch.empty(4, 21), backend="triton")
+    r = norm_project(x, ln, w, torch.empty(4, 21), backend="torch")
+    assert rel_err(a, want) < TOL[torch.float32] and rel_err(r, want) < TOL[torch.float32] * 3
+    x24, ln24, w24, _ = _case((5,), 24, 4, torch.float32, seed=9)  # C not a power of two: the reference
+    torch.testing.assert_close(norm_project(x24, ln24, w24, torch.empty(4, 5), backend="triton"),
+                               norm_project_reference(x24, ln24, w24, torch.empty(4, 5)), rtol=0, atol=0)
+    with pytest.raises(RuntimeError):
+        norm_project_triton(x24, ln24, w24, torch.empty(4, 5))
+    with pytest.raises(ValueError):
+        norm_project(x, ln, w, torch.empty(4, 21), backend="cuda")
+
+
+@pytest.mark.parametrize("which", ["msa_row_attention_with_pair_bias", "triangle_attention_starting_node",
+                                   "triangle_attention_ending_node"])
+@pytest.mark.parametrize("rows", [None, 2])
+@torch.no_grad()
+def test_network_pair_biases_through_the_kernel(interpret, monkeypatch, which, rows):
+    """Runtime.fused_bias: the network's pair-biased attentions (fixture weights; whole and in row
+    blocks of 2) form their bias through the kernel (a spy counts its calls) and give what the
+    reference path gives."""
+    from pathlib import Path
+
+    from model.config import Runtime
+    from model.params import load_model
+    fx = Path(__file__).resolve().parents[1] / "data" / "af_fixtures" / "model_3_gap"
+    model = load_model(next(fx.glob("params_*.npz")))
+    op = getattr(model.evoformer.evoformer_iteration[0], which)
+    gen = torch.Generator().manual_seed(3)
+    s, n = 3, 5
+    m = torch.randn(s, n, 256, generator=gen)
+    z = torch.randn(n, n, 128, generator=gen)
+    msa_mask = (torch.rand(s, n, generator=gen) > 0.2).float()
+    pair_mask = (torch.rand(n, n, generator=gen) > 0.2).float()
+    if which.startswith("msa_row"):
+        run = lambda rt: op(m.clone(), msa_mask, z, rt)  # noqa: E731
+    else:
+        run = lambda rt: op(z.clone(), pair_mask, rt)  # noqa: E731
+    want = run(Runtime())
+    from kernels._triton_loader import module_for
+    mod, calls = module_for("_tri_norm_project", [z]), []
+    real = mod.norm_project
+    monkeypatch.setattr(mod, "norm_project", lambda *a, **k: calls.append(1) or real(*a, **k))
+    chunks = {} if rows is None else {"pair_rows": rows}
+    got = run(Runtime(backend="triton", chunks=chunks))
+    assert len(calls) == (1 if rows is None else -(-n // rows))
+    assert rel_err(got, want) < 1e-6
+    calls.clear()
+    off = run(Runtime(backend="triton", chunks=chunks, fused_bias=False))
+    assert not calls and rel_err(off, want) < 1e-6
