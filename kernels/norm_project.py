@@ -12,12 +12,14 @@ from __future__ import annotations
 import torch
 
 from kernels._common import TRITON_DTYPES, fused_dispatch, pow2_in, row_levels
-from kernels.layer_norm import layer_norm_reference
 
 
-def norm_project_reference(x: torch.Tensor, ln, w: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """LayerNorm, matmul, transposed copy into out. Returns out."""
-    y = torch.matmul(layer_norm_reference(x, ln[0], ln[1], ln[2]), w.to(x.dtype))  # [*, H]
+def norm_project_reference(x: torch.Tensor, ln, w: torch.Tensor, out: torch.Tensor,
+                           ln_backend: str = "torch") -> torch.Tensor:
+    """LayerNorm (`kernels.layer_norm` on `ln_backend`: the same values either way), matmul,
+    transposed copy into out. Returns out."""
+    from kernels.layer_norm import layer_norm
+    y = torch.matmul(layer_norm(x, ln[0], ln[1], ln[2], backend=ln_backend), w.to(x.dtype))  # [*, H]
     return out.copy_(y.reshape(-1, w.shape[1]).t())
 
 
@@ -41,10 +43,13 @@ def norm_project_triton(x, ln, w, out, config=None):
     return mod.norm_project(x, ln, w, out, config=config)
 
 
-def norm_project(x, ln, w, out, backend: str = "torch"):
+def norm_project(x, ln, w, out, backend: str = "torch", fused: bool = True):
     """Dispatch: "torch" the reference; "triton" the fused kernel where it can run (CUDA, or CPU
     under TRITON_INTERPRET=1; C a power of two in 16..256, H <= 64; fp32/bf16/fp16), else the
-    reference. Returns out."""
+    reference. fused=False: the reference's passes with the LayerNorm on `backend` (the unfused
+    path the network ran before the kernel). Returns out."""
+    if not fused:
+        return norm_project_reference(x, ln, w, out, ln_backend=backend)
     return fused_dispatch("norm_project", backend, lambda: _kernel(x, w, out),
                           lambda mod: mod.norm_project(x, ln, w, out),
                           lambda: norm_project_reference(x, ln, w, out))

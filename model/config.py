@@ -90,7 +90,8 @@ class Runtime:
         in place only): the update never reaches memory. Elsewhere the GEMM and the add run.
     fused_bias: the attentions' pair biases (LayerNorm of z, projection to the heads, head-major
         layout) through one Triton kernel (kernels/norm_project.py; backend "triton" only): LN(z)
-        never reaches memory. Elsewhere the LayerNorm, the GEMM and a transposing copy run.
+        never reaches memory. Off (or elsewhere): the LayerNorm (on `backend`), the GEMM and a
+        transposing copy.
     dap_tri_mul_rows: DAP triangle multiplication's rows per collective block
         (`TriangleMultiplication._forward_dap`); None: the projection's row block (`evoformer.tri_mul_rows`).
     max_blocks: run only the first K blocks of each stack (Evoformer, extra-MSA, template pair);

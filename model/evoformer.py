@@ -49,10 +49,10 @@ def _pair_bias(z: torch.Tensor, norm: LayerNorm, weights: torch.Tensor, rt: Runt
     out = z.new_empty(h, n, n_all)
     rows = rt.chunk("pair_rows") or max(n, 1)
     ln = (norm.scale, norm.offset, norm.eps)
-    backend = rt.backend if rt.fused_bias else "torch"
     for r0 in range(0, n, rows):
         r1 = min(n, r0 + rows)
-        kernels.norm_project(z[r0:r1], ln, weights, out[:, r0:r1].reshape(h, -1), backend=backend)
+        kernels.norm_project(z[r0:r1], ln, weights, out[:, r0:r1].reshape(h, -1), backend=rt.backend,
+                             fused=rt.fused_bias)
     return dap.gather(rt.shard, out, 1).contiguous().unsqueeze(0)  # (a no-op without DAP)
 
 

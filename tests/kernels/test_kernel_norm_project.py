@@ -63,6 +63,19 @@ def test_dispatch_and_fallback(interpret):
         norm_project(x, ln, w, torch.empty(4, 21), backend="cuda")
 
 
+def test_unfused_runs_the_layer_norm_on_the_backend(interpret, monkeypatch):
+    """fused=False (Runtime.fused_bias off): the reference's passes, with the LayerNorm on the given
+    backend (the Triton LayerNorm kernel here, as the network ran before), not this kernel."""
+    from kernels._triton_loader import module_for
+    x, ln, w, want = _case((21,), 32, 4, torch.float32, seed=10)
+    ln_mod, proj_mod, calls = module_for("_tri_layer_norm", [x]), module_for("_tri_norm_project", [x]), []
+    real = ln_mod.layer_norm
+    monkeypatch.setattr(ln_mod, "layer_norm", lambda *a, **k: calls.append("ln") or real(*a, **k))
+    monkeypatch.setattr(proj_mod, "norm_project", lambda *a, **k: calls.append("fused"))
+    out = norm_project(x, ln, w, torch.empty(4, 21), backend="triton", fused=False)
+    assert calls == ["ln"] and rel_err(out, want) < TOL[torch.float32] * 3
+
+
 @pytest.mark.parametrize("which", ["msa_row_attention_with_pair_bias", "triangle_attention_starting_node",
                                    "triangle_attention_ending_node"])
 @pytest.mark.parametrize("rows", [None, 2])
