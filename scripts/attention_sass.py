@@ -4,11 +4,13 @@ SASS instructions of its key loop per score: a quick proxy for the kernel's per-
 spending device time.
 
     python scripts/attention_sass.py extra_msa [--config '{"spare": false}'] [--sync]
-    python scripts/attention_sass.py tri2048
+    python scripts/attention_sass.py tri2048 [--no-mask]
 
 The call sites are the network's (kernels/benchmark.py "network call"): the strides, and so the
 JIT's specialisations (stride 1 -> constant, multiples of 16 -> divisibility hints), are those of
-q/k/v/gate as views of one fused projection, the bias [1, H, L, L] dense, a key mask per batch row.
+q/k/v/gate as views of one fused projection, the bias [1, H, L, L] dense, a key mask per batch row
+(--no-mask: none, as for a stack whose mask is all ones); the tiles are the kernel's default_config
+for the shape unless --config overrides them.
 --sync lists the loop's tensor-core issues and waits (HGMMA, WARPGROUP.DEPBAR), to see what overlaps.
 Uses Triton's bundled ptxas and cuobjdump.
 """
@@ -30,16 +32,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def _site(name: str) -> dict:
     """Call-site shapes and strides (after the launcher merges the outer dims: n1 = heads,
     n2 = batch rows sharing the bias)."""
+    import torch
+
+    from kernels._triton_loader import load
     if name == "extra_msa":  # 5,120 rows, 8 heads x 8, L = 1,024; feature-major q/k/v/gate
         L, H, D, B = 1024, 8, 8, 5120
         qs = dict(s0=0, s1=D * L, s2=4 * H * D * L, sm=1, sd=L)
-        cfg = dict(BLOCK_M=128, BLOCK_N=64, num_warps=4, num_stages=3, rows=2)
     elif name == "tri2048":  # 2,048 rows, 4 heads x 32, L = 2,048; position-major q/k/v/gate
         L, H, D, B = 2048, 4, 32, 2048
         qs = dict(s0=0, s1=D, s2=L * 4 * H * D, sm=4 * H * D, sd=1)
-        cfg = dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=3, rows=1)
     else:
         raise SystemExit(f"unknown call site {name!r} (extra_msa, tri2048)")
+    # the kernel's own default for this shape (bf16, rows sharing the bias), as the network runs it
+    cfg = dict(load("_tri_attention", False).default_config(L, L, D, torch.bfloat16, True, True))
     vals = dict(n1=H, n2=B, n_sets=H * B // cfg["rows"], Lq=L, Lk=L, group=16,
                 so0=0, so1=D, so2=L * H * D, som=H * D, sod=1,
                 sa0=0, sa1=L * L, sa2=0, sam=L, san=1, sb0=0, sb1=0, sb2=0, sbm=0, sbn=0,
@@ -60,9 +65,10 @@ def compile_site(name: str, overrides: dict):
     names = fn.arg_names
     site = _site(name)
     cfg = dict(site["cfg"])
-    cfg.update({k: v for k, v in overrides.items() if k in cfg})
+    cfg.update({k: v for k, v in overrides.items() if k in cfg or k == "maxnreg"})
     d = site["D"]
-    const = dict(N_BIAS=1, HAS_MASK=True, MASK_2D=False, HAS_GATE=True, ROWS=cfg["rows"], HEAD_DIM=d,
+    const = dict(N_BIAS=1, HAS_MASK=not overrides.get("no_mask"), MASK_2D=False, HAS_GATE=True, ROWS=cfg["rows"],
+                 HEAD_DIM=d,
                  BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], BLOCK_D=max(16, d), DOT_PREC="tf32",
                  WIDE=False, SPARE=bool(overrides.get("spare", True)))
     sig, attrs = {}, {}
@@ -85,8 +91,8 @@ def compile_site(name: str, overrides: dict):
     src = ASTSource(fn=fn, signature=sig, constexprs={(names.index(k),): v for k, v in const.items()},
                     attrs=attrs)
     options = dict(num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
-    if overrides.get("maxnreg"):
-        options["maxnreg"] = int(overrides["maxnreg"])
+    if cfg.get("maxnreg"):
+        options["maxnreg"] = int(cfg["maxnreg"])
     kernel = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=options)
     return kernel, cfg
 
@@ -117,16 +123,22 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("site", choices=["extra_msa", "tri2048"])
     ap.add_argument("--config", type=json.loads, default={},
-                    help="tile overrides (BLOCK_M, BLOCK_N, num_warps, num_stages, rows), spare, maxnreg")
+                    help="overrides of the kernel's default configuration (BLOCK_M, BLOCK_N, num_warps, num_stages, "
+                         "rows, maxnreg: 0 for none), spare")
     ap.add_argument("--sync", action="store_true", help="list the loop's HGMMA issues and waits")
+    ap.add_argument("--no-mask", action="store_true",
+                    help="the call without a key mask (a stack whose mask is all ones: Runtime.skip_dense_masks)")
     a = ap.parse_args(argv)
     os.environ.setdefault("TRITON_INTERPRET", "0")
+    if a.no_mask:
+        a.config["no_mask"] = True
     kernel, cfg = compile_site(a.site, a.config)
     loop, sass = key_loop(kernel)
     scores = cfg["BLOCK_M"] * cfg["BLOCK_N"] * cfg["rows"] / (32 * cfg["num_warps"])  # per thread
     ops = collections.Counter((t.split()[1] if t.startswith("@") else t.split()[0]).split(".")[0] for t in loop)
     spills = "local memory (spills) in the loop" if ops.get("LDL") or ops.get("STL") else "no spills in the loop"
-    print(f"{a.site} {cfg} spare={a.config.get('spare', True)}: {len(loop)} instructions per key block, "
+    print(f"{a.site} {cfg} spare={a.config.get('spare', True)} mask={not a.no_mask}: {len(loop)} instructions "
+          f"per key block, "
           f"{len(loop) / scores:.2f} per score; shared memory {kernel.metadata.shared} B; {spills}")
     print(" ".join(f"{k}:{v}" for k, v in ops.most_common(24)))
     if a.sync:
