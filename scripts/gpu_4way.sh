@@ -25,6 +25,7 @@
 #   AE-AN:           session 7 (AH needs commit 7c020b2's NCCL priority switch, since removed; AJ ran
 #                    commit c60cce6, reverted); AO onwards session 8 (AP's tma_bias variants need the
 #                    TMA bias path of the session's working tree, measured no faster and not committed).
+#   AW-BA:           session 9 on one H100 each; BB and BC the next session's one-GPU calls.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 call=${1:?usage: gpu_4way.sh A|B|C}
@@ -583,7 +584,26 @@ BA)  # session 9, one GPU, if device time allows: the pair-bias kernel (norm_pro
   job net 0 0-3 170 bash -c "$N1024 --compare bias --json $RES/bench_1024.json 2>&1 | tail -2"
   wait
   ;;
-*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT|AU|AV|AW|AX|AY|AZ|BA" >&2; exit 2 ;;
+BB)  # next session's first call on one GPU (AQ where 4 GPUs are lent): every kernel GPU test, then the CUDA
+     # fixtures in fp32 (torch, triton, triton in place) at session 9's final code (the pair-bias kernel has not
+     # run through the fixtures on a GPU yet)
+  job verify 0 0-3 540 bash -c "python3 -m pytest -q -p no:cacheprovider tests/kernels 2>&1 | tail -2;
+    python3 scripts/check_fixtures.py --device cuda --precision fp32 --backend triton --inplace \
+      --json $RES/fixtures_cuda_inplace.json 2>&1 | tail -3;
+    python3 scripts/check_fixtures.py --device cuda --precision fp32 --backend torch triton \
+      --json $RES/fixtures_cuda.json 2>&1 | tail -5"
+  wait
+  ;;
+BC)  # then: the attention micro-benchmark with the no-mask network call and the SDPA baselines (the triangle
+     # attention target's shape first), the whole network at N=1,024 with the pair-bias kernel A/B'd (fixed
+     # baseline arm), then N=2,048
+  job gpu0 0 0-3 560 bash -c "python3 scripts/kernel_bench.py --cases tri2048,extra_msa,msa_row --no-flex \
+      --json $RES/kbench.json 2>&1 | grep -v '^ *$' | tail -24;
+    $N1024 --compare bias --json $RES/bench_1024.json 2>&1 | tail -2;
+    python3 -m fastfold_cli bench --lengths 2048 --precision bf16 --backend triton --no-breakdown --json $RES/bench_2048.json 2>&1 | tail -2"
+  wait
+  ;;
+*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT|AU|AV|AW|AX|AY|AZ|BA|BB|BC" >&2; exit 2 ;;
 esac
 for f in "$RES"/*.log; do echo "== $f"; grep -v "^\s*$" "$f" | grep -v "^  entry" | tail -14 | cut -c1-400; done
 for f in "$RES"/*.json "$RES"/*/*.json; do [ -f "$f" ] && { echo "== $f"; grep -o "$G" "$f" | tr '\n' ' ' | cut -c1-900; echo; }; done
