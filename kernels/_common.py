@@ -22,6 +22,14 @@ def add_residual(x: torch.Tensor, upd: torch.Tensor, out: torch.Tensor) -> torch
     return torch.add(x, upd, out=out)
 
 
+def require(mod, name: str):
+    """The Triton module `find()` gave for a fused op's `*_triton` entry point (tests call those so a
+    silent fallback can't pass for the kernel); raises RuntimeError when it is None."""
+    if mod is None:
+        raise RuntimeError(f"Triton {name} can't run on these tensors here")
+    return mod
+
+
 def fused_dispatch(name: str, backend: str, find, run, reference):
     """The fused ops' backend switch. "torch": reference(). "triton": run(mod) with mod = find(), the
     Triton module that can take these tensors here (None: it can't), unless its tiles do not fit

@@ -21,7 +21,7 @@ from kernels._dot import dot_precision
 @triton.jit
 def _gated_projection_kernel(X, WP, BP, WG, BG, M, O, P, C, NC, sxp, sxc, swk, swc, sgk, sgc, som,
                              BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr,
-                             DOT_PREC: tl.constexpr, TRANS: tl.constexpr, C_FAST: tl.constexpr):
+                             DOT_PREC: tl.constexpr, C_FAST: tl.constexpr):
     if C_FAST:  # the channel tiles of one position tile run together: x comes from L2 after the first
         pid_c = tl.program_id(0)
         pid_p = tl.program_id(1)
@@ -33,43 +33,24 @@ def _gated_projection_kernel(X, WP, BP, WG, BG, M, O, P, C, NC, sxp, sxc, swk, s
     offs_k = tl.arange(0, BLOCK_K)
     p_ok = offs_p < P
     c_ok = offs_c < NC
-    if TRANS:
-        # [BLOCK_C, BLOCK_P] = W^T x^T: positions run along the accumulator's fast axis, so the
-        # channel-major store needs no layout conversion
-        acc_p = tl.zeros([BLOCK_C, BLOCK_P], dtype=tl.float32)
-        acc_g = tl.zeros([BLOCK_C, BLOCK_P], dtype=tl.float32)
-    else:
-        acc_p = tl.zeros([BLOCK_P, BLOCK_C], dtype=tl.float32)
-        acc_g = tl.zeros([BLOCK_P, BLOCK_C], dtype=tl.float32)
+    acc_p = tl.zeros([BLOCK_P, BLOCK_C], dtype=tl.float32)
+    acc_g = tl.zeros([BLOCK_P, BLOCK_C], dtype=tl.float32)
     for k0 in range(0, C, BLOCK_K):
         kk = k0 + offs_k
         k_ok = kk < C
-        if TRANS:
-            xt = tl.load(X + offs_p[None, :] * sxp + kk[:, None] * sxc, mask=p_ok[None, :] & k_ok[:, None], other=0.0)
-            wmask = c_ok[:, None] & k_ok[None, :]
-            wp = tl.load(WP + kk[None, :] * swk + offs_c[:, None] * swc, mask=wmask, other=0.0)
-            wg = tl.load(WG + kk[None, :] * sgk + offs_c[:, None] * sgc, mask=wmask, other=0.0)
-            acc_p = tl.dot(wp.to(xt.dtype), xt, acc_p, input_precision=DOT_PREC)
-            acc_g = tl.dot(wg.to(xt.dtype), xt, acc_g, input_precision=DOT_PREC)
-        else:
-            x = tl.load(X + offs_p[:, None] * sxp + kk[None, :] * sxc, mask=p_ok[:, None] & k_ok[None, :], other=0.0)
-            wmask = k_ok[:, None] & c_ok[None, :]
-            wp = tl.load(WP + kk[:, None] * swk + offs_c[None, :] * swc, mask=wmask, other=0.0)
-            wg = tl.load(WG + kk[:, None] * sgk + offs_c[None, :] * sgc, mask=wmask, other=0.0)
-            acc_p = tl.dot(x, wp.to(x.dtype), acc_p, input_precision=DOT_PREC)
-            acc_g = tl.dot(x, wg.to(x.dtype), acc_g, input_precision=DOT_PREC)
+        x = tl.load(X + offs_p[:, None] * sxp + kk[None, :] * sxc, mask=p_ok[:, None] & k_ok[None, :], other=0.0)
+        wmask = k_ok[:, None] & c_ok[None, :]
+        wp = tl.load(WP + kk[:, None] * swk + offs_c[None, :] * swc, mask=wmask, other=0.0)
+        wg = tl.load(WG + kk[:, None] * sgk + offs_c[None, :] * sgc, mask=wmask, other=0.0)
+        acc_p = tl.dot(x, wp.to(x.dtype), acc_p, input_precision=DOT_PREC)
+        acc_g = tl.dot(x, wg.to(x.dtype), acc_g, input_precision=DOT_PREC)
     bp = tl.load(BP + offs_c, mask=c_ok, other=0.0).to(tl.float32)
     bg = tl.load(BG + offs_c, mask=c_ok, other=0.0).to(tl.float32)
     m = tl.load(M + offs_p, mask=p_ok, other=0.0).to(tl.float32)
     # The reference rounds each stage to the storage dtype; here only the result is rounded.
-    if TRANS:
-        y = (acc_p + bp[:, None]) * m[None, :] * tl.sigmoid(acc_g + bg[:, None])
-        optr = O + offs_c.to(tl.int64)[:, None] * som + offs_p[None, :]
-        tl.store(optr, y.to(O.dtype.element_ty), mask=c_ok[:, None] & p_ok[None, :])
-    else:
-        y = (acc_p + bp[None, :]) * m[:, None] * tl.sigmoid(acc_g + bg[None, :])
-        optr = O + offs_c.to(tl.int64)[None, :] * som + offs_p[:, None]
-        tl.store(optr, y.to(O.dtype.element_ty), mask=p_ok[:, None] & c_ok[None, :])
+    y = (acc_p + bp[None, :]) * m[:, None] * tl.sigmoid(acc_g + bg[None, :])
+    optr = O + offs_c.to(tl.int64)[None, :] * som + offs_p[:, None]
+    tl.store(optr, y.to(O.dtype.element_ty), mask=p_ok[:, None] & c_ok[None, :])
 
 
 @triton.jit
@@ -108,23 +89,22 @@ def _gated_projection_persistent(X, WP, BP, WG, BG, M, O, P, C, NC, sxp, sxc, sw
 @functools.lru_cache(maxsize=32)
 def default_config(c_in: int, n_out: int, on_gpu: bool, wide: bool = False, sms: int = 132) -> dict:
     """Tile sizes: the whole reduction axis (C_z = 128 or 64) in one or two steps; CPU (interpreter)
-    runs use small tiles. `trans`: accumulate the transposed tile (W^T x^T, channel-major like the
-    output); `c_fast`: grid order with the channel tiles of a position tile adjacent; `persistent`:
-    the number of programs of the persistent form (0: one program per tile).
+    runs use small tiles. `c_fast`: grid order with the channel tiles of a position tile adjacent;
+    `persistent`: the number of programs of the persistent form (0: one program per tile).
 
     16-bit on the GPU (H100, session 9, call AY, 262,144 positions x 128 -> 128): the persistent form,
     64 positions x 64 channels, 4 warps, 3 stages, three programs per SM: 0.085 ms against 0.098 for
-    one 128 x 64 tile per program in channel-fast order (0.109 in position-fast order, call AX; the
-    transposed accumulator changed nothing). fp32 (`wide`) and C > 128 keep one tile per program."""
+    one 128 x 64 tile per program in channel-fast order (0.109 in position-fast order, call AX; a
+    transposed accumulator, W^T x^T stored without a layout change, changed nothing and was removed).
+    fp32 (`wide`) and C > 128 keep one tile per program."""
     if not on_gpu:
-        return dict(BLOCK_P=16, BLOCK_C=16, BLOCK_K=16, num_warps=1, num_stages=1, trans=False, c_fast=False,
-                    persistent=0)
+        return dict(BLOCK_P=16, BLOCK_C=16, BLOCK_K=16, num_warps=1, num_stages=1, c_fast=False, persistent=0)
     block_k = min(64, triton.next_power_of_2(max(c_in, 16)))
     block_c = min(64, triton.next_power_of_2(max(n_out, 16)))
     if wide or c_in > 128:  # the persistent form holds both weight tiles [C, 64] in shared memory
-        return dict(BLOCK_P=128, BLOCK_C=block_c, BLOCK_K=block_k, num_warps=8, num_stages=2, trans=False,
-                    c_fast=True, persistent=0)
-    return dict(BLOCK_P=64, BLOCK_C=block_c, BLOCK_K=block_k, num_warps=4, num_stages=3, trans=False, c_fast=True,
+        return dict(BLOCK_P=128, BLOCK_C=block_c, BLOCK_K=block_k, num_warps=8, num_stages=2, c_fast=True,
+                    persistent=0)
+    return dict(BLOCK_P=64, BLOCK_C=block_c, BLOCK_K=block_k, num_warps=4, num_stages=3, c_fast=True,
                 persistent=3 * sms)
 
 
@@ -160,6 +140,6 @@ def gated_projection(x: torch.Tensor, w_p: torch.Tensor, b_p: torch.Tensor, w_g:
         x, w_p, b_p.contiguous(), w_g, b_g.contiguous(), m, out, p, c, nc,
         x.stride(0), x.stride(1), w_p.stride(0), w_p.stride(1), w_g.stride(0), w_g.stride(1), out.stride(0),
         BLOCK_P=cfg["BLOCK_P"], BLOCK_C=cfg["BLOCK_C"], BLOCK_K=cfg["BLOCK_K"],
-        DOT_PREC=dot_precision(x.dtype, x.device), TRANS=bool(cfg["trans"]), C_FAST=bool(cfg["c_fast"]),
+        DOT_PREC=dot_precision(x.dtype, x.device), C_FAST=bool(cfg["c_fast"]),
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     return out

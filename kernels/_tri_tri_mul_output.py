@@ -57,44 +57,14 @@ def _tri_mul_output_kernel(PP, Z, O, LPS, LPB, WO, BO, LZS, LZB, WG, BG, NPOS, s
     tl.store(O + offs_p[:, None] * sop + co[None, :], y.to(dt), mask=p_ok[:, None])
 
 
-@triton.jit
-def _tri_mul_output_persistent(PP, Z, O, LPS, LPB, WO, BO, LZS, LZB, WG, BG, NPOS, spc, szp, sop,
-                               swo0, swo1, swg0, swg1, eps_p, eps_z,
-                               C: tl.constexpr, CZ: tl.constexpr, BLOCK_P: tl.constexpr, DOT_PREC: tl.constexpr,
-                               STAGES: tl.constexpr):
-    """Persistent form of `_tri_mul_output_kernel`: each program loads both weight matrices once and
-    walks position tiles pid, pid + P, ... (P programs), so the next tile's loads are issued while
-    this one computes (software pipelining over the tile loop)."""
-    pid = tl.program_id(0)
-    ch = tl.arange(0, C)
-    co = tl.arange(0, CZ)
-    dt = O.dtype.element_ty
-    wo = tl.load(WO + ch[:, None] * swo0 + co[None, :] * swo1).to(dt)
-    wg = tl.load(WG + co[:, None] * swg0 + co[None, :] * swg1).to(dt)
-    bo = tl.load(BO + co).to(tl.float32)
-    bg = tl.load(BG + co).to(tl.float32)
-    for t in tl.range(pid, tl.cdiv(NPOS, BLOCK_P), tl.num_programs(0), num_stages=STAGES):
-        offs_p = t * BLOCK_P + tl.arange(0, BLOCK_P).to(tl.int64)  # t * BLOCK_P < NPOS < 2**31
-        p_ok = offs_p < NPOS
-        x = tl.load(PP + ch.to(tl.int64)[None, :] * spc + offs_p[:, None], mask=p_ok[:, None], other=0.0)
-        zrow = Z + offs_p[:, None] * szp + co[None, :]
-        zt = tl.load(zrow, mask=p_ok[:, None], other=0.0).to(tl.float32)
-        a = _layer_norm_rows(x.to(tl.float32), LPS, LPB, ch, C, eps_p)
-        upd = tl.dot(a.to(dt), wo, input_precision=DOT_PREC) + bo[None, :]
-        g = tl.dot(_layer_norm_rows(zt, LZS, LZB, co, CZ, eps_z).to(dt), wg, input_precision=DOT_PREC) + bg[None, :]
-        y = zt + upd * tl.sigmoid(g)
-        tl.store(O + offs_p[:, None] * sop + co[None, :], y.to(dt), mask=p_ok[:, None])
-
-
 @functools.lru_cache(maxsize=32)
 def default_config(c: int, cz: int, on_gpu: bool) -> dict:
     """64 positions x every channel per program, 4 warps, on the GPU (H200 sweep, session 7: 0.326 ms
     per [128, 256, 2,048] block against 0.447 with 8 warps and 0.344 with 32 positions); small
-    tiles in the interpreter. `persistent`: the number of programs of the persistent form (0: one
-    program per tile)."""
+    tiles in the interpreter."""
     if not on_gpu:
-        return dict(BLOCK_P=16, num_warps=1, num_stages=1, persistent=0)
-    return dict(BLOCK_P=64, num_warps=4, num_stages=1, persistent=0)
+        return dict(BLOCK_P=16, num_warps=1, num_stages=1)
+    return dict(BLOCK_P=64, num_warps=4, num_stages=1)
 
 
 def tri_mul_output(p: torch.Tensor, z: torch.Tensor, ln_p, w_out: torch.Tensor, b_out: torch.Tensor, ln_z,
@@ -112,15 +82,6 @@ def tri_mul_output(p: torch.Tensor, z: torch.Tensor, ln_p, w_out: torch.Tensor, 
     dt = z.dtype
     vec = lambda t: t.to(dt).contiguous()  # noqa: E731  (parameters kept in another dtype)
     w_out, w_g = w_out.to(dt), w_g.to(dt)
-    if cfg.get("persistent"):
-        grid = (max(1, min(triton.cdiv(npos, cfg["BLOCK_P"]), cfg["persistent"])),)
-        _tri_mul_output_persistent[grid](
-            p2, z2, o2, vec(ln_p[0]), vec(ln_p[1]), w_out, vec(b_out), vec(ln_z[0]), vec(ln_z[1]), w_g, vec(b_g),
-            npos, p2.stride(0), z2.stride(0), o2.stride(0), w_out.stride(0), w_out.stride(1), w_g.stride(0),
-            w_g.stride(1), float(ln_p[2]), float(ln_z[2]),
-            C=c, CZ=cz, BLOCK_P=cfg["BLOCK_P"], DOT_PREC=dot_precision(dt, z.device), STAGES=cfg["num_stages"],
-            num_warps=cfg["num_warps"])
-        return out
     grid = (triton.cdiv(npos, cfg["BLOCK_P"]),)
     _tri_mul_output_kernel[grid](
         p2, z2, o2, vec(ln_p[0]), vec(ln_p[1]), w_out, vec(b_out), vec(ln_z[0]), vec(ln_z[1]), w_g, vec(b_g),

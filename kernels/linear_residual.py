@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels._common import TRITON_DTYPES, fused_dispatch, pow2_in, row_levels
+from kernels._common import TRITON_DTYPES, fused_dispatch, pow2_in, require, row_levels
 
 
 def linear_residual_reference(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
@@ -35,10 +35,7 @@ def _kernel(x, w, out):
 
 def linear_residual_triton(x, w, b, out, config=None):
     """The Triton kernel itself (`kernels/_tri_linear_residual.py`); raises if it can't run here."""
-    mod = _kernel(x, w, out)
-    if mod is None:
-        raise RuntimeError("Triton linear_residual can't run on these tensors here")
-    return mod.linear_residual(x, w, b, out, config=config)
+    return require(_kernel(x, w, out), "linear_residual").linear_residual(x, w, b, out, config=config)
 
 
 def linear_residual(x, w, b, out, backend: str = "torch"):

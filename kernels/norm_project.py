@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels._common import TRITON_DTYPES, fused_dispatch, pow2_in, row_levels
+from kernels._common import TRITON_DTYPES, fused_dispatch, pow2_in, require, row_levels
 
 
 def norm_project_reference(x: torch.Tensor, ln, w: torch.Tensor, out: torch.Tensor,
@@ -37,10 +37,7 @@ def _kernel(x, w, out):
 
 def norm_project_triton(x, ln, w, out, config=None):
     """The Triton kernel itself (`kernels/_tri_norm_project.py`); raises if it can't run here."""
-    mod = _kernel(x, w, out)
-    if mod is None:
-        raise RuntimeError("Triton norm_project can't run on these tensors here")
-    return mod.norm_project(x, ln, w, out, config=config)
+    return require(_kernel(x, w, out), "norm_project").norm_project(x, ln, w, out, config=config)
 
 
 def norm_project(x, ln, w, out, backend: str = "torch", fused: bool = True):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels._common import TRITON_DTYPES, add_residual, fused_dispatch, pow2_in
+from kernels._common import TRITON_DTYPES, add_residual, fused_dispatch, pow2_in, require
 from kernels.layer_norm import layer_norm_reference
 
 
@@ -57,10 +57,7 @@ def fused_available(x, w1, out) -> bool:
 
 def transition_triton(x, ln, w1, b1, w2, b2, out, config=None):
     """The Triton kernel itself (`kernels/_tri_transition.py`); raises if it can't run here."""
-    mod = _kernel(x, w1, out)
-    if mod is None:
-        raise RuntimeError("Triton transition can't run on these tensors here")
-    return mod.transition(x, ln, w1, b1, w2, b2, out, config=config)
+    return require(_kernel(x, w1, out), "transition").transition(x, ln, w1, b1, w2, b2, out, config=config)
 
 
 def transition(x, ln, w1, b1, w2, b2, out, backend: str = "torch"):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels._common import TRITON_DTYPES, add_residual, fused_dispatch, pow2_in
+from kernels._common import TRITON_DTYPES, add_residual, fused_dispatch, pow2_in, require
 from kernels.layer_norm import layer_norm_reference
 
 
@@ -52,9 +52,7 @@ def _kernel(p, z, out):
 
 def tri_mul_output_triton(p, z, ln_p, w_out, b_out, ln_z, w_g, b_g, out, config=None):
     """The Triton kernel itself (`kernels/_tri_tri_mul_output.py`); raises if it can't run here."""
-    mod = _kernel(p, z, out)
-    if mod is None:
-        raise RuntimeError("Triton triangle-multiplication output stage can't run on these tensors here")
+    mod = require(_kernel(p, z, out), "triangle-multiplication output stage")
     return mod.tri_mul_output(p, z, ln_p, w_out, b_out, ln_z, w_g, b_g, out, config=config)
 
 

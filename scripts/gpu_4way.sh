@@ -25,7 +25,8 @@
 #   AE-AN:           session 7 (AH needs commit 7c020b2's NCCL priority switch, since removed; AJ ran
 #                    commit c60cce6, reverted); AO onwards session 8 (AP's tma_bias variants need the
 #                    TMA bias path of the session's working tree, measured no faster and not committed).
-#   AW-BA:           session 9 on one H100 each; BB and BC the next session's one-GPU calls.
+#   AW-BA:           session 9 on one H100 each (AX's `trans` and AY's tri-mul output `persistent` variants
+#                    name options removed since: they lost); BB and BC the next session's one-GPU calls.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 call=${1:?usage: gpu_4way.sh A|B|C}

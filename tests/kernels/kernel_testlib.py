@@ -1,6 +1,9 @@
 """Helpers shared by the kernel tests (imported by name: pytest puts this folder on sys.path)."""
 from __future__ import annotations
 
+import functools
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -48,3 +51,24 @@ def assert_pair_matches(kernel, reference, args, out: torch.Tensor, want: torch.
     assert kernel(*args, out) is out
     assert rel_err(out, want) < tol
     assert rel_err(reference(*args, torch.empty_like(out)), want) < tol * 3
+
+
+@functools.lru_cache(maxsize=1)
+def fixture_block():
+    """The first Evoformer block of the model_3_gap reference fixture (the official parameter layout,
+    C_m = 256, C_z = 128, random values): the network's ops with real shapes for the kernel tests.
+    Loaded once per session; the tests only run its ops, never change its weights."""
+    from model.params import load_model
+    fx = Path(__file__).resolve().parents[1] / "data" / "af_fixtures" / "model_3_gap"
+    return load_model(next(fx.glob("params_*.npz"))).evoformer.evoformer_iteration[0]
+
+
+def block_inputs(seed: int, s: int = 3, n: int = 5):
+    """Fresh inputs for `fixture_block()`'s ops: m [s, n, 256], z [n, n, 128], msa_mask [s, n] and
+    pair_mask [n, n] with about a fifth of the entries masked."""
+    gen = torch.Generator().manual_seed(seed)
+    m = torch.randn(s, n, 256, generator=gen)
+    z = torch.randn(n, n, 128, generator=gen)
+    msa_mask = (torch.rand(s, n, generator=gen) > 0.2).float()
+    pair_mask = (torch.rand(n, n, generator=gen) > 0.2).float()
+    return m, z, msa_mask, pair_mask

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernel_testlib import assert_pair_matches, needs_triton, rel_err
+from kernel_testlib import assert_pair_matches, fixture_block, needs_triton, rel_err
 from kernels.gated_projection import gated_projection, gated_projection_reference, gated_projection_triton
 
 pytestmark = needs_triton
@@ -36,12 +36,11 @@ def test_matches_float64(interpret, dtype, p, c_in, c_all, c0, c1):
                         torch.empty(c1 - c0, p, dtype=dtype), want, TOL[dtype])
 
 
-@pytest.mark.parametrize("cfg", [dict(trans=True), dict(c_fast=False), dict(trans=True, c_fast=True, BLOCK_C=32),
+@pytest.mark.parametrize("cfg", [dict(c_fast=False), dict(c_fast=True, BLOCK_C=32),
                                  dict(persistent=3), dict(persistent=5, BLOCK_C=8, num_stages=2)])
 def test_tile_variants(interpret, cfg):
-    """The transposed accumulator (W^T x^T, stored without a layout change), both grid orders and the
-    persistent form (a few programs walking the tiles; several channel tiles) give the same values,
-    on odd sizes and a weight column slice."""
+    """Both grid orders and the persistent form (a few programs walking the tiles; several channel
+    tiles) give the same values, on odd sizes and a weight column slice."""
     args, want = _case(53, 40, 48, 8, 31, torch.float32, seed=11)
     out = gated_projection_triton(*args, torch.empty(23, 53), config=cfg)
     assert rel_err(out, want) < TOL[torch.float32]
@@ -79,13 +78,8 @@ def test_triangle_multiplication_with_the_fused_kernel(interpret, monkeypatch, d
     """Runtime.fused_tri_mul: the network's triangle multiplication (reference-fixture weights), with
     the fused gated projections and output stage, gives what the reference path gives, resident,
     channel-chunked and with the pair offloaded."""
-    from pathlib import Path
-
     from model.config import Runtime
-    from model.params import load_model
-    fx = Path(__file__).resolve().parents[1] / "data" / "af_fixtures" / "model_3_gap"
-    model = load_model(next(fx.glob("params_*.npz")))
-    op = getattr(model.evoformer.evoformer_iteration[0], f"triangle_multiplication_{direction}")
+    op = getattr(fixture_block(), f"triangle_multiplication_{direction}")
     gen = torch.Generator().manual_seed(3)
     n = 11
     z = torch.randn(n, n, 128, generator=gen) * 2 + 0.3

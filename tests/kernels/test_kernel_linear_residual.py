@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernel_testlib import needs_triton, rel_err
+from kernel_testlib import block_inputs, fixture_block, needs_triton, rel_err
 from kernels.linear_residual import linear_residual, linear_residual_reference, linear_residual_triton
 
 pytestmark = needs_triton
@@ -74,19 +74,10 @@ def test_network_attention_adds_through_the_kernel(interpret, monkeypatch, which
     """Runtime.fused_residual: the network's attentions, in place on the Triton backend (reference-
     fixture weights, C = 256 and 128; whole and in chunks of 2), add their output projection into
     the residual through the kernel (a spy counts its calls) and give what the reference path gives."""
-    from pathlib import Path
-
     from model.config import Runtime
-    from model.params import load_model
-    fx = Path(__file__).resolve().parents[1] / "data" / "af_fixtures" / "model_3_gap"
-    model = load_model(next(fx.glob("params_*.npz")))
-    op = getattr(model.evoformer.evoformer_iteration[0], which)
-    gen = torch.Generator().manual_seed(7)
+    op = getattr(fixture_block(), which)
     s, n = 3, 5
-    m = torch.randn(s, n, 256, generator=gen)
-    z = torch.randn(n, n, 128, generator=gen)
-    msa_mask = (torch.rand(s, n, generator=gen) > 0.2).float()
-    pair_mask = (torch.rand(n, n, generator=gen) > 0.2).float()
+    m, z, msa_mask, pair_mask = block_inputs(7, s, n)
     if which.startswith("msa_row"):
         run = lambda x, rt: op(x, msa_mask, z, rt)
         x0 = m

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernel_testlib import layer_norm64, needs_triton, rel_err
+from kernel_testlib import block_inputs, fixture_block, layer_norm64, needs_triton, rel_err
 from kernels.norm_project import norm_project, norm_project_reference, norm_project_triton
 
 pytestmark = needs_triton
@@ -84,19 +84,10 @@ def test_network_pair_biases_through_the_kernel(interpret, monkeypatch, which, r
     """Runtime.fused_bias: the network's pair-biased attentions (fixture weights; whole and in row
     blocks of 2) form their bias through the kernel (a spy counts its calls) and give what the
     reference path gives."""
-    from pathlib import Path
-
     from model.config import Runtime
-    from model.params import load_model
-    fx = Path(__file__).resolve().parents[1] / "data" / "af_fixtures" / "model_3_gap"
-    model = load_model(next(fx.glob("params_*.npz")))
-    op = getattr(model.evoformer.evoformer_iteration[0], which)
-    gen = torch.Generator().manual_seed(3)
+    op = getattr(fixture_block(), which)
     s, n = 3, 5
-    m = torch.randn(s, n, 256, generator=gen)
-    z = torch.randn(n, n, 128, generator=gen)
-    msa_mask = (torch.rand(s, n, generator=gen) > 0.2).float()
-    pair_mask = (torch.rand(n, n, generator=gen) > 0.2).float()
+    m, z, msa_mask, pair_mask = block_inputs(3, s, n)
     if which.startswith("msa_row"):
         run = lambda rt: op(m.clone(), msa_mask, z, rt)  # noqa: E731
     else:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernel_testlib import needs_triton, rel_err
+from kernel_testlib import fixture_block, needs_triton, rel_err
 from kernels.opm_projection import opm_projection, opm_projection_reference, opm_projection_triton
 
 pytestmark = needs_triton
@@ -70,13 +70,8 @@ def test_dispatch_and_fallback(interpret, monkeypatch):
 def test_outer_product_mean_with_the_kernel(interpret, monkeypatch, chunk):
     """The network's outer product mean (reference-fixture weights) with the Triton backend gives
     what the reference path gives, whole and in row chunks, and the kernel did run."""
-    from pathlib import Path
-
     from model.config import Runtime
-    from model.params import load_model
-    fx = Path(__file__).resolve().parents[1] / "data" / "af_fixtures" / "model_3_gap"
-    model = load_model(next(fx.glob("params_*.npz")))
-    op = model.evoformer.evoformer_iteration[0].outer_product_mean
+    op = fixture_block().outer_product_mean
     gen = torch.Generator().manual_seed(5)
     s, n = 6, 11
     m = torch.randn(s, n, 256, generator=gen) + 0.2

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernel_testlib import assert_pair_matches, needs_triton, rel_err, transition64
+from kernel_testlib import assert_pair_matches, fixture_block, needs_triton, rel_err, transition64
 from kernels.transition import transition, transition_reference, transition_triton
 
 pytestmark = needs_triton
@@ -91,13 +91,8 @@ def test_out_of_resources_falls_back_to_the_reference(interpret, monkeypatch):
 def test_network_transition_with_the_fused_kernel(interpret, monkeypatch, which, inplace):
     """Runtime.fused_transition: the network's transitions (reference-fixture weights, C = 256 and
     128) give what the reference path gives (chunked there); a spy asserts the kernel ran."""
-    from pathlib import Path
-
     from model.config import Runtime
-    from model.params import load_model
-    fx = Path(__file__).resolve().parents[1] / "data" / "af_fixtures" / "model_3_gap"
-    model = load_model(next(fx.glob("params_*.npz")))
-    op = getattr(model.evoformer.evoformer_iteration[0], which)
+    op = getattr(fixture_block(), which)
     c = op.input_layer_norm.scale.shape[0]
     gen = torch.Generator().manual_seed(5)
     x = torch.randn(3, 5, c, generator=gen) * 2 + 0.3

@@ -51,18 +51,6 @@ def test_in_place_over_z(interpret):
     assert rel_err(z, want) < TOL[torch.float32]
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-def test_persistent_form(interpret, dtype):
-    """The persistent form (3 programs walking the position tiles, weights loaded once), in place
-    over z on an odd length: the values of the one-tile-per-program kernel."""
-    args, want = _case(32, 32, 6, 1, 5, 9, dtype, seed=6)
-    z = args[1].clone()
-    got = tri_mul_output_triton(args[0], z, *args[2:], z, config=dict(persistent=3))
-    assert got is z and rel_err(z, want) < TOL[dtype]
-    apart = tri_mul_output_triton(*args, torch.empty_like(args[1]))
-    assert rel_err(z, apart.double()) < TOL[dtype]
-
-
 def test_dispatch_and_fallback(interpret, monkeypatch):
     args, want = _case(16, 16, 3, 0, 3, 6, torch.float32, seed=8)
     a = tri_mul_output(*args, torch.empty_like(args[1]), backend="triton")
