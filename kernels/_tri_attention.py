@@ -473,7 +473,27 @@ def _launch(q, k, v, out, biases, mask, scale, config, gate=None):
                 raise
 
 
+def _gluon():
+    """The Gluon (sm_90) kernel module, or None where Gluon can't be imported."""
+    global _GLUON
+    if _GLUON is False:
+        try:
+            import kernels._gl_attention as mod
+        except Exception:  # no Gluon in this Triton, or no CUDA
+            mod = None
+        _GLUON = mod
+    return _GLUON
+
+
+_GLUON = False
+
+
 def _launch_cfg(q, k, v, out, biases, mask, scale, cfg, tensors, ostr, n0, n1, n2, rows_ok, gate=None):
+    if cfg.get("gluon") and q.is_cuda:
+        gla = _gluon()
+        if gla is not None and gla.supported(q, k, v, out, biases, mask, ostr, (n0, n1, n2), rows_ok):
+            gla.launch(q, k, v, out, biases, gate, ostr, n0, n1, n2, scale, cfg)
+            return
     lq, d = q.shape[-2], q.shape[-1]
     lk = k.shape[-2]
     rows = cfg["rows"] if (cfg["rows"] in (2, 4) and rows_ok) else 1

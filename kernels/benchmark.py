@@ -169,6 +169,7 @@ class Bench:
         for var in self.args.variants:  # kernel options A/B'd against the default (e.g. {"spare": false})
             run_ours("variant " + json.dumps(var, sort_keys=True), var)
             self.network_call(name, bias, mask, scale, record, var)
+            self.network_call(name, bias, None, scale, record, var)
         if self.args.sweep:
             sweep = SWEEP_D8 if D <= 16 else (SWEEP_D32 if name == "tri2048" else SWEEP_SMALL)
             for t in sweep:

@@ -97,8 +97,75 @@ def compile_site(name: str, overrides: dict):
     return kernel, cfg
 
 
-def key_loop(kernel):
-    """(SASS instructions of the longest backward-branch loop, the whole listing)."""
+def compile_gluon(name: str, overrides: dict):
+    """The Gluon kernel (kernels/_gl_attention.py) at call site `name`: q/k/v/gate views of one fused
+    projection, the bias [1, H, L, L] dense, tiles from `overrides` (BLOCK_N, stages)."""
+    import importlib.util
+
+    import torch
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.experimental.gluon._runtime import GluonASTSource
+    from triton.runtime.jit import mangle_type
+
+    if name != "tri2048":
+        raise SystemExit("the Gluon kernel runs head dims 16-64: call site tri2048")
+    spec = importlib.util.spec_from_file_location("gl_attention_sass", Path(__file__).resolve().parents[1]
+                                                  / "kernels" / "_gl_attention.py")
+    gla = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gla)
+    L, H, D = 2048, 4, 32
+    C = 4 * H * D
+    bn, stages = int(overrides.get("BLOCK_N", 64)), int(overrides.get("stages", 4))
+
+    class _Storage:  # what a descriptor needs of its tensor at compile time: dtype and alignment
+        dtype = torch.bfloat16
+
+        @staticmethod
+        def data_ptr():
+            return 0
+
+    def desc(block, shape, strides):
+        return gla.TensorDescriptor(_Storage, shape, strides, block, gla._nvmma(block, torch.bfloat16))
+
+    qkv = [L * C * L, D, L * C, C, 1]
+    descs = dict(q_desc=desc([1, 1, 1, 64, D], [1, H, L, L, D], qkv),
+                 k_desc=desc([1, 1, 1, bn, D], [1, H, L, L, D], qkv),
+                 v_desc=desc([1, 1, 1, bn, D], [1, H, L, L, D], qkv),
+                 b_desc=desc([1, 1, 1, 64, bn], [1, H, 1, L, L], [H * L * L, L * L, L * L, L, 1]))
+    vals = dict(n1=H, n2=L, n_sets=H * L, Lq=L, Lk=L, so0=0, so1=D, so2=L * H * D, som=H * D, sod=1,
+                sg0=0, sg1=D, sg2=L * C, sgm=C, sgd=1, group=16)
+    const = dict(HAS_BIAS=True, B0F=0, B1F=1, B2F=0, HAS_GATE=True, HEAD_DIM=D, BLOCK_M=64, BLOCK_N=bn,
+                 STAGES=stages)
+    fn = gla._attn_fwd_gluon
+    names = fn.arg_names
+    sig, attrs = {}, {}
+    for i, n in enumerate(names):
+        if n in const:
+            sig[n] = "constexpr"
+        elif n in descs:
+            sig[n] = mangle_type(descs[n])
+        elif n in ("O", "G"):
+            sig[n], attrs[(i,)] = "*bf16", [["tt.divisibility", 16]]
+        elif n == "qk_scale":
+            sig[n] = "fp32"
+        elif vals.get(n, 0) == 1:
+            sig[n], const[n] = "constexpr", 1
+        else:
+            sig[n] = "i32"
+            if vals.get(n, 0) % 16 == 0:
+                attrs[(i,)] = [["tt.divisibility", 16]]
+    src = GluonASTSource(fn=fn, signature=sig, constexprs={(names.index(k),): v for k, v in const.items()},
+                         attrs=attrs)
+    kernel = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4))
+    # the main loop runs two key blocks a trip (unrolled), one row
+    return kernel, dict(BLOCK_M=64, BLOCK_N=2 * bn, rows=1, num_warps=4, stages=stages)
+
+
+def key_loop(kernel, conditional_only: bool = False):
+    """(SASS instructions of the longest backward-branch loop, the whole listing). conditional_only:
+    skip unconditional back-jumps (the Gluon kernel's mbarrier retry stubs, placed after the code,
+    jump back into it)."""
     import triton
     tool = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
     with tempfile.TemporaryDirectory() as tmp:
@@ -111,7 +178,7 @@ def key_loop(kernel):
     loops = []
     for addr, text in ins:
         target = re.search(r"BRA\s+(?:`\(\S+\)\s*)?0x([0-9a-f]+)", text)
-        if target and int(target.group(1), 16) < addr:
+        if target and int(target.group(1), 16) < addr and (text.startswith("@") or not conditional_only):
             loops.append((int(target.group(1), 16), addr))
     if not loops:
         raise SystemExit("no loop found in the kernel")
@@ -126,14 +193,21 @@ def main(argv=None):
                     help="overrides of the kernel's default configuration (BLOCK_M, BLOCK_N, num_warps, num_stages, "
                          "rows, maxnreg: 0 for none), spare")
     ap.add_argument("--sync", action="store_true", help="list the loop's HGMMA issues and waits")
+    ap.add_argument("--gluon", action="store_true",
+                    help="the Gluon kernel (kernels/_gl_attention.py: no key mask) instead; --config takes BLOCK_N, stages")
     ap.add_argument("--no-mask", action="store_true",
                     help="the call without a key mask (a stack whose mask is all ones: Runtime.skip_dense_masks)")
     a = ap.parse_args(argv)
     os.environ.setdefault("TRITON_INTERPRET", "0")
+    if a.gluon:
+        a.no_mask = True  # the Gluon kernel takes no key mask
     if a.no_mask:
         a.config["no_mask"] = True
-    kernel, cfg = compile_site(a.site, a.config)
-    loop, sass = key_loop(kernel)
+    if a.gluon:
+        kernel, cfg = compile_gluon(a.site, a.config)
+    else:
+        kernel, cfg = compile_site(a.site, a.config)
+    loop, sass = key_loop(kernel, conditional_only=a.gluon)
     scores = cfg["BLOCK_M"] * cfg["BLOCK_N"] * cfg["rows"] / (32 * cfg["num_warps"])  # per thread
     ops = collections.Counter((t.split()[1] if t.startswith("@") else t.split()[0]).split(".")[0] for t in loop)
     spills = "local memory (spills) in the loop" if ops.get("LDL") or ops.get("STL") else "no spills in the loop"
@@ -141,6 +215,8 @@ def main(argv=None):
           f"per key block, "
           f"{len(loop) / scores:.2f} per score; shared memory {kernel.metadata.shared} B; {spills}")
     print(" ".join(f"{k}:{v}" for k, v in ops.most_common(24)))
+    waits = sum("WARPGROUP.DEPBAR" in t for t in loop)
+    print(f"tensor-core waits in the loop: {waits} for {sum(t.startswith('HGMMA') for t in loop)} MMA instructions")
     if a.sync:
         for t in loop:
             if "HGMMA" in t or "WARPGROUP" in t:

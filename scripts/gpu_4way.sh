@@ -604,7 +604,18 @@ BC)  # then: the attention micro-benchmark with the no-mask network call and the
     python3 -m fastfold_cli bench --lengths 2048 --precision bf16 --backend triton --no-breakdown --json $RES/bench_2048.json 2>&1 | tail -2"
   wait
   ;;
-*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT|AU|AV|AW|AX|AY|AZ|BA|BB|BC" >&2; exit 2 ;;
+BD)  # session 10, one GPU: the Gluon attention kernel's GPU checks and its timings against the Triton kernel
+     # (scripts/gluon_probe.py), then every kernel GPU test and the CUDA fixtures (call BB's job)
+  job probe 0 0-3 240 python3 scripts/gluon_probe.py --json $RES/gluon_probe.json
+  wait
+  job verify 0 0-3 320 bash -c "python3 -m pytest -q -p no:cacheprovider tests/kernels 2>&1 | tail -2;
+    python3 scripts/check_fixtures.py --device cuda --precision fp32 --backend triton --inplace \
+      --json $RES/fixtures_cuda_inplace.json 2>&1 | tail -3;
+    python3 scripts/check_fixtures.py --device cuda --precision fp32 --backend torch triton \
+      --json $RES/fixtures_cuda.json 2>&1 | tail -5"
+  wait
+  ;;
+*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT|AU|AV|AW|AX|AY|AZ|BA|BB|BC|BD" >&2; exit 2 ;;
 esac
 for f in "$RES"/*.log; do echo "== $f"; grep -v "^\s*$" "$f" | grep -v "^  entry" | tail -14 | cut -c1-400; done
 for f in "$RES"/*.json "$RES"/*/*.json; do [ -f "$f" ] && { echo "== $f"; grep -o "$G" "$f" | tr '\n' ' ' | cut -c1-900; echo; }; done

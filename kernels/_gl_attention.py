@@ -1,0 +1,310 @@
+"""Hopper (sm_90) attention written in Gluon: the same semantics as `_tri_attention`'s Triton kernel
+for its hot case, with the tensor-core work overlapped with the softmax by hand.
+
+Loaded through `kernels._triton_loader` on CUDA only (Gluon has no CPU interpreter); `_tri_attention`
+launches it where `supported()` holds and otherwise runs its own kernel. Semantics are those of
+`kernels.attention.attention_reference` without a key mask:
+    out = softmax(scale * q k^T + bias) v  [* sigmoid(gate)]          (softmax in fp32)
+
+Why a second kernel: head dim 32 gives each score two 32-deep dot products (64 FLOPs of MMA each) but
+~10 instructions of softmax, so the key loop is bound by the softmax's latency chain (MMA -> max ->
+exp2 -> sum -> MMA) more than by either pipe. Triton 3.6 waits for each `tl.dot` right after issuing
+it. Here both MMAs of a key block are issued asynchronously before the previous block's softmax runs
+(FlashAttention-3's intra-warpgroup pipelining):
+
+    iteration j:  issue S(j+1) = q K(j+1)^T
+                  issue PV(j-1)   [P(j-1) from registers, V(j-1) from shared memory]
+                  softmax of S(j) + bias(j)  -> P(j), alpha(j)     (CUDA cores, while both MMAs run)
+                  wait for both; acc *= alpha(j); TMA-prefetch block j+STAGES-1 into block j-1's stage
+
+Every value carried across iterations is resolved (no in-flight accumulator crosses the loop). The
+first iteration issues PV with P = 0 and block 0's V (exactly 0, as V is finite); the last issues a
+redundant S of the last block: both unconditional, so the loop body has no branches around the MMAs.
+K, V and the bias tile travel by TMA into a ring of STAGES stages, one mbarrier each: no
+`bar.sync` in the loop (the warpgroup's MMAs already order its four warps). The bias tile is read
+from the 128-byte-swizzled shared tile straight into the MMA accumulator layout, which that swizzle
+makes free of bank conflicts. Columns past L_k (TMA fills them with zeros) get -inf in a peeled last
+iteration only.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma, warpgroup_mma,
+                                                                  warpgroup_mma_wait)
+from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+LOG2E = 1.0 / math.log(2.0)
+_LOG2E = gl.constexpr(LOG2E)
+
+_GL_DTYPES = {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16}
+
+
+@gluon.jit
+def _issue(blk, s, ready, k_desc, v_desc, b_desc, k_bufs, v_bufs, b_bufs, i0, i1, i2, b0, b1, b2, m0,
+           HAS_BIAS: gl.constexpr, BLOCK_N: gl.constexpr):
+    """TMA of key block `blk` (K, V and the bias tile) into stage `s`, signalled on ready[s]."""
+    bar = ready.index(s)
+    nbytes: gl.constexpr = k_desc.block_type.nbytes + v_desc.block_type.nbytes + \
+        (b_desc.block_type.nbytes if HAS_BIAS else 0)
+    mbarrier.expect(bar, nbytes)
+    col = blk * BLOCK_N
+    tma.async_copy_global_to_shared(k_desc, [i0, i1, i2, col, 0], bar, k_bufs.index(s))
+    tma.async_copy_global_to_shared(v_desc, [i0, i1, i2, col, 0], bar, v_bufs.index(s))
+    if HAS_BIAS:
+        tma.async_copy_global_to_shared(b_desc, [b0, b1, b2, m0, col], bar, b_bufs.index(s))
+
+
+@gluon.jit
+def _bf16_pair_to_f32(x):
+    """bf16 -> fp32 for a packed pair: one shift and one mask (the compiler's conversion takes 1.5
+    instructions an element)."""
+    return gl.inline_asm_elementwise(
+        asm="shl.b32 $0, $2, 16; and.b32 $1, $2, 0xffff0000;",
+        constraints="=r,=r,r", args=[x], dtype=gl.float32, is_pure=True, pack=2)
+
+
+@gluon.jit
+def _step(j, nb, Lk, s_cur, p_prev, acc, l_acc, m_i, q2, k_bufs, v_bufs, b_bufs, ones, ready,
+          k_desc, v_desc, b_desc, i0, i1, i2, b0, b1, b2, m0, qk_scale,
+          qk_layout: gl.constexpr, o_layout: gl.constexpr, l_layout: gl.constexpr, p_layout: gl.constexpr,
+          HAS_BIAS: gl.constexpr, BOUNDS: gl.constexpr, STAGES: gl.constexpr,
+          BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr):
+    """Key block j of the pipelined online softmax (module docstring); returns the carried state
+    (S(j+1), P(j), acc, l_acc, m). The softmax denominator is a third MMA, P(j-1) times a column of
+    ones (`l_acc`, eight equal columns): the sum of the same bf16-rounded probabilities that weight v,
+    and one instruction a score less on the CUDA cores."""
+    prev = gl.maximum(j - 1, 0)
+    nxt = gl.minimum(j + 1, nb - 1)
+    # S first: its (ignored) accumulator registers are set before the first MMA of the group, or
+    # ptxas serialises the whole group (C7513: registers defined mid-pipeline).
+    mbarrier.wait(ready.index(nxt % STAGES), (nxt // STAGES) & 1)
+    s_t = warpgroup_mma(q2, k_bufs.index(nxt % STAGES).reshape([BLOCK_N, HEAD_DIM]).permute((1, 0)),
+                        gl.zeros([BLOCK_M, BLOCK_N], gl.float32, qk_layout), use_acc=False, is_async=True)
+    acc_t = warpgroup_mma(p_prev, v_bufs.index(prev % STAGES).reshape([BLOCK_N, HEAD_DIM]), acc, is_async=True)
+    l_t = warpgroup_mma(p_prev, ones, l_acc, is_async=True)
+
+    t = s_cur * qk_scale
+    if HAS_BIAS:
+        bt = b_bufs.index(j % STAGES).reshape([BLOCK_M, BLOCK_N]).load(qk_layout)
+        if bt.dtype == gl.bfloat16:
+            bt = _bf16_pair_to_f32(bt.to(gl.int16, bitcast=True))
+        t = t + bt.to(gl.float32) * _LOG2E
+    if BOUNDS:
+        cols = j * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, qk_layout))
+        t = gl.where((cols < Lk)[None, :], t, float("-inf"))
+    m_new = gl.maximum(m_i, gl.max(t, 1))
+    alpha = gl.exp2(m_i - m_new)
+    p = gl.exp2(t - m_new[:, None])
+
+    acc, l_acc, s_next = warpgroup_mma_wait(num_outstanding=0, deps=(acc_t, l_t, s_t))
+    p_dot = gl.convert_layout(p.to(q2.dtype), p_layout)
+    acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]
+    l_acc = l_acc * gl.convert_layout(alpha, gl.SliceLayout(1, l_layout))[:, None]
+    blk = j + STAGES - 1  # into the stage of block j - 1, whose K and V reads have retired
+    if blk < nb:
+        _issue(blk, blk % STAGES, ready, k_desc, v_desc, b_desc, k_bufs, v_bufs, b_bufs,
+               i0, i1, i2, b0, b1, b2, m0, HAS_BIAS, BLOCK_N)
+    return s_next, p_dot, acc, l_acc, m_new
+
+
+@gluon.jit
+def _attn_fwd_gluon(
+    q_desc, k_desc, v_desc, b_desc, O, G,
+    n1, n2, n_sets, Lq, Lk,
+    so0, so1, so2, som, sod,
+    sg0, sg1, sg2, sgm, sgd,
+    qk_scale, group,
+    HAS_BIAS: gl.constexpr, B0F: gl.constexpr, B1F: gl.constexpr, B2F: gl.constexpr, HAS_GATE: gl.constexpr,
+    HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
+):
+    """Grid and program order as `_tri_attention._attn_fwd_kernel` with one batch row per program.
+    B0F/B1F/B2F: 1 where the bias varies along that outer dim (its TMA coordinate follows the
+    program's), 0 where it is broadcast (coordinate 0)."""
+    dtype: gl.constexpr = q_desc.dtype
+    pid = gl.program_id(0)
+    n_m = gl.cdiv(Lq, BLOCK_M)
+    per_group = group * n_m
+    g = pid // per_group
+    r = pid - g * per_group
+    o_start = g * group
+    g_len = gl.minimum(group, n_sets - o_start)
+    pid_m = r // g_len
+    o = o_start + r % g_len
+    i2 = o % n2
+    tmp = o // n2
+    i1 = tmp % n1
+    i0 = tmp // n1
+    m0 = pid_m * BLOCK_M
+    b0 = i0 * B0F
+    b1 = i1 * B1F
+    b2 = i2 * B2F
+
+    qk_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                        instr_shape=[16, BLOCK_N, 16])
+    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                       instr_shape=[16, HEAD_DIM, 16])
+    l_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                       instr_shape=[16, 8, 16])
+    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+
+    q_smem = gl.allocate_shared_memory(dtype, q_desc.block_type.shape, q_desc.layout)
+    k_bufs = gl.allocate_shared_memory(dtype, [STAGES] + k_desc.block_type.shape, k_desc.layout)
+    v_bufs = gl.allocate_shared_memory(dtype, [STAGES] + v_desc.block_type.shape, v_desc.layout)
+    if HAS_BIAS:
+        b_bufs = gl.allocate_shared_memory(b_desc.dtype, [STAGES] + b_desc.block_type.shape, b_desc.layout)
+    else:
+        b_bufs = k_bufs
+    ones = gl.allocate_shared_memory(dtype, [BLOCK_N, 8], gl.NVMMASharedLayout.get_default_for([BLOCK_N, 8], dtype))
+    ones.store(gl.full([BLOCK_N, 8], 1.0, dtype, gl.BlockedLayout([1, 8], [32, 1], [4, 1], [1, 0])))
+    fence_async_shared()
+    q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+    ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    mbarrier.init(q_bar, count=1)
+    for s in gl.static_range(STAGES):
+        mbarrier.init(ready.index(s), count=1)
+
+    nb = gl.cdiv(Lk, BLOCK_N)
+    mbarrier.expect(q_bar, q_desc.block_type.nbytes)
+    tma.async_copy_global_to_shared(q_desc, [i0, i1, i2, m0, 0], q_bar, q_smem)
+    for s in gl.static_range(STAGES - 1):
+        if s < nb:
+            _issue(s, s, ready, k_desc, v_desc, b_desc, k_bufs, v_bufs, b_bufs, i0, i1, i2, b0, b1, b2, m0,
+                   HAS_BIAS, BLOCK_N)
+    q2 = q_smem.reshape([BLOCK_M, HEAD_DIM])
+
+    mbarrier.wait(q_bar, 0)
+    mbarrier.wait(ready.index(0), 0)
+    s_cur = warpgroup_mma(q2, k_bufs.index(0).reshape([BLOCK_N, HEAD_DIM]).permute((1, 0)),
+                          gl.zeros([BLOCK_M, BLOCK_N], gl.float32, qk_layout), use_acc=False)
+    p_prev = gl.zeros([BLOCK_M, BLOCK_N], dtype, p_layout)
+    acc = gl.zeros([BLOCK_M, HEAD_DIM], gl.float32, o_layout)
+    m_i = gl.full([BLOCK_M], float("-inf"), gl.float32, gl.SliceLayout(1, qk_layout))
+    l_acc = gl.zeros([BLOCK_M, 8], gl.float32, l_layout)
+
+    # Unrolled by two: S(j+1) is written by the tensor cores while S(j) is read, so the two live in
+    # different registers; two steps a trip bring them back where they started (no copies).
+    n_full = Lk // BLOCK_N
+    for j in range(0, n_full - 1, 2):
+        s_cur, p_prev, acc, l_acc, m_i = _step(
+            j, nb, Lk, s_cur, p_prev, acc, l_acc, m_i, q2, k_bufs, v_bufs, b_bufs, ones, ready,
+            k_desc, v_desc, b_desc, i0, i1, i2, b0, b1, b2, m0, qk_scale,
+            qk_layout, o_layout, l_layout, p_layout, HAS_BIAS, False, STAGES, BLOCK_M, BLOCK_N, HEAD_DIM)
+        s_cur, p_prev, acc, l_acc, m_i = _step(
+            j + 1, nb, Lk, s_cur, p_prev, acc, l_acc, m_i, q2, k_bufs, v_bufs, b_bufs, ones, ready,
+            k_desc, v_desc, b_desc, i0, i1, i2, b0, b1, b2, m0, qk_scale,
+            qk_layout, o_layout, l_layout, p_layout, HAS_BIAS, False, STAGES, BLOCK_M, BLOCK_N, HEAD_DIM)
+    if n_full % 2 == 1:
+        s_cur, p_prev, acc, l_acc, m_i = _step(
+            n_full - 1, nb, Lk, s_cur, p_prev, acc, l_acc, m_i, q2, k_bufs, v_bufs, b_bufs, ones, ready,
+            k_desc, v_desc, b_desc, i0, i1, i2, b0, b1, b2, m0, qk_scale,
+            qk_layout, o_layout, l_layout, p_layout, HAS_BIAS, False, STAGES, BLOCK_M, BLOCK_N, HEAD_DIM)
+    if n_full < nb:
+        s_cur, p_prev, acc, l_acc, m_i = _step(
+            n_full, nb, Lk, s_cur, p_prev, acc, l_acc, m_i, q2, k_bufs, v_bufs, b_bufs, ones, ready,
+            k_desc, v_desc, b_desc, i0, i1, i2, b0, b1, b2, m0, qk_scale,
+            qk_layout, o_layout, l_layout, p_layout, HAS_BIAS, True, STAGES, BLOCK_M, BLOCK_N, HEAD_DIM)
+    last = nb - 1
+    acc = warpgroup_mma(p_prev, v_bufs.index(last % STAGES).reshape([BLOCK_N, HEAD_DIM]), acc)
+    l_acc = warpgroup_mma(p_prev, ones, l_acc)
+
+    mbarrier.invalidate(q_bar)
+    for s in gl.static_range(STAGES):
+        mbarrier.invalidate(ready.index(s))
+
+    l_o = gl.convert_layout(gl.max(l_acc, 1), gl.SliceLayout(1, o_layout))
+    out = acc / l_o[:, None]
+    offs_m = m0 + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, o_layout))
+    offs_d = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, o_layout))
+    msk = (offs_m < Lq)[:, None] & (offs_d < HEAD_DIM)[None, :]
+    i0l = i0.to(gl.int64)
+    i1l = i1.to(gl.int64)
+    i2l = i2.to(gl.int64)
+    if HAS_GATE:  # AlphaFold's gating, o * sigmoid(g), in fp32 before the one rounding
+        g_base = G + i0l * sg0 + i1l * sg1 + i2l * sg2
+        gv = gl.load(g_base + offs_m[:, None] * sgm + offs_d[None, :] * sgd, mask=msk, other=0.0)
+        out = out * (1.0 / (1.0 + gl.exp2(-gv.to(gl.float32) * _LOG2E)))
+    o_base = O + i0l * so0 + i1l * so1 + i2l * so2
+    gl.store(o_base + offs_m[:, None] * som + offs_d[None, :] * sod, out.to(dtype), mask=msk)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Launcher
+
+def _nvmma(block, dtype):
+    return gl.NVMMASharedLayout.get_default_for(block, _GL_DTYPES[dtype])
+
+
+def _desc(t: torch.Tensor, outer_sizes, outer_strides, rows: int, cols: int, block):
+    """A rank-5 TMA descriptor [n0, n1, n2, rows, cols] over `t`'s storage. Outer dims of size 1 get a
+    harmless stride (TMA wants every stride 16-byte aligned and nonzero)."""
+    strides = [st if n > 1 else rows * t.stride(-2) for n, st in zip(outer_sizes, outer_strides)]
+    return TensorDescriptor(t, list(outer_sizes) + [rows, cols], strides + [t.stride(-2), 1], block,
+                            _nvmma(block, t.dtype))
+
+
+def supported(q, k, v, out, biases, mask, ostr, sizes, rows_ok: bool) -> bool:
+    """Where this kernel runs: 16-bit q/k/v/bias of one dtype on a Hopper GPU, head dim 16/32/64, no key
+    mask, at most one bias, every operand TMA-addressable (unit inner stride, 16-byte aligned base and
+    strides; q/k/v not broadcast along any outer dim)."""
+    if mask is not None or len(biases) > 1 or q.dtype not in _GL_DTYPES:
+        return False
+    if not (q.is_cuda and torch.cuda.get_device_capability(q.device)[0] == 9):
+        return False
+    d = q.shape[-1]
+    if d not in (16, 32, 64):
+        return False
+    esz = q.element_size()
+    for i, t in enumerate([q, k, v] + list(biases)):
+        if t.dtype != q.dtype or t.stride(-1) != 1 or t.data_ptr() % 16 or (t.stride(-2) * esz) % 16:
+            return False
+        for n, st in zip(sizes, ostr[i]):
+            if n > 1 and (st * esz) % 16:
+                return False
+            if n > 1 and st == 0 and i < 3:
+                return False
+    return True
+
+
+def launch(q, k, v, out, biases, gate, ostr, n0, n1, n2, scale, cfg) -> None:
+    """q/k/v/out/biases/gate: the expanded operands of `_tri_attention._launch`; ostr: their coalesced
+    outer strides (q, k, v, out, biases..., gate); n0, n1, n2: the coalesced outer sizes."""
+    lq, d = q.shape[-2], q.shape[-1]
+    lk = k.shape[-2]
+    block_m = 64
+    block_n = int(cfg.get("BLOCK_N", 64))
+    stages = int(cfg.get("stages", 4))
+    assert stages >= 3, "block j + 1 must be in flight before iteration j: three stages at least"
+    sizes = (n0, n1, n2)
+    q_desc = _desc(q, sizes, ostr[0], lq, d, [1, 1, 1, block_m, d])
+    k_desc = _desc(k, sizes, ostr[1], lk, d, [1, 1, 1, block_n, d])
+    v_desc = _desc(v, sizes, ostr[2], lk, d, [1, 1, 1, block_n, d])
+    if biases:
+        b = biases[0]
+        bstr = ostr[4]
+        flags = [1 if (n > 1 and st != 0) else 0 for n, st in zip(sizes, bstr)]
+        bsizes = [n if f else 1 for n, f in zip(sizes, flags)]
+        b_desc = _desc(b, bsizes, [st if f else 0 for st, f in zip(bstr, flags)], lq, lk,
+                       [1, 1, 1, block_m, block_n])
+    else:
+        flags = [0, 0, 0]
+        b_desc = k_desc
+    n_m = triton.cdiv(lq, block_m)
+    n_sets = n0 * n1 * n2
+    group = max(1, min(n_sets, triton.cdiv(int(cfg.get("group_ctas", 1024)), n_m)))
+    gt = gate if gate is not None else q
+    sg = (ostr[-1] + [gt.stride(-2), gt.stride(-1)]) if gate is not None else [0] * 5
+    so = ostr[3] + [out.stride(-2), out.stride(-1)]
+    _attn_fwd_gluon[(n_sets * n_m,)](
+        q_desc, k_desc, v_desc, b_desc, out, gt,
+        n1, n2, n_sets, lq, lk,
+        *so, *sg,
+        float(scale) * LOG2E, group,
+        HAS_BIAS=bool(biases), B0F=flags[0], B1F=flags[1], B2F=flags[2], HAS_GATE=gate is not None,
+        HEAD_DIM=d, BLOCK_M=block_m, BLOCK_N=block_n, STAGES=stages,
+        num_warps=4,
+    )
