@@ -4,7 +4,8 @@ One program normalises a [BLOCK_P, C] tile of rows in float32 (rounded to the st
 reference's LayerNorm output is), multiplies it by W [C, H] (H padded to a tensor-core width HP,
 the padding masked) and stores the [BLOCK_P, H] result head-major: out[h, p], unit stride along p.
 The rows may sit on two strided levels (row r at (r // R_IN) * sx_out + (r % R_IN) * sx_in: the
-ending node's transposed pair). Offsets are int64.
+ending node's transposed pair), and so may out's (a row block of a bias whose rows are padded to a
+16-byte stride: [H, A, B] with B contiguous). Offsets are int64.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from kernels._dot import dot_precision
 
 
 @triton.jit
-def _norm_project_kernel(X, LS, LB, W, O, R, R_IN, sx_in, sx_out, swc, swh, so, eps,
+def _norm_project_kernel(X, LS, LB, W, O, R, R_IN, sx_in, sx_out, swc, swh, so, O_IN, so_out, eps,
                          C: tl.constexpr, H: tl.constexpr, HP: tl.constexpr, BLOCK_P: tl.constexpr,
                          DOT_PREC: tl.constexpr):
     pid = tl.program_id(0)
@@ -36,7 +37,8 @@ def _norm_project_kernel(X, LS, LB, W, O, R, R_IN, sx_in, sx_out, swc, swh, so, 
     a = (xc * rstd[:, None] * tl.load(LS + c).to(tl.float32)[None, :] + tl.load(LB + c).to(tl.float32)[None, :]).to(dt)
     w = tl.load(W + c[:, None] * swc + hh[None, :] * swh, mask=hh[None, :] < H, other=0.0).to(dt)
     y = tl.dot(a, w, input_precision=DOT_PREC)
-    tl.store(O + hh[None, :].to(tl.int64) * so + rows[:, None], y.to(dt), mask=r_ok[:, None] & (hh[None, :] < H))
+    o_rows = (rows // O_IN) * so_out + rows % O_IN  # out's rows on up to two levels (padded bias rows)
+    tl.store(O + hh[None, :].to(tl.int64) * so + o_rows[:, None], y.to(dt), mask=r_ok[:, None] & (hh[None, :] < H))
 
 
 @functools.lru_cache(maxsize=32)
@@ -60,8 +62,10 @@ def norm_project(x: torch.Tensor, ln, w: torch.Tensor, out: torch.Tensor, config
     dt = x.dtype
     scale, offset = ln[0].to(dt).contiguous(), ln[1].to(dt).contiguous()
     w = w.to(dt)
+    o_in, so_out = (out.shape[2], out.stride(1)) if out.dim() == 3 else (max(r, 1), 0)
     _norm_project_kernel[(triton.cdiv(r, cfg["BLOCK_P"]),)](
-        x, scale, offset, w, out, r, r_in, sx_in, sx_out, w.stride(0), w.stride(1), out.stride(0), float(ln[2]),
+        x, scale, offset, w, out, r, r_in, sx_in, sx_out, w.stride(0), w.stride(1), out.stride(0), o_in, so_out,
+        float(ln[2]),
         C=c, H=h, HP=max(16, triton.next_power_of_2(h)), BLOCK_P=cfg["BLOCK_P"],
         DOT_PREC=dot_precision(dt, x.device), num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     return out

@@ -41,19 +41,22 @@ def _pair_bias(z: torch.Tensor, norm: LayerNorm, weights: torch.Tensor, rt: Runt
     """LN(z) @ weights as an attention bias [1, H, N, N] shared by every attention row.
 
     z: [N, N, C] (with rt.shard: the row shard [N/P, N, C]; the [H, N/P, N] biases of all ranks
-    are all-gathered); weights: [C, H]. Written head-major ([H, N, N] contiguous: the attention
+    are all-gathered); weights: [C, H]. Written head-major ([H, N, N], unit stride along keys: the attention
     kernel would otherwise copy a permuted view for every chunk of rows), one row block of
     `rt.chunk("pair_rows")` rows at a time (`kernels.norm_project`: on "triton" with
     Runtime.fused_bias, LN(z) never reaches memory)."""
     n, n_all, h = z.shape[0], z.shape[1], weights.shape[-1]
-    out = z.new_empty(h, n, n_all)
+    # Rows padded to a multiple of 8 elements, so each starts 16-byte aligned: what the Gluon
+    # attention kernel's TMA needs (the padding is never read).
+    out = z.new_empty(h, n, -(-n_all // 8) * 8)[:, :, :n_all]
     rows = rt.chunk("pair_rows") or max(n, 1)
     ln = (norm.scale, norm.offset, norm.eps)
     for r0 in range(0, n, rows):
         r1 = min(n, r0 + rows)
-        kernels.norm_project(z[r0:r1], ln, weights, out[:, r0:r1].reshape(h, -1), backend=rt.backend,
-                             fused=rt.fused_bias)
-    return dap.gather(rt.shard, out, 1).contiguous().unsqueeze(0)  # (a no-op without DAP)
+        kernels.norm_project(z[r0:r1], ln, weights, out[:, r0:r1], backend=rt.backend, fused=rt.fused_bias)
+    if dap.active(rt.shard):
+        return dap.gather(rt.shard, out, 1).contiguous().unsqueeze(0)
+    return out.unsqueeze(0)
 
 
 class MSARowAttentionWithPairBias(nn.Module):

@@ -104,3 +104,17 @@ def test_network_pair_biases_through_the_kernel(interpret, monkeypatch, which, r
     calls.clear()
     off = run(Runtime(backend="triton", chunks=chunks, fused_bias=False))
     assert not calls and rel_err(off, want) < 1e-6
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_padded_output_rows(interpret, dtype):
+    """out = [H, A, B] with rows padded past B (the network's bias, rows 16-byte aligned): every row
+    lands at its padded stride and the padding is never written, on both paths."""
+    a, b, c, h = 3, 13, 32, 4
+    x, ln, w, want = _case((a, b), c, h, dtype, seed=11)
+    for fn in (norm_project_triton, norm_project_reference):
+        store = torch.full((h, a, b + 3), float("nan"), dtype=dtype)
+        out = store[:, :, :b]
+        assert fn(x, ln, w, out) is out
+        assert rel_err(out.reshape(h, -1), want) < TOL[dtype] * 3
+        assert torch.isnan(store[:, :, b:]).all()
