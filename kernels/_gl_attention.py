@@ -1,7 +1,7 @@
 """Hopper (sm_90) attention written in Gluon: the same semantics as `_tri_attention`'s Triton kernel
 for its hot case, with the tensor-core work overlapped with the softmax by hand.
 
-Loaded through `kernels._triton_loader` on CUDA only (Gluon has no CPU interpreter); `_tri_attention`
+Loaded through `kernels._triton_loader` (compiled mode; Gluon has no CPU interpreter); `_tri_attention`
 launches it where `supported()` holds and otherwise runs its own kernel. Semantics are those of
 `kernels.attention.attention_reference` without a key mask:
     out = softmax(scale * q k^T + bias) v  [* sigmoid(gate)]          (softmax in fp32)
@@ -247,7 +247,7 @@ def _desc(t: torch.Tensor, outer_sizes, outer_strides, rows: int, cols: int, blo
                             _nvmma(block, t.dtype))
 
 
-def supported(q, k, v, out, biases, mask, ostr, sizes, rows_ok: bool) -> bool:
+def supported(q, k, v, biases, mask, ostr, sizes) -> bool:
     """Where this kernel runs: 16-bit q/k/v/bias of one dtype on a Hopper GPU, head dim 16/32/64, no key
     mask, at most one bias, every operand TMA-addressable (unit inner stride, 16-byte aligned base and
     strides; q/k/v not broadcast along any outer dim)."""

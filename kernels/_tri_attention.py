@@ -474,24 +474,19 @@ def _launch(q, k, v, out, biases, mask, scale, config, gate=None):
 
 
 def _gluon():
-    """The Gluon (sm_90) kernel module, or None where Gluon can't be imported."""
-    global _GLUON
-    if _GLUON is False:
-        try:
-            import kernels._gl_attention as mod
-        except Exception:  # no Gluon in this Triton, or no CUDA
-            mod = None
-        _GLUON = mod
-    return _GLUON
-
-
-_GLUON = False
+    """The Gluon (sm_90) kernel module through the kernel loader, or None where this Triton has no
+    Gluon."""
+    from kernels._triton_loader import load
+    try:
+        return load("_gl_attention", False)
+    except ImportError:
+        return None
 
 
 def _launch_cfg(q, k, v, out, biases, mask, scale, cfg, tensors, ostr, n0, n1, n2, rows_ok, gate=None):
     if cfg.get("gluon") and q.is_cuda:
         gla = _gluon()
-        if gla is not None and gla.supported(q, k, v, out, biases, mask, ostr, (n0, n1, n2), rows_ok):
+        if gla is not None and gla.supported(q, k, v, biases, mask, ostr, (n0, n1, n2)):
             gla.launch(q, k, v, out, biases, gate, ostr, n0, n1, n2, scale, cfg)
             return
     lq, d = q.shape[-2], q.shape[-1]

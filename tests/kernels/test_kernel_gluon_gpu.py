@@ -18,7 +18,11 @@ GL = {"gluon": True}
 def launches(compiled, monkeypatch):
     if torch.cuda.get_device_capability()[0] != 9:
         pytest.skip("the Gluon kernel is for sm_90")
-    gla = pytest.importorskip("kernels._gl_attention")
+    from kernels._triton_loader import load
+    try:
+        gla = load("_gl_attention", False)
+    except ImportError:
+        pytest.skip("no Gluon in this Triton")
     calls = []
     orig = gla.launch
     monkeypatch.setattr(gla, "launch", lambda *a, **kw: (calls.append(1), orig(*a, **kw))[1])
