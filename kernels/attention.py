@@ -72,9 +72,12 @@ def attention(
     backend: str = "torch",
     gate: Optional[torch.Tensor] = None,
     out: Optional[torch.Tensor] = None,
+    config: Optional[dict] = None,
 ) -> torch.Tensor:
     """Dispatch to a backend. Shapes as in `attention_reference`. out: write the result there (any
-    strides, shape [*, H, L_q, D]) and return it.
+    strides, shape [*, H, L_q, D]) and return it. config: options of the Triton backend's kernel
+    (keys of `_tri_attention.default_config`, and "gluon": run the sm_90 Gluon kernel where it
+    applies); the torch backend ignores it.
 
     backend "triton" runs the fused kernel where it can (CUDA tensors; CPU tensors under
     TRITON_INTERPRET=1) and otherwise falls back to the reference, with the same results.
@@ -87,7 +90,7 @@ def attention(
 
             mod = module_for("_tri_attention", [q, k, v, *biases] + ([mask] if mask is not None else []))
             if mod is not None:
-                return mod.attention(q, k, v, biases, mask, scale, gate=gate, out=out)
+                return mod.attention(q, k, v, biases, mask, scale, config=config, gate=gate, out=out)
         return _into(out, attention_reference(q, k, v, biases, mask, scale, gate))
     raise ValueError(f"unknown attention backend {backend!r}")
 

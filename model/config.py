@@ -103,6 +103,10 @@ class Runtime:
         is the same and the kernel skips a per-score add and a mask load per key block. The
         trunk decides per stack from the mask itself (`with_masks`, one host sync per mask);
         False: always apply the mask (the A/B of `fastfold bench --compare masks`).
+    gluon_attention: the attentions through the Gluon kernel for Hopper (kernels/_gl_attention.py)
+        where it applies (sm_90, 16-bit, head dim 16-64, no key mask, one bias); True / False force
+        it on / off, None leaves it to the kernel's default (`_tri_attention.default_config`). The
+        A/B of `fastfold bench --compare gluon`.
     dense_pair_mask / dense_msa_mask: set by the trunk (`with_masks`) for the stack it runs: the
         pair mask (triangle attention) / the MSA or extra-MSA mask (row and column attention) is
         all ones. Never set them by hand.
@@ -123,6 +127,7 @@ class Runtime:
     fused_bias: bool = True
     dap_tri_mul_rows: Optional[int] = None
     skip_dense_masks: bool = True
+    gluon_attention: Optional[bool] = None
     dense_pair_mask: bool = False
     dense_msa_mask: bool = False
 
@@ -140,6 +145,11 @@ class Runtime:
     @property
     def dtype(self) -> torch.dtype:
         return PRECISIONS[self.precision]
+
+    @property
+    def attention_config(self) -> Optional[dict]:
+        """The attention kernel's options this runtime asks for (None: the kernel's defaults)."""
+        return None if self.gluon_attention is None else {"gluon": self.gluon_attention}
 
     def chunk(self, op: str) -> Optional[int]:
         return self.chunks.get(op)

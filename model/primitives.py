@@ -195,7 +195,7 @@ class Attention(nn.Module):
     def forward(self, q_data: torch.Tensor, m_data: torch.Tensor, biases: Sequence[torch.Tensor] = (),
                 mask: Optional[torch.Tensor] = None, backend: str = "torch",
                 batch_inner: bool = False, add_to: Optional[torch.Tensor] = None,
-                residual_backend: Optional[str] = None) -> torch.Tensor:
+                residual_backend: Optional[str] = None, kernel_config: Optional[dict] = None) -> torch.Tensor:
         """q_data: [*, Q, C_q]; m_data: [*, K, C_m]; biases: each broadcastable to [*, H, Q, K];
         mask: key mask broadcastable to [*, H, Q, K] (1 = attend). Returns [*, Q, C_out].
 
@@ -205,7 +205,8 @@ class Attention(nn.Module):
         operands in the same order.
         add_to ([*, Q, C_out], any strides): the residual; the output projection adds into it in
         place (`kernels.linear_residual` with `residual_backend`, default `backend`: on "triton"
-        the update never reaches memory) and add_to is returned."""
+        the update never reaches memory) and add_to is returned.
+        kernel_config: options of the attention kernel (`kernels.attention`'s config)."""
         h, dk, dv = self.num_head, self.key_dim, self.value_dim
         q, k, v, g = self._projections(q_data, m_data)
         # The gate o * sigmoid(g) is applied by the attention kernel's epilogue (fp32, one rounding):
@@ -216,14 +217,15 @@ class Attention(nn.Module):
             nb, nq = q_data.shape[0], q_data.shape[1]
             o_buf = q.new_empty(nq, nb, h, dv)
             kernels.attention(q, k, v, biases, mask, scale=dk ** -0.5, backend=backend, gate=g,
-                              out=o_buf.permute(1, 2, 0, 3))
+                              out=o_buf.permute(1, 2, 0, 3), config=kernel_config)
             del q, k, v, g
             if add_to is not None:  # o_buf's rows run (q, b): the residual's rows in that order
                 kernels.linear_residual(o_buf.view(nq * nb, h * dv), w_out, b_out, add_to.transpose(0, 1),
                                         residual_backend or backend)
                 return add_to
             return _linear(o_buf.view(nq * nb, h * dv), w_out, b_out).view(nq, nb, c_out).transpose(0, 1)
-        o = kernels.attention(q, k, v, biases, mask, scale=dk ** -0.5, backend=backend, gate=g)
+        o = kernels.attention(q, k, v, biases, mask, scale=dk ** -0.5, backend=backend, gate=g,
+                              config=kernel_config)
         del q, k, v, g  # the peak is the LayerNorm'd input, q, k, v, g and o in the kernel
         o = o.transpose(-2, -3)  # [*, Q, H, D_v]
         if add_to is not None:

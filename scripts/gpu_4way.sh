@@ -615,9 +615,12 @@ BD)  # session 10, one GPU: the Gluon attention kernel's GPU checks and its timi
       --json $RES/fixtures_cuda.json 2>&1 | tail -5"
   wait
   ;;
-BE)  # BD cut to what ~4 device minutes hold (device starts kept failing): the Gluon probe (checks, timings
-     # against the Triton kernel), then the Gluon and attention GPU tests
+BE)  # BD cut to what ~7 device minutes hold (device starts kept failing): the Gluon probe (checks, timings
+     # against the Triton kernel), the network at N = 1,024 with Triton and Gluon attention in one
+     # process, then the Gluon and attention GPU tests
   job probe 0 0-3 130 python3 scripts/gluon_probe.py --quick --json $RES/gluon_probe.json
+  wait
+  job net 0 0-3 200 bash -c "$N1024 --compare gluon --json $RES/bench_1024.json 2>&1 | tail -2"
   wait
   job verify 0 0-3 100 bash -c "python3 -m pytest -q -p no:cacheprovider tests/kernels/test_kernel_gluon_gpu.py \
       tests/kernels/test_kernel_gpu.py -k 'gluon or attention or norm_project' 2>&1 | tail -2"

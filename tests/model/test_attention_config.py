@@ -1,0 +1,41 @@
+"""The attention kernel's options reach every attention of the network (Runtime.gluon_attention ->
+Runtime.attention_config -> kernels.attention's config), and the torch backend ignores them."""
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import kernels
+from af_testlib import rel_err
+from model.config import Runtime
+from model.params import load_model
+
+FIXTURE = Path(__file__).resolve().parents[1] / "data" / "af_fixtures" / "model_3_gap"
+
+
+def test_runtime_attention_config():
+    assert Runtime().attention_config is None
+    assert Runtime(gluon_attention=True).attention_config == {"gluon": True}
+    assert Runtime(gluon_attention=False).attention_config == {"gluon": False}
+
+
+def test_attention_config_reaches_every_attention(monkeypatch):
+    model = load_model(next(FIXTURE.glob("params_*.npz")))
+    with np.load(FIXTURE / "features.npz") as f:
+        batch = {k: f[k] for k in f.files}
+    configs = []
+    real = kernels.attention
+
+    def spy(*a, config=None, **kw):
+        configs.append(config)
+        return real(*a, config=config, **kw)
+
+    monkeypatch.setattr(kernels, "attention", spy)
+    outs = {}
+    for flag in (None, True):
+        configs.clear()
+        outs[flag] = model(batch, Runtime(gluon_attention=flag), num_recycle=0)
+        # MSA row and column, triangle (both ends) and template attentions, every block
+        assert len(configs) >= 4 and all(c == (None if flag is None else {"gluon": True}) for c in configs)
+    for key in ("repr_pair", "repr_msa", "final_atom_positions"):
+        assert rel_err(outs[True][key].numpy(), outs[None][key].numpy()) == 0, key
