@@ -473,9 +473,10 @@ def _launch(q, k, v, out, biases, mask, scale, config, gate=None):
                 raise
 
 
+@functools.lru_cache(maxsize=None)
 def _gluon():
     """The Gluon (sm_90) kernel module through the kernel loader, or None where this Triton has no
-    Gluon."""
+    Gluon (cached: the loader does not cache a failed import, and this runs per attention call)."""
     from kernels._triton_loader import load
     try:
         return load("_gl_attention", False)

@@ -105,7 +105,7 @@ class Runtime:
         False: always apply the mask (the A/B of `fastfold bench --compare masks`).
     gluon_attention: the attentions through the Gluon kernel for Hopper (kernels/_gl_attention.py)
         where it applies (sm_90, 16-bit, head dim 16-64, no key mask, one bias); True / False force
-        it on / off, None leaves it to the kernel's default (`_tri_attention.default_config`). The
+        it on / off, None leaves it to the kernel's default (off: it is not faster yet). The
         A/B of `fastfold bench --compare gluon`.
     dense_pair_mask / dense_msa_mask: set by the trunk (`with_masks`) for the stack it runs: the
         pair mask (triangle attention) / the MSA or extra-MSA mask (row and column attention) is
