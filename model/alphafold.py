@@ -18,7 +18,7 @@ from model import heads as H
 from model.config import Config, Runtime
 from model.primitives import chunked
 from model.structure_module import StructureModule
-from model.trunk import EmbeddingsAndEvoformer
+from model.trunk import EmbeddingsAndEvoformer, TemplateMemo
 
 # Names of the parameter scopes, for the parameter importer.
 PARAM_PREFIX = "alphafold/alphafold_iteration/"
@@ -59,10 +59,12 @@ class AlphaFold(nn.Module):
         self.evoformer.to(rt.dtype)
         return self
 
-    def trunk_and_structure(self, batch: Dict[str, torch.Tensor], prev: Dict[str, torch.Tensor], rt: Runtime):
+    def trunk_and_structure(self, batch: Dict[str, torch.Tensor], prev: Dict[str, torch.Tensor], rt: Runtime,
+                            memo: Optional[TemplateMemo] = None):
         """One recycling iteration up to the structure module. `prev` may be consumed (its pair
-        buffer becomes the new pair when `rt.inplace`). Returns (representations, structure outputs)."""
-        reps = self.evoformer(batch, prev, rt)
+        buffer becomes the new pair when `rt.inplace`). memo (monomer): template embeddings kept
+        between the passes of one prediction. Returns (representations, structure outputs)."""
+        reps = self.evoformer(batch, prev, rt) if memo is None else self.evoformer(batch, prev, rt, memo)
         # The MSA stays in the runtime precision (a float32 copy would be the structure module's and
         # the heads' largest tensor); the heads read it in blocks.
         for k in ("single", "msa_first_row"):
@@ -211,6 +213,8 @@ class AlphaFold(nn.Module):
                 "prev_pair": torch.zeros(*_pair_shard_shape(n, rt), e.pair_channel, device=device, dtype=rt.dtype)}
         kept = None
         last = False
+        # The multimer template stack reads the pair (its query embedding): nothing to keep there.
+        memo = TemplateMemo() if (rt.keep_templates and not self.multimer) else None
         with _matmul_precision(rt):
             for i in range(num_recycle + 1):
                 if return_prev_inputs and (i == num_recycle or early_stop_tolerance > 0):
@@ -218,7 +222,7 @@ class AlphaFold(nn.Module):
                 prev_pos = prev["prev_pos"]
                 batch_i = sample(i)
                 reps = sm = None  # the last pass's MSA and structure outputs are dead weight during this one
-                reps, sm = self.trunk_and_structure(batch_i, prev, rt)
+                reps, sm = self.trunk_and_structure(batch_i, prev, rt, memo)
                 prev = {"prev_pos": sm["final_atom_positions"], "prev_msa_first_row": reps["msa_first_row"],
                         "prev_pair": reps["pair"]}
                 if callback is not None:

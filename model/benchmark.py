@@ -146,6 +146,7 @@ def bench_one(model: AlphaFold, n_res: int, *, precision: str, backend: str = "t
         row["path"] += "," + ",".join(f"{k}={v}" for k, v in overrides.items())
     if probe_blocks is not None:
         rt = rt.with_(max_blocks=probe_blocks)
+    row["keep_templates"] = rt.keep_templates
     try:
         if warmup:
             model(batch, rt, num_recycle=0, pair_outputs=False)  # kernel selection / Triton compilation out of the timing

@@ -103,6 +103,12 @@ class Runtime:
         is the same and the kernel skips a per-score add and a mask load per key block. The
         trunk decides per stack from the mask itself (`with_masks`, one host sync per mask);
         False: always apply the mask (the A/B of `fastfold bench --compare masks`).
+    keep_templates: the monomer's template pair stack runs in the first recycling pass only; its
+        outputs, T x [N, N, C_t] (DAP: this rank's rows), are kept for the later passes of the same
+        prediction (`model.trunk.TemplateMemo`: that stack never reads the recycled pair, so every
+        pass would compute the same values). Costs their memory for the whole prediction: the
+        planner turns it on only where it fits the budget without smaller chunks. Ignored by
+        multimer presets (their template stack reads the pair).
     gluon_attention: the attentions through the Gluon kernel for Hopper (kernels/_gl_attention.py)
         where it applies (sm_90, 16-bit, head dim 16-64, no key mask, one bias); True / False force
         it on / off, None leaves it to the kernel's default (off: it is not faster yet). The
@@ -127,6 +133,7 @@ class Runtime:
     fused_bias: bool = True
     dap_tri_mul_rows: Optional[int] = None
     skip_dense_masks: bool = True
+    keep_templates: bool = False
     gluon_attention: Optional[bool] = None
     dense_pair_mask: bool = False
     dense_msa_mask: bool = False

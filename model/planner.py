@@ -46,6 +46,9 @@ class Problem:
     recompute_templates: bool = False
     offload_pair: bool = False
     world: int = 1
+    # The template pair stack's outputs kept between recycling passes (Runtime.keep_templates):
+    # None lets `plan` keep them where that fits without smaller chunks; False never (multimer).
+    keep_templates: Optional[bool] = None
 
     @property
     def b(self) -> int:
@@ -70,7 +73,8 @@ class Plan:
         p = self.problem
         return Runtime(precision=p.precision, backend=p.backend, chunks=dict(self.chunks), inplace=True,
                        outputs_device=None if p.outputs_on_device else "cpu",
-                       recompute_templates=p.recompute_templates, offload_pair=p.offload_pair, **kw)
+                       recompute_templates=p.recompute_templates, offload_pair=p.offload_pair,
+                       keep_templates=bool(p.keep_templates), **kw)
 
 
 def persistent_bytes(p: Problem) -> float:
@@ -82,7 +86,8 @@ def persistent_bytes(p: Problem) -> float:
     z = p.local(n) * n * p.c_z * b
     feats = p.n_seq * n * 49 * 4 + e * n * (4 + 4 + 4 + 4) + t * n * 37 * 4 * 4 + n * 1024
     masks = n * n * b  # mask_2d
-    return weights + z + feats + masks
+    kept = t * p.local(n) * n * p.c_t * b if p.keep_templates else 0  # every template's embedding
+    return weights + z + feats + masks + kept
 
 
 def stack_bytes(p: Problem, stack: str) -> float:
@@ -224,7 +229,7 @@ def transient_bytes(op: str, chunk: Optional[int], p: Problem, stack: str = "mai
         off = p.offload_pair and not dap  # the pair waits on the host while the templates run
         # two passes: [T, N, N, H] logits; one pass: [N, N, H, D] + max/sum accumulators
         acc = t * nl * n * 4 * 4 if (p.recompute_templates or off) else nl * n * (4 * 16 + 8) * 4
-        emb = nl * n * p.c_t * b
+        emb = 0 if p.keep_templates else nl * n * p.c_t * b  # kept: counted as persistent
         switch = 5 * dap_cols(nl) / nl if dap else 0  # its ending-node attention's column blocks
         # its triangle multiplication at c=64 (product + the channel chunk's a, b: tri_mul's chunk)
         cc = _ceil(p.c_t, tri_mul_chunk)
@@ -268,7 +273,24 @@ def plan(p: Problem, budget: float, fixed: Optional[Dict[str, Optional[int]]] = 
     peak fits `budget`, so a large GPU runs unchunked and a small budget (`--max-memory`) chunks
     only what it must. The predicted peak is the largest op's. offload=False never moves the pair
     to the host (`Runtime.offload_pair`). Raises PlanError when even the smallest chunks exceed
-    `budget`."""
+    `budget`.
+
+    Templates (p.keep_templates None): their embeddings are kept between recycling passes when
+    that plan fits with the same chunks and options as the plan without; otherwise not."""
+    if p.keep_templates is not None or not p.n_templ:
+        return _plan(p, budget, fixed, offload)
+    base = _plan(replace(p, keep_templates=False), budget, fixed, offload)
+    try:
+        kept = _plan(replace(p, keep_templates=True), budget, fixed, offload)
+    except PlanError:
+        return base
+    same = (kept.chunks == base.chunks and kept.problem.recompute_templates == base.problem.recompute_templates
+            and kept.problem.offload_pair == base.problem.offload_pair)
+    return kept if same else base
+
+
+def _plan(p: Problem, budget: float, fixed: Optional[Dict[str, Optional[int]]] = None, offload: bool = True) -> Plan:
+    """`plan` with p.keep_templates decided."""
     fixed = fixed or {}
     base = persistent_bytes(p)
     if base >= budget:
@@ -298,14 +320,14 @@ def plan(p: Problem, budget: float, fixed: Optional[Dict[str, Optional[int]]] = 
     if not p.recompute_templates and p.n_templ and max(trans, key=trans.get) == "template_att" and peak > budget:
         # The one-pass template accumulator is the peak: a second template stack pass may remove it.
         try:
-            return plan(replace(p, recompute_templates=True), budget, fixed, offload)
+            return _plan(replace(p, recompute_templates=True), budget, fixed, offload)
         except PlanError:
             pass
     if (offload and peak > budget and not p.offload_pair and p.world == 1
             and max(trans, key=trans.get) in ("tri_mul", "template_att")):
         # Triangle multiplication's pair plus product is the peak: move the pair to the host there.
         try:
-            return plan(replace(p, offload_pair=True), budget, fixed, offload)
+            return _plan(replace(p, offload_pair=True), budget, fixed, offload)
         except PlanError:
             pass
     if peak > budget:

@@ -27,7 +27,7 @@ def problem_for(model: AlphaFold, batch: Dict, precision: str, backend: str) -> 
         n_extra = min(rows - n_seq, s.num_extra_msa if s.num_extra_msa is not None else e.num_extra_msa)
         return Problem(n_res=n, n_seq=n_seq, n_extra=n_extra, n_templ=templ, precision=precision, backend=backend,
                        c_m=e.msa_channel, c_z=e.pair_channel, c_e=e.extra_msa_channel, num_params=total,
-                       trunk_params=trunk)
+                       trunk_params=trunk, keep_templates=False)
     return Problem(n_res=n, n_seq=int(batch["msa_feat"].shape[-3]), n_extra=int(batch["extra_msa"].shape[-2]),
                    n_templ=templ, precision=precision, backend=backend, c_m=e.msa_channel, c_z=e.pair_channel,
                    c_e=e.extra_msa_channel, num_params=total, trunk_params=trunk)

@@ -12,7 +12,7 @@ shard [N_pad/P, N_pad, C_z] from the recycling embedder to the end of the Evofor
 from __future__ import annotations
 
 import contextlib
-from typing import Dict
+from typing import Dict, Optional
 
 import torch
 import torch.nn.functional as F
@@ -200,6 +200,38 @@ class SingleTemplateEmbedding(nn.Module):
         return self.output_layer_norm(t, rt.backend)
 
 
+TEMPLATE_KEYS = ("template_aatype", "template_pseudo_beta", "template_pseudo_beta_mask",
+                 "template_all_atom_positions", "template_all_atom_masks", "template_mask")
+
+
+class TemplateMemo:
+    """The template pair stack's outputs of one prediction, kept for its later passes.
+
+    In the monomer network the template pair stack reads only the template features and the pair
+    mask, never the recycled pair (AlphaFold 2.3 SingleTemplateEmbedding: the query embedding gives
+    only the dtype there), so every recycling pass recomputes the same [N, N, C_t] embedding per
+    template. A memo made by `AlphaFold.forward` (Runtime.keep_templates) holds them, T x [N, N,
+    C_t] (DAP: this rank's rows), and later passes skip the stacks; the point-wise attention, which
+    reads the pair, still runs every pass. The embeddings are reused only while the template
+    features, the pair mask and the dtype equal those they were computed from (a leading pass axis
+    may hold different templates per pass); otherwise they are dropped and recomputed."""
+
+    def __init__(self):
+        self._key = None
+        self.emb: Dict[int, torch.Tensor] = {}
+
+    def check(self, batch: Dict[str, torch.Tensor], mask_2d: torch.Tensor, dtype: torch.dtype) -> None:
+        """Drop the kept embeddings unless they were computed from these inputs."""
+        key = [batch[k] for k in TEMPLATE_KEYS if k in batch] + [mask_2d]
+        old = self._key
+        same = (old is not None and old[0] == dtype and len(old[1]) == len(key)
+                and all(a is b or (a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b))
+                        for a, b in zip(old[1], key)))
+        if not same:
+            self.emb = {}
+            self._key = (dtype, key)
+
+
 class TemplateEmbedding(nn.Module):
     """Embeds every template and attends from each pair position to the templates (Alg. 17)."""
 
@@ -212,8 +244,10 @@ class TemplateEmbedding(nn.Module):
                                    c_z, gating=a.gating)
 
     def forward(self, z: torch.Tensor, batch: Dict[str, torch.Tensor], mask_2d: torch.Tensor,
-                rt: Runtime) -> torch.Tensor:
+                rt: Runtime, memo: Optional[TemplateMemo] = None) -> torch.Tensor:
         """z: [N, N, C_z] query pair representation -> z + template embedding (in place if allowed).
+        memo: the embeddings of an earlier pass of the same prediction (`TemplateMemo`), used and
+        filled.
         DAP: z is the row shard [N_pad/P, N_pad, C_z] and mask_2d the whole padded [N_pad, N_pad];
         each template is embedded and attended to on the same rows only (point-wise: no collective
         besides those of the template pair stack).
@@ -237,7 +271,12 @@ class TemplateEmbedding(nn.Module):
         wv = att.value_w.to(dtype).reshape(-1, h * dv)
         w_out = att.output_w.to(dtype).reshape(h * dv, -1)
 
+        if memo is not None:
+            memo.check(batch, mask_2d, dtype)
+
         def embed(t, rt_=rt):
+            if memo is not None and t in memo.emb:
+                return memo.emb[t]
             args = (batch["template_aatype"][t], batch["template_pseudo_beta"][t], batch["template_pseudo_beta_mask"][t],
                     batch["template_all_atom_positions"][t], batch["template_all_atom_masks"][t], dtype)
 
@@ -245,7 +284,10 @@ class TemplateEmbedding(nn.Module):
                 rows_real = slice(min(lo + i0, n_res), min(lo + i1, n_res))
                 return dap.pad(ste.features(*args, rows=rows_real), (i1 - i0, n_all))
 
-            return ste(feats_rows, n, mask_2d, rt_)  # [N, N, C_t]
+            emb = ste(feats_rows, n, mask_2d, rt_)  # [N, N, C_t]
+            if memo is not None:
+                memo.emb[t] = emb
+            return emb
 
         def logits(emb, t, r0, r1, zr):  # [r, N, H] float32; zr: the pair's rows r0:r1
             q = torch.matmul(zr, wq).reshape(r1 - r0, n_all, h, dk)
@@ -347,7 +389,8 @@ class EmbeddingsAndEvoformer(nn.Module):
             [EvoformerIteration(c.evoformer, cm, cz, False) for _ in range(num_evoformer)])
         self.single_activations = Linear(cm, c.seq_channel)
 
-    def forward(self, batch: Dict[str, torch.Tensor], prev: Dict[str, torch.Tensor], rt: Runtime):
+    def forward(self, batch: Dict[str, torch.Tensor], prev: Dict[str, torch.Tensor], rt: Runtime,
+                memo: Optional[TemplateMemo] = None):
         """batch: one ensemble member's processed features (fixture layout, no ensemble axis);
         prev: prev_pos [N, 37, 3], prev_msa_first_row [N, C_m], prev_pair [N, N, C_z] (float32)
         or, under DAP, this rank's row shard of the padded pair [N_pad/P, N_pad, C_z] (as returned
@@ -377,7 +420,7 @@ class EmbeddingsAndEvoformer(nn.Module):
         rt = rt.with_masks(pair=mask_2d)
 
         if c.template.enabled:
-            z = self.template_embedding(z, batch, mask_2d, rt)
+            z = self.template_embedding(z, batch, mask_2d, rt, memo)
 
         def embed_extra(msa, has_del, del_val):
             feat = torch.cat([F.one_hot(msa.long(), 23).to(dt), has_del.to(dt)[..., None], del_val.to(dt)[..., None]],

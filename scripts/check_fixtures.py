@@ -43,6 +43,8 @@ def main():
     ap.add_argument("--backend", nargs="+", default=["torch"])
     ap.add_argument("--inplace", action="store_true",
                     help="in-place residual updates (Runtime.inplace: the fused residual projections run)")
+    ap.add_argument("--keep-templates", action="store_true",
+                    help="template pair stacks in the first recycling pass only (Runtime.keep_templates)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     report = {}
@@ -53,12 +55,14 @@ def main():
         for precision in args.precision:
             for backend in args.backend:
                 model = load_model(next(fx.glob("params_*.npz")), device=args.device)
-                rt = Runtime(precision=precision, backend=backend, inplace=args.inplace)
+                rt = Runtime(precision=precision, backend=backend, inplace=args.inplace,
+                             keep_templates=args.keep_templates)
                 model.prepare(rt)
                 out = model(batch, rt, num_recycle=meta["args"]["recycles"], return_prev_inputs=True)
                 out = {k: v.float().cpu().numpy() for k, v in out.items()}
                 dev = deviations(out, ref)
-                key = f"{fx.name}/{precision}/{backend}" + ("/inplace" if args.inplace else "")
+                key = f"{fx.name}/{precision}/{backend}" + ("/inplace" if args.inplace else "") + \
+                    ("/keep_templates" if args.keep_templates else "")
                 report[key] = dev
                 rel = {k: v for k, v in dev.items() if not k.endswith(("_A", "_abs"))}
                 worst = max(rel, key=rel.get)
