@@ -39,7 +39,8 @@ def _lengths(value: str):
               help="The planner's memory budget in GiB (default: free GPU memory - 1.5). On CUDA the process's "
                    "allocator is also capped at this + 1.5 GiB (the default budget's margin), so a larger card "
                    "runs as one with that much free memory would: --max-memory 77 ~ an 80 GB H100.")
-@click.option("--compare", type=click.Choice(["none", "plain", "fused", "masks", "residual", "bias", "gluon"]),
+@click.option("--compare", type=click.Choice(["none", "plain", "fused", "masks", "residual", "bias", "gluon",
+                                                   "templates", "qkv"]),
               default="none",
               show_default=True,
               help="plain: also run the unchunked, not-in-place, unfused PyTorch path in the same process; fused: "
@@ -50,7 +51,10 @@ def _lengths(value: str):
                    "run it with the attentions' output projections and residual adds as separate passes "
                    "(Runtime.fused_residual); bias: also run it with the pair biases' LayerNorm, projection "
                    "and transpose as separate passes (Runtime.fused_bias); gluon: also run it with the "
-                   "attentions through the Gluon kernel for Hopper where it applies (Runtime.gluon_attention).")
+                   "attentions through the Gluon kernel for Hopper where it applies (Runtime.gluon_attention); templates: "
+                   "also run it with the template pair stack recomputed in every recycling pass "
+                   "(Runtime.keep_templates off); qkv: also run it with the attentions' input LayerNorm and q/k/v/gate "
+                   "projection as separate passes (Runtime.fused_qkv).")
 @click.option("--find-max-length", is_flag=True,
               help="Search the longest N that fits: planner bisection, then isolated one-pass trials.")
 @click.option("--probe-blocks", type=click.IntRange(min=1), default=None,
@@ -139,7 +143,11 @@ def bench(lengths, precision, preset, msa_depth, extra_depth, templates, recycle
                     "bias": [default, ("planned, pair-bias LayerNorm and projection apart",
                                        dict(overrides={"fused_bias": False}))],
                     "gluon": [("planned, Triton attention", dict(overrides={"gluon_attention": False})),
-                              ("planned, Gluon attention", dict(overrides={"gluon_attention": True}))]}
+                              ("planned, Gluon attention", dict(overrides={"gluon_attention": True}))],
+                    "templates": [default, ("planned, template stacks in every pass",
+                                            dict(overrides={"keep_templates": False}))],
+                    "qkv": [default, ("planned, attention input LayerNorm and projection apart",
+                                      dict(overrides={"fused_qkv": False}))]}
         for n in lengths:
             for label, opts in variants.get(compare, [default]):
                 console.print(f"[bold]N={n}[/] {precision} {label} …")

@@ -46,11 +46,13 @@ from kernels.attention import attention_reference, attention_triton
 from kernels.gated_projection import gated_projection_reference, gated_projection_triton
 from kernels.layer_norm import layer_norm_reference, layer_norm_triton
 from kernels.linear_residual import linear_residual_reference, linear_residual_triton
+from kernels.norm_project import norm_project_reference, norm_project_triton
 from kernels.opm_projection import opm_projection_reference, opm_projection_triton
 from kernels.transition import transition_reference, transition_triton
 from kernels.tri_mul_output import tri_mul_output_reference, tri_mul_output_triton
 
-CASES = ("ln", "tri2048", "extra_msa", "tri1024", "msa_row", "opm", "trimul_out", "transition", "linres", "gated")
+CASES = ("ln", "tri2048", "extra_msa", "tri1024", "msa_row", "opm", "trimul_out", "transition", "linres", "gated",
+         "qkv")
 
 ATTN_CASES = {
     "tri1024": dict(B=1024, H=4, L=1024, D=32),
@@ -466,6 +468,46 @@ class Bench:
         del x, out
         torch.cuda.empty_cache()
 
+    def qkv_case(self):
+        """The attentions' inputs: LN(x) times the q/k/v/gate weights plus the gate's bias, row-major
+        (kernels.norm_project, Runtime.fused_qkv), against the unfused path the network runs without
+        it (the Triton LayerNorm kernel, then one addmm)."""
+        dt = torch.bfloat16
+        g = torch.Generator(device="cuda").manual_seed(6)
+        res = {}
+        self.results["qkv"] = res
+        for name, rows, c, h, transposed in (("tri N=1024 rows", 1024 * 1024, 128, 512, False),
+                                             ("tri N=1024 columns", 1024 * 1024, 128, 512, True),
+                                             ("msa 512x1024", 512 * 1024, 256, 1024, False),
+                                             ("msa 512x1024 columns", 512 * 1024, 256, 1024, True)):
+            z = torch.randn(rows, c, device="cuda", generator=g, dtype=dt)
+            n = 1024
+            x = z.view(-1, n, c).transpose(0, 1) if transposed else z.view(-1, n, c)
+            ln = ((torch.randn(c, device="cuda", generator=g) * 0.2 + 1).to(dt),
+                  (torch.randn(c, device="cuda", generator=g) * 0.2).to(dt), 1e-5)
+            w = (torch.randn(c, h, device="cuda", generator=g) / c ** 0.5).to(dt)
+            b = torch.randn(h, device="cuda", generator=g, dtype=dt)
+            out = torch.empty(*x.shape[:-1], h, device="cuda", dtype=dt)
+            flops, nbytes = 2.0 * rows * c * h, (rows * c + rows * h) * 2
+            ref = norm_project_reference(x[:8], ln, w, torch.empty_like(out[:8]), bias=b, head_major=False).float()
+            runs = {}
+            res[name] = dict(shape=(rows, c, h), flops=flops, bytes=nbytes, runs=runs)
+            variants = [("ours (default config)", None)] + [(f"variant {json.dumps(v)}", v) for v in self.args.variants]
+            for label, cfg in variants:
+                self.in_place_run(f"qkv {name}", label, runs, ref, flops, nbytes,
+                                  lambda cfg=cfg: norm_project_triton(x[:8], ln, w, torch.empty_like(out[:8]), bias=b,
+                                                                      head_major=False, config=cfg),
+                                  lambda cfg=cfg: norm_project_triton(x, ln, w, out, bias=b, head_major=False,
+                                                                      config=cfg))
+            if self.args.baselines:
+                self.in_place_run(f"qkv {name}", "LayerNorm kernel + addmm", runs, ref, flops, nbytes,
+                                  lambda: norm_project_reference(x[:8], ln, w, torch.empty_like(out[:8]), bias=b,
+                                                                 head_major=False, ln_backend="triton"),
+                                  lambda: norm_project_reference(x, ln, w, out, bias=b, head_major=False,
+                                                                 ln_backend="triton"))
+            del z, x, out
+        torch.cuda.empty_cache()
+
     def copy_ceiling(self):
         x = torch.empty(2 ** 30, device="cuda", dtype=torch.bfloat16).normal_()
         y = torch.empty_like(x)
@@ -510,6 +552,8 @@ def run(cases=CASES, sweep=False, baselines=True, flex=True, budget=1e9, reserve
                 bench.linres_case()
             elif case == "gated":
                 bench.gated_case()
+            elif case == "qkv":
+                bench.qkv_case()
             else:
                 bench.attention_case(case)
         except Exception:

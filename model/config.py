@@ -92,6 +92,10 @@ class Runtime:
         layout) through one Triton kernel (kernels/norm_project.py; backend "triton" only): LN(z)
         never reaches memory. Off (or elsewhere): the LayerNorm (on `backend`), the GEMM and a
         transposing copy.
+    fused_qkv: the attentions' input LayerNorm and their q/k/v/gate projection (the gate's bias
+        included) through one Triton kernel (kernels/norm_project.py, row-major; backend "triton"
+        only, head dims >= 16): LN(x) never reaches memory. Off (or elsewhere): the LayerNorm (on
+        `backend`) and one GEMM.
     dap_tri_mul_rows: DAP triangle multiplication's rows per collective block
         (`TriangleMultiplication._forward_dap`); None: the projection's row block (`evoformer.tri_mul_rows`).
     max_blocks: run only the first K blocks of each stack (Evoformer, extra-MSA, template pair);
@@ -131,6 +135,7 @@ class Runtime:
     fused_transition: bool = True
     fused_residual: bool = True
     fused_bias: bool = True
+    fused_qkv: bool = True
     dap_tri_mul_rows: Optional[int] = None
     skip_dense_masks: bool = True
     keep_templates: bool = False

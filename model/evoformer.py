@@ -84,10 +84,9 @@ class MSARowAttentionWithPairBias(nn.Module):
         bias = _pair_bias(z, self.feat_2d_norm, self.feat_2d_weights, rt)
 
         def rows(m_c, mask_c, add_to=None):
-            x = self.query_norm(m_c, rt.backend)
-            return self.attention(x, x, [bias], _key_mask(mask_c, rt.dense_msa_mask), rt.backend,
+            return self.attention(m_c, m_c, [bias], _key_mask(mask_c, rt.dense_msa_mask), rt.backend,
                                   add_to=add_to, residual_backend=_residual_backend(rt),
-                                  kernel_config=rt.attention_config)
+                                  kernel_config=rt.attention_config, norm=self.query_norm, fused_norm=rt.fused_qkv)
 
         if not (to_columns and dap.active(sh)):
             return _update(m, rows, [m, msa_mask], rt, self.chunk_name, dim=0, fused_add=True)
@@ -119,10 +118,9 @@ class MSAColumnAttention(nn.Module):
 
         # m_c: [n, S, C], a view of m's columns: the result comes laid out as m
         def cols(m_c, mask_c, add_to=None):
-            x = self.query_norm(m_c, rt.backend)
-            return self.attention(x, x, [], _key_mask(mask_c, rt.dense_msa_mask), rt.backend, batch_inner=True,
+            return self.attention(m_c, m_c, [], _key_mask(mask_c, rt.dense_msa_mask), rt.backend, batch_inner=True,
                                   add_to=add_to, residual_backend=_residual_backend(rt),
-                                  kernel_config=rt.attention_config)
+                                  kernel_config=rt.attention_config, norm=self.query_norm, fused_norm=rt.fused_qkv)
 
         m_t = _update(m.transpose(0, 1), cols, [m.transpose(0, 1), msa_mask.transpose(0, 1)], rt,
                       "msa_col_att", dim=0, fused_add=True)
@@ -539,10 +537,9 @@ class TriangleAttention(nn.Module):
     def _rows(self, bias: torch.Tensor, rt: Runtime):
         # ending node: z_c is a view of the pair's columns, so the update comes laid out as the pair
         def rows(z_c, mask_c, add_to=None):
-            x = self.query_norm(z_c, rt.backend)
-            return self.attention(x, x, [bias], _key_mask(mask_c, rt.dense_pair_mask), rt.backend,
+            return self.attention(z_c, z_c, [bias], _key_mask(mask_c, rt.dense_pair_mask), rt.backend,
                                   batch_inner=self.per_column, add_to=add_to, residual_backend=_residual_backend(rt),
-                                  kernel_config=rt.attention_config)
+                                  kernel_config=rt.attention_config, norm=self.query_norm, fused_norm=rt.fused_qkv)
         return rows
 
     def _forward_columns_dap(self, z: torch.Tensor, pair_mask: torch.Tensor, rt: Runtime) -> torch.Tensor:

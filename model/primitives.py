@@ -156,12 +156,16 @@ class Attention(nn.Module):
         y = torch.matmul(x, w.to(x.dtype).reshape(c, h * d))
         return y.reshape(*x.shape[:-1], h, d).transpose(-2, -3)
 
-    def _projections(self, q_data: torch.Tensor, m_data: torch.Tensor):
-        """(q, k, v, gate or None), each [*, H, L, D]: the gate pre-activation x W_g + b_g."""
+    def _projections(self, q_data: torch.Tensor, m_data: torch.Tensor, norm: Optional["LayerNorm"] = None,
+                     backend: str = "torch", fused_norm: bool = False):
+        """(q, k, v, gate or None), each [*, H, L, D]: the gate pre-activation x W_g + b_g, with
+        x = norm(q_data) when a norm is given (self-attention only)."""
         h, dk, dv = self.num_head, self.key_dim, self.value_dim
         gated = self.gating_w is not None
         c = q_data.shape[-1]
         dt = q_data.dtype
+        if norm is not None and q_data is not m_data:
+            raise ValueError("Attention: an input norm is for self-attention (q_data is m_data)")
         if q_data is not m_data:
             g = None
             if gated:
@@ -175,6 +179,16 @@ class Attention(nn.Module):
         parts = [self.query_w, self.key_w, self.value_w] + ([self.gating_w] if gated else [])
         w = torch.cat([p.reshape(c, -1) for p in parts], dim=1).to(dt)
         widths = [h * dk, h * dk, h * dv] + ([h * dv] if gated else [])
+        b = torch.cat([self.gating_b.new_zeros(h * (2 * dk + dv)), self.gating_b.reshape(-1)]).to(dt) if gated else None
+        if norm is not None and fused_norm and backend == "triton" and max(dk, dv) >= 16:
+            # LN(x) stays on chip: x is read once and only q, k, v and the gate are written
+            y = q_data.new_empty(*q_data.shape[:-1], w.shape[1])
+            kernels.norm_project(q_data, (norm.scale, norm.offset, norm.eps), w, y, bias=b, head_major=False,
+                                 backend=backend)
+            views = [t.unflatten(-1, (h, -1)).transpose(-2, -3) for t in y.split(widths, dim=-1)]
+            return views[0], views[1], views[2], (views[3] if gated else None)
+        if norm is not None:
+            q_data = norm(q_data, backend)
         if max(dk, dv) < 16:
             # Small heads (the extra MSA's 8 channels, 16 bytes in bf16, half a 32-byte memory
             # sector): the GEMM writes the transposed output [*, H*(..), L], so each head's
@@ -185,8 +199,7 @@ class Attention(nn.Module):
             views = [t.unflatten(-2, (h, -1)).transpose(-1, -2) for t in yt.split(widths, dim=-2)]
         else:
             if gated:
-                y = _linear(q_data, w, torch.cat([self.gating_b.new_zeros(h * (2 * dk + dv)),
-                                                  self.gating_b.reshape(-1)]).to(dt))
+                y = _linear(q_data, w, b)
             else:
                 y = torch.matmul(q_data, w)
             views = [t.unflatten(-1, (h, -1)).transpose(-2, -3) for t in y.split(widths, dim=-1)]
@@ -195,7 +208,8 @@ class Attention(nn.Module):
     def forward(self, q_data: torch.Tensor, m_data: torch.Tensor, biases: Sequence[torch.Tensor] = (),
                 mask: Optional[torch.Tensor] = None, backend: str = "torch",
                 batch_inner: bool = False, add_to: Optional[torch.Tensor] = None,
-                residual_backend: Optional[str] = None, kernel_config: Optional[dict] = None) -> torch.Tensor:
+                residual_backend: Optional[str] = None, kernel_config: Optional[dict] = None,
+                norm: Optional["LayerNorm"] = None, fused_norm: bool = False) -> torch.Tensor:
         """q_data: [*, Q, C_q]; m_data: [*, K, C_m]; biases: each broadcastable to [*, H, Q, K];
         mask: key mask broadcastable to [*, H, Q, K] (1 = attend). Returns [*, Q, C_out].
 
@@ -206,9 +220,11 @@ class Attention(nn.Module):
         add_to ([*, Q, C_out], any strides): the residual; the output projection adds into it in
         place (`kernels.linear_residual` with `residual_backend`, default `backend`: on "triton"
         the update never reaches memory) and add_to is returned.
-        kernel_config: options of the attention kernel (`kernels.attention`'s config)."""
+        kernel_config: options of the attention kernel (`kernels.attention`'s config).
+        norm (self-attention, q_data is m_data): the module's input LayerNorm, applied here; with
+        fused_norm on "triton" it runs inside the projection (`kernels.norm_project`, row-major)."""
         h, dk, dv = self.num_head, self.key_dim, self.value_dim
-        q, k, v, g = self._projections(q_data, m_data)
+        q, k, v, g = self._projections(q_data, m_data, norm, backend, fused_norm)
         # The gate o * sigmoid(g) is applied by the attention kernel's epilogue (fp32, one rounding):
         # no sigmoid and product passes over [*, Q, H, D_v] afterwards.
         _, d, c_out = self.output_w.shape

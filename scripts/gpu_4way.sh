@@ -626,7 +626,28 @@ BE)  # BD cut to what ~7 device minutes hold (device starts kept failing): the G
       tests/kernels/test_kernel_gpu.py -k 'gluon or attention or norm_project' 2>&1 | tail -2"
   wait
   ;;
-*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT|AU|AV|AW|AX|AY|AZ|BA|BB|BC|BD|BE" >&2; exit 2 ;;
+BF)  # session 12, one GPU: the fused attention-input kernel (norm_project row-major) under its GPU tests and the
+     # CUDA fixtures in fp32 (in place, with the template memo), its micro-benchmark, the network at N = 1,024
+     # with each of the session's two changes A/B'd (Runtime.keep_templates, Runtime.fused_qkv), a by-module
+     # profile, then N = 2,048
+  job verify 0 0-7 150 bash -c "python3 -m pytest -q -p no:cacheprovider tests/kernels/test_kernel_gpu.py -k norm_project 2>&1 | tail -2;
+    python3 scripts/check_fixtures.py --device cuda --precision fp32 --backend triton \
+      --inplace --keep-templates --json $RES/fixtures_cuda_inplace_keep.json 2>&1 | tail -3"
+  wait
+  job kbench 0 0-7 70 python3 scripts/kernel_bench.py --cases qkv --json $RES/kbench_qkv.json \
+    --variants '[{"BLOCK_P": 128, "num_warps": 8}, {"BLOCK_P": 32}, {"BLOCK_H": 64}, {"num_warps": 8}]'
+  wait
+  job net 0 0-7 200 bash -c "$N1024 --compare templates --json $RES/bench_1024_templates.json 2>&1 | tail -2;
+    $N1024 --compare qkv --json $RES/bench_1024_qkv.json 2>&1 | tail -2"
+  wait
+  job net2048 0 0-7 100 bash -c "python3 -m fastfold_cli bench --lengths 2048 --precision bf16 --backend triton \
+    --no-breakdown --json $RES/bench_2048.json 2>&1 | tail -2"
+  wait
+  job prof 0 0-7 60 python3 scripts/profile_pass.py --length 1024 --precision bf16 --backend triton --by-module \
+    --json $RES/profile_1024.json
+  wait
+  ;;
+*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT|AU|AV|AW|AX|AY|AZ|BA|BB|BC|BD|BE|BF" >&2; exit 2 ;;
 esac
 for f in "$RES"/*.log; do echo "== $f"; grep -v "^\s*$" "$f" | grep -v "^  entry" | tail -14 | cut -c1-400; done
 for f in "$RES"/*.json "$RES"/*/*.json; do [ -f "$f" ] && { echo "== $f"; grep -o "$G" "$f" | tr '\n' ' ' | cut -c1-900; echo; }; done

@@ -281,6 +281,28 @@ def test_norm_project(compiled, dtype, c, h, transposed):
     assert bias[:, :40].abs().sum() == 0 and bias[:, 104:].abs().sum() == 0
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("c,h,transposed", [(128, 512, False), (128, 512, True), (256, 1024, False),
+                                            (256, 1024, True), (64, 256, False)])
+def test_norm_project_row_major(compiled, dtype, c, h, transposed):
+    """The attentions' inputs LN(x) W + b ([*, 4 H D], the gate's bias in the epilogue) on rows 40:104
+    of a [517, 517, C] pair (or MSA) or of its transpose, against float64."""
+    from kernel_testlib import layer_norm64
+    from kernels.norm_project import norm_project_triton
+    gen = torch.Generator(device="cuda").manual_seed(19)
+    n = 517
+    z = (torch.randn(n, n, c, generator=gen, device="cuda") * 2 + 0.3).to(dtype)
+    ln = ((1 + 0.3 * torch.randn(c, generator=gen, device="cuda")).to(dtype),
+          (0.2 * torch.randn(c, generator=gen, device="cuda")).to(dtype), 1e-5)
+    w = (torch.randn(c, h, generator=gen, device="cuda") * c ** -0.5).to(dtype)
+    b = torch.randn(h, generator=gen, device="cuda").to(dtype)
+    x = (z.transpose(0, 1) if transposed else z)[40:104]
+    out = torch.empty(*x.shape[:-1], h, device="cuda", dtype=dtype)
+    norm_project_triton(x, ln, w, out, bias=b, head_major=False)
+    want = layer_norm64(x, *ln) @ w.double() + b.double()
+    assert rel_err(out, want) < {torch.bfloat16: 8e-3, torch.float32: 1e-5}[dtype]
+
+
 def test_gated_projection_channel_offsets_beyond_int32(compiled):
     """The output block of a [128, n, N] projection whose channels are n*N = 1.7e7 apart."""
     from kernels.gated_projection import gated_projection_triton

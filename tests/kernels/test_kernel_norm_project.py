@@ -1,7 +1,8 @@
-"""The pair bias LN(x) W written head-major (out[h, p]): the Triton kernel (CPU interpreter, fp32/fp16)
-and the PyTorch reference against float64; odd row counts, H = 4 and 8 (padded to the tensor-core
-width), rows of a transposed pair (two strided levels), an output row block of a larger [H, N, N]
-bias, the dispatcher's fallback, and the network's attentions through it."""
+"""LN(x) W: the pair bias written head-major (out[h, p]) and the attentions' inputs written row-major
+with the gate's bias (out[p, h] = LN(x) W + b). The Triton kernel (CPU interpreter, fp32/fp16) and the
+PyTorch reference against float64; odd row counts, H = 4 and 8 (padded to the tensor-core width) and
+H several column tiles wide, rows of a transposed pair (two strided levels), an output row block of a
+larger [H, N, N] bias, the dispatcher's fallback, and the network's attentions through it."""
 from __future__ import annotations
 
 import pytest
@@ -47,6 +48,36 @@ def test_transposed_rows_into_a_bias_block(interpret):
     norm_project_triton(x, ln, w, out)
     assert rel_err(bias[:, 2:5].reshape(h, -1), want) < TOL[torch.float32]
     assert torch.isnan(bias[:, :2]).all() and torch.isnan(bias[:, 5:]).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("shape,c,h,transposed", [((37,), 32, 96, False), ((5, 7), 64, 40, True),
+                                                  ((3, 11), 16, 16, False)])
+def test_row_major_with_bias_matches_float64(interpret, dtype, shape, c, h, transposed):
+    """The attentions' inputs: LN(x) W + b row-major ([*, H], H several column tiles wide, the last
+    one partial), rows of a plain block or of a transposed view (column attention, the ending node)."""
+    x, ln, w, _ = _case(shape, c, h, dtype, seed=c + 3 * h)
+    if transposed:
+        x = x.transpose(0, 1)
+    gen = torch.Generator().manual_seed(h)
+    b = torch.randn(h, generator=gen).to(dtype)
+    want = layer_norm64(x, *ln) @ w.double() + b.double()
+    out = torch.full((*x.shape[:-1], h), float("nan"), dtype=dtype)
+    assert norm_project_triton(x, ln, w, out, bias=b, head_major=False) is out
+    assert rel_err(out, want) < TOL[dtype]
+    ref = norm_project_reference(x, ln, w, torch.empty_like(out), bias=b, head_major=False)
+    assert rel_err(ref, want) < TOL[dtype] * 3
+    # without a bias, and through the dispatcher
+    out2 = norm_project(x, ln, w, torch.empty_like(out), head_major=False, backend="triton")
+    assert rel_err(out2, want - b.double()) < TOL[dtype]
+
+
+def test_row_major_declines_what_it_cannot_write(interpret):
+    x, ln, w, _ = _case((6, 5), 32, 48, torch.float32, seed=4)
+    with pytest.raises(RuntimeError):  # not contiguous
+        norm_project_triton(x, ln, w, torch.empty(5, 6, 48).transpose(0, 1), head_major=False)
+    with pytest.raises(RuntimeError):  # wrong shape
+        norm_project_triton(x, ln, w, torch.empty(30, 47), head_major=False)
 
 
 def test_dispatch_and_fallback(interpret):
@@ -96,13 +127,51 @@ def test_network_pair_biases_through_the_kernel(interpret, monkeypatch, which, r
     from kernels._triton_loader import module_for
     mod, calls = module_for("_tri_norm_project", [z]), []
     real = mod.norm_project
-    monkeypatch.setattr(mod, "norm_project", lambda *a, **k: calls.append(1) or real(*a, **k))
+    # head-major calls only: the biases (the row-major ones are the inputs' projections, below)
+    monkeypatch.setattr(mod, "norm_project",
+                        lambda *a, **k: k.get("head_major", True) and calls.append(1) or real(*a, **k))
     chunks = {} if rows is None else {"pair_rows": rows}
     got = run(Runtime(backend="triton", chunks=chunks))
     assert len(calls) == (1 if rows is None else -(-n // rows))
     assert rel_err(got, want) < 1e-6
     calls.clear()
     off = run(Runtime(backend="triton", chunks=chunks, fused_bias=False))
+    assert not calls and rel_err(off, want) < 1e-6
+
+
+@pytest.mark.parametrize("which", ["msa_row_attention_with_pair_bias", "msa_column_attention",
+                                   "triangle_attention_starting_node", "triangle_attention_ending_node"])
+@pytest.mark.parametrize("rows", [None, 2])
+@torch.no_grad()
+def test_network_attention_inputs_through_the_kernel(interpret, monkeypatch, which, rows):
+    """Runtime.fused_qkv: the network's attentions (fixture weights; whole and in chunks of 2 rows or
+    columns, the column ones on transposed views) form LN(x) and q, k, v and the gate in one kernel
+    call per chunk (a spy counts the row-major calls) and give what the reference path gives; off,
+    the kernel is not called for them."""
+    from model.config import Runtime
+    op = getattr(fixture_block(), which)
+    s, n = 3, 5
+    m, z, msa_mask, pair_mask = block_inputs(3, s, n)
+    if which.startswith("msa_row"):
+        run, n_rows, name = (lambda rt: op(m.clone(), msa_mask, z, rt)), s, "msa_row_att"  # noqa: E731
+    elif which.startswith("msa_col"):
+        run, n_rows, name = (lambda rt: op(m.clone(), msa_mask, rt)), n, "msa_col_att"  # noqa: E731
+    else:
+        run, n_rows, name = (lambda rt: op(z.clone(), pair_mask, rt)), n, "tri_att"  # noqa: E731
+    want = run(Runtime())
+    from kernels._triton_loader import module_for
+    mod, calls = module_for("_tri_norm_project", [z]), []
+    real = mod.norm_project
+    monkeypatch.setattr(mod, "norm_project",
+                        lambda *a, **k: (not k.get("head_major", True)) and calls.append(1) or real(*a, **k))
+    chunks = {} if rows is None else {name: rows}
+    for inplace in (False, True):
+        calls.clear()
+        got = run(Runtime(backend="triton", chunks=chunks, inplace=inplace))
+        assert len(calls) == (1 if rows is None else -(-n_rows // rows)), inplace
+        assert rel_err(got, want) < 1e-6
+    calls.clear()
+    off = run(Runtime(backend="triton", chunks=chunks, fused_qkv=False))
     assert not calls and rel_err(off, want) < 1e-6
 
 
