@@ -635,7 +635,7 @@ BF)  # session 12, one GPU: the fused attention-input kernel (norm_project row-m
       --inplace --keep-templates --json $RES/fixtures_cuda_inplace_keep.json 2>&1 | tail -3"
   wait
   job kbench 0 0-7 70 python3 scripts/kernel_bench.py --cases qkv --json $RES/kbench_qkv.json \
-    --variants '[{"BLOCK_P": 128, "num_warps": 8}, {"BLOCK_P": 32}, {"BLOCK_H": 64}, {"num_warps": 8}]'
+    --variants '[{"BLOCK_H": 128}, {"BLOCK_H": 32}, {"BLOCK_P": 256, "num_warps": 16}, {"BLOCK_P": 64, "num_warps": 4}]'
   wait
   job net 0 0-7 200 bash -c "$N1024 --compare templates --json $RES/bench_1024_templates.json 2>&1 | tail -2;
     $N1024 --compare qkv --json $RES/bench_1024_qkv.json 2>&1 | tail -2"
