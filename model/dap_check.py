@@ -153,11 +153,12 @@ def suite(shard, fixtures=(), chunked_fixture: Optional[str] = None, op_kwargs=(
     return res
 
 
-# Tiny chunks on every chunked op, in-place updates, two-pass template attention.
+# Tiny chunks on every chunked op, in-place updates, two-pass template attention, template
+# embeddings kept between passes (each rank its row shard).
 CHUNKED = dict(chunks={op: 3 for op in ("msa_row_att", "msa_col_att", "extra_row_att", "extra_col_att", "tri_att",
                                         "transition", "opm", "tri_mul", "pair_rows", "template_att", "ipa",
                                         "heads")},
-               inplace=True, recompute_templates=True)
+               inplace=True, recompute_templates=True, keep_templates=True)
 
 
 def _main():
