@@ -128,6 +128,12 @@ class LayerNorm(nn.Module):
         return kernels.layer_norm(x, self.scale, self.offset, self.eps, backend=backend)
 
 
+# The widest input the fused LayerNorm + q/k/v/gate projection runs for (Runtime.fused_qkv). On an
+# H200 (session 12, kernel_bench --cases qkv) it beat the LayerNorm kernel + addmm at C = 128 (the
+# pair: 0.61 against 1.02 ms at N = 1,024) and lost at C = 256 (the MSA: 1.29-2.25 against 1.13 ms).
+FUSED_QKV_MAX_C = 128
+
+
 class Attention(nn.Module):
     """AlphaFold's gated multi-head attention (modules.Attention).
 
@@ -180,7 +186,7 @@ class Attention(nn.Module):
         w = torch.cat([p.reshape(c, -1) for p in parts], dim=1).to(dt)
         widths = [h * dk, h * dk, h * dv] + ([h * dv] if gated else [])
         b = torch.cat([self.gating_b.new_zeros(h * (2 * dk + dv)), self.gating_b.reshape(-1)]).to(dt) if gated else None
-        if norm is not None and fused_norm and backend == "triton" and max(dk, dv) >= 16:
+        if norm is not None and fused_norm and backend == "triton" and max(dk, dv) >= 16 and c <= FUSED_QKV_MAX_C:
             # LN(x) stays on chip: x is read once and only q, k, v and the gate are written
             y = q_data.new_empty(*q_data.shape[:-1], w.shape[1])
             kernels.norm_project(q_data, (norm.scale, norm.offset, norm.eps), w, y, bias=b, head_major=False,

@@ -144,11 +144,12 @@ def test_network_pair_biases_through_the_kernel(interpret, monkeypatch, which, r
 @pytest.mark.parametrize("rows", [None, 2])
 @torch.no_grad()
 def test_network_attention_inputs_through_the_kernel(interpret, monkeypatch, which, rows):
-    """Runtime.fused_qkv: the network's attentions (fixture weights; whole and in chunks of 2 rows or
-    columns, the column ones on transposed views) form LN(x) and q, k, v and the gate in one kernel
-    call per chunk (a spy counts the row-major calls) and give what the reference path gives; off,
-    the kernel is not called for them."""
+    """Runtime.fused_qkv: the network's triangle attentions (fixture weights; whole and in chunks of 2
+    rows or columns, the ending node's on transposed views) form LN(x) and q, k, v and the gate in one
+    kernel call per chunk (a spy counts the row-major calls); the MSA's (C = 256, where the kernel lost)
+    don't; all give what the reference path gives; off, the kernel is not called."""
     from model.config import Runtime
+    from model.primitives import FUSED_QKV_MAX_C
     op = getattr(fixture_block(), which)
     s, n = 3, 5
     m, z, msa_mask, pair_mask = block_inputs(3, s, n)
@@ -165,10 +166,13 @@ def test_network_attention_inputs_through_the_kernel(interpret, monkeypatch, whi
     monkeypatch.setattr(mod, "norm_project",
                         lambda *a, **k: (not k.get("head_major", True)) and calls.append(1) or real(*a, **k))
     chunks = {} if rows is None else {name: rows}
+    # the fused path runs for inputs up to FUSED_QKV_MAX_C channels (the pair's 128, not the MSA's 256)
+    fused = (m if which.startswith("msa") else z).shape[-1] <= FUSED_QKV_MAX_C
+    assert fused == (not which.startswith("msa"))
     for inplace in (False, True):
         calls.clear()
         got = run(Runtime(backend="triton", chunks=chunks, inplace=inplace))
-        assert len(calls) == (1 if rows is None else -(-n_rows // rows)), inplace
+        assert len(calls) == ((1 if rows is None else -(-n_rows // rows)) if fused else 0), inplace
         assert rel_err(got, want) < 1e-6
     calls.clear()
     off = run(Runtime(backend="triton", chunks=chunks, fused_qkv=False))
