@@ -53,8 +53,8 @@ def _lengths(value: str):
                    "and transpose as separate passes (Runtime.fused_bias); gluon: also run it with the "
                    "attentions through the Gluon kernel for Hopper where it applies (Runtime.gluon_attention); templates: "
                    "also run it with the template pair stack recomputed in every recycling pass "
-                   "(Runtime.keep_templates off); qkv: also run it with the attentions' input LayerNorm and q/k/v/gate "
-                   "projection as separate passes (Runtime.fused_qkv).")
+                   "(Runtime.keep_templates off); qkv: also run it with the pair attentions' input LayerNorm and "
+                   "q/k/v/gate projection in one kernel (Runtime.fused_qkv, off by default).")
 @click.option("--find-max-length", is_flag=True,
               help="Search the longest N that fits: planner bisection, then isolated one-pass trials.")
 @click.option("--probe-blocks", type=click.IntRange(min=1), default=None,
@@ -146,8 +146,8 @@ def bench(lengths, precision, preset, msa_depth, extra_depth, templates, recycle
                               ("planned, Gluon attention", dict(overrides={"gluon_attention": True}))],
                     "templates": [default, ("planned, template stacks in every pass",
                                             dict(overrides={"keep_templates": False}))],
-                    "qkv": [default, ("planned, attention input LayerNorm and projection apart",
-                                      dict(overrides={"fused_qkv": False}))]}
+                    "qkv": [default, ("planned, attention input LayerNorm and projection fused",
+                                      dict(overrides={"fused_qkv": True}))]}
         for n in lengths:
             for label, opts in variants.get(compare, [default]):
                 console.print(f"[bold]N={n}[/] {precision} {label} …")

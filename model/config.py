@@ -94,8 +94,12 @@ class Runtime:
         transposing copy.
     fused_qkv: the attentions' input LayerNorm and their q/k/v/gate projection (the gate's bias
         included) through one Triton kernel (kernels/norm_project.py, row-major; backend "triton"
-        only, head dims >= 16): LN(x) never reaches memory. Off (or elsewhere): the LayerNorm (on
-        `backend`) and one GEMM.
+        only, head dims >= 16, inputs of at most `primitives.FUSED_QKV_MAX_C` channels: the pair's
+        attentions): LN(x) never reaches memory. Off by default: the kernel beats the LayerNorm
+        kernel + addmm on its own (H200: 0.61 against 1.02 ms at N = 1,024), but the network with
+        it has not been timed yet (`fastfold bench --compare qkv`; the first version, which also
+        ran the MSA's C = 256 where it loses, made the network slower). Off (or elsewhere): the
+        LayerNorm (on `backend`) and one GEMM.
     dap_tri_mul_rows: DAP triangle multiplication's rows per collective block
         (`TriangleMultiplication._forward_dap`); None: the projection's row block (`evoformer.tri_mul_rows`).
     max_blocks: run only the first K blocks of each stack (Evoformer, extra-MSA, template pair);
@@ -135,7 +139,7 @@ class Runtime:
     fused_transition: bool = True
     fused_residual: bool = True
     fused_bias: bool = True
-    fused_qkv: bool = True
+    fused_qkv: bool = False
     dap_tri_mul_rows: Optional[int] = None
     skip_dense_masks: bool = True
     keep_templates: bool = False

@@ -647,8 +647,8 @@ BF)  # session 12, one GPU: the fused attention-input kernel (norm_project row-m
     --json $RES/profile_1024.json
   wait
   ;;
-BG)  # session 12, second call: the fused attention inputs only where they won (C <= 128, 64-row tiles): the
-     # network at N = 1,024 with and without them, then their GPU tests
+BG)  # session 12, second call: the fused attention inputs (opt-in, C <= 128, 64-row tiles) A/B'd in the
+     # network at N = 1,024 (default off, then on), then their GPU tests
   job net 0 0-3 150 bash -c "$N1024 --compare qkv --json $RES/bench_1024_qkv.json 2>&1 | tail -2"
   wait
   job verify 0 0-3 60 bash -c "python3 -m pytest -q -p no:cacheprovider tests/kernels/test_kernel_gpu.py -k norm_project 2>&1 | tail -2"

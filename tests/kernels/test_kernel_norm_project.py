@@ -171,11 +171,11 @@ def test_network_attention_inputs_through_the_kernel(interpret, monkeypatch, whi
     assert fused == (not which.startswith("msa"))
     for inplace in (False, True):
         calls.clear()
-        got = run(Runtime(backend="triton", chunks=chunks, inplace=inplace))
+        got = run(Runtime(backend="triton", chunks=chunks, inplace=inplace, fused_qkv=True))
         assert len(calls) == ((1 if rows is None else -(-n_rows // rows)) if fused else 0), inplace
         assert rel_err(got, want) < 1e-6
     calls.clear()
-    off = run(Runtime(backend="triton", chunks=chunks, fused_qkv=False))
+    off = run(Runtime(backend="triton", chunks=chunks))  # the default: off
     assert not calls and rel_err(off, want) < 1e-6
 
 
