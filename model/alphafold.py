@@ -64,7 +64,7 @@ class AlphaFold(nn.Module):
         """One recycling iteration up to the structure module. `prev` may be consumed (its pair
         buffer becomes the new pair when `rt.inplace`). memo (monomer): template embeddings kept
         between the passes of one prediction. Returns (representations, structure outputs)."""
-        reps = self.evoformer(batch, prev, rt) if memo is None else self.evoformer(batch, prev, rt, memo)
+        reps = self.evoformer(batch, prev, rt, memo)
         # The MSA stays in the runtime precision (a float32 copy would be the structure module's and
         # the heads' largest tensor); the heads read it in blocks.
         for k in ("single", "msa_first_row"):

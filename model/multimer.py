@@ -352,10 +352,11 @@ class MultimerEmbeddingsAndEvoformer(nn.Module):
         rel_chain = torch.where(same_entity, rel_chain, torch.full_like(rel_chain, 2 * c.max_relative_chain + 1))
         return w[offset] + same_entity[..., None].to(dt) * w[n_pos] + w[n_pos + 1 + rel_chain] + b
 
-    def forward(self, batch: Dict[str, torch.Tensor], prev: Dict[str, torch.Tensor], rt: Runtime):
+    def forward(self, batch: Dict[str, torch.Tensor], prev: Dict[str, torch.Tensor], rt: Runtime, memo=None):
         """batch: raw multimer features (no ensemble axis); prev: prev_pos [N, 37, 3],
         prev_msa_first_row [N, C_m], prev_pair [N, N, C_z] (DAP: this rank's row shard of the
-        padded pair, as returned in "pair").
+        padded pair, as returned in "pair"). memo: unused (the monomer's `TemplateMemo`: this
+        template stack reads the pair, so nothing carries over between passes).
 
         Returns dict(single [N, C_s], pair [N, N, C_z], msa [S, N, C_m] (cluster rows),
         msa_first_row [N, C_m]); under DAP pair and msa are this rank's row shards (msa_rows: the
