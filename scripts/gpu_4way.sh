@@ -647,11 +647,15 @@ BF)  # session 12, one GPU: the fused attention-input kernel (norm_project row-m
     --json $RES/profile_1024.json
   wait
   ;;
-BG)  # session 12, second call: the fused attention inputs (opt-in, C <= 128, 64-row tiles) A/B'd in the
-     # network at N = 1,024 (default off, then on), then their GPU tests
+BG)  # session 12, second call (not run: no device time left): the fused attention inputs (opt-in, C <= 128,
+     # 64-row tiles) A/B'd in the network at N = 1,024 (default off, then on), their GPU tests, then tiles for
+     # the MSA's C = 256 (where BF's tiles lost to LayerNorm + addmm)
   job net 0 0-3 150 bash -c "$N1024 --compare qkv --json $RES/bench_1024_qkv.json 2>&1 | tail -2"
   wait
   job verify 0 0-3 60 bash -c "python3 -m pytest -q -p no:cacheprovider tests/kernels/test_kernel_gpu.py -k norm_project 2>&1 | tail -2"
+  wait
+  job kbench 0 0-3 70 python3 scripts/kernel_bench.py --cases qkv --json $RES/kbench_qkv.json \
+    --variants '[{"BLOCK_P": 128, "num_warps": 16}, {"BLOCK_P": 128, "num_warps": 16, "BLOCK_H": 128}, {"BLOCK_P": 64, "num_warps": 8}, {"BLOCK_H": 128}]'
   wait
   ;;
 *) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT|AU|AV|AW|AX|AY|AZ|BA|BB|BC|BD|BE|BF|BG" >&2; exit 2 ;;
