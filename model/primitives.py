@@ -185,17 +185,13 @@ class Attention(nn.Module):
         parts = [self.query_w, self.key_w, self.value_w] + ([self.gating_w] if gated else [])
         w = torch.cat([p.reshape(c, -1) for p in parts], dim=1).to(dt)
         widths = [h * dk, h * dk, h * dv] + ([h * dv] if gated else [])
-        b = torch.cat([self.gating_b.new_zeros(h * (2 * dk + dv)), self.gating_b.reshape(-1)]).to(dt) if gated else None
-        if norm is not None and fused_norm and backend == "triton" and max(dk, dv) >= 16 and c <= FUSED_QKV_MAX_C:
-            # LN(x) stays on chip: x is read once and only q, k, v and the gate are written
-            y = q_data.new_empty(*q_data.shape[:-1], w.shape[1])
-            kernels.norm_project(q_data, (norm.scale, norm.offset, norm.eps), w, y, bias=b, head_major=False,
-                                 backend=backend)
-            views = [t.unflatten(-1, (h, -1)).transpose(-2, -3) for t in y.split(widths, dim=-1)]
-            return views[0], views[1], views[2], (views[3] if gated else None)
-        if norm is not None:
+        small = max(dk, dv) < 16
+        # LN(x) fused into the projection: x is read once and only q, k, v and the gate are written
+        fused = (norm is not None and fused_norm and backend == "triton" and not small
+                 and c <= FUSED_QKV_MAX_C)
+        if norm is not None and not fused:
             q_data = norm(q_data, backend)
-        if max(dk, dv) < 16:
+        if small:
             # Small heads (the extra MSA's 8 channels, 16 bytes in bf16, half a 32-byte memory
             # sector): the GEMM writes the transposed output [*, H*(..), L], so each head's
             # q/k/v/gate rows run along L and the kernel's loads use whole sectors.
@@ -204,7 +200,13 @@ class Attention(nn.Module):
                 yt[..., h * (2 * dk + dv):, :].add_(self.gating_b.to(dt).reshape(-1, 1))
             views = [t.unflatten(-2, (h, -1)).transpose(-1, -2) for t in yt.split(widths, dim=-2)]
         else:
-            if gated:
+            b = torch.cat([self.gating_b.new_zeros(h * (2 * dk + dv)), self.gating_b.reshape(-1)]).to(dt) \
+                if gated else None
+            if fused:
+                y = q_data.new_empty(*q_data.shape[:-1], w.shape[1])
+                kernels.norm_project(q_data, (norm.scale, norm.offset, norm.eps), w, y, bias=b, head_major=False,
+                                     backend=backend)
+            elif gated:
                 y = _linear(q_data, w, b)
             else:
                 y = torch.matmul(q_data, w)

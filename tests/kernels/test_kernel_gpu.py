@@ -260,6 +260,16 @@ def test_linear_residual(compiled, dtype, k, c, transposed):
     assert torch.equal(big[:10], before[:10]) and torch.equal(big[10 + m:], before[10 + m:])
 
 
+def _norm_project_case(n, c, h, dtype, seed):
+    """A random [n, n, C] pair (or MSA), LayerNorm parameters, W [C, H] and a bias [H] on the GPU."""
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    z = (torch.randn(n, n, c, generator=gen, device="cuda") * 2 + 0.3).to(dtype)
+    ln = ((1 + 0.3 * torch.randn(c, generator=gen, device="cuda")).to(dtype),
+          (0.2 * torch.randn(c, generator=gen, device="cuda")).to(dtype), 1e-5)
+    w = (torch.randn(c, h, generator=gen, device="cuda") * c ** -0.5).to(dtype)
+    return z, ln, w, torch.randn(h, generator=gen, device="cuda").to(dtype)
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("c,h,transposed", [(128, 4, False), (128, 8, False), (128, 4, True), (64, 4, False)])
 def test_norm_project(compiled, dtype, c, h, transposed):
@@ -267,12 +277,8 @@ def test_norm_project(compiled, dtype, c, h, transposed):
     transpose (the ending node), into that row block of an [H, N, N] bias, against float64."""
     from kernel_testlib import layer_norm64
     from kernels.norm_project import norm_project_triton
-    gen = torch.Generator(device="cuda").manual_seed(18)
     n = 517
-    z = (torch.randn(n, n, c, generator=gen, device="cuda") * 2 + 0.3).to(dtype)
-    ln = ((1 + 0.3 * torch.randn(c, generator=gen, device="cuda")).to(dtype),
-          (0.2 * torch.randn(c, generator=gen, device="cuda")).to(dtype), 1e-5)
-    w = (torch.randn(c, h, generator=gen, device="cuda") * c ** -0.5).to(dtype)
+    z, ln, w, _ = _norm_project_case(n, c, h, dtype, seed=18)
     x = (z.transpose(0, 1) if transposed else z)[40:104]
     bias = torch.zeros(h, n, n, device="cuda", dtype=dtype)
     norm_project_triton(x, ln, w, bias[:, 40:104].reshape(h, -1))
@@ -289,13 +295,7 @@ def test_norm_project_row_major(compiled, dtype, c, h, transposed):
     of a [517, 517, C] pair (or MSA) or of its transpose, against float64."""
     from kernel_testlib import layer_norm64
     from kernels.norm_project import norm_project_triton
-    gen = torch.Generator(device="cuda").manual_seed(19)
-    n = 517
-    z = (torch.randn(n, n, c, generator=gen, device="cuda") * 2 + 0.3).to(dtype)
-    ln = ((1 + 0.3 * torch.randn(c, generator=gen, device="cuda")).to(dtype),
-          (0.2 * torch.randn(c, generator=gen, device="cuda")).to(dtype), 1e-5)
-    w = (torch.randn(c, h, generator=gen, device="cuda") * c ** -0.5).to(dtype)
-    b = torch.randn(h, generator=gen, device="cuda").to(dtype)
+    z, ln, w, b = _norm_project_case(517, c, h, dtype, seed=19)
     x = (z.transpose(0, 1) if transposed else z)[40:104]
     out = torch.empty(*x.shape[:-1], h, device="cuda", dtype=dtype)
     norm_project_triton(x, ln, w, out, bias=b, head_major=False)
