@@ -657,6 +657,10 @@ BG)  # session 12, second call (not run: no device time left): the fused attenti
   job kbench 0 0-3 70 python3 scripts/kernel_bench.py --cases qkv --json $RES/kbench_qkv.json \
     --variants '[{"BLOCK_P": 128, "num_warps": 16}, {"BLOCK_P": 128, "num_warps": 16, "BLOCK_H": 128}, {"BLOCK_P": 64, "num_warps": 8}, {"BLOCK_H": 128}]'
   wait
+  # #6's N = 2,048 target with the current defaults (template stacks kept, inputs unfused)
+  job net2048 0 0-3 200 python3 -m fastfold_cli bench --lengths 2048 --precision bf16 --backend triton \
+    --no-breakdown --json $RES/bench_2048.json
+  wait
   ;;
 *) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT|AU|AV|AW|AX|AY|AZ|BA|BB|BC|BD|BE|BF|BG" >&2; exit 2 ;;
 esac
