@@ -661,6 +661,10 @@ BG)  # session 12, second call (not run: no device time left): the fused attenti
   job net2048 0 0-3 200 python3 -m fastfold_cli bench --lengths 2048 --precision bf16 --backend triton \
     --no-breakdown --json $RES/bench_2048.json
   wait
+  # where N = 2,048's pass goes (4.5 s of its 6.7 are accounted for by FLOPs and bytes)
+  job prof2048 0 0-7 200 python3 scripts/profile_pass.py --length 2048 --precision bf16 --backend triton --by-module \
+    --json $RES/profile_2048.json
+  wait
   ;;
 *) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT|AU|AV|AW|AX|AY|AZ|BA|BB|BC|BD|BE|BF|BG" >&2; exit 2 ;;
 esac
