@@ -239,7 +239,7 @@ def transient_bytes(op: str, chunk: Optional[int], p: Problem, stack: str = "mai
     if op == "ipa":
         r = rows
         msa = p.local(p.n_seq + p.n_templ) * n * p.c_m * b  # the MSA, kept for the heads
-        return msa + r * n * (12 * 4 * 4 + 12 * 4 * 3 + cz * 4 * 3)
+        return msa + r * n * (12 * 8 * 3 + cz * 4 * 3)  # float64 [H, r, N] distances; float32 pair rows
     if op == "heads":
         r = rows
         out = n * n * (128 + 64 + 64 * 2 + 1) * 4 if p.outputs_on_device else 0
