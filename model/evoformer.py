@@ -140,11 +140,14 @@ class MSAColumnGlobalAttention(nn.Module):
         """m: [S, N, C_m] (DAP: column shard [S, N/P, C_m]); msa_mask: [S, N] (whole) -> m updated."""
         msa_mask = dap.scatter(rt.shard, msa_mask, 1)
 
-        def cols(m_c, mask_c):
-            return self.attention(self.query_norm(m_c, rt.backend), mask_c)
+        # m_c: [n, S, C], a view of m's columns; LayerNorm'd in m's memory order ([S, n, C]), which
+        # the attention keeps through to the residual add
+        def cols(m_c, mask_c, add_to=None):
+            x = self.query_norm(m_c.transpose(0, 1), rt.backend).transpose(0, 1)
+            return self.attention(x, mask_c, add_to=add_to, residual_backend=_residual_backend(rt))
 
         m_t = _update(m.transpose(0, 1), cols, [m.transpose(0, 1), msa_mask.transpose(0, 1)], rt,
-                      "extra_col_att", dim=0)
+                      "extra_col_att", dim=0, fused_add=True)
         return m_t.transpose(0, 1)
 
 

@@ -277,23 +277,45 @@ class GlobalAttention(nn.Module):
         self.output_w = nn.Parameter(torch.empty(num_head, value_dim, output_dim))
         self.output_b = nn.Parameter(torch.empty(output_dim))
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """x: [B, S, C] (B columns of S sequences); mask: [B, S] (DAP padding: -1, see model/dap.py).
-        Returns [B, S, C_out]."""
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, add_to: Optional[torch.Tensor] = None,
+                residual_backend: str = "torch") -> torch.Tensor:
+        """x: [B, S, C] (B columns of S sequences; any strides with C contiguous); mask: [B, S] (DAP
+        padding: -1, see model/dap.py). Returns [B, S, C_out], or with add_to ([B, S, C_out], any
+        strides: the residual) adds into it in place (`kernels.linear_residual` on
+        `residual_backend`) and returns it.
+
+        Every [B, S, *] pass runs in x's memory order: where x is a transposed view ([S, B, C] in
+        memory, as the column attention's LayerNorm writes it) its rows are read as [S * B] and the
+        output comes back as a view of an [S, B, C_out] tensor, so the residual add reads both
+        operands in the same order."""
         dt = x.dtype
-        m = mask.clamp(min=0).to(dt).unsqueeze(-1)  # weights of the mean query: DAP padding (-1) -> 0
-        v = torch.matmul(x, self.value_w.to(dt))                          # [B, S, Dv]
-        k = torch.matmul(x, self.key_w.to(dt))                            # [B, S, D]
-        q_avg = (m * x).sum(-2) / (m.sum(-2) + 1e-10)                     # [B, C]
         c, h, d = self.query_w.shape
+        hg, dv = self.gating_b.shape
+        dvv = self.value_w.shape[1]
+        inner = x.dim() == 3 and not x.is_contiguous() and x.transpose(0, 1).is_contiguous()
+        xr = x.transpose(0, 1) if inner else x                             # rows in memory order
+        # k, v and the gate's pre-activation in one GEMM over x, the gate's bias in its epilogue
+        w = torch.cat([self.key_w, self.value_w, self.gating_w.reshape(c, hg * dv)], 1).to(dt)
+        b = torch.cat([self.gating_b.new_zeros(d + dvv), self.gating_b.reshape(-1)]).to(dt)
+        kvg_r = torch.addmm(b, xr.reshape(-1, c), w).view(*xr.shape[:-1], w.shape[1])
+        kvg = kvg_r.transpose(0, 1) if inner else kvg_r                    # [B, S, D + Dv + H Dv]
+        k, v = kvg[..., :d], kvg[..., d: d + dvv]
+        m = mask.clamp(min=0).to(dt)  # weights of the mean query: DAP padding (-1) -> 0
+        q_avg = torch.matmul(m.unsqueeze(-2), x).squeeze(-2) / (m.sum(-1, keepdim=True) + 1e-10)  # [B, C]
         q = torch.matmul(q_avg, self.query_w.to(dt).reshape(c, h * d)).reshape(-1, h, d) * self.key_dim ** -0.5
         logits = torch.matmul(q.float(), k.float().transpose(-1, -2))     # [B, H, S]
         logits = logits + 1e9 * (mask.float()[:, None, :] - 1.0)
-        w = torch.softmax(logits, dim=-1)
-        avg = torch.matmul(w, v.float()).to(dt)                           # [B, H, Dv]
-        hg, dv = self.gating_b.shape
-        g = torch.matmul(x, self.gating_w.to(dt).reshape(c, hg * dv)).reshape(*x.shape[:-1], hg, dv)
-        g = torch.sigmoid(g + self.gating_b.to(dt))                       # [B, S, H, Dv]
-        o = avg[:, None] * g
-        out = torch.matmul(o.reshape(*o.shape[:-2], hg * dv), self.output_w.to(dt).reshape(hg * dv, -1))
-        return out + self.output_b.to(dt)
+        wts = torch.softmax(logits, dim=-1)
+        avg = torch.matmul(wts, v.float()).to(dt)                         # [B, H, Dv]
+        # the gate in place in the GEMM's output: sigmoid, then times the per-column average
+        g_r = kvg_r[..., d + dvv:]                                         # [(S, B) or (B, S), H Dv]
+        g_r.sigmoid_()
+        avg_r = avg.reshape(1, avg.shape[0], hg * dv) if inner else avg.reshape(avg.shape[0], 1, hg * dv)
+        g_r.mul_(avg_r)
+        w_out, b_out = self.output_w.to(dt).reshape(hg * dv, -1), self.output_b.to(dt)
+        o2 = g_r.reshape(-1, hg * dv)
+        if add_to is not None:
+            kernels.linear_residual(o2, w_out, b_out, add_to.transpose(0, 1) if inner else add_to, residual_backend)
+            return add_to
+        out = torch.addmm(b_out, o2, w_out).view(*xr.shape[:-1], w_out.shape[1])
+        return out.transpose(0, 1) if inner else out

@@ -652,7 +652,9 @@ BG)  # session 12, second call (not run: no device time left): the fused attenti
      # the MSA's C = 256 (where BF's tiles lost to LayerNorm + addmm)
   job net 0 0-3 150 bash -c "$N1024 --compare qkv --json $RES/bench_1024_qkv.json 2>&1 | tail -2"
   wait
-  job verify 0 0-3 60 bash -c "python3 -m pytest -q -p no:cacheprovider tests/kernels/test_kernel_gpu.py -k norm_project 2>&1 | tail -2"
+  job verify 0 0-3 150 bash -c "python3 -m pytest -q -p no:cacheprovider tests/kernels/test_kernel_gpu.py -k norm_project 2>&1 | tail -2;
+    python3 scripts/check_fixtures.py --device cuda --precision fp32 --backend triton --inplace --keep-templates \
+      --json $RES/fixtures_cuda_inplace_keep.json 2>&1 | tail -3"
   wait
   job kbench 0 0-3 70 python3 scripts/kernel_bench.py --cases qkv --json $RES/kbench_qkv.json \
     --variants '[{"BLOCK_P": 128, "num_warps": 16}, {"BLOCK_P": 128, "num_warps": 16, "BLOCK_H": 128}, {"BLOCK_P": 64, "num_warps": 8}, {"BLOCK_H": 128}]'
