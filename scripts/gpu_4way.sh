@@ -668,7 +668,15 @@ BG)  # session 12, second call (not run: no device time left): the fused attenti
     --json $RES/profile_2048.json
   wait
   ;;
-*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT|AU|AV|AW|AX|AY|AZ|BA|BB|BC|BD|BE|BF|BG" >&2; exit 2 ;;
+BH)  # session 13: #6's three whole-network lengths with the session's defaults, one card, one call
+     # (N = 4,096: one cold and one warm pass, as AY)
+  job net 0 0-7 420 bash -c "$N1024 --json $RES/bench_1024.json 2>&1 | tail -2;
+    python3 -m fastfold_cli bench --lengths 2048 --precision bf16 --backend triton --no-breakdown --json $RES/bench_2048.json 2>&1 | tail -2;
+    python3 -m fastfold_cli bench --lengths 4096 --precision bf16 --backend triton --recycles 1 --no-warmup --no-breakdown \
+      --json $RES/bench_4096.json 2>&1 | tail -2"
+  wait
+  ;;
+*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT|AU|AV|AW|AX|AY|AZ|BA|BB|BC|BD|BE|BF|BG|BH" >&2; exit 2 ;;
 esac
 for f in "$RES"/*.log; do echo "== $f"; grep -v "^\s*$" "$f" | grep -v "^  entry" | tail -14 | cut -c1-400; done
 for f in "$RES"/*.json "$RES"/*/*.json; do [ -f "$f" ] && { echo "== $f"; grep -o "$G" "$f" | tr '\n' ' ' | cut -c1-900; echo; }; done
