@@ -675,6 +675,11 @@ BH)  # session 13: #6's three whole-network lengths with the session's defaults,
     python3 -m fastfold_cli bench --lengths 4096 --precision bf16 --backend triton --recycles 1 --no-warmup --no-breakdown \
       --json $RES/bench_4096.json 2>&1 | tail -2"
   wait
+  # 128-row query tiles (two warpgroups share each K/V tile: half the K/V bytes per score; compiled
+  # offline: 10.2 SASS per score, no spills at rows 2 / cap 168, i.e. one 8-warp program per SM)
+  job kbtri 0 0-7 120 bash -c "python3 scripts/kernel_bench.py --cases tri1024,tri2048 --no-flex --no-baselines \
+    --json $RES/kbench_tri.json --variants '[{\"BLOCK_M\": 128, \"num_warps\": 8}, {\"BLOCK_M\": 128, \"num_warps\": 8, \"rows\": 1, \"maxnreg\": 128}, {\"BLOCK_M\": 128, \"num_warps\": 8, \"maxnreg\": 128}]' 2>&1 | grep -i 'tri' | tail -24"
+  wait
   ;;
 *) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT|AU|AV|AW|AX|AY|AZ|BA|BB|BC|BD|BE|BF|BG|BH" >&2; exit 2 ;;
 esac
