@@ -29,6 +29,13 @@ def norm_project_reference(x: torch.Tensor, ln, w: torch.Tensor, out: torch.Tens
     from kernels.layer_norm import layer_norm
     a = layer_norm(x, ln[0], ln[1], ln[2], backend=ln_backend).reshape(-1, x.shape[-1])
     w = w.to(x.dtype)
+    if not head_major and out.is_contiguous():  # straight into out, as the network's unfused path writes q/k/v/g
+        o2 = out.view(-1, w.shape[1])
+        if bias is None:
+            torch.mm(a, w, out=o2)
+        else:
+            torch.addmm(bias.to(x.dtype), a, w, out=o2)
+        return out
     y = torch.matmul(a, w) if bias is None else torch.addmm(bias.to(x.dtype), a, w)  # [P, H]
     return out.copy_(y.t().reshape(out.shape) if head_major else y.reshape(out.shape))
 
