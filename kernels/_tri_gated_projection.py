@@ -93,9 +93,11 @@ def default_config(c_in: int, n_out: int, on_gpu: bool, wide: bool = False, sms:
     `persistent`: the number of programs of the persistent form (0: one program per tile).
 
     16-bit on the GPU (H100, session 9, call AY, 262,144 positions x 128 -> 128): the persistent form,
-    64 positions x 64 channels, 4 warps, 3 stages, three programs per SM: 0.085 ms against 0.098 for
-    one 128 x 64 tile per program in channel-fast order (0.109 in position-fast order, call AX; a
-    transposed accumulator, W^T x^T stored without a layout change, changed nothing and was removed).
+    64 positions x 64 channels, 4 warps, 3 stages: 0.085 ms with three programs per SM against 0.098
+    for one 128 x 64 tile per program in channel-fast order (0.109 in position-fast order, call AX; a
+    transposed accumulator, W^T x^T stored without a layout change, changed nothing and was removed);
+    two programs per SM since session 13 (H100, same process: 0.072-0.073 ms against 0.085 for three,
+    0.114 for one; 4 stages 0.073, 2 stages 0.130).
     fp32 (`wide`) and C > 128 keep one tile per program."""
     if not on_gpu:
         return dict(BLOCK_P=16, BLOCK_C=16, BLOCK_K=16, num_warps=1, num_stages=1, c_fast=False, persistent=0)
@@ -105,7 +107,7 @@ def default_config(c_in: int, n_out: int, on_gpu: bool, wide: bool = False, sms:
         return dict(BLOCK_P=128, BLOCK_C=block_c, BLOCK_K=block_k, num_warps=8, num_stages=2, c_fast=True,
                     persistent=0)
     return dict(BLOCK_P=64, BLOCK_C=block_c, BLOCK_K=block_k, num_warps=4, num_stages=3, c_fast=True,
-                persistent=3 * sms)
+                persistent=2 * sms)
 
 
 def gated_projection(x: torch.Tensor, w_p: torch.Tensor, b_p: torch.Tensor, w_g: torch.Tensor,
