@@ -95,11 +95,11 @@ class Runtime:
     fused_qkv: the attentions' input LayerNorm and their q/k/v/gate projection (the gate's bias
         included) through one Triton kernel (kernels/norm_project.py, row-major; backend "triton"
         only, head dims >= 16, inputs of at most `primitives.FUSED_QKV_MAX_C` channels: the pair's
-        attentions): LN(x) never reaches memory. Off by default: the kernel beats the LayerNorm
-        kernel + addmm on its own (H200: 0.61 against 1.02 ms at N = 1,024), but the network with
-        it has not been timed yet (`fastfold bench --compare qkv`; the first version, which also
-        ran the MSA's C = 256 where it loses, made the network slower). Off (or elsewhere): the
-        LayerNorm (on `backend`) and one GEMM.
+        attentions): LN(x) never reaches memory. Off by default: the network takes the same time
+        with it (H100, session 13, same process: 6.229 against 6.217 s at N = 1,024; `fastfold
+        bench --compare qkv`) because cuBLAS writes q/k/v/g about as fast as the fused kernel does,
+        and the first version, which also ran the MSA's C = 256, made the network 8% slower. Off
+        (or elsewhere): the LayerNorm (on `backend`) and one GEMM.
     dap_tri_mul_rows: DAP triangle multiplication's rows per collective block
         (`TriangleMultiplication._forward_dap`); None: the projection's row block (`evoformer.tri_mul_rows`).
     max_blocks: run only the first K blocks of each stack (Evoformer, extra-MSA, template pair);

@@ -128,9 +128,9 @@ class LayerNorm(nn.Module):
         return kernels.layer_norm(x, self.scale, self.offset, self.eps, backend=backend)
 
 
-# The widest input the fused LayerNorm + q/k/v/gate projection runs for (Runtime.fused_qkv). On an
-# H200 (session 12, kernel_bench --cases qkv) it beat the LayerNorm kernel + addmm at C = 128 (the
-# pair: 0.61 against 1.02 ms at N = 1,024) and lost at C = 256 (the MSA: 1.29-2.25 against 1.13 ms).
+# The widest input the fused LayerNorm + q/k/v/gate projection runs for (Runtime.fused_qkv, off by
+# default): the first version also fused the MSA's C = 256 inputs and made the network 8% slower
+# (H200, session 12); with the pair's C = 128 only it is as fast as the unfused path (H100, session 13).
 FUSED_QKV_MAX_C = 128
 
 
