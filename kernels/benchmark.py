@@ -44,7 +44,7 @@ import torch
 
 from kernels.attention import attention_reference, attention_triton
 from kernels.gated_projection import gated_projection_reference, gated_projection_triton
-from kernels.layer_norm import layer_norm_reference, layer_norm_triton
+from kernels.layer_norm import layer_norm, layer_norm_reference, layer_norm_triton
 from kernels.linear_residual import linear_residual_reference, linear_residual_triton
 from kernels.norm_project import norm_project_reference, norm_project_triton
 from kernels.opm_projection import opm_projection_reference, opm_projection_triton
@@ -461,6 +461,22 @@ class Bench:
             self.in_place_run("gated", label, runs, ref, flops, nbytes,
                               lambda cfg=cfg: gated_projection_triton(*args, torch.empty_like(out), config=cfg),
                               lambda cfg=cfg: gated_projection_triton(*args, out, config=cfg))
+        # With the input LayerNorm (ln=, as triangle multiplication calls it): normalised in the kernel,
+        # against the LayerNorm kernel writing LN(x) and the kernel reading it (what it replaced)
+        ln = ((torch.randn(c_in, device="cuda", generator=g) * 0.2 + 1).to(dt),
+              (torch.randn(c_in, device="cuda", generator=g) * 0.2).to(dt), 1e-5)
+        ref_ln = gated_projection_reference(*args, torch.empty(c, p, device="cuda", dtype=dt), ln=ln).float()
+        runs_ln = {}
+        self.results["gated_projection_ln"] = dict(shape=(p, c_in, c), flops=flops, bytes=nbytes, runs=runs_ln)
+        for cfg in [dict(fuse_norm=True), dict(fuse_norm=True, num_warps=8, persistent=132),
+                    dict(fuse_norm=True, BLOCK_P=32)]:
+            self.in_place_run("gated+LN", f"ours, LayerNorm in the kernel {json.dumps(cfg)}", runs_ln, ref_ln, flops,
+                              nbytes, lambda cfg=cfg: gated_projection_triton(*args, torch.empty_like(out), ln=ln, config=cfg),
+                              lambda cfg=cfg: gated_projection_triton(*args, out, ln=ln, config=cfg))
+        self.in_place_run("gated+LN", "LayerNorm kernel, then ours", runs_ln, ref_ln, flops, nbytes,
+                          lambda: gated_projection_triton(layer_norm(x, *ln, backend="triton"), *args[1:],
+                                                          torch.empty_like(out)),
+                          lambda: gated_projection_triton(layer_norm(x, *ln, backend="triton"), *args[1:], out))
         if self.args.baselines:
             self.in_place_run("gated", "torch reference (2 GEMMs, 3 passes)", runs, ref, flops, nbytes,
                               lambda: gated_projection_reference(*args, torch.empty_like(out)),

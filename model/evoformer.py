@@ -298,9 +298,13 @@ class TriangleMultiplication(nn.Module):
             ab = z.new_empty(2, c1 - c0, n, n_all)
             for r0 in range(0, n, rows):
                 r1 = min(n, r0 + rows)
-                x2d = norm_in(z[r0:r1], rt.backend).reshape(-1, z.shape[-1])  # [r*N, C_z]
+                if _norm_in_kernel(z[r0:r1], sides[0], c0, c1, mask[r0:r1], ab[0, :, r0:r1], gated_backend):
+                    x2d, norm = z[r0:r1].reshape(-1, z.shape[-1]), norm_in
+                else:
+                    x2d, norm = norm_in(z[r0:r1], rt.backend).reshape(-1, z.shape[-1]), None  # [r*N, C_z]
                 for side in (0, 1):
-                    _gated(x2d, sides[side], c0, c1, mask[r0:r1], out=ab[side, :, r0:r1], backend=gated_backend)
+                    _gated(x2d, sides[side], c0, c1, mask[r0:r1], out=ab[side, :, r0:r1], backend=gated_backend,
+                           norm=norm)
                 del x2d
             a, b = ab[0], ab[1]
             # Channel-batched GEMMs: the N^3 contraction stays in cuBLAS.
@@ -491,16 +495,27 @@ class TriangleMultiplication(nn.Module):
 
 
 def _gated(x2d: torch.Tensor, weights, c0: int, c1: int, mask: torch.Tensor, out: torch.Tensor,
-           backend: str = "torch") -> torch.Tensor:
+           backend: str = "torch", norm: Optional[LayerNorm] = None) -> torch.Tensor:
     """mask * proj(x) * sigmoid(gate(x)) of one side of triangle multiplication, channels c0:c1,
     written channel-major into out [c1-c0, r, L]; weights (proj_w, proj_b, gate_w, gate_b) of the
-    side; x2d = LN(z) of those r*L pair entries [r*L, C_z]; mask [r, L]. `kernels.gated_projection`
-    (backend "triton": one fused kernel; "torch": two GEMMs, W^T x^T, and three element-wise
-    passes)."""
+    side; x2d = LN(z) of those r*L pair entries [r*L, C_z], or with `norm` the entries of z
+    themselves, normalised by the kernel; mask [r, L]. `kernels.gated_projection` (backend "triton":
+    one fused kernel; "torch": two GEMMs, W^T x^T, and three element-wise passes)."""
     pw, pb, gw, gb = weights
+    ln = (norm.scale, norm.offset, norm.eps) if norm is not None else None
     kernels.gated_projection(x2d, pw[:, c0:c1], pb[c0:c1], gw[:, c0:c1], gb[c0:c1], mask.reshape(-1),
-                             out.view(out.shape[0], -1), backend=backend)  # view: the kernel writes into out
+                             out.view(out.shape[0], -1), backend=backend, ln=ln)  # view: the kernel writes into out
     return out
+
+
+def _norm_in_kernel(z_rows: torch.Tensor, side, c0: int, c1: int, mask_rows: torch.Tensor, out: torch.Tensor,
+                    backend: str) -> bool:
+    """Whether triangle multiplication's gated projections normalise the pair rows themselves
+    (`kernels.gated_projection_fuses_norm`): then LN(z) of a row block is never written; else it
+    is formed once and projected for both sides."""
+    pw, _, gw, _ = side
+    return kernels.gated_projection_fuses_norm(z_rows.reshape(-1, z_rows.shape[-1]), pw[:, c0:c1], gw[:, c0:c1],
+                                               mask_rows.reshape(-1), out.view(out.shape[0], -1), backend)
 
 
 def tri_mul_rows(n: int, chunk) -> int:

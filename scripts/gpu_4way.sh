@@ -687,7 +687,20 @@ BJ)  # session 13, third call: the session's two glue changes against the code t
   job glue 0 0-7 150 python3 scripts/glue_ab.py --lengths 1024 2048 --json $RES/glue_ab.json
   wait
   ;;
-*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT|AU|AV|AW|AX|AY|AZ|BA|BB|BC|BD|BE|BF|BG|BH|BJ" >&2; exit 2 ;;
+BK)  # next session's first call (one GPU): the gated projection's GPU tests at session 13's defaults
+     # (two persistent programs per SM) and with the input LayerNorm inside the kernel (fuse_norm, off), its
+     # micro-benchmark (three tilings of fuse_norm against the LayerNorm kernel then the kernel), then
+     # N = 1,024 and 2,048 (BG's figures are the baseline from another call on the same card type)
+  job verify 0 0-7 150 bash -c "python3 -m pytest -q -p no:cacheprovider tests/kernels/test_kernel_gpu.py -k gated 2>&1 | tail -2"
+  wait
+  job kb 0 0-7 90 bash -c "python3 scripts/kernel_bench.py --cases gated --no-flex --json $RES/kbench_gated.json \
+    --variants '[{\"persistent\": 396}]' 2>&1 | grep '^gated' | tail -8"
+  wait
+  job net 0 0-7 200 bash -c "$N1024 --json $RES/bench_1024.json 2>&1 | tail -2;
+    python3 -m fastfold_cli bench --lengths 2048 --precision bf16 --backend triton --no-breakdown --json $RES/bench_2048.json 2>&1 | tail -2"
+  wait
+  ;;
+*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT|AU|AV|AW|AX|AY|AZ|BA|BB|BC|BD|BE|BF|BG|BH|BJ|BK" >&2; exit 2 ;;
 esac
 for f in "$RES"/*.log; do echo "== $f"; grep -v "^\s*$" "$f" | grep -v "^  entry" | tail -14 | cut -c1-400; done
 for f in "$RES"/*.json "$RES"/*/*.json; do [ -f "$f" ] && { echo "== $f"; grep -o "$G" "$f" | tr '\n' ' ' | cut -c1-900; echo; }; done

@@ -95,3 +95,77 @@ def test_triangle_multiplication_with_the_fused_kernel(interpret, monkeypatch, d
     got = op(z.clone(), mask, Runtime(backend="triton", fused_tri_mul=True, **kw))
     assert set(calls) == {"gated_projection", "tri_mul_output"}  # both fused kernels ran (no silent fallback)
     assert rel_err(got, want) < 1e-6
+
+
+def _ln_case(p, c_in, c, dtype, seed):
+    """Raw pair entries (offset and scaled, so the LayerNorm matters) and the float64 result of
+    mask * (LN(x) W_p + b_p) * sigmoid(LN(x) W_g + b_g), LN(x) rounded to x's dtype as the
+    network's LayerNorm output is."""
+    from kernels.layer_norm import layer_norm_reference
+    gen = torch.Generator().manual_seed(seed)
+    args, _ = _case(p, c_in, c, 0, c, dtype, seed)
+    x = (args[0].float() * 3 + torch.randn(c_in, generator=gen) * 2).to(dtype)
+    ln = ((torch.randn(c_in, generator=gen) * 0.3 + 1).to(dtype), (torch.randn(c_in, generator=gen) * 0.2).to(dtype),
+          1e-5)
+    xd = layer_norm_reference(x, *ln).double()
+    _, w_p, b_p, w_g, b_g, mask = args
+    want = (mask.double()[:, None] * (xd @ w_p.double() + b_p.double())
+            * torch.sigmoid(xd @ w_g.double() + b_g.double())).t()
+    return (x, w_p, b_p, w_g, b_g, mask), ln, want
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("cfg", [dict(persistent=3, fuse_norm=True), dict(persistent=5, BLOCK_C=8, num_stages=2,
+                                                                           fuse_norm=True),
+                                 dict(persistent=3), dict()])
+@pytest.mark.parametrize("c_in", [32, 40])
+def test_layer_norm_of_the_input(interpret, dtype, cfg, c_in):
+    """ln=: the persistent form with fuse_norm normalises each tile of x itself (40 channels: padded
+    to 64, the padding stays zero); otherwise the LayerNorm kernel runs first. All, and the
+    reference, against float64."""
+    args, ln, want = _ln_case(45, c_in, 24, dtype, seed=c_in)
+    out = gated_projection_triton(*args, torch.empty(24, 45, dtype=dtype), config=cfg, ln=ln)
+    assert rel_err(out, want) < TOL[dtype] * 2
+    ref = gated_projection_reference(*args, torch.empty(24, 45, dtype=dtype), ln=ln)
+    assert rel_err(ref, want) < TOL[dtype] * 2
+
+
+def test_fuses_norm_predicate(interpret):
+    """`gated_projection_fuses_norm` is true exactly where the kernel that would run is persistent."""
+    from kernels._triton_loader import module_for
+    from kernels.gated_projection import gated_projection_fuses_norm
+    args, _, _ = _ln_case(16, 32, 16, torch.float32, seed=1)
+    x, w_p, _, w_g, _, mask = args
+    out = torch.empty(16, 16)
+    mod = module_for("_tri_gated_projection", [x])
+    cfg = mod.default_config(32, 16, False)
+    assert gated_projection_fuses_norm(x, w_p, w_g, mask, out, "triton") == bool(
+        cfg.get("persistent") and cfg.get("fuse_norm"))
+    assert mod.fuses_norm(x, 16, dict(persistent=4, fuse_norm=True))
+    assert not mod.fuses_norm(x, 16, dict(persistent=0, fuse_norm=True))
+    assert not mod.fuses_norm(x, 16, dict(persistent=4, fuse_norm=False))
+    assert not gated_projection_fuses_norm(x, w_p, w_g, mask, out, "torch")
+
+
+@pytest.mark.parametrize("direction", ["outgoing", "incoming"])
+@torch.no_grad()
+def test_triangle_multiplication_normalises_in_the_kernel(interpret, monkeypatch, direction):
+    """Where the gated projection normalises in the kernel (persistent with fuse_norm; forced here),
+    triangle multiplication hands it the raw pair rows and its LayerNorm: the LayerNorm'd rows are
+    never formed, and the result is the reference path's."""
+    from kernels._triton_loader import module_for
+    from model.config import Runtime
+    op = getattr(fixture_block(), f"triangle_multiplication_{direction}")
+    gen = torch.Generator().manual_seed(4)
+    n = 9
+    z = torch.randn(n, n, 128, generator=gen) * 2 + 0.3
+    mask = (torch.rand(n, n, generator=gen) > 0.15).float()
+    want = op(z.clone(), mask, Runtime())
+    mod = module_for("_tri_gated_projection", [z])
+    cfg = dict(mod.default_config(128, 32, False), persistent=4, fuse_norm=True)
+    monkeypatch.setattr(mod, "default_config", lambda *a, **k: cfg)
+    real, lns = mod.gated_projection, []
+    monkeypatch.setattr(mod, "gated_projection", lambda *a, **k: lns.append(k.get("ln")) or real(*a, **k))
+    got = op(z.clone(), mask, Runtime(backend="triton", fused_tri_mul=True))
+    assert len(lns) == 2 * 3 and all(ln is not None for ln in lns)  # both sides of 3 row blocks of 3 rows
+    assert rel_err(got, want) < 1e-6

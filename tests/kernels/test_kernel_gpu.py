@@ -221,7 +221,8 @@ def test_gated_projection(compiled, dtype):
 
 
 @pytest.mark.parametrize("cfg", [dict(c_fast=False), dict(c_fast=True, BLOCK_C=128, BLOCK_P=64, num_warps=4),
-                                 dict(persistent=132), dict(persistent=396, BLOCK_P=64, num_warps=4, num_stages=3)])
+                                 dict(persistent=132), dict(persistent=396, BLOCK_P=64, num_warps=4, num_stages=3),
+                                 dict(persistent=264, BLOCK_P=64, num_warps=4, num_stages=3)])
 def test_gated_projection_tile_variants(compiled, cfg):
     """The gated projection's grid orders and the persistent form (bf16, a ragged position count, all
     128 channels) against float64."""
@@ -237,6 +238,30 @@ def test_gated_projection_tile_variants(compiled, cfg):
     xd = x.double()
     want = (mask.double()[:, None] * (xd @ w_p.double() + b_p.double()) * torch.sigmoid(xd @ w_g.double() + b_g.double())).t()
     assert rel_err(out, want) < 8e-3
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("c", [128, 64])
+def test_gated_projection_with_layer_norm(compiled, dtype, c):
+    """ln=: bf16 normalises each tile inside the persistent kernel (fuse_norm), fp32 runs the
+    LayerNorm kernel first; raw pair entries (offset and scaled) at a ragged real row block, against
+    float64 of the LayerNorm'd input (rounded to the storage dtype, as the network's LayerNorm
+    output is)."""
+    from kernels.gated_projection import gated_projection_triton
+    from kernels.layer_norm import layer_norm_reference
+    gen = torch.Generator(device="cuda").manual_seed(17)
+    p = 131 * 517
+    x = (torch.randn(p, c, generator=gen, device="cuda") * 3 + torch.randn(c, generator=gen, device="cuda")).to(dtype)
+    ln = ((torch.randn(c, generator=gen, device="cuda") * 0.3 + 1).to(dtype),
+          (torch.randn(c, generator=gen, device="cuda") * 0.2).to(dtype), 1e-5)
+    w_p, w_g = ((torch.randn(c, c, generator=gen, device="cuda") * c ** -0.5).to(dtype) for _ in range(2))
+    b_p, b_g = (torch.randn(c, generator=gen, device="cuda").to(dtype) for _ in range(2))
+    mask = (torch.rand(p, generator=gen, device="cuda") > 0.1).to(dtype)
+    out = gated_projection_triton(x, w_p, b_p, w_g, b_g, mask, torch.empty(c, p, device="cuda", dtype=dtype), ln=ln,
+                                  config=dict(fuse_norm=True))
+    xd = layer_norm_reference(x, *ln).double()
+    want = (mask.double()[:, None] * (xd @ w_p.double() + b_p.double()) * torch.sigmoid(xd @ w_g.double() + b_g.double())).t()
+    assert rel_err(out, want) < {torch.bfloat16: 8e-3, torch.float32: 1e-5}[dtype]
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
