@@ -202,12 +202,19 @@ class OuterProductMean(nn.Module):
         mask_local = dap.scatter(rt.shard, mask, 1)
         depth = m.shape[0]
 
+        # Unchunked, LN(m) is formed once for both projections (the left one's row block is then all
+        # of m anyway, so the op's peak is unchanged); with chunks, each projection normalises its
+        # own blocks so that no whole LN(m) is alive beside the right projection.
+        whole = rt.chunk("transition") is None and rt.chunk("opm") is None
+        ln_m = self.layer_norm_input(m, rt.backend) if whole else None
+
         def right_projection(m_c, mask_c):  # LN and projection one block of sequences at a time
             return mask_c * self.right_projection(self.layer_norm_input(m_c, rt.backend))
 
         # Only the right projection [S, N, c] is kept whole (every row block needs all of it); the
         # left one is formed per row block of the output from the same columns of m.
-        right_local = chunked(right_projection, [m, mask_local], rt.chunk("transition"), dim=0)
+        right_local = mask_local * self.right_projection(ln_m) if whole else \
+            chunked(right_projection, [m, mask_local], rt.chunk("transition"), dim=0)
         c = right_local.shape[-1]
         w = self.output_w.to(m.dtype).reshape(c * c, -1)
         target = z if rt.inplace else z.clone()
@@ -218,7 +225,9 @@ class OuterProductMean(nn.Module):
 
             def rows(m_c, mask_c, add_to):  # m_c: [S, n, C_m], mask_c: [S, n, 1]: rows i of the pair
                 n = m_c.shape[1]
-                left_c = mask_c * self.left_projection(self.layer_norm_input(m_c, rt.backend))  # [S, n, c]
+                a = ln_m if whole else self.layer_norm_input(m_c, rt.backend)
+                left_c = mask_c * self.left_projection(a)  # [S, n, c]
+                del a
                 left_t = left_c.permute(1, 2, 0).reshape(n * c, depth)  # [n*c, S]
                 del left_c
                 outer = torch.matmul(left_t, right2d)  # [n*c, N*c]; only a row block of it is alive
@@ -231,6 +240,7 @@ class OuterProductMean(nn.Module):
 
             chunked(rows, [m, mask_local], rt.chunk("opm"), dim=1, out_dim=0,
                     add_to=target[:, r * n_res:(r + 1) * n_res], fn_adds=True)
+        del ln_m
         return target
 
 

@@ -86,3 +86,27 @@ def test_outer_product_mean_with_the_kernel(interpret, monkeypatch, chunk):
     got = op(m, mask, z.clone(), Runtime(backend="triton", **kw))
     assert len(calls) == (-(-n // chunk) if chunk else 1)
     assert rel_err(got, want) < 1e-6
+
+
+@torch.no_grad()
+def test_outer_product_mean_normalises_once_when_whole(monkeypatch):
+    """Unchunked, the outer product mean forms LN(m) once for both projections; with row or sequence
+    chunks each projection normalises its own blocks. The outputs agree in every case."""
+    from model.config import Runtime
+    op = fixture_block().outer_product_mean
+    gen = torch.Generator().manual_seed(6)
+    s, n = 5, 9
+    m = torch.randn(s, n, 256, generator=gen) * 2 + 0.4
+    mask = (torch.rand(s, n, generator=gen) > 0.2).float()
+    z = torch.randn(n, n, 128, generator=gen)
+    calls = []
+    real = type(op.layer_norm_input).forward
+    monkeypatch.setattr(type(op.layer_norm_input), "forward",
+                        lambda self, x, *a, **k: calls.append(tuple(x.shape)) or real(self, x, *a, **k))
+    whole = op(m, mask, z.clone(), Runtime())
+    assert calls == [(s, n, 256)]
+    for chunks, count in (({"opm": 4}, 1 + 3), ({"transition": 2}, 3 + 1)):
+        calls.clear()
+        got = op(m, mask, z.clone(), Runtime(chunks=chunks))
+        assert len(calls) == count
+        assert rel_err(got, whole) < 1e-6
