@@ -6,7 +6,9 @@
   attention's LayerNorm writes it, the result added into the residual; against session 12's
   forward (copied below verbatim as the baseline) plus the residual add it was followed by;
 * IPA's point-distance term of the logits at N residues (12 heads x 4 points, fp32): the float64
-  product now in `InvariantPointAttention.forward` against the [H, N, N, P, 3] difference tensor.
+  product now in `InvariantPointAttention.forward` against the [H, N, N, P, 3] difference tensor;
+* with --opm, the outer product mean (Evoformer 508 x N x 256 and extra-MSA 5,120 x N x 64, bf16):
+  LN(m) once for both projections against once per projection.
 
     python3 scripts/glue_ab.py --lengths 1024 2048 [--json out.json]
 
@@ -108,14 +110,44 @@ def ipa_distances(n: int, h: int = 12, p: int = 4) -> dict:
     return {"n": n, "rel_err_new_vs_old": err, "old_ms": _time_ms(old), "new_ms": _time_ms(new)}
 
 
+def outer_product_mean(n: int, s: int, c_m: int) -> dict:
+    """The outer product mean at the network's shapes (S x N x C_m MSA -> N x N x 128 pair, bf16,
+    Triton backend), LN(m) once for both projections (unchunked: the session-13 path) against once per
+    projection (a chunk size that covers every sequence runs the per-projection path, as before)."""
+    import types
+
+    from model.config import Runtime
+    from model.evoformer import OuterProductMean
+    dev, dt = "cuda", torch.bfloat16
+    g = torch.Generator(device=dev).manual_seed(2)
+    op = OuterProductMean(types.SimpleNamespace(num_outer_channel=32), c_m, 128).to(dev)
+    with torch.no_grad():
+        for p in op.parameters():
+            p.copy_(torch.randn(p.shape, device=dev, generator=g) * (p.shape[0] ** -0.5 if p.dim() > 1 else 0.2))
+    op = op.to(dt)
+    m = torch.randn(s, n, c_m, device=dev, generator=g, dtype=dt)
+    mask = (torch.rand(s, n, device=dev, generator=g) > 0.1).to(dt)
+    z = torch.randn(n, n, 128, device=dev, generator=g, dtype=dt)
+    new_rt = Runtime(precision="bf16", backend="triton", inplace=True)
+    old_rt = new_rt.with_(chunks={"transition": 1 << 30})
+    with torch.no_grad():
+        a, b = op(m, mask, z.clone(), new_rt), op(m, mask, z.clone(), old_rt)
+        err = ((a.float() - b.float()).norm() / b.float().norm()).item()
+        zz = z.clone()
+        return {"shape": [s, n, c_m], "rel_err_new_vs_old": err,
+                "old_ms": _time_ms(lambda: op(m, mask, zz, old_rt)), "new_ms": _time_ms(lambda: op(m, mask, zz, new_rt))}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--lengths", type=int, nargs="+", default=[1024, 2048])
     ap.add_argument("--json")
+    ap.add_argument("--opm", action="store_true", help="also the outer product mean's single LayerNorm")
     a = ap.parse_args(argv)
     if not torch.cuda.is_available():
         raise SystemExit("glue_ab.py needs a CUDA device")
-    out = {"device": torch.cuda.get_device_name(), "global_attention": [], "ipa_distances": []}
+    out = {"device": torch.cuda.get_device_name(), "global_attention": [], "ipa_distances": [],
+           "outer_product_mean": []}
     for n in a.lengths:
         r = global_attention(n)
         out["global_attention"].append(r)
@@ -125,6 +157,13 @@ def main(argv=None):
         out["ipa_distances"].append(r)
         print(f"IPA distances N={n}: {r['old_ms']:.3f} ms -> {r['new_ms']:.3f} ms (rel err {r['rel_err_new_vs_old']:.1e})")
         torch.cuda.empty_cache()
+        if a.opm:
+            for s_, c_m in ((508, 256), (5120, 64)):
+                r = outer_product_mean(n, s_, c_m)
+                out["outer_product_mean"].append(r)
+                print(f"outer product mean {s_}x{n}x{c_m}: {r['old_ms']:.3f} ms -> {r['new_ms']:.3f} ms "
+                      f"(rel err {r['rel_err_new_vs_old']:.1e})")
+                torch.cuda.empty_cache()
     if a.json:
         with open(a.json, "w") as f:
             json.dump(out, f, indent=1)

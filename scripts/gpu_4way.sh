@@ -689,12 +689,14 @@ BJ)  # session 13, third call: the session's two glue changes against the code t
   ;;
 BK)  # next session's first call (one GPU): the gated projection's GPU tests at session 13's defaults
      # (two persistent programs per SM) and with the input LayerNorm inside the kernel (fuse_norm, off), its
-     # micro-benchmark (three tilings of fuse_norm against the LayerNorm kernel then the kernel), then
+     # micro-benchmark (three tilings of fuse_norm against the LayerNorm kernel then the kernel), the outer
+     # product mean's single LayerNorm against one per projection (scripts/glue_ab.py --opm), then
      # N = 1,024 and 2,048 (BG's figures are the baseline from another call on the same card type)
   job verify 0 0-7 150 bash -c "python3 -m pytest -q -p no:cacheprovider tests/kernels/test_kernel_gpu.py -k gated 2>&1 | tail -2"
   wait
-  job kb 0 0-7 90 bash -c "python3 scripts/kernel_bench.py --cases gated --no-flex --json $RES/kbench_gated.json \
-    --variants '[{\"persistent\": 396}]' 2>&1 | grep '^gated' | tail -8"
+  job kb 0 0-7 150 bash -c "python3 scripts/kernel_bench.py --cases gated --no-flex --json $RES/kbench_gated.json \
+    --variants '[{\"persistent\": 396}]' 2>&1 | grep '^gated' | tail -8;
+    python3 scripts/glue_ab.py --lengths 1024 2048 --opm --json $RES/glue_ab.json 2>&1 | tail -8"
   wait
   job net 0 0-7 200 bash -c "$N1024 --json $RES/bench_1024.json 2>&1 | tail -2;
     python3 -m fastfold_cli bench --lengths 2048 --precision bf16 --backend triton --no-breakdown --json $RES/bench_2048.json 2>&1 | tail -2"
