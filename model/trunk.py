@@ -79,7 +79,8 @@ def embed_pair_shard(mod: nn.Module, batch: Dict[str, torch.Tensor], prev: Dict[
             blk = blk + mod.prev_pos_linear(dgram)
             del dgram
         if c.recycle_features:
-            blk = blk + mod.prev_pair_norm(prev_pair[r0 - prev_lo:r1 - prev_lo, :n].float()).to(dt)
+            # on the runtime's backend (the Triton LayerNorm reads the stored dtype, float32 statistics)
+            blk = blk + mod.prev_pair_norm(prev_pair[r0 - prev_lo:r1 - prev_lo, :n], rt.backend).to(dt)
         z[r0 - lo:r1 - lo, :n] = blk + relpos(r0, r1)
         del blk  # row-block temporaries must not outlive the loop
     del prev_pair
