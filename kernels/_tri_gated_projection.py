@@ -134,11 +134,14 @@ def _config(x: torch.Tensor, nc: int, config: Optional[dict]) -> dict:
     return cfg
 
 
+def _norms_in_kernel(cfg: dict) -> bool:
+    return bool(cfg.get("persistent") and cfg.get("fuse_norm"))
+
+
 def fuses_norm(x: torch.Tensor, nc: int, config: Optional[dict] = None) -> bool:
     """Whether `gated_projection(..., ln=)` normalises x inside the kernel for this input (the
     persistent form with `fuse_norm`) rather than in a LayerNorm pass first."""
-    cfg = _config(x, nc, config)
-    return bool(cfg.get("persistent") and cfg.get("fuse_norm"))
+    return _norms_in_kernel(_config(x, nc, config))
 
 
 def gated_projection(x: torch.Tensor, w_p: torch.Tensor, b_p: torch.Tensor, w_g: torch.Tensor,
@@ -154,7 +157,7 @@ def gated_projection(x: torch.Tensor, w_p: torch.Tensor, b_p: torch.Tensor, w_g:
         return out
     cfg = _config(x, nc, config)
     m = mask.reshape(p)
-    if ln is not None and not (cfg.get("persistent") and cfg.get("fuse_norm")):
+    if ln is not None and not _norms_in_kernel(cfg):
         from kernels.layer_norm import layer_norm
         x, ln = layer_norm(x, ln[0], ln[1], ln[2], backend="triton"), None
     if cfg.get("persistent"):

@@ -306,9 +306,10 @@ class TriangleMultiplication(nn.Module):
         for c0 in range(0, c, cc):
             c1 = min(c, c0 + cc)
             ab = z.new_empty(2, c1 - c0, n, n_all)
+            fuse = _norm_in_kernel(z[:rows], sides[0], c0, c1, mask[:rows], ab[0, :, :rows], gated_backend)
             for r0 in range(0, n, rows):
                 r1 = min(n, r0 + rows)
-                if _norm_in_kernel(z[r0:r1], sides[0], c0, c1, mask[r0:r1], ab[0, :, r0:r1], gated_backend):
+                if fuse:
                     x2d, norm = z[r0:r1].reshape(-1, z.shape[-1]), norm_in
                 else:
                     x2d, norm = norm_in(z[r0:r1], rt.backend).reshape(-1, z.shape[-1]), None  # [r*N, C_z]

@@ -25,16 +25,12 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _time_ms(fn, reps: int = 10) -> float:
+def _time_ms(fn) -> float:
+    """Median time of fn in ms, as `kernels.benchmark` times its kernels (triton.testing.do_bench)."""
+    from triton.testing import do_bench
     fn()
     torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(reps):
-        fn()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) / reps
+    return do_bench(fn, return_mode="median")
 
 
 def _old_global_attention(mod, x, mask):
