@@ -702,7 +702,16 @@ BK)  # next session's first call (one GPU): the gated projection's GPU tests at 
     python3 -m fastfold_cli bench --lengths 2048 --precision bf16 --backend triton --no-breakdown --json $RES/bench_2048.json 2>&1 | tail -2"
   wait
   ;;
-*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT|AU|AV|AW|AX|AY|AZ|BA|BB|BC|BD|BE|BF|BG|BH|BJ|BK" >&2; exit 2 ;;
+BL)  # session 14, second call: the CUDA fixtures at session 13's model code (the recycled pair's
+     # LayerNorm now on the Triton kernel), then whether triangle attention's key loop is bound by its
+     # operand stream or its latency (scripts/attention_traffic_probe.py: same instructions, less data)
+  job verify 0 0-7 260 bash -c "python3 scripts/check_fixtures.py --device cuda --precision fp32 --backend triton \
+      --inplace --keep-templates --json $RES/fixtures_cuda_inplace_keep.json 2>&1 | tail -3"
+  wait
+  job traffic 0 0-7 150 python3 scripts/attention_traffic_probe.py --lengths 1024 2048 --json $RES/traffic.json
+  wait
+  ;;
+*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT|AU|AV|AW|AX|AY|AZ|BA|BB|BC|BD|BE|BF|BG|BH|BJ|BK|BL" >&2; exit 2 ;;
 esac
 for f in "$RES"/*.log; do echo "== $f"; grep -v "^\s*$" "$f" | grep -v "^  entry" | tail -14 | cut -c1-400; done
 for f in "$RES"/*.json "$RES"/*/*.json; do [ -f "$f" ] && { echo "== $f"; grep -o "$G" "$f" | tr '\n' ' ' | cut -c1-900; echo; }; done
