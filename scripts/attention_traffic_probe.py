@@ -12,6 +12,8 @@ loop were bound by its operand stream, the stride-0 variants would be much faste
 by its MMA -> softmax -> MMA latency, they would not. A plain streaming kernel reads an L2-resident
 buffer to give the card's L2 read bandwidth beside it, and the default call's traffic (K and V
 tiles per key block per batch row, the bias tile per key block per two rows) is reported in TB/s.
+Two grid groupings (`group_ctas`, how many programs share K/V rows and bias strips in L2) are timed
+beside the default (1,024) at the same operands.
 """
 from __future__ import annotations
 
@@ -89,9 +91,11 @@ def main() -> int:
         n_blocks = B * H * triton.cdiv(L, cfg["BLOCK_M"]) * triton.cdiv(L, cfg["BLOCK_N"])  # (row, q block, k block)
         kv_bytes = n_blocks * cfg["BLOCK_N"] * D * 2 * 2
         bias_bytes = n_blocks * cfg["BLOCK_M"] * cfg["BLOCK_N"] * 2 / cfg["rows"]
-        for label, kk, vv, bb in (("default", k, v, bias), ("bias stride 0", k, v, bias0),
-                                  ("K/V key stride 0", k0, v0, bias), ("both stride 0", k0, v0, bias0)):
-            fn = lambda: tri.attention(q, kk, vv, [bb], None, scale, gate=gt)  # noqa: E731
+        for label, kk, vv, bb, var in (("default", k, v, bias, None), ("bias stride 0", k, v, bias0, None),
+                                       ("K/V key stride 0", k0, v0, bias, None), ("both stride 0", k0, v0, bias0, None),
+                                       ("group_ctas 256", k, v, bias, {"group_ctas": 256}),
+                                       ("group_ctas 4096", k, v, bias, {"group_ctas": 4096})):
+            fn = lambda: tri.attention(q, kk, vv, [bb], None, scale, gate=gt, config=var)  # noqa: E731
             fn()
             torch.cuda.synchronize()
             ms = do_bench(fn, warmup=10, rep=100, return_mode="median")
