@@ -2,6 +2,7 @@
 deviation of each output from AlphaFold's: max|ours - ref| / max|ref| per tensor, atoms in Å.
 
     python scripts/check_fixtures.py --device cuda --precision fp32 bf16 [--backend torch triton] [--json F]
+        [--only model_1_ptm_odd ...]
 """
 from __future__ import annotations
 
@@ -46,9 +47,15 @@ def main():
     ap.add_argument("--keep-templates", action="store_true",
                     help="template pair stacks in the first recycling pass only (Runtime.keep_templates)")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--only", nargs="+", default=None, metavar="NAME",
+                    help="these fixtures only (folder names under tests/data/af_fixtures): a short GPU call")
     args = ap.parse_args()
+    names = sorted(p.name for p in FIXTURES.iterdir() if p.is_dir())
+    unknown = sorted(set(args.only or ()) - set(names))
+    if unknown:
+        raise SystemExit(f"check_fixtures: no fixture named {', '.join(unknown)} (have: {', '.join(names)})")
     report = {}
-    for fx in sorted(p for p in FIXTURES.iterdir() if p.is_dir()):
+    for fx in sorted(p for p in FIXTURES.iterdir() if p.is_dir() and (not args.only or p.name in args.only)):
         meta = json.loads((fx / "meta.json").read_text())
         batch = dict(np.load(fx / "features.npz"))
         ref = dict(np.load(fx / "outputs.npz"))

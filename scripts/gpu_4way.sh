@@ -715,11 +715,11 @@ BM)  # session 14: BK and BL in one call, what matters most first (starts kept f
      # projection's GPU tests and the CUDA fixtures side by side (correctness only: both share the GPU),
      # then, alone on the GPU, the traffic probe (the gated benchmark and N = 1,024 left for later: device
      # time was short)
-  job verify 0 0-7 210 bash -c "python3 -m pytest -q -p no:cacheprovider tests/kernels/test_kernel_gpu.py -k gated 2>&1 | tail -2"
-  job fix 0 8-15 220 bash -c "python3 scripts/check_fixtures.py --device cuda --precision fp32 --backend triton \
-      --inplace --keep-templates --json $RES/fixtures_cuda_inplace_keep.json 2>&1 | tail -3"
+  job verify 0 0-7 120 bash -c "python3 -m pytest -q -p no:cacheprovider tests/kernels/test_kernel_gpu.py -k gated 2>&1 | tail -2"
+  job fix 0 8-15 130 bash -c "python3 scripts/check_fixtures.py --device cuda --precision fp32 --backend triton \
+      --inplace --keep-templates --only model_1_ptm_odd --json $RES/fixtures_cuda_inplace_keep.json 2>&1 | tail -3"
   wait
-  job traffic 0 0-7 80 python3 scripts/attention_traffic_probe.py --lengths 1024 2048 --json $RES/traffic.json
+  job traffic 0 0-7 60 python3 scripts/attention_traffic_probe.py --lengths 1024 2048 --json $RES/traffic.json
   wait
   ;;
 *) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT|AU|AV|AW|AX|AY|AZ|BA|BB|BC|BD|BE|BF|BG|BH|BJ|BK|BL|BM" >&2; exit 2 ;;
