@@ -23,6 +23,10 @@ Design notes (why, not what):
   work on the same (head, query block) for consecutive batch rows, so bias tiles are served from L2;
   (2) with ROWS=2 or 4 one CTA processes that many batch rows sharing the bias, loading each bias
   tile once.
+* `paired` (config, off by default until timed on a GPU): with two rows per program, both rows' logits
+  are formed before either softmax step, so the two rows' independent softmax instructions can be
+  interleaved by the compiler (compiled for sm_90: the same instruction count, no spills, row 0's PV
+  MMA issued while row 1's exponentials still run). Same operations per row, so the same bits.
 * Out-of-range rows/columns are handled by clamping indices (loads stay in bounds, no load masks in the
   hot loop); only the last key block applies a -inf column mask, and only row-valid outputs are stored.
 * The key mask adds 1e9 * (mask - 1) like AlphaFold (not -inf): a fully masked row is a uniform
@@ -58,19 +62,18 @@ def _bias_tile(B0, B1, offs_m, cols, sam, san, sbm, sbn, N_BIAS: tl.constexpr):
 
 
 @triton.jit
-def _row_tile(acc, m_i, l_i, q, k_base, v_base, m_base, bias2, start_n, Lk,
-              offs_m, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale, mask_col,
-              HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, MASK_2D: tl.constexpr,
-              BOUNDS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
-              DOT_PREC: tl.constexpr, SPARE_MASK: tl.constexpr, SPARE_SUM: tl.constexpr):
-    """One key block of the online softmax for one batch row; returns the updated (acc, m, l).
+def _row_scores(q, k_base, m_base, bias2, start_n, Lk, offs_m, offs_n, offs_d, skn, skd, smm, smn, qk_scale,
+                mask_col, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, MASK_2D: tl.constexpr,
+                BOUNDS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PREC: tl.constexpr,
+                SPARE_MASK: tl.constexpr):
+    """One key block's logits for one batch row, [BLOCK_M, BLOCK_N] fp32 in log2 units: q k^T scaled,
+    plus the bias and the key mask; columns past L_k are -inf (BOUNDS: the ragged last block).
 
     Logits are in log2 units (`qk_scale` = scale * log2 e, `bias2` already scaled): `t - m` is exact
     zero at the running maximum whatever the logits' magnitude (AlphaFold's -1e9 mask), which an FMA of
     natural-unit logits with log2 e would not give.
     SPARE_MASK: the key mask's additive term rides in the padded head-dim column `HEAD_DIM` of k (q
-    holds 1 there), so the tensor cores add it. SPARE_SUM: v holds 1 in that column, so the PV MMA
-    accumulates the softmax denominator in acc[:, HEAD_DIM] (l_i is then unused)."""
+    holds 1 there), so the tensor cores add it."""
     cols = start_n + offs_n
     if BOUNDS:
         cols_c = tl.minimum(cols, Lk - 1)  # clamp: loads stay in bounds; masked to -inf below
@@ -98,6 +101,21 @@ def _row_tile(acc, m_i, l_i, q, k_base, v_base, m_base, bias2, start_n, Lk,
             t += ((mk - 1.0) * _MASK_SCALE)[None, :]
     if BOUNDS:
         t = tl.where((cols < Lk)[None, :], t, float("-inf"))
+    return t
+
+
+@triton.jit
+def _row_update(acc, m_i, l_i, t, v_base, start_n, Lk, offs_n, offs_d, svn, svd, v_dtype: tl.constexpr,
+                BOUNDS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PREC: tl.constexpr,
+                SPARE_SUM: tl.constexpr):
+    """The online-softmax step for one batch row's key block of logits `t` (from `_row_scores`);
+    returns the updated (acc, m, l). SPARE_SUM: v holds 1 in the padded column `HEAD_DIM`, so the PV
+    MMA accumulates the softmax denominator in acc[:, HEAD_DIM] (l_i is then unused)."""
+    cols = start_n + offs_n
+    if BOUNDS:
+        cols_c = tl.minimum(cols, Lk - 1)
+    else:
+        cols_c = cols
     m_new = tl.maximum(m_i, tl.max(t, 1))
     alpha = tl.math.exp2(m_i - m_new)
     p = tl.math.exp2(t - m_new[:, None])
@@ -107,12 +125,25 @@ def _row_tile(acc, m_i, l_i, q, k_base, v_base, m_base, bias2, start_n, Lk,
         v = tl.load(v_base + cols_c[:, None] * svn + offs_d[None, :] * svd,
                     mask=(offs_d < HEAD_DIM)[None, :], other=0.0)
         if SPARE_SUM:
-            v = tl.where((offs_d == HEAD_DIM)[None, :], 1.0, v).to(kt.dtype)
+            v = tl.where((offs_d == HEAD_DIM)[None, :], 1.0, v).to(v_dtype)
     else:
         v = tl.load(v_base + cols_c[:, None] * svn + offs_d[None, :] * svd)
     acc = acc * alpha[:, None]
-    acc = tl.dot(p.to(v.dtype), v, acc, input_precision=DOT_PREC)
+    acc = tl.dot(p.to(v_dtype), v, acc, input_precision=DOT_PREC)
     return acc, m_new, l_i
+
+
+@triton.jit
+def _row_tile(acc, m_i, l_i, q, k_base, v_base, m_base, bias2, start_n, Lk,
+              offs_m, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale, mask_col,
+              HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, MASK_2D: tl.constexpr,
+              BOUNDS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+              DOT_PREC: tl.constexpr, SPARE_MASK: tl.constexpr, SPARE_SUM: tl.constexpr):
+    """One key block of the online softmax for one batch row: `_row_scores` then `_row_update`."""
+    t = _row_scores(q, k_base, m_base, bias2, start_n, Lk, offs_m, offs_n, offs_d, skn, skd, smm, smn, qk_scale,
+                    mask_col, HAS_BIAS, HAS_MASK, MASK_2D, BOUNDS, HEAD_DIM, BLOCK_D, DOT_PREC, SPARE_MASK)
+    return _row_update(acc, m_i, l_i, t, v_base, start_n, Lk, offs_n, offs_d, svn, svd, q.dtype, BOUNDS,
+                       HEAD_DIM, BLOCK_D, DOT_PREC, SPARE_SUM)
 
 
 @triton.jit
@@ -157,7 +188,7 @@ def _attn_fwd_kernel(
     N_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, MASK_2D: tl.constexpr, HAS_GATE: tl.constexpr,
     ROWS: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    DOT_PREC: tl.constexpr, WIDE: tl.constexpr, SPARE: tl.constexpr,
+    DOT_PREC: tl.constexpr, WIDE: tl.constexpr, SPARE: tl.constexpr, PAIRED: tl.constexpr,
 ):
     """Grid: one program per (set of ROWS batch rows, query block), ordered in groups of `group` row
     sets: inside a group the row set varies fastest, so programs in flight share bias tiles (same
@@ -247,24 +278,38 @@ def _attn_fwd_kernel(
             bias2 = _bias_tile(b0_base, b1_base, offs_m_c, start_n + offs_n, sam, san, sbm, sbn, N_BIAS)
         else:
             bias2 = 0.0
-        acc0, m0, l0 = _row_tile(acc0, m0, l0, q0, kb0, vb0, mb0, bias2, start_n, Lk,
-                                 offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale, mask_col,
-                                 HAS_BIAS, HAS_MASK, MASK_2D, False, HEAD_DIM, BLOCK_D, DOT_PREC,
-                                 SPARE_MASK, SPARE_SUM)
-        if ROWS > 1:
-            acc1, m1, l1 = _row_tile(acc1, m1, l1, q1, kb1, vb1, mb1, bias2, start_n, Lk,
+        if PAIRED and ROWS == 2:
+            # Both rows' logits first, then both softmax steps: the two rows' softmax instructions are
+            # independent, so the compiler can interleave them (twice the work between the MMA waits)
+            t0 = _row_scores(q0, kb0, mb0, bias2, start_n, Lk, offs_m_c, offs_n, offs_d, skn, skd, smm, smn,
+                             qk_scale, mask_col, HAS_BIAS, HAS_MASK, MASK_2D, False, HEAD_DIM, BLOCK_D, DOT_PREC,
+                             SPARE_MASK)
+            t1 = _row_scores(q1, kb1, mb1, bias2, start_n, Lk, offs_m_c, offs_n, offs_d, skn, skd, smm, smn,
+                             qk_scale, mask_col, HAS_BIAS, HAS_MASK, MASK_2D, False, HEAD_DIM, BLOCK_D, DOT_PREC,
+                             SPARE_MASK)
+            acc0, m0, l0 = _row_update(acc0, m0, l0, t0, vb0, start_n, Lk, offs_n, offs_d, svn, svd,
+                                       Q.dtype.element_ty, False, HEAD_DIM, BLOCK_D, DOT_PREC, SPARE_SUM)
+            acc1, m1, l1 = _row_update(acc1, m1, l1, t1, vb1, start_n, Lk, offs_n, offs_d, svn, svd,
+                                       Q.dtype.element_ty, False, HEAD_DIM, BLOCK_D, DOT_PREC, SPARE_SUM)
+        else:
+            acc0, m0, l0 = _row_tile(acc0, m0, l0, q0, kb0, vb0, mb0, bias2, start_n, Lk,
                                      offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale, mask_col,
                                      HAS_BIAS, HAS_MASK, MASK_2D, False, HEAD_DIM, BLOCK_D, DOT_PREC,
                                      SPARE_MASK, SPARE_SUM)
-        if ROWS > 2:
-            acc2, m2, l2 = _row_tile(acc2, m2, l2, q2, kb2, vb2, mb2, bias2, start_n, Lk,
-                                     offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale, mask_col,
-                                     HAS_BIAS, HAS_MASK, MASK_2D, False, HEAD_DIM, BLOCK_D, DOT_PREC,
-                                     SPARE_MASK, SPARE_SUM)
-            acc3, m3, l3 = _row_tile(acc3, m3, l3, q3, kb3, vb3, mb3, bias2, start_n, Lk,
-                                     offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale, mask_col,
-                                     HAS_BIAS, HAS_MASK, MASK_2D, False, HEAD_DIM, BLOCK_D, DOT_PREC,
-                                     SPARE_MASK, SPARE_SUM)
+            if ROWS > 1:
+                acc1, m1, l1 = _row_tile(acc1, m1, l1, q1, kb1, vb1, mb1, bias2, start_n, Lk,
+                                         offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale, mask_col,
+                                         HAS_BIAS, HAS_MASK, MASK_2D, False, HEAD_DIM, BLOCK_D, DOT_PREC,
+                                         SPARE_MASK, SPARE_SUM)
+            if ROWS > 2:
+                acc2, m2, l2 = _row_tile(acc2, m2, l2, q2, kb2, vb2, mb2, bias2, start_n, Lk,
+                                         offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale, mask_col,
+                                         HAS_BIAS, HAS_MASK, MASK_2D, False, HEAD_DIM, BLOCK_D, DOT_PREC,
+                                         SPARE_MASK, SPARE_SUM)
+                acc3, m3, l3 = _row_tile(acc3, m3, l3, q3, kb3, vb3, mb3, bias2, start_n, Lk,
+                                         offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale, mask_col,
+                                         HAS_BIAS, HAS_MASK, MASK_2D, False, HEAD_DIM, BLOCK_D, DOT_PREC,
+                                         SPARE_MASK, SPARE_SUM)
     if n_full < Lk:  # ragged last key block
         if HAS_BIAS:
             cols_c = tl.minimum(n_full + offs_n, Lk - 1)
@@ -523,7 +568,7 @@ def _launch_cfg(q, k, v, out, biases, mask, scale, cfg, tensors, ostr, n0, n1, n
         N_BIAS=len(biases), HAS_MASK=mask is not None, MASK_2D=mask_2d, HAS_GATE=gate is not None, ROWS=rows,
         HEAD_DIM=d, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d,
         DOT_PREC=dot_precision(q.dtype, q.device), WIDE=bool(wide),
-        SPARE=bool(cfg.get("spare", True)) and scale != 0,
+        SPARE=bool(cfg.get("spare", True)) and scale != 0, PAIRED=bool(cfg.get("paired", False)),
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], **_reg_cap(cfg, q),
     )
 

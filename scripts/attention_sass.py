@@ -70,7 +70,7 @@ def compile_site(name: str, overrides: dict):
     const = dict(N_BIAS=1, HAS_MASK=not overrides.get("no_mask"), MASK_2D=False, HAS_GATE=True, ROWS=cfg["rows"],
                  HEAD_DIM=d,
                  BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], BLOCK_D=max(16, d), DOT_PREC="tf32",
-                 WIDE=False, SPARE=bool(overrides.get("spare", True)))
+                 WIDE=False, SPARE=bool(overrides.get("spare", True)), PAIRED=bool(overrides.get("paired", False)))
     sig, attrs = {}, {}
     for i, n in enumerate(names):
         if n in const:
@@ -173,6 +173,9 @@ def key_loop(kernel, conditional_only: bool = False):
         with open(path, "wb") as f:
             f.write(kernel.asm["cubin"])
         sass = subprocess.run([str(tool), "-sass", path], capture_output=True, text=True, check=True).stdout
+        res = subprocess.run([str(tool), "-res-usage", path], capture_output=True, text=True, check=True).stdout
+    regs = re.search(r"REG:(\d+)", res)
+    key_loop.registers = int(regs.group(1)) if regs else None
     ins = [(int(m.group(1), 16), m.group(2).strip()) for m in
            (re.match(r"\s+/\*([0-9a-f]+)\*/\s+(.*?);", line) for line in sass.splitlines()) if m]
     loops = []
@@ -191,7 +194,7 @@ def main(argv=None):
     ap.add_argument("site", choices=["extra_msa", "tri2048"])
     ap.add_argument("--config", type=json.loads, default={},
                     help="overrides of the kernel's default configuration (BLOCK_M, BLOCK_N, num_warps, num_stages, "
-                         "rows, maxnreg: 0 for none), spare")
+                         "rows, maxnreg: 0 for none), spare, paired")
     ap.add_argument("--sync", action="store_true", help="list the loop's HGMMA issues and waits")
     ap.add_argument("--gluon", action="store_true",
                     help="the Gluon kernel (kernels/_gl_attention.py: no key mask) instead; --config takes BLOCK_N, stages")
@@ -213,7 +216,8 @@ def main(argv=None):
     spills = "local memory (spills) in the loop" if ops.get("LDL") or ops.get("STL") else "no spills in the loop"
     print(f"{a.site} {cfg} spare={a.config.get('spare', True)} mask={not a.no_mask}: {len(loop)} instructions "
           f"per key block, "
-          f"{len(loop) / scores:.2f} per score; shared memory {kernel.metadata.shared} B; {spills}")
+          f"{len(loop) / scores:.2f} per score; {key_loop.registers} registers; shared memory "
+          f"{kernel.metadata.shared} B; {spills}")
     print(" ".join(f"{k}:{v}" for k, v in ops.most_common(24)))
     waits = sum("WARPGROUP.DEPBAR" in t for t in loop)
     print(f"tensor-core waits in the loop: {waits} for {sum(t.startswith('HGMMA') for t in loop)} MMA instructions")

@@ -722,7 +722,21 @@ BM)  # session 14: BK and BL in one call, what matters most first (starts kept f
   job traffic 0 0-7 60 python3 scripts/attention_traffic_probe.py --lengths 1024 2048 --json $RES/traffic.json
   wait
   ;;
-*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT|AU|AV|AW|AX|AY|AZ|BA|BB|BC|BD|BE|BF|BG|BH|BJ|BK|BL|BM" >&2; exit 2 ;;
+BN)  # after BM: triangle and extra-MSA attention with the two rows' softmax steps paired (config
+     # paired, compiled offline: the same instructions, interleaved) against the default, its GPU tests,
+     # the gated projection's benchmark (fuse_norm tilings), then N = 1,024
+  job verify 0 0-7 150 bash -c "python3 -m pytest -q -p no:cacheprovider tests/kernels/test_kernel_gpu.py -k paired 2>&1 | tail -2"
+  wait
+  job kbatt 0 0-7 150 bash -c "python3 scripts/kernel_bench.py --cases tri1024,tri2048,extra_msa --no-flex --no-baselines \
+    --json $RES/kbench_paired.json --variants '[{\"paired\": true}]' 2>&1 | grep -i 'network call' | tail -12"
+  wait
+  job kb 0 0-7 80 bash -c "python3 scripts/kernel_bench.py --cases gated --no-flex --json $RES/kbench_gated.json \
+    --variants '[{\"persistent\": 396}]' 2>&1 | grep '^gated' | tail -8"
+  wait
+  job net 0 0-7 100 bash -c "$N1024 --json $RES/bench_1024.json 2>&1 | tail -2"
+  wait
+  ;;
+*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT|AU|AV|AW|AX|AY|AZ|BA|BB|BC|BD|BE|BF|BG|BH|BJ|BK|BL|BM|BN" >&2; exit 2 ;;
 esac
 for f in "$RES"/*.log; do echo "== $f"; grep -v "^\s*$" "$f" | grep -v "^  entry" | tail -14 | cut -c1-400; done
 for f in "$RES"/*.json "$RES"/*/*.json; do [ -f "$f" ] && { echo "== $f"; grep -o "$G" "$f" | tr '\n' ' ' | cut -c1-900; echo; }; done

@@ -50,3 +50,11 @@ def test_gluon_kernel_keeps_its_mmas_in_flight():
     waits, mmas = map(int, re.search(r"waits in the loop: (\d+) for (\d+) MMA", out.stdout).groups())
     assert waits == 2 and mmas >= 10, out.stdout
     assert float(re.search(r"([0-9.]+) per score", lines[0]).group(1)) < 13, lines[0]
+
+
+def test_paired_rows_compile_without_spills_or_extra_work():
+    """config paired=True reorders the two rows' work (both logits, then both softmax steps): under
+    the triangle site's 168-register cap it must neither spill nor add per-score work."""
+    sequential = _per_score("tri2048", "--no-mask")
+    paired = _per_score("tri2048", "--no-mask", "--config", '{"paired": true}')
+    assert paired <= sequential * 1.02, (paired, sequential)

@@ -154,6 +154,21 @@ def test_rows_per_program(interpret, rows):
            config=dict(rows=rows, BLOCK_M=16, BLOCK_N=16))
 
 
+@pytest.mark.parametrize("d,dtype", [(32, torch.float32), (8, torch.float16), (16, torch.float16)])
+def test_paired_rows_equal_the_sequential_form(interpret, d, dtype):
+    """config paired=True (two rows' logits, then both softmax steps) computes exactly what the
+    row-after-row loop does: same operations per row, only their order differs. An odd batch count
+    (the clamped last row), a ragged last key block, a key mask with a fully masked row."""
+    gen = torch.Generator().manual_seed(40 + d)
+    q, k, v = (torch.randn(3, 2, 37, d, generator=gen).to(dtype) for _ in range(3))
+    bias = torch.randn(1, 2, 37, 37, generator=gen).to(dtype)
+    mask = _key_mask(3, 37, gen)
+    tiles = dict(rows=2, BLOCK_M=16, BLOCK_N=16)
+    paired = _check(q, k, v, [bias], mask, d ** -0.5, config=dict(tiles, paired=True))
+    sequential = attention_triton(q, k, v, [bias], mask, d ** -0.5, config=tiles)
+    assert torch.equal(paired, sequential)
+
+
 def test_every_output_written(interpret):
     gen = torch.Generator().manual_seed(10)
     q, k, v = (torch.randn(3, 2, 23, 8, generator=gen) for _ in range(3))
