@@ -716,7 +716,7 @@ BM)  # session 14: BK and BL in one call, what matters most first (starts kept f
      # then, alone on the GPU, the traffic probe (the gated benchmark and N = 1,024 left for later: device
      # time was short)
   job verify 0 0-7 120 bash -c "python3 -m pytest -q -p no:cacheprovider tests/kernels/test_kernel_gpu.py -k gated 2>&1 | tail -2"
-  job fix 0 8-15 130 bash -c "python3 scripts/check_fixtures.py --device cuda --precision fp32 --backend triton \
+  job fix 0 0-15 130 bash -c "python3 scripts/check_fixtures.py --device cuda --precision fp32 --backend triton \
       --inplace --keep-templates --only model_1_ptm_odd --json $RES/fixtures_cuda_inplace_keep.json 2>&1 | tail -3"
   wait
   job traffic 0 0-7 60 python3 scripts/attention_traffic_probe.py --lengths 1024 2048 --json $RES/traffic.json
