@@ -219,6 +219,7 @@ def _attn_fwd_kernel(
     offs_m_c = tl.minimum(offs_m, Lq - 1)
 
     HAS_BIAS: tl.constexpr = N_BIAS > 0
+    PAIR_FIRST: tl.constexpr = PAIRED and ROWS == 2
     # Head dims below the tensor-core K (8 -> 16) leave padded columns free: the key mask's term rides
     # in q/k's (not for fp16: 1e9 / scale overflows it), the softmax denominator in v's.
     SPARE_MASK: tl.constexpr = SPARE and HAS_MASK and (not MASK_2D) and HEAD_DIM < BLOCK_D and \
@@ -278,38 +279,32 @@ def _attn_fwd_kernel(
             bias2 = _bias_tile(b0_base, b1_base, offs_m_c, start_n + offs_n, sam, san, sbm, sbn, N_BIAS)
         else:
             bias2 = 0.0
-        if PAIRED and ROWS == 2:
-            # Both rows' logits first, then both softmax steps: the two rows' softmax instructions are
-            # independent, so the compiler can interleave them (twice the work between the MMA waits)
-            t0 = _row_scores(q0, kb0, mb0, bias2, start_n, Lk, offs_m_c, offs_n, offs_d, skn, skd, smm, smn,
-                             qk_scale, mask_col, HAS_BIAS, HAS_MASK, MASK_2D, False, HEAD_DIM, BLOCK_D, DOT_PREC,
-                             SPARE_MASK)
+        # paired: both rows' logits before either softmax step, so the compiler can interleave the two
+        # rows' independent softmax instructions (twice the work between the MMA waits)
+        t0 = _row_scores(q0, kb0, mb0, bias2, start_n, Lk, offs_m_c, offs_n, offs_d, skn, skd, smm, smn, qk_scale,
+                         mask_col, HAS_BIAS, HAS_MASK, MASK_2D, False, HEAD_DIM, BLOCK_D, DOT_PREC, SPARE_MASK)
+        if PAIR_FIRST:
             t1 = _row_scores(q1, kb1, mb1, bias2, start_n, Lk, offs_m_c, offs_n, offs_d, skn, skd, smm, smn,
                              qk_scale, mask_col, HAS_BIAS, HAS_MASK, MASK_2D, False, HEAD_DIM, BLOCK_D, DOT_PREC,
                              SPARE_MASK)
-            acc0, m0, l0 = _row_update(acc0, m0, l0, t0, vb0, start_n, Lk, offs_n, offs_d, svn, svd,
-                                       Q.dtype.element_ty, False, HEAD_DIM, BLOCK_D, DOT_PREC, SPARE_SUM)
+        acc0, m0, l0 = _row_update(acc0, m0, l0, t0, vb0, start_n, Lk, offs_n, offs_d, svn, svd, Q.dtype.element_ty,
+                                   False, HEAD_DIM, BLOCK_D, DOT_PREC, SPARE_SUM)
+        if ROWS > 1:
+            if not PAIR_FIRST:
+                t1 = _row_scores(q1, kb1, mb1, bias2, start_n, Lk, offs_m_c, offs_n, offs_d, skn, skd, smm, smn,
+                                 qk_scale, mask_col, HAS_BIAS, HAS_MASK, MASK_2D, False, HEAD_DIM, BLOCK_D, DOT_PREC,
+                                 SPARE_MASK)
             acc1, m1, l1 = _row_update(acc1, m1, l1, t1, vb1, start_n, Lk, offs_n, offs_d, svn, svd,
                                        Q.dtype.element_ty, False, HEAD_DIM, BLOCK_D, DOT_PREC, SPARE_SUM)
-        else:
-            acc0, m0, l0 = _row_tile(acc0, m0, l0, q0, kb0, vb0, mb0, bias2, start_n, Lk,
+        if ROWS > 2:
+            acc2, m2, l2 = _row_tile(acc2, m2, l2, q2, kb2, vb2, mb2, bias2, start_n, Lk,
                                      offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale, mask_col,
                                      HAS_BIAS, HAS_MASK, MASK_2D, False, HEAD_DIM, BLOCK_D, DOT_PREC,
                                      SPARE_MASK, SPARE_SUM)
-            if ROWS > 1:
-                acc1, m1, l1 = _row_tile(acc1, m1, l1, q1, kb1, vb1, mb1, bias2, start_n, Lk,
-                                         offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale, mask_col,
-                                         HAS_BIAS, HAS_MASK, MASK_2D, False, HEAD_DIM, BLOCK_D, DOT_PREC,
-                                         SPARE_MASK, SPARE_SUM)
-            if ROWS > 2:
-                acc2, m2, l2 = _row_tile(acc2, m2, l2, q2, kb2, vb2, mb2, bias2, start_n, Lk,
-                                         offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale, mask_col,
-                                         HAS_BIAS, HAS_MASK, MASK_2D, False, HEAD_DIM, BLOCK_D, DOT_PREC,
-                                         SPARE_MASK, SPARE_SUM)
-                acc3, m3, l3 = _row_tile(acc3, m3, l3, q3, kb3, vb3, mb3, bias2, start_n, Lk,
-                                         offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale, mask_col,
-                                         HAS_BIAS, HAS_MASK, MASK_2D, False, HEAD_DIM, BLOCK_D, DOT_PREC,
-                                         SPARE_MASK, SPARE_SUM)
+            acc3, m3, l3 = _row_tile(acc3, m3, l3, q3, kb3, vb3, mb3, bias2, start_n, Lk,
+                                     offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale, mask_col,
+                                     HAS_BIAS, HAS_MASK, MASK_2D, False, HEAD_DIM, BLOCK_D, DOT_PREC,
+                                     SPARE_MASK, SPARE_SUM)
     if n_full < Lk:  # ragged last key block
         if HAS_BIAS:
             cols_c = tl.minimum(n_full + offs_n, Lk - 1)
