@@ -219,7 +219,7 @@ def _attn_fwd_kernel(
     offs_m_c = tl.minimum(offs_m, Lq - 1)
 
     HAS_BIAS: tl.constexpr = N_BIAS > 0
-    PAIR_FIRST: tl.constexpr = PAIRED and ROWS == 2
+    PAIR_FIRST: tl.constexpr = PAIRED and ROWS >= 2  # rows 0 and 1 paired (and 2 and 3)
     # Head dims below the tensor-core K (8 -> 16) leave padded columns free: the key mask's term rides
     # in q/k's (not for fp16: 1e9 / scale overflows it), the softmax denominator in v's.
     SPARE_MASK: tl.constexpr = SPARE and HAS_MASK and (not MASK_2D) and HEAD_DIM < BLOCK_D and \
@@ -296,15 +296,22 @@ def _attn_fwd_kernel(
                                  SPARE_MASK)
             acc1, m1, l1 = _row_update(acc1, m1, l1, t1, vb1, start_n, Lk, offs_n, offs_d, svn, svd,
                                        Q.dtype.element_ty, False, HEAD_DIM, BLOCK_D, DOT_PREC, SPARE_SUM)
-        if ROWS > 2:
-            acc2, m2, l2 = _row_tile(acc2, m2, l2, q2, kb2, vb2, mb2, bias2, start_n, Lk,
-                                     offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale, mask_col,
-                                     HAS_BIAS, HAS_MASK, MASK_2D, False, HEAD_DIM, BLOCK_D, DOT_PREC,
-                                     SPARE_MASK, SPARE_SUM)
-            acc3, m3, l3 = _row_tile(acc3, m3, l3, q3, kb3, vb3, mb3, bias2, start_n, Lk,
-                                     offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale, mask_col,
-                                     HAS_BIAS, HAS_MASK, MASK_2D, False, HEAD_DIM, BLOCK_D, DOT_PREC,
-                                     SPARE_MASK, SPARE_SUM)
+        if ROWS > 2:  # rows 2 and 3 as rows 0 and 1
+            t2 = _row_scores(q2, kb2, mb2, bias2, start_n, Lk, offs_m_c, offs_n, offs_d, skn, skd, smm, smn,
+                             qk_scale, mask_col, HAS_BIAS, HAS_MASK, MASK_2D, False, HEAD_DIM, BLOCK_D, DOT_PREC,
+                             SPARE_MASK)
+            if PAIR_FIRST:
+                t3 = _row_scores(q3, kb3, mb3, bias2, start_n, Lk, offs_m_c, offs_n, offs_d, skn, skd, smm, smn,
+                                 qk_scale, mask_col, HAS_BIAS, HAS_MASK, MASK_2D, False, HEAD_DIM, BLOCK_D, DOT_PREC,
+                                 SPARE_MASK)
+            acc2, m2, l2 = _row_update(acc2, m2, l2, t2, vb2, start_n, Lk, offs_n, offs_d, svn, svd,
+                                       Q.dtype.element_ty, False, HEAD_DIM, BLOCK_D, DOT_PREC, SPARE_SUM)
+            if not PAIR_FIRST:
+                t3 = _row_scores(q3, kb3, mb3, bias2, start_n, Lk, offs_m_c, offs_n, offs_d, skn, skd, smm, smn,
+                                 qk_scale, mask_col, HAS_BIAS, HAS_MASK, MASK_2D, False, HEAD_DIM, BLOCK_D, DOT_PREC,
+                                 SPARE_MASK)
+            acc3, m3, l3 = _row_update(acc3, m3, l3, t3, vb3, start_n, Lk, offs_n, offs_d, svn, svd,
+                                       Q.dtype.element_ty, False, HEAD_DIM, BLOCK_D, DOT_PREC, SPARE_SUM)
     if n_full < Lk:  # ragged last key block
         if HAS_BIAS:
             cols_c = tl.minimum(n_full + offs_n, Lk - 1)

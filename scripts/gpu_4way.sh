@@ -726,11 +726,11 @@ BN)  # after BM: triangle and extra-MSA attention with the two rows' softmax ste
      # paired, compiled offline: the same instructions, interleaved) against the default, its GPU tests,
      # the gated projection's benchmark (fuse_norm tilings), then N = 1,024. Also four rows a program at
      # two stages (session 15, offline: 255 registers, 88 KB shared, two programs an SM, 8.91 instructions
-     # a score, 2.5 bytes of operand stream a score against 3)
+     # a score, 2.5 bytes of operand stream a score against 3), paired or not
   job verify 0 0-7 150 bash -c "python3 -m pytest -q -p no:cacheprovider tests/kernels/test_kernel_gpu.py -k paired 2>&1 | tail -2"
   wait
   job kbatt 0 0-7 150 bash -c "python3 scripts/kernel_bench.py --cases tri1024,tri2048,extra_msa --no-flex --no-baselines \
-    --json $RES/kbench_paired.json --variants '[{\"paired\": true}, {\"rows\": 4, \"num_stages\": 2}]' 2>&1 | grep -i 'network call' | tail -12"
+    --json $RES/kbench_paired.json --variants '[{\"paired\": true}, {\"rows\": 4, \"num_stages\": 2}, {\"rows\": 4, \"num_stages\": 2, \"paired\": true}]' 2>&1 | grep -i 'network call' | tail -12"
   wait
   job kb 0 0-7 80 bash -c "python3 scripts/kernel_bench.py --cases gated --no-flex --json $RES/kbench_gated.json \
     --variants '[{\"persistent\": 396}]' 2>&1 | grep '^gated' | tail -8"

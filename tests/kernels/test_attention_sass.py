@@ -3,6 +3,7 @@ loop's SASS counted. Checks the spare-column path does what it is for: fewer ins
 at the extra-MSA call site than without it, and no register spills either way."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -52,9 +53,11 @@ def test_gluon_kernel_keeps_its_mmas_in_flight():
     assert float(re.search(r"([0-9.]+) per score", lines[0]).group(1)) < 13, lines[0]
 
 
-def test_paired_rows_compile_without_spills_or_extra_work():
-    """config paired=True reorders the two rows' work (both logits, then both softmax steps): under
-    the triangle site's 168-register cap it must neither spill nor add per-score work."""
-    sequential = _per_score("tri2048", "--no-mask")
-    paired = _per_score("tri2048", "--no-mask", "--config", '{"paired": true}')
+@pytest.mark.parametrize("tiles", [{}, {"rows": 4, "num_stages": 2, "maxnreg": 0}])
+def test_paired_rows_compile_without_spills_or_extra_work(tiles):
+    """config paired=True reorders the rows' work (two rows' logits, then both softmax steps): at the
+    triangle site, under the default's 168-register cap and with four uncapped rows a program, it must
+    neither spill nor add per-score work."""
+    sequential = _per_score("tri2048", "--no-mask", "--config", json.dumps(tiles))
+    paired = _per_score("tri2048", "--no-mask", "--config", json.dumps(dict(tiles, paired=True)))
     assert paired <= sequential * 1.02, (paired, sequential)
