@@ -738,7 +738,20 @@ BN)  # after BM: triangle and extra-MSA attention with the two rows' softmax ste
   job net 0 0-7 100 bash -c "$N1024 --json $RES/bench_1024.json 2>&1 | tail -2"
   wait
   ;;
-*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT|AU|AV|AW|AX|AY|AZ|BA|BB|BC|BD|BE|BF|BG|BH|BJ|BK|BL|BM|BN" >&2; exit 2 ;;
+BP)  # session 15 (starts failing again): BM and BN's attention parts in one call, most telling first:
+     # the traffic probe (stream- or latency-bound?), then paired and four-row programs against the
+     # default at the network's call sites, then their GPU tests and the gated ones, then one fixture
+  job traffic 0 0-7 70 python3 scripts/attention_traffic_probe.py --lengths 1024 2048 --json $RES/traffic.json
+  wait
+  job kbatt 0 0-7 150 bash -c "python3 scripts/kernel_bench.py --cases tri1024,tri2048,extra_msa --no-flex --no-baselines \
+    --json $RES/kbench_paired.json --variants '[{\"paired\": true}, {\"rows\": 4, \"num_stages\": 2}, {\"rows\": 4, \"num_stages\": 2, \"paired\": true}]' 2>&1 | grep -i 'network call' | tail -12"
+  wait
+  job verify 0 0-7 150 bash -c "python3 -m pytest -q -p no:cacheprovider tests/kernels/test_kernel_gpu.py -k 'paired or gated' 2>&1 | tail -2"
+  job fix 0 0-15 150 bash -c "python3 scripts/check_fixtures.py --device cuda --precision fp32 --backend triton \
+      --inplace --keep-templates --only model_1_ptm_odd --json $RES/fixtures_cuda_inplace_keep.json 2>&1 | tail -3"
+  wait
+  ;;
+*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT|AU|AV|AW|AX|AY|AZ|BA|BB|BC|BD|BE|BF|BG|BH|BJ|BK|BL|BM|BN|BP" >&2; exit 2 ;;
 esac
 for f in "$RES"/*.log; do echo "== $f"; grep -v "^\s*$" "$f" | grep -v "^  entry" | tail -14 | cut -c1-400; done
 for f in "$RES"/*.json "$RES"/*/*.json; do [ -f "$f" ] && { echo "== $f"; grep -o "$G" "$f" | tr '\n' ' ' | cut -c1-900; echo; }; done
