@@ -751,7 +751,15 @@ BP)  # session 15 (starts failing again): BM and BN's attention parts in one cal
       --inplace --keep-templates --only model_1_ptm_odd --json $RES/fixtures_cuda_inplace_keep.json 2>&1 | tail -3"
   wait
   ;;
-*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT|AU|AV|AW|AX|AY|AZ|BA|BB|BC|BD|BE|BF|BG|BH|BJ|BK|BL|BM|BN|BP" >&2; exit 2 ;;
+BQ)  # BP's first two jobs for a short budget: each job's log and JSON go to $OUT as soon as it ends, so
+     # a call cut off by the device budget still returns what finished
+  job traffic 0 0-7 70 python3 scripts/attention_traffic_probe.py --lengths 1024 2048 --json $RES/traffic.json
+  wait; cat $RES/traffic.log; cp $RES/traffic.* "$REAL_OUT"/ 2>/dev/null
+  job kbatt 0 0-7 150 bash -c "python3 scripts/kernel_bench.py --cases tri1024,tri2048,extra_msa --no-flex --no-baselines \
+    --json $RES/kbench_paired.json --variants '[{\"paired\": true}, {\"rows\": 4, \"num_stages\": 2}, {\"rows\": 4, \"num_stages\": 2, \"paired\": true}]' 2>&1 | grep -i 'network call' | tail -12"
+  wait; cat $RES/kbatt.log; cp $RES/kbench_paired.json $RES/kbatt.log "$REAL_OUT"/ 2>/dev/null
+  ;;
+*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT|AU|AV|AW|AX|AY|AZ|BA|BB|BC|BD|BE|BF|BG|BH|BJ|BK|BL|BM|BN|BP|BQ" >&2; exit 2 ;;
 esac
 for f in "$RES"/*.log; do echo "== $f"; grep -v "^\s*$" "$f" | grep -v "^  entry" | tail -14 | cut -c1-400; done
 for f in "$RES"/*.json "$RES"/*/*.json; do [ -f "$f" ] && { echo "== $f"; grep -o "$G" "$f" | tr '\n' ' ' | cut -c1-900; echo; }; done
