@@ -719,7 +719,7 @@ BM)  # session 14: BK and BL in one call, what matters most first (starts kept f
   job fix 0 0-15 130 bash -c "python3 scripts/check_fixtures.py --device cuda --precision fp32 --backend triton \
       --inplace --keep-templates --only model_1_ptm_odd --json $RES/fixtures_cuda_inplace_keep.json 2>&1 | tail -3"
   wait
-  job traffic 0 0-7 60 python3 scripts/attention_traffic_probe.py --lengths 1024 2048 --json $RES/traffic.json
+  job traffic 0 0-7 150 python3 scripts/attention_traffic_probe.py --lengths 1024 2048 --json $RES/traffic.json
   wait
   ;;
 BN)  # after BM: triangle and extra-MSA attention with the two rows' softmax steps paired (config
@@ -741,7 +741,7 @@ BN)  # after BM: triangle and extra-MSA attention with the two rows' softmax ste
 BP)  # session 15 (starts failing again): BM and BN's attention parts in one call, most telling first:
      # the traffic probe (stream- or latency-bound?), then paired and four-row programs against the
      # default at the network's call sites, then their GPU tests and the gated ones, then one fixture
-  job traffic 0 0-7 70 python3 scripts/attention_traffic_probe.py --lengths 1024 2048 --json $RES/traffic.json
+  job traffic 0 0-7 150 python3 scripts/attention_traffic_probe.py --lengths 1024 2048 --json $RES/traffic.json
   wait
   job kbatt 0 0-7 150 bash -c "python3 scripts/kernel_bench.py --cases tri1024,tri2048,extra_msa --no-flex --no-baselines \
     --json $RES/kbench_paired.json --variants '[{\"paired\": true}, {\"rows\": 4, \"num_stages\": 2}, {\"rows\": 4, \"num_stages\": 2, \"paired\": true}]' 2>&1 | grep -i 'network call' | tail -12"
@@ -753,7 +753,7 @@ BP)  # session 15 (starts failing again): BM and BN's attention parts in one cal
   ;;
 BQ)  # BP's first two jobs for a short budget: each job's log and JSON go to $OUT as soon as it ends, so
      # a call cut off by the device budget still returns what finished
-  job traffic 0 0-7 70 python3 scripts/attention_traffic_probe.py --lengths 1024 2048 --json $RES/traffic.json
+  job traffic 0 0-7 150 python3 scripts/attention_traffic_probe.py --lengths 1024 2048 --json $RES/traffic.json
   wait; cat $RES/traffic.log; cp $RES/traffic.* "$REAL_OUT"/ 2>/dev/null
   job kbatt 0 0-7 150 bash -c "python3 scripts/kernel_bench.py --cases tri1024,tri2048,extra_msa --no-flex --no-baselines \
     --json $RES/kbench_paired.json --variants '[{\"paired\": true}, {\"rows\": 4, \"num_stages\": 2}, {\"rows\": 4, \"num_stages\": 2, \"paired\": true}]' 2>&1 | grep -i 'network call' | tail -12"
