@@ -22,6 +22,25 @@ def _lengths(value: str):
     return out
 
 
+def _attention_options(text, compare):
+    """--attention-options: a JSON object of the attention kernel's options (needs --compare attention)."""
+    if (text is None) != (compare != "attention"):
+        fail("--compare attention and --attention-options go together")
+    if text is None:
+        return None
+    from kernels.attention import ATTENTION_OPTION_KEYS
+    try:
+        opts = json.loads(text)
+    except json.JSONDecodeError as e:
+        fail(f"--attention-options: not JSON ({e.msg})")
+    if not isinstance(opts, dict) or not opts:
+        fail("--attention-options: a non-empty JSON object, e.g. '{\"paired\": true}'")
+    unknown = sorted(set(opts) - set(ATTENTION_OPTION_KEYS))
+    if unknown:
+        fail(f"--attention-options: unknown key(s) {', '.join(unknown)} (known: {', '.join(ATTENTION_OPTION_KEYS)})")
+    return opts
+
+
 @click.command("bench")
 @click.option("--lengths", default=None,
               help="Comma-separated sequence lengths [default: 256,512,1024]. With --find-max-length: the "
@@ -40,7 +59,7 @@ def _lengths(value: str):
                    "allocator is also capped at this + 1.5 GiB (the default budget's margin), so a larger card "
                    "runs as one with that much free memory would: --max-memory 77 ~ an 80 GB H100.")
 @click.option("--compare", type=click.Choice(["none", "plain", "fused", "masks", "residual", "bias", "gluon",
-                                                   "templates", "qkv"]),
+                                                   "templates", "qkv", "attention"]),
               default="none",
               show_default=True,
               help="plain: also run the unchunked, not-in-place, unfused PyTorch path in the same process; fused: "
@@ -54,7 +73,12 @@ def _lengths(value: str):
                    "attentions through the Gluon kernel for Hopper where it applies (Runtime.gluon_attention); templates: "
                    "also run it with the template pair stack recomputed in every recycling pass "
                    "(Runtime.keep_templates off); qkv: also run it with the pair attentions' input LayerNorm and "
-                   "q/k/v/gate projection in one kernel (Runtime.fused_qkv, off by default).")
+                   "q/k/v/gate projection in one kernel (Runtime.fused_qkv, off by default); attention: also run "
+                   "it with the attention kernel options of --attention-options (Runtime.attention_options).")
+@click.option("--attention-options", default=None,
+              help="--compare attention: the Triton attention kernel's options as a JSON object, e.g. "
+                   "'{\"paired\": true}' or '{\"head_dims\": [32], \"rows\": 4, \"num_stages\": 2}' "
+                   "(\"head_dims\" scopes the other keys to those head dims).")
 @click.option("--find-max-length", is_flag=True,
               help="Search the longest N that fits: planner bisection, then isolated one-pass trials.")
 @click.option("--probe-blocks", type=click.IntRange(min=1), default=None,
@@ -79,8 +103,8 @@ def _lengths(value: str):
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
 def bench(lengths, precision, preset, msa_depth, extra_depth, templates, recycles, backend, device, max_memory,
-          compare, find_max_length, probe_blocks, step, max_trials, trial_timeout, no_breakdown, no_warmup, gpus,
-          kernels, kernel_cases, json_path, plot_path):
+          compare, attention_options, find_max_length, probe_blocks, step, max_trials, trial_timeout, no_breakdown,
+          no_warmup, gpus, kernels, kernel_cases, json_path, plot_path):
     """Time and measure the whole network (random parameters) at each length."""
     import torch
     from rich.console import Console
@@ -102,6 +126,7 @@ def bench(lengths, precision, preset, msa_depth, extra_depth, templates, recycle
     from model.planner import GB
 
     lengths = _lengths(lengths or ("256,65536" if find_max_length else "256,512,1024"))
+    attn_opts = _attention_options(attention_options, compare)
     if recycles is None:
         recycles = 0 if (probe_blocks or find_max_length) else 3
     if find_max_length and gpus > 1:
@@ -147,7 +172,9 @@ def bench(lengths, precision, preset, msa_depth, extra_depth, templates, recycle
                     "templates": [default, ("planned, template stacks in every pass",
                                             dict(overrides={"keep_templates": False}))],
                     "qkv": [default, ("planned, attention input LayerNorm and projection fused",
-                                      dict(overrides={"fused_qkv": True}))]}
+                                      dict(overrides={"fused_qkv": True}))],
+                    "attention": [default, ("planned, attention options " + json.dumps(attn_opts),
+                                            dict(overrides={"attention_options": attn_opts}))]}
         for n in lengths:
             for label, opts in variants.get(compare, [default]):
                 console.print(f"[bold]N={n}[/] {precision} {label} …")

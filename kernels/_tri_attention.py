@@ -419,7 +419,9 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, biases: Sequenc
 
     q: [*, H, L_q, D]; k, v: [*, H, L_k, D] (any strides; D <= 64); biases: each broadcastable to
     [*, H, L_q, L_k]; mask: broadcastable to [*, H, L_q, L_k] (bool, integer or float, 1 = attend).
-    config: optional tile override (keys as in `default_config`), used by the benchmark sweep.
+    config: optional tile override (keys as in `default_config`, "paired", "spare", "maxnreg",
+    "gluon"), used by the benchmark sweep and `Runtime.attention_options`. Its key "head_dims" (a
+    list) scopes the others to those head dims: at any other head dim only "gluon" is kept.
     gate: optional [*, H, L_q, D] (broadcastable, any strides): the output is o * sigmoid(gate),
     applied in the epilogue (fp32, one rounding).
     Returns [*, H, L_q, D] in q's dtype, laid out as [*, L_q, H, D] when q is (a view of that
@@ -428,6 +430,9 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, biases: Sequenc
     lq, d = q.shape[-2], q.shape[-1]
     lk = k.shape[-2]
     assert k.shape[-1] == d and v.shape[-1] == d and v.shape[-2] == lk, "q/k/v shapes disagree"
+    if config and "head_dims" in config:
+        config = {key: val for key, val in config.items()
+                  if key != "head_dims" and (key == "gluon" or d in config["head_dims"])} or None
     assert q.dtype == k.dtype == v.dtype, "q, k, v must share a dtype"
     biases = [_as_2d(b) for b in biases]
     if len(biases) > 2:  # the kernel streams two bias tensors; fold the rest (rare) into one

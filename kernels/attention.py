@@ -14,6 +14,12 @@ from kernels._common import TRITON_DTYPES
 # AlphaFold masks with an additive -1e9 (not -inf): a fully masked row becomes a uniform softmax.
 MASK_BIAS = 1e9
 
+# The Triton backend's config keys (kernels/_tri_attention.py; "stages" is the Gluon kernel's pipeline
+# depth, "head_dims" scopes the others to those head dims): what `fastfold bench --attention-options`
+# accepts.
+ATTENTION_OPTION_KEYS = ("BLOCK_M", "BLOCK_N", "num_warps", "num_stages", "rows", "group_ctas", "maxnreg",
+                         "paired", "spare", "wide", "gluon", "stages", "head_dims")
+
 
 def attention_reference(
     q: torch.Tensor,

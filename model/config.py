@@ -121,6 +121,11 @@ class Runtime:
         where it applies (sm_90, 16-bit, head dim 16-64, no key mask, one bias); True / False force
         it on / off, None leaves it to the kernel's default (off: it is not faster yet). The
         A/B of `fastfold bench --compare gluon`.
+    attention_options: options of the Triton attention kernel for every attention of the network
+        (keys of `kernels._tri_attention.attention`'s config, e.g. {"paired": True} or
+        {"head_dims": [32], "rows": 4, "num_stages": 2}; "head_dims" scopes the others), merged
+        after `gluon_attention`. None: the kernel's defaults. The A/B of `fastfold bench --compare
+        attention --attention-options JSON`.
     dense_pair_mask / dense_msa_mask: set by the trunk (`with_masks`) for the stack it runs: the
         pair mask (triangle attention) / the MSA or extra-MSA mask (row and column attention) is
         all ones. Never set them by hand.
@@ -144,6 +149,7 @@ class Runtime:
     skip_dense_masks: bool = True
     keep_templates: bool = False
     gluon_attention: Optional[bool] = None
+    attention_options: Optional[Mapping[str, Any]] = None
     dense_pair_mask: bool = False
     dense_msa_mask: bool = False
 
@@ -165,7 +171,9 @@ class Runtime:
     @property
     def attention_config(self) -> Optional[dict]:
         """The attention kernel's options this runtime asks for (None: the kernel's defaults)."""
-        return None if self.gluon_attention is None else {"gluon": self.gluon_attention}
+        cfg = {} if self.gluon_attention is None else {"gluon": self.gluon_attention}
+        cfg.update(self.attention_options or {})
+        return cfg or None
 
     def chunk(self, op: str) -> Optional[int]:
         return self.chunks.get(op)

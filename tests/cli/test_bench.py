@@ -86,3 +86,31 @@ def test_bench_compare(tmp_path, compare, second):
     rows = json.loads(out.read_text())
     assert [r["path"] for r in rows] == ["planned", second]
     assert abs(rows[0]["mean_plddt"] - rows[1]["mean_plddt"]) < 1e-3
+
+
+def test_bench_compare_attention_options(tmp_path):
+    """--compare attention --attention-options JSON: the planned path, then the same with those options
+    of the attention kernel (Runtime.attention_options), in one process. On the CPU the Triton backend
+    falls back to the reference, so the prediction is the same; the row names the options."""
+    out = tmp_path / "a.json"
+    p = subprocess.run([sys.executable, "-m", "fastfold_cli", "bench", "--device", "cpu", "--lengths", "13",
+                        "--precision", "fp32", "--preset", "model_3", "--msa-depth", "3", "--extra-depth", "5",
+                        "--recycles", "0", "--backend", "triton", "--compare", "attention",
+                        "--attention-options", '{"head_dims": [32], "paired": true}', "--no-breakdown",
+                        "--json", str(out)], capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert p.returncode == 0, p.stderr[-2000:]
+    rows = json.loads(out.read_text())
+    assert [r["path"] for r in rows] == ["planned", "planned,attention_options={'head_dims': [32], 'paired': True}"]
+    assert abs(rows[0]["mean_plddt"] - rows[1]["mean_plddt"]) < 1e-3
+
+
+@pytest.mark.parametrize("args,needle", [(["--compare", "attention"], "go together"),
+                                         (["--attention-options", '{"paired": true}'], "go together"),
+                                         (["--compare", "attention", "--attention-options", "{paired"], "not JSON"),
+                                         (["--compare", "attention", "--attention-options", "[1]"], "JSON object"),
+                                         (["--compare", "attention", "--attention-options", '{"pared": 1}'], "pared")])
+def test_bench_attention_options_errors(args, needle):
+    p = subprocess.run([sys.executable, "-m", "fastfold_cli", "bench", "--device", "cpu", "--lengths", "13", *args],
+                       capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert p.returncode == 2 and needle in p.stderr and "Traceback" not in p.stderr, p.stderr[-1000:]
+    assert len(p.stderr.strip().splitlines()) == 1, p.stderr

@@ -381,3 +381,17 @@ def test_attention_batch_inner_layout(interpret, backend, dk):
     assert inner.shape == plain.shape and inner.transpose(0, 1).is_contiguous()
     assert rel_err(inner, plain) < 1e-6
 
+
+
+def test_config_head_dims_scopes_the_other_keys(interpret):
+    """config "head_dims" (how `Runtime.attention_options` aims at one kind of attention): at a head
+    dim it does not list, the other keys are dropped (so a BLOCK_M the kernel cannot build is
+    harmless and the result is the default's, bit for bit); at a listed one they apply."""
+    gen = torch.Generator().manual_seed(61)
+    q, k, v = (torch.randn(3, 2, 21, 8, generator=gen) for _ in range(3))
+    bias = torch.randn(1, 2, 21, 21, generator=gen)
+    default = attention_triton(q, k, v, [bias], None, 0.3)
+    scoped = attention_triton(q, k, v, [bias], None, 0.3, config={"head_dims": [16, 32], "BLOCK_M": 24})
+    assert torch.equal(scoped, default)
+    with pytest.raises(Exception, match="power of 2"):
+        attention_triton(q, k, v, [bias], None, 0.3, config={"head_dims": [8], "BLOCK_M": 24})

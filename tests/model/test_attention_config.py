@@ -17,6 +17,9 @@ def test_runtime_attention_config():
     assert Runtime().attention_config is None
     assert Runtime(gluon_attention=True).attention_config == {"gluon": True}
     assert Runtime(gluon_attention=False).attention_config == {"gluon": False}
+    assert Runtime(attention_options={"paired": True}).attention_config == {"paired": True}
+    assert Runtime(gluon_attention=False, attention_options={"head_dims": [32], "rows": 4}).attention_config == \
+        {"gluon": False, "head_dims": [32], "rows": 4}
 
 
 def test_attention_config_reaches_every_attention(monkeypatch):
