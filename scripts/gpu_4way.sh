@@ -759,7 +759,16 @@ BQ)  # BP's first two jobs for a short budget: each job's log and JSON go to $OU
     --json $RES/kbench_paired.json --variants '[{\"paired\": true}, {\"rows\": 4, \"num_stages\": 2}, {\"rows\": 4, \"num_stages\": 2, \"paired\": true}]' 2>&1 | grep -i 'network call' | tail -12"
   wait; cat $RES/kbatt.log; cp $RES/kbench_paired.json $RES/kbatt.log "$REAL_OUT"/ 2>/dev/null
   ;;
-*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT|AU|AV|AW|AX|AY|AZ|BA|BB|BC|BD|BE|BF|BG|BH|BJ|BK|BL|BM|BN|BP|BQ" >&2; exit 2 ;;
+BR)  # after BP/BQ: the winners in the whole network, each against the default in the same process
+     # (fastfold bench --compare attention): paired everywhere, then four rows at head dim 32
+  job net_paired 0 0-7 200 bash -c "$N1024 --compare attention --attention-options '{\"paired\": true}' \
+    --json $RES/bench_1024_paired.json 2>&1 | tail -3"
+  wait; cat $RES/net_paired.log; cp $RES/bench_1024_paired.json "$REAL_OUT"/ 2>/dev/null
+  job net_rows4 0 0-7 200 bash -c "$N1024 --compare attention \
+    --attention-options '{\"head_dims\": [32], \"rows\": 4, \"num_stages\": 2}' --json $RES/bench_1024_rows4.json 2>&1 | tail -3"
+  wait; cat $RES/net_rows4.log; cp $RES/bench_1024_rows4.json "$REAL_OUT"/ 2>/dev/null
+  ;;
+*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT|AU|AV|AW|AX|AY|AZ|BA|BB|BC|BD|BE|BF|BG|BH|BJ|BK|BL|BM|BN|BP|BQ|BR" >&2; exit 2 ;;
 esac
 for f in "$RES"/*.log; do echo "== $f"; grep -v "^\s*$" "$f" | grep -v "^  entry" | tail -14 | cut -c1-400; done
 for f in "$RES"/*.json "$RES"/*/*.json; do [ -f "$f" ] && { echo "== $f"; grep -o "$G" "$f" | tr '\n' ' ' | cut -c1-900; echo; }; done
