@@ -23,8 +23,8 @@ Design notes (why, not what):
   work on the same (head, query block) for consecutive batch rows, so bias tiles are served from L2;
   (2) with ROWS=2 or 4 one CTA processes that many batch rows sharing the bias, loading each bias
   tile once.
-* `paired` (config, off by default until timed on a GPU): with two rows per program, both rows' logits
-  are formed before either softmax step, so the two rows' independent softmax instructions can be
+* `paired` (config, off by default until timed on a GPU): with two (or four) rows per program, rows 0
+  and 1's logits (then rows 2 and 3's) are formed before either softmax step, so the two rows' independent softmax instructions can be
   interleaved by the compiler (compiled for sm_90: the same instruction count, no spills, row 0's PV
   MMA issued while row 1's exponentials still run). Same operations per row, so the same bits.
 * Out-of-range rows/columns are handled by clamping indices (loads stay in bounds, no load masks in the
