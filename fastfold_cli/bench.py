@@ -129,6 +129,8 @@ def bench(lengths, precision, preset, msa_depth, extra_depth, templates, recycle
     attn_opts = _attention_options(attention_options, compare)
     if recycles is None:
         recycles = 0 if (probe_blocks or find_max_length) else 3
+    if compare != "none" and (gpus > 1 or find_max_length):
+        fail("--compare runs on one GPU without --find-max-length (drop --gpus / --find-max-length, or --compare)")
     if find_max_length and gpus > 1:
         fail("--find-max-length is not supported with --gpus > 1 yet (run --gpus P --probe-blocks K per length)")
     if device.startswith("cuda") and not torch.cuda.is_available():

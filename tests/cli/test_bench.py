@@ -108,8 +108,11 @@ def test_bench_compare_attention_options(tmp_path):
                                          (["--attention-options", '{"paired": true}'], "go together"),
                                          (["--compare", "attention", "--attention-options", "{paired"], "not JSON"),
                                          (["--compare", "attention", "--attention-options", "[1]"], "JSON object"),
-                                         (["--compare", "attention", "--attention-options", '{"pared": 1}'], "pared")])
-def test_bench_attention_options_errors(args, needle):
+                                         (["--compare", "attention", "--attention-options", '{"pared": 1}'], "pared"),
+                                         (["--compare", "plain", "--gpus", "2"], "--compare runs on one GPU"),
+                                         (["--compare", "masks", "--find-max-length"], "--compare runs on one GPU")])
+def test_bench_compare_errors(args, needle):
+    """Options that don't go together: one line on stderr, exit 2, no traceback."""
     p = subprocess.run([sys.executable, "-m", "fastfold_cli", "bench", "--device", "cpu", "--lengths", "13", *args],
                        capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert p.returncode == 2 and needle in p.stderr and "Traceback" not in p.stderr, p.stderr[-1000:]
