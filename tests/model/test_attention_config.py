@@ -1,5 +1,6 @@
-"""The attention kernel's options reach every attention of the network (Runtime.gluon_attention ->
-Runtime.attention_config -> kernels.attention's config), and the torch backend ignores them."""
+"""The attention kernel's options reach every attention of the network (Runtime.gluon_attention and
+Runtime.attention_options -> Runtime.attention_config -> kernels.attention's config), and the torch
+backend ignores them."""
 from pathlib import Path
 
 import numpy as np
@@ -35,11 +36,15 @@ def test_attention_config_reaches_every_attention(monkeypatch):
 
     monkeypatch.setattr(kernels, "attention", spy)
     outs = {}
-    for flag in (None, True):
+    runtimes = {"default": (Runtime(), None), "gluon": (Runtime(gluon_attention=True), {"gluon": True}),
+                "options": (Runtime(attention_options={"head_dims": [32], "paired": True}),
+                            {"head_dims": [32], "paired": True})}
+    for name, (rt, expected) in runtimes.items():
         configs.clear()
-        outs[flag] = model(batch, Runtime(gluon_attention=flag), num_recycle=0)
+        outs[name] = model(batch, rt, num_recycle=0)
         # MSA row and column and triangle (both ends) attentions, every block (template point-wise
         # attention is written out in model/trunk.py and has no kernel options)
-        assert len(configs) >= 4 and all(c == (None if flag is None else {"gluon": True}) for c in configs)
-    for key in ("repr_pair", "repr_msa", "final_atom_positions"):
-        assert rel_err(outs[True][key].numpy(), outs[None][key].numpy()) == 0, key
+        assert len(configs) >= 4 and all(c == expected for c in configs), name
+    for name in ("gluon", "options"):
+        for key in ("repr_pair", "repr_msa", "final_atom_positions"):
+            assert rel_err(outs[name][key].numpy(), outs["default"][key].numpy()) == 0, (name, key)
