@@ -147,6 +147,33 @@ def _row_tile(acc, m_i, l_i, q, k_base, v_base, m_base, bias2, start_n, Lk,
 
 
 @triton.jit
+def _row_pair(acc_a, m_a, l_a, q_a, kb_a, vb_a, mb_a, acc_b, m_b, l_b, q_b, kb_b, vb_b, mb_b, bias2, start_n, Lk,
+              offs_m, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale, mask_col,
+              HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, MASK_2D: tl.constexpr,
+              BOUNDS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+              DOT_PREC: tl.constexpr, SPARE_MASK: tl.constexpr, SPARE_SUM: tl.constexpr, PAIRED: tl.constexpr):
+    """One key block for two batch rows a and b sharing the bias tile; returns both rows' (acc, m, l).
+    PAIRED: both rows' logits before either softmax step, so the compiler can interleave the two rows'
+    independent softmax instructions (twice the work between the MMA waits); otherwise row after row,
+    as `_row_tile`. The same operations per row either way, so the same bits."""
+    t_a = _row_scores(q_a, kb_a, mb_a, bias2, start_n, Lk, offs_m, offs_n, offs_d, skn, skd, smm, smn, qk_scale,
+                      mask_col, HAS_BIAS, HAS_MASK, MASK_2D, BOUNDS, HEAD_DIM, BLOCK_D, DOT_PREC, SPARE_MASK)
+    if PAIRED:
+        t_b = _row_scores(q_b, kb_b, mb_b, bias2, start_n, Lk, offs_m, offs_n, offs_d, skn, skd, smm, smn,
+                          qk_scale, mask_col, HAS_BIAS, HAS_MASK, MASK_2D, BOUNDS, HEAD_DIM, BLOCK_D, DOT_PREC,
+                          SPARE_MASK)
+    acc_a, m_a, l_a = _row_update(acc_a, m_a, l_a, t_a, vb_a, start_n, Lk, offs_n, offs_d, svn, svd, q_a.dtype,
+                                  BOUNDS, HEAD_DIM, BLOCK_D, DOT_PREC, SPARE_SUM)
+    if not PAIRED:
+        t_b = _row_scores(q_b, kb_b, mb_b, bias2, start_n, Lk, offs_m, offs_n, offs_d, skn, skd, smm, smn,
+                          qk_scale, mask_col, HAS_BIAS, HAS_MASK, MASK_2D, BOUNDS, HEAD_DIM, BLOCK_D, DOT_PREC,
+                          SPARE_MASK)
+    acc_b, m_b, l_b = _row_update(acc_b, m_b, l_b, t_b, vb_b, start_n, Lk, offs_n, offs_d, svn, svd, q_b.dtype,
+                                  BOUNDS, HEAD_DIM, BLOCK_D, DOT_PREC, SPARE_SUM)
+    return acc_a, m_a, l_a, acc_b, m_b, l_b
+
+
+@triton.jit
 def _load_q(Q, q_tile, offs_d, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, SPARE_MASK: tl.constexpr):
     if HEAD_DIM < BLOCK_D:
         q = tl.load(Q + q_tile, mask=(offs_d < HEAD_DIM)[None, :], other=0.0)
@@ -219,7 +246,6 @@ def _attn_fwd_kernel(
     offs_m_c = tl.minimum(offs_m, Lq - 1)
 
     HAS_BIAS: tl.constexpr = N_BIAS > 0
-    PAIR_FIRST: tl.constexpr = PAIRED and ROWS >= 2  # rows 0 and 1 paired (and 2 and 3)
     # Head dims below the tensor-core K (8 -> 16) leave padded columns free: the key mask's term rides
     # in q/k's (not for fp16: 1e9 / scale overflows it), the softmax denominator in v's.
     SPARE_MASK: tl.constexpr = SPARE and HAS_MASK and (not MASK_2D) and HEAD_DIM < BLOCK_D and \
@@ -279,63 +305,42 @@ def _attn_fwd_kernel(
             bias2 = _bias_tile(b0_base, b1_base, offs_m_c, start_n + offs_n, sam, san, sbm, sbn, N_BIAS)
         else:
             bias2 = 0.0
-        # paired: both rows' logits before either softmax step, so the compiler can interleave the two
-        # rows' independent softmax instructions (twice the work between the MMA waits)
-        t0 = _row_scores(q0, kb0, mb0, bias2, start_n, Lk, offs_m_c, offs_n, offs_d, skn, skd, smm, smn, qk_scale,
-                         mask_col, HAS_BIAS, HAS_MASK, MASK_2D, False, HEAD_DIM, BLOCK_D, DOT_PREC, SPARE_MASK)
-        if PAIR_FIRST:
-            t1 = _row_scores(q1, kb1, mb1, bias2, start_n, Lk, offs_m_c, offs_n, offs_d, skn, skd, smm, smn,
-                             qk_scale, mask_col, HAS_BIAS, HAS_MASK, MASK_2D, False, HEAD_DIM, BLOCK_D, DOT_PREC,
-                             SPARE_MASK)
-        acc0, m0, l0 = _row_update(acc0, m0, l0, t0, vb0, start_n, Lk, offs_n, offs_d, svn, svd, Q.dtype.element_ty,
-                                   False, HEAD_DIM, BLOCK_D, DOT_PREC, SPARE_SUM)
-        if ROWS > 1:
-            if not PAIR_FIRST:
-                t1 = _row_scores(q1, kb1, mb1, bias2, start_n, Lk, offs_m_c, offs_n, offs_d, skn, skd, smm, smn,
-                                 qk_scale, mask_col, HAS_BIAS, HAS_MASK, MASK_2D, False, HEAD_DIM, BLOCK_D, DOT_PREC,
-                                 SPARE_MASK)
-            acc1, m1, l1 = _row_update(acc1, m1, l1, t1, vb1, start_n, Lk, offs_n, offs_d, svn, svd,
-                                       Q.dtype.element_ty, False, HEAD_DIM, BLOCK_D, DOT_PREC, SPARE_SUM)
-        if ROWS > 2:  # rows 2 and 3 as rows 0 and 1
-            t2 = _row_scores(q2, kb2, mb2, bias2, start_n, Lk, offs_m_c, offs_n, offs_d, skn, skd, smm, smn,
-                             qk_scale, mask_col, HAS_BIAS, HAS_MASK, MASK_2D, False, HEAD_DIM, BLOCK_D, DOT_PREC,
-                             SPARE_MASK)
-            if PAIR_FIRST:
-                t3 = _row_scores(q3, kb3, mb3, bias2, start_n, Lk, offs_m_c, offs_n, offs_d, skn, skd, smm, smn,
-                                 qk_scale, mask_col, HAS_BIAS, HAS_MASK, MASK_2D, False, HEAD_DIM, BLOCK_D, DOT_PREC,
-                                 SPARE_MASK)
-            acc2, m2, l2 = _row_update(acc2, m2, l2, t2, vb2, start_n, Lk, offs_n, offs_d, svn, svd,
-                                       Q.dtype.element_ty, False, HEAD_DIM, BLOCK_D, DOT_PREC, SPARE_SUM)
-            if not PAIR_FIRST:
-                t3 = _row_scores(q3, kb3, mb3, bias2, start_n, Lk, offs_m_c, offs_n, offs_d, skn, skd, smm, smn,
-                                 qk_scale, mask_col, HAS_BIAS, HAS_MASK, MASK_2D, False, HEAD_DIM, BLOCK_D, DOT_PREC,
-                                 SPARE_MASK)
-            acc3, m3, l3 = _row_update(acc3, m3, l3, t3, vb3, start_n, Lk, offs_n, offs_d, svn, svd,
-                                       Q.dtype.element_ty, False, HEAD_DIM, BLOCK_D, DOT_PREC, SPARE_SUM)
-    if n_full < Lk:  # ragged last key block
+        if ROWS > 1:  # rows 0 and 1 (and 2 and 3) share the bias tile
+            acc0, m0, l0, acc1, m1, l1 = _row_pair(
+                acc0, m0, l0, q0, kb0, vb0, mb0, acc1, m1, l1, q1, kb1, vb1, mb1, bias2, start_n, Lk,
+                offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale, mask_col,
+                HAS_BIAS, HAS_MASK, MASK_2D, False, HEAD_DIM, BLOCK_D, DOT_PREC, SPARE_MASK, SPARE_SUM, PAIRED)
+        else:
+            acc0, m0, l0 = _row_tile(acc0, m0, l0, q0, kb0, vb0, mb0, bias2, start_n, Lk,
+                                     offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale, mask_col,
+                                     HAS_BIAS, HAS_MASK, MASK_2D, False, HEAD_DIM, BLOCK_D, DOT_PREC,
+                                     SPARE_MASK, SPARE_SUM)
+        if ROWS > 2:
+            acc2, m2, l2, acc3, m3, l3 = _row_pair(
+                acc2, m2, l2, q2, kb2, vb2, mb2, acc3, m3, l3, q3, kb3, vb3, mb3, bias2, start_n, Lk,
+                offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale, mask_col,
+                HAS_BIAS, HAS_MASK, MASK_2D, False, HEAD_DIM, BLOCK_D, DOT_PREC, SPARE_MASK, SPARE_SUM, PAIRED)
+    if n_full < Lk:  # ragged last key block (row after row: once per program, not worth pairing)
         if HAS_BIAS:
             cols_c = tl.minimum(n_full + offs_n, Lk - 1)
             bias2 = _bias_tile(b0_base, b1_base, offs_m_c, cols_c, sam, san, sbm, sbn, N_BIAS)
         else:
             bias2 = 0.0
-        acc0, m0, l0 = _row_tile(acc0, m0, l0, q0, kb0, vb0, mb0, bias2, n_full, Lk,
-                                 offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale, mask_col,
-                                 HAS_BIAS, HAS_MASK, MASK_2D, True, HEAD_DIM, BLOCK_D, DOT_PREC,
-                                 SPARE_MASK, SPARE_SUM)
         if ROWS > 1:
-            acc1, m1, l1 = _row_tile(acc1, m1, l1, q1, kb1, vb1, mb1, bias2, n_full, Lk,
+            acc0, m0, l0, acc1, m1, l1 = _row_pair(
+                acc0, m0, l0, q0, kb0, vb0, mb0, acc1, m1, l1, q1, kb1, vb1, mb1, bias2, n_full, Lk,
+                offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale, mask_col,
+                HAS_BIAS, HAS_MASK, MASK_2D, True, HEAD_DIM, BLOCK_D, DOT_PREC, SPARE_MASK, SPARE_SUM, False)
+        else:
+            acc0, m0, l0 = _row_tile(acc0, m0, l0, q0, kb0, vb0, mb0, bias2, n_full, Lk,
                                      offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale, mask_col,
                                      HAS_BIAS, HAS_MASK, MASK_2D, True, HEAD_DIM, BLOCK_D, DOT_PREC,
                                      SPARE_MASK, SPARE_SUM)
         if ROWS > 2:
-            acc2, m2, l2 = _row_tile(acc2, m2, l2, q2, kb2, vb2, mb2, bias2, n_full, Lk,
-                                     offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale, mask_col,
-                                     HAS_BIAS, HAS_MASK, MASK_2D, True, HEAD_DIM, BLOCK_D, DOT_PREC,
-                                     SPARE_MASK, SPARE_SUM)
-            acc3, m3, l3 = _row_tile(acc3, m3, l3, q3, kb3, vb3, mb3, bias2, n_full, Lk,
-                                     offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale, mask_col,
-                                     HAS_BIAS, HAS_MASK, MASK_2D, True, HEAD_DIM, BLOCK_D, DOT_PREC,
-                                     SPARE_MASK, SPARE_SUM)
+            acc2, m2, l2, acc3, m3, l3 = _row_pair(
+                acc2, m2, l2, q2, kb2, vb2, mb2, acc3, m3, l3, q3, kb3, vb3, mb3, bias2, n_full, Lk,
+                offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale, mask_col,
+                HAS_BIAS, HAS_MASK, MASK_2D, True, HEAD_DIM, BLOCK_D, DOT_PREC, SPARE_MASK, SPARE_SUM, False)
 
     _store_rows(o_base + r0 * so2, acc0, l0, offs_m, offs_d, Lq, som, sod, True,
                 g_base + r0 * sg2, sgm, sgd, HEAD_DIM, False, HAS_GATE, SPARE_SUM)

@@ -58,6 +58,22 @@ verify() {  # verify GPU CORES LIMIT [TESTS]: the kernel GPU tests (TESTS: pytes
 # The whole network at N=1,024 and DAP's 1-GPU N=2,048 baseline (append --json FILE), for job command lines
 N1024="python3 -m fastfold_cli bench --lengths 1024 --precision bf16 --backend triton --no-breakdown"
 DAP1="python3 -m model.dap_bench --world 1 --n-res 2048 --precision bf16 --backend triton"
+# Session 14-15's attention jobs (calls BM-BR): the traffic probe; the attention variants against the
+# default at the network's call sites; one CUDA fixture (limit $1); N = 1,024 against the default with
+# attention options $2 (`--compare attention`, one process); flush NAME FILES...: print a finished
+# job's log and copy it and FILES to $OUT, so a call cut off by the device budget keeps what finished
+ATT_VARIANTS='[{"paired": true}, {"rows": 4, "num_stages": 2}, {"rows": 4, "num_stages": 2, "paired": true}]'
+traffic_job() { job traffic 0 0-7 150 python3 scripts/attention_traffic_probe.py --lengths 1024 2048 --json "$RES/traffic.json"; }
+kbatt_job() {
+  job kbatt 0 0-7 150 bash -c "python3 scripts/kernel_bench.py --cases tri1024,tri2048,extra_msa --no-flex --no-baselines \
+    --json $RES/kbench_paired.json --variants '$ATT_VARIANTS' 2>&1 | grep -i 'network call' | tail -12"
+}
+fixture_job() {
+  job fix 0 0-15 "$1" bash -c "python3 scripts/check_fixtures.py --device cuda --precision fp32 --backend triton \
+      --inplace --keep-templates --only model_1_ptm_odd --json $RES/fixtures_cuda_inplace_keep.json 2>&1 | tail -3"
+}
+net_ab() { job "$1" 0 0-7 200 bash -c "$N1024 --compare attention --attention-options '$2' --json $RES/$1.json 2>&1 | tail -3"; }
+flush() { local name=$1; shift; cat "$RES/$name.log"; cp "$RES/$name.log" "$@" "$REAL_OUT"/ 2>/dev/null; }
 dap_run() {  # dap_run NAME GPUS CORES LIMIT JSON WORLD [ARGS...]: DAP at N=2,048 bf16 (Triton), $RES/JSON.json
   local name=$1 gpus=$2 cores=$3 limit=$4 js=$5 world=$6; shift 6
   job "$name" "$gpus" "$cores" "$limit" python3 -m model.dap_bench --world "$world" --n-res 2048 --precision bf16 \
@@ -708,7 +724,7 @@ BL)  # session 14, second call: the CUDA fixtures at session 13's model code (th
   job verify 0 0-7 260 bash -c "python3 scripts/check_fixtures.py --device cuda --precision fp32 --backend triton \
       --inplace --keep-templates --json $RES/fixtures_cuda_inplace_keep.json 2>&1 | tail -3"
   wait
-  job traffic 0 0-7 150 python3 scripts/attention_traffic_probe.py --lengths 1024 2048 --json $RES/traffic.json
+  traffic_job
   wait
   ;;
 BM)  # session 14: BK and BL in one call, what matters most first (starts kept failing): the gated
@@ -716,10 +732,9 @@ BM)  # session 14: BK and BL in one call, what matters most first (starts kept f
      # then, alone on the GPU, the traffic probe (the gated benchmark and N = 1,024 left for later: device
      # time was short)
   job verify 0 0-7 120 bash -c "python3 -m pytest -q -p no:cacheprovider tests/kernels/test_kernel_gpu.py -k gated 2>&1 | tail -2"
-  job fix 0 0-15 130 bash -c "python3 scripts/check_fixtures.py --device cuda --precision fp32 --backend triton \
-      --inplace --keep-templates --only model_1_ptm_odd --json $RES/fixtures_cuda_inplace_keep.json 2>&1 | tail -3"
+  fixture_job 130
   wait
-  job traffic 0 0-7 150 python3 scripts/attention_traffic_probe.py --lengths 1024 2048 --json $RES/traffic.json
+  traffic_job
   wait
   ;;
 BN)  # after BM: triangle and extra-MSA attention with the two rows' softmax steps paired (config
@@ -729,8 +744,7 @@ BN)  # after BM: triangle and extra-MSA attention with the two rows' softmax ste
      # a score, 2.5 bytes of operand stream a score against 3), paired or not
   job verify 0 0-7 150 bash -c "python3 -m pytest -q -p no:cacheprovider tests/kernels/test_kernel_gpu.py -k paired 2>&1 | tail -2"
   wait
-  job kbatt 0 0-7 150 bash -c "python3 scripts/kernel_bench.py --cases tri1024,tri2048,extra_msa --no-flex --no-baselines \
-    --json $RES/kbench_paired.json --variants '[{\"paired\": true}, {\"rows\": 4, \"num_stages\": 2}, {\"rows\": 4, \"num_stages\": 2, \"paired\": true}]' 2>&1 | grep -i 'network call' | tail -12"
+  kbatt_job
   wait
   job kb 0 0-7 80 bash -c "python3 scripts/kernel_bench.py --cases gated --no-flex --json $RES/kbench_gated.json \
     --variants '[{\"persistent\": 396}]' 2>&1 | grep '^gated' | tail -8"
@@ -741,32 +755,27 @@ BN)  # after BM: triangle and extra-MSA attention with the two rows' softmax ste
 BP)  # session 15 (starts failing again): BM and BN's attention parts in one call, most telling first:
      # the traffic probe (stream- or latency-bound?), then paired and four-row programs against the
      # default at the network's call sites, then their GPU tests and the gated ones, then one fixture
-  job traffic 0 0-7 150 python3 scripts/attention_traffic_probe.py --lengths 1024 2048 --json $RES/traffic.json
+  traffic_job
   wait
-  job kbatt 0 0-7 150 bash -c "python3 scripts/kernel_bench.py --cases tri1024,tri2048,extra_msa --no-flex --no-baselines \
-    --json $RES/kbench_paired.json --variants '[{\"paired\": true}, {\"rows\": 4, \"num_stages\": 2}, {\"rows\": 4, \"num_stages\": 2, \"paired\": true}]' 2>&1 | grep -i 'network call' | tail -12"
+  kbatt_job
   wait
   job verify 0 0-7 150 bash -c "python3 -m pytest -q -p no:cacheprovider tests/kernels/test_kernel_gpu.py -k 'paired or gated' 2>&1 | tail -2"
-  job fix 0 0-15 150 bash -c "python3 scripts/check_fixtures.py --device cuda --precision fp32 --backend triton \
-      --inplace --keep-templates --only model_1_ptm_odd --json $RES/fixtures_cuda_inplace_keep.json 2>&1 | tail -3"
+  fixture_job 150
   wait
   ;;
 BQ)  # BP's first two jobs for a short budget: each job's log and JSON go to $OUT as soon as it ends, so
      # a call cut off by the device budget still returns what finished
-  job traffic 0 0-7 150 python3 scripts/attention_traffic_probe.py --lengths 1024 2048 --json $RES/traffic.json
-  wait; cat $RES/traffic.log; cp $RES/traffic.* "$REAL_OUT"/ 2>/dev/null
-  job kbatt 0 0-7 150 bash -c "python3 scripts/kernel_bench.py --cases tri1024,tri2048,extra_msa --no-flex --no-baselines \
-    --json $RES/kbench_paired.json --variants '[{\"paired\": true}, {\"rows\": 4, \"num_stages\": 2}, {\"rows\": 4, \"num_stages\": 2, \"paired\": true}]' 2>&1 | grep -i 'network call' | tail -12"
-  wait; cat $RES/kbatt.log; cp $RES/kbench_paired.json $RES/kbatt.log "$REAL_OUT"/ 2>/dev/null
+  traffic_job
+  wait; flush traffic $RES/traffic.json
+  kbatt_job
+  wait; flush kbatt $RES/kbench_paired.json
   ;;
 BR)  # after BP/BQ: the winners in the whole network, each against the default in the same process
      # (fastfold bench --compare attention): paired everywhere, then four rows at head dim 32
-  job net_paired 0 0-7 200 bash -c "$N1024 --compare attention --attention-options '{\"paired\": true}' \
-    --json $RES/bench_1024_paired.json 2>&1 | tail -3"
-  wait; cat $RES/net_paired.log; cp $RES/bench_1024_paired.json "$REAL_OUT"/ 2>/dev/null
-  job net_rows4 0 0-7 200 bash -c "$N1024 --compare attention \
-    --attention-options '{\"head_dims\": [32], \"rows\": 4, \"num_stages\": 2}' --json $RES/bench_1024_rows4.json 2>&1 | tail -3"
-  wait; cat $RES/net_rows4.log; cp $RES/bench_1024_rows4.json "$REAL_OUT"/ 2>/dev/null
+  net_ab net_paired '{"paired": true}'
+  wait; flush net_paired $RES/net_paired.json
+  net_ab net_rows4 '{"head_dims": [32], "rows": 4, "num_stages": 2}'
+  wait; flush net_rows4 $RES/net_rows4.json
   ;;
 *) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT|AU|AV|AW|AX|AY|AZ|BA|BB|BC|BD|BE|BF|BG|BH|BJ|BK|BL|BM|BN|BP|BQ|BR" >&2; exit 2 ;;
 esac
