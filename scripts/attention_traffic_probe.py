@@ -3,6 +3,8 @@
 latency? A diagnostic for #6, GPU only, not a benchmark of AlphaFold semantics.
 
     python3 scripts/attention_traffic_probe.py [--lengths 1024 2048] [--json out.json]
+    ncu -k regex:_attn_fwd --launch-skip 1 --launch-count 1 --section WarpStateStats ... \
+        python3 scripts/attention_traffic_probe.py --once [CONFIG_JSON] --lengths 2048
 
 Triangle attention as the network calls it (q/k/v/gate views of one fused projection, bias
 [1, H, N, N], no key mask) is timed four ways that run the *same instructions* but stream less data:
@@ -14,6 +16,10 @@ buffer to give the card's L2 read bandwidth beside it, and the default call's tr
 tiles per key block per batch row, the bias tile per key block per two rows) is reported in TB/s.
 Two grid groupings (`group_ctas`, how many programs share K/V rows and bias strips in L2) are timed
 beside the default (1,024) at the same operands.
+
+`--once [CONFIG]` only launches the kernel twice at the first length (with kernel config keys
+CONFIG, JSON, if given), for a profiler such as Nsight Compute to read the second launch's stall
+reasons and pipe use: the direct answer to the same question.
 """
 from __future__ import annotations
 
@@ -57,16 +63,41 @@ def l2_bandwidth(mb: int) -> float:
     return progs * iters * tile * 2 / ms / 1e9
 
 
+def _triangle_operands(L: int):
+    """Triangle attention's operands as the network passes them at length L: q/k/v/gate views of
+    one fused projection [L, L, 4 H D] (H = 4, D = 32) and a bias [1, H, L, L], bf16."""
+    H, D = 4, 32
+    g = torch.Generator(device="cuda").manual_seed(0)
+    y = torch.randn(L, L, 4 * H * D, device="cuda", generator=g, dtype=torch.bfloat16)
+    q, k, v, gt = [t.unflatten(-1, (H, D)).transpose(1, 2) for t in y.split(H * D, dim=-1)]
+    bias = torch.randn(1, H, L, L, device="cuda", generator=g, dtype=torch.bfloat16)
+    return q, k, v, gt, bias
+
+
+def _once(tri, L: int, config) -> int:
+    q, k, v, gt, bias = _triangle_operands(L)
+    for _ in range(2):
+        tri.attention(q, k, v, [bias], None, q.shape[-1] ** -0.5, gate=gt, config=config)
+    torch.cuda.synchronize()
+    print(f"N={L}: two launches, config {config}", flush=True)
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--lengths", type=int, nargs="+", default=[1024, 2048])
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--once", nargs="?", const="{}", default=None, metavar="CONFIG",
+                    help="launch the default call (or with these kernel config keys, JSON) twice at the first "
+                         "length and exit: for a profiler")
     args = ap.parse_args()
     from triton.testing import do_bench
 
     from kernels.attention import attention_reference
     from kernels._triton_loader import load
     tri = load("_tri_attention", False)
+    if args.once is not None:
+        return _once(tri, args.lengths[0], json.loads(args.once) or None)
     res = dict(device=torch.cuda.get_device_name(0), date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                triton=triton.__version__, l2={}, runs={})
     for mb in (8, 24):
@@ -74,10 +105,7 @@ def main() -> int:
         print(f"L2-resident stream, {mb} MiB buffer: {bw:.2f} TB/s", flush=True)
     for L in args.lengths:
         B, H, D = L, 4, 32
-        g = torch.Generator(device="cuda").manual_seed(0)
-        y = torch.randn(B, L, 4 * H * D, device="cuda", generator=g, dtype=torch.bfloat16)
-        q, k, v, gt = [t.unflatten(-1, (H, D)).transpose(1, 2) for t in y.split(H * D, dim=-1)]
-        bias = torch.randn(1, H, L, L, device="cuda", generator=g, dtype=torch.bfloat16)
+        q, k, v, gt, bias = _triangle_operands(L)
         # row stride 0 (not a zero key stride: the launcher would copy that to a dense bias)
         bias0 = bias[:, :, :1].expand(1, H, L, L)
         k0, v0 = k[:, :, :1].expand(B, H, L, D), v[:, :, :1].expand(B, H, L, D)
@@ -107,7 +135,7 @@ def main() -> int:
             print(f"N={L:5d} {label:18s} {ms:8.3f} ms {r['tflops']:6.1f} TFLOP/s"
                   + (f"  err {err:.1e}; operand stream K/V {r['kv_tb_s']:.2f} + bias {r['bias_tb_s']:.2f}"
                      f" = {r['l2_tb_s']:.2f} TB/s" if label == "default" else ""), flush=True)
-        del y, q, k, v, gt, bias, bias0, k0, v0
+        del q, k, v, gt, bias, bias0, k0, v0
         torch.cuda.empty_cache()
     if args.json:
         args.json.write_text(json.dumps(res, indent=1, default=str))

@@ -72,6 +72,16 @@ fixture_job() {
   job fix 0 0-15 "$1" bash -c "python3 scripts/check_fixtures.py --device cuda --precision fp32 --backend triton \
       --inplace --keep-templates --only model_1_ptm_odd --json $RES/fixtures_cuda_inplace_keep.json 2>&1 | tail -3"
 }
+# Nsight Compute on one triangle-attention launch at N = 2,048 (attention_traffic_probe.py --once,
+# kernel config $2): stall reasons per issued instruction, issue-slot and pipe use, occupancy
+NCU_M='regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio,regex:sm__inst_executed_pipe_.*\.avg\.pct_of_peak_sustained_active,smsp__issue_active.avg.pct_of_peak_sustained_active,sm__warps_active.avg.pct_of_peak_sustained_active'
+ncu_job() {
+  local ncu; ncu=$(command -v ncu || ls /usr/local/cuda*/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+  job "$1" 0 0-7 120 "${ncu:-ncu}" --clock-control none -k regex:_attn_fwd --launch-skip 1 --launch-count 1 \
+    --section SpeedOfLight --section ComputeWorkloadAnalysis --section SchedulerStats --section WarpStateStats \
+    --section Occupancy --section MemoryWorkloadAnalysis --metrics "$NCU_M" \
+    python3 scripts/attention_traffic_probe.py --once "$2" --lengths 2048
+}
 net_ab() { job "$1" 0 0-7 200 bash -c "$N1024 --compare attention --attention-options '$2' --json $RES/$1.json 2>&1 | tail -3"; }
 flush() { local name=$1; shift; cat "$RES/$name.log"; cp "$RES/$name.log" "$@" "$REAL_OUT"/ 2>/dev/null; }
 dap_run() {  # dap_run NAME GPUS CORES LIMIT JSON WORLD [ARGS...]: DAP at N=2,048 bf16 (Triton), $RES/JSON.json
@@ -764,9 +774,14 @@ BP)  # session 15 (starts failing again): BM and BN's attention parts in one cal
   wait
   ;;
 BQ)  # BP's first two jobs for a short budget: each job's log and JSON go to $OUT as soon as it ends, so
-     # a call cut off by the device budget still returns what finished
+     # a call cut off by the device budget still returns what finished; between them (session 16)
+     # Nsight Compute's stall reasons for the default and the four-row triangle attention
   traffic_job
   wait; flush traffic $RES/traffic.json
+  ncu_job ncu_default '{}'
+  wait; flush ncu_default
+  ncu_job ncu_rows4 '{"rows": 4, "num_stages": 2}'
+  wait; flush ncu_rows4
   kbatt_job
   wait; flush kbatt $RES/kbench_paired.json
   ;;
