@@ -117,6 +117,7 @@ def compile_gluon(name: str, overrides: dict):
     L, H, D = 2048, 4, 32
     C = 4 * H * D
     bn, stages = int(overrides.get("BLOCK_N", 64)), int(overrides.get("stages", 4))
+    rows = int(overrides.get("rows", 1))
 
     class _Storage:  # what a descriptor needs of its tensor at compile time: dtype and alignment
         dtype = torch.bfloat16
@@ -133,10 +134,10 @@ def compile_gluon(name: str, overrides: dict):
                  k_desc=desc([1, 1, 1, bn, D], [1, H, L, L, D], qkv),
                  v_desc=desc([1, 1, 1, bn, D], [1, H, L, L, D], qkv),
                  b_desc=desc([1, 1, 1, 64, bn], [1, H, 1, L, L], [H * L * L, L * L, L * L, L, 1]))
-    vals = dict(n1=H, n2=L, n_sets=H * L, Lq=L, Lk=L, so0=0, so1=D, so2=L * H * D, som=H * D, sod=1,
+    vals = dict(n1=H, n2=L, n_sets=H * L // rows, Lq=L, Lk=L, so0=0, so1=D, so2=L * H * D, som=H * D, sod=1,
                 sg0=0, sg1=D, sg2=L * C, sgm=C, sgd=1, group=16)
     const = dict(HAS_BIAS=True, B0F=0, B1F=1, B2F=0, HAS_GATE=True, HEAD_DIM=D, BLOCK_M=64, BLOCK_N=bn,
-                 STAGES=stages)
+                 STAGES=stages, ROWS=rows)
     fn = gla._attn_fwd_gluon
     names = fn.arg_names
     sig, attrs = {}, {}
@@ -158,8 +159,8 @@ def compile_gluon(name: str, overrides: dict):
     src = GluonASTSource(fn=fn, signature=sig, constexprs={(names.index(k),): v for k, v in const.items()},
                          attrs=attrs)
     kernel = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4))
-    # the main loop runs two key blocks a trip (unrolled), one row
-    return kernel, dict(BLOCK_M=64, BLOCK_N=2 * bn, rows=1, num_warps=4, stages=stages)
+    # one row: the main loop runs two key blocks a trip (unrolled); two rows: one block, both rows
+    return kernel, dict(BLOCK_M=64, BLOCK_N=bn if rows == 2 else 2 * bn, rows=rows, num_warps=4, stages=stages)
 
 
 def key_loop(kernel, conditional_only: bool = False):
@@ -197,7 +198,7 @@ def main(argv=None):
                          "rows, maxnreg: 0 for none), spare, paired")
     ap.add_argument("--sync", action="store_true", help="list the loop's HGMMA issues and waits")
     ap.add_argument("--gluon", action="store_true",
-                    help="the Gluon kernel (kernels/_gl_attention.py: no key mask) instead; --config takes BLOCK_N, stages")
+                    help="the Gluon kernel (kernels/_gl_attention.py: no key mask) instead; --config takes BLOCK_N, stages, rows")
     ap.add_argument("--no-mask", action="store_true",
                     help="the call without a key mask (a stack whose mask is all ones: Runtime.skip_dense_masks)")
     a = ap.parse_args(argv)

@@ -118,8 +118,11 @@ def main():
     check(res, calls, "many rows (grid groups) L=136", True, b=130, h=4, lq=136, lk=136, d=32, dtype=bf)
     check(res, calls, "L=517 (bias rows unaligned)", False, b=2, h=4, lq=517, lk=517, d=32, dtype=bf)
     check(res, calls, "d8 (extra MSA: Triton)", False, b=2, h=8, lq=64, lk=64, d=8, dtype=bf, views=False)
-    variants = [("gluon BN64 st4", dict(GL, BLOCK_N=64, stages=4)), ("gluon BN64 st3", dict(GL, BLOCK_N=64, stages=3)),
-                ("gluon BN128 st3", dict(GL, BLOCK_N=128, stages=3))]
+    # two rows a program taking turns (session 16; the default where rows share the bias) against one
+    variants = [("gluon one row BN64 st4", dict(GL, BLOCK_N=64, stages=4, rows=1)),
+                ("gluon two rows BN64 st4", dict(GL, BLOCK_N=64, stages=4, rows=2)),
+                ("gluon two rows BN64 st3", dict(GL, BLOCK_N=64, stages=3, rows=2)),
+                ("gluon two rows BN64 st2", dict(GL, BLOCK_N=64, stages=2, rows=2))]
     bench(res, "tri1024", 1024, 4, 1024, 32, variants)
     if not a.quick:
         bench(res, "tri2048", 2048, 4, 2048, 32, variants)

@@ -775,15 +775,18 @@ BP)  # session 15 (starts failing again): BM and BN's attention parts in one cal
   ;;
 BQ)  # BP's first two jobs for a short budget: each job's log and JSON go to $OUT as soon as it ends, so
      # a call cut off by the device budget still returns what finished; between them (session 16)
-     # Nsight Compute's stall reasons for the default and the four-row triangle attention
+     # Nsight Compute's stall reasons for the default and the four-row triangle attention, and the
+     # Gluon kernel's two rows taking turns (gluon_probe.py --quick: checks, then N = 1,024 timings)
   traffic_job
   wait; flush traffic $RES/traffic.json
   ncu_job ncu_default '{}'
   wait; flush ncu_default
-  ncu_job ncu_rows4 '{"rows": 4, "num_stages": 2}'
-  wait; flush ncu_rows4
+  job glu 0 0-7 150 python3 scripts/gluon_probe.py --quick --json "$RES/gluon.json"
+  wait; flush glu
   kbatt_job
   wait; flush kbatt $RES/kbench_paired.json
+  ncu_job ncu_rows4 '{"rows": 4, "num_stages": 2}'
+  wait; flush ncu_rows4
   ;;
 BR)  # after BP/BQ: the winners in the whole network, each against the default in the same process
      # (fastfold bench --compare attention): paired everywhere, then four rows at head dim 32
