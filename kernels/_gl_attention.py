@@ -166,13 +166,12 @@ def _pingpong(j, nb, Lk, p_a, acc_a, l_a, m_a, s_b, acc_b, l_b, m_b, bias,
     acc_ta = warpgroup_mma(p_a, v_a.index(cur).reshape([BLOCK_N, HEAD_DIM]), acc_a, is_async=True)
     l_ta = warpgroup_mma(p_a, ones, l_a, is_async=True)
     p_b, alpha_b, m_b = _softmax(s_b, bias, m_b, j, Lk, qk_scale, qk_layout, HAS_BIAS, B_BOUNDS, BLOCK_N)
-    # row b's softmax results pass through the wait, so that it is computed before the wait, while
-    # row a's MMAs run (ptxas would otherwise sink part of it below the wait)
     if LAST:
-        acc_a, l_a, p_b, alpha_b = warpgroup_mma_wait(num_outstanding=0, deps=(acc_ta, l_ta, p_b, alpha_b))
+        acc_a, l_a = warpgroup_mma_wait(num_outstanding=0, deps=(acc_ta, l_ta))
     else:
-        acc_a, l_a, s_a, p_b, alpha_b = warpgroup_mma_wait(num_outstanding=0,
-                                                           deps=(acc_ta, l_ta, s_ta, p_b, alpha_b))
+        acc_a, l_a, s_a = warpgroup_mma_wait(num_outstanding=0, deps=(acc_ta, l_ta, s_ta))
+    if HAS_BIAS and not LAST:  # block j + 1's bias, read before row b's MMAs are issued
+        bias = _bias_log2(b_bufs, nxt, qk_layout, BLOCK_M, BLOCK_N)
     pd_b, acc_b, l_b = _rescale(p_b, alpha_b, acc_b, l_b, q2_a.dtype, o_layout, l_layout, p_layout)
     # row b's MMAs while row a's softmax of block j + 1 runs
     if not LAST:
@@ -183,11 +182,8 @@ def _pingpong(j, nb, Lk, p_a, acc_a, l_a, m_a, s_b, acc_b, l_b, m_b, bias,
     if LAST:
         acc_b, l_b = warpgroup_mma_wait(num_outstanding=0, deps=(acc_tb, l_tb))
     else:
-        if HAS_BIAS:
-            bias = _bias_log2(b_bufs, nxt, qk_layout, BLOCK_M, BLOCK_N)
         p_a32, alpha_a, m_a = _softmax(s_a, bias, m_a, j + 1, Lk, qk_scale, qk_layout, HAS_BIAS, A_BOUNDS, BLOCK_N)
-        acc_b, l_b, s_b, p_a32, alpha_a = warpgroup_mma_wait(num_outstanding=0,
-                                                             deps=(acc_tb, l_tb, s_tb, p_a32, alpha_a))
+        acc_b, l_b, s_b = warpgroup_mma_wait(num_outstanding=0, deps=(acc_tb, l_tb, s_tb))
         p_a, acc_a, l_a = _rescale(p_a32, alpha_a, acc_a, l_a, q2_a.dtype, o_layout, l_layout, p_layout)
         blk = j + STAGES  # block j's stage: both rows' MMAs and the bias reads of block j have retired
         if blk < nb:
