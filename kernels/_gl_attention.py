@@ -146,16 +146,18 @@ def _step(j, nb, Lk, s_cur, p_prev, acc, l_acc, m_i, q2, k_bufs, v_bufs, b_bufs,
 
 @gluon.jit
 def _pingpong(j, nb, Lk, p_a, acc_a, l_a, m_a, s_b, acc_b, l_b, m_b, bias,
-              q2_a, q2_b, k_a, v_a, k_b, v_b, b_bufs, ones, ready,
+              q2_a, q2_b, k_a, v_a, k_b, v_b, b_bufs, ones, ready, p_smem_b,
               k_desc, v_desc, b_desc, i0, i1, i2, i2b, b0, b1, b2, m0, qk_scale,
               qk_layout: gl.constexpr, o_layout: gl.constexpr, l_layout: gl.constexpr, p_layout: gl.constexpr,
               HAS_BIAS: gl.constexpr, A_BOUNDS: gl.constexpr, B_BOUNDS: gl.constexpr, LAST: gl.constexpr,
-              STAGES: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr):
+              P_SMEM: gl.constexpr, STAGES: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr):
     """Two rows a program (ROWS = 2): key block j, the rows taking turns (module docstring).
     Entering: row a's P(j) (16-bit, the PV operand) with acc_a/l_a already rescaled for block j;
     row b's raw S(j); `bias`, block j's bias tile (log2 units), which both rows use. Leaves the same
     for block j + 1. LAST (j = nb - 1): only the PV halves. A_BOUNDS/B_BOUNDS: that row's softmax
-    in this iteration (row a's of block j + 1, row b's of block j) masks columns past L_k."""
+    in this iteration (row a's of block j + 1, row b's of block j) masks columns past L_k. P_SMEM:
+    row b's P reaches its PV MMA through shared memory (`p_smem_b`) instead of registers.
+    """
     cur = j % STAGES
     nxt = (j + 1) % STAGES
     # row a's MMAs (S first: see `_step`) while row b's softmax runs
@@ -172,7 +174,14 @@ def _pingpong(j, nb, Lk, p_a, acc_a, l_a, m_a, s_b, acc_b, l_b, m_b, bias,
         acc_a, l_a, s_a = warpgroup_mma_wait(num_outstanding=0, deps=(acc_ta, l_ta, s_ta))
     if HAS_BIAS and not LAST:  # block j + 1's bias, read before row b's MMAs are issued
         bias = _bias_log2(b_bufs, nxt, qk_layout, BLOCK_M, BLOCK_N)
-    pd_b, acc_b, l_b = _rescale(p_b, alpha_b, acc_b, l_b, q2_a.dtype, o_layout, l_layout, p_layout)
+    if P_SMEM:  # row b's P through shared memory: no register operand in flight under row a's softmax
+        acc_b = acc_b * gl.convert_layout(alpha_b, gl.SliceLayout(1, o_layout))[:, None]
+        l_b = l_b * gl.convert_layout(alpha_b, gl.SliceLayout(1, l_layout))[:, None]
+        p_smem_b.store(p_b.to(q2_a.dtype))
+        fence_async_shared()
+        pd_b = p_smem_b
+    else:
+        pd_b, acc_b, l_b = _rescale(p_b, alpha_b, acc_b, l_b, q2_a.dtype, o_layout, l_layout, p_layout)
     # row b's MMAs while row a's softmax of block j + 1 runs
     if not LAST:
         s_tb = warpgroup_mma(q2_b, k_b.index(nxt).reshape([BLOCK_N, HEAD_DIM]).permute((1, 0)),
@@ -221,7 +230,7 @@ def _attn_fwd_gluon(
     qk_scale, group,
     HAS_BIAS: gl.constexpr, B0F: gl.constexpr, B1F: gl.constexpr, B2F: gl.constexpr, HAS_GATE: gl.constexpr,
     HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
-    ROWS: gl.constexpr,
+    ROWS: gl.constexpr, P_SMEM: gl.constexpr,
 ):
     """Grid and program order as `_tri_attention._attn_fwd_kernel`: ROWS (1 or 2) consecutive batch
     rows along the innermost outer dim per program (n_sets counts the programs' row sets; with two
@@ -337,6 +346,11 @@ def _attn_fwd_gluon(
                 _issue(s, s, ready, k_desc, v_desc, b_desc, k_bufs, v_bufs, b_bufs, k_bufs_b, v_bufs_b,
                        i0, i1, i2, i2b, b0, b1, b2, m0, HAS_BIAS, 2, BLOCK_N)
         q2_b = q_smem_b.reshape([BLOCK_M, HEAD_DIM])
+        if P_SMEM:
+            p_smem_b = gl.allocate_shared_memory(dtype, [BLOCK_M, BLOCK_N],
+                                                 gl.NVMMASharedLayout.get_default_for([BLOCK_M, BLOCK_N], dtype))
+        else:
+            p_smem_b = q_smem_b  # unused
         mbarrier.wait(q_bar, 0)
         mbarrier.wait(ready.index(0), 0)
         s_a = warpgroup_mma(q2, k_bufs.index(0).reshape([BLOCK_N, HEAD_DIM]).permute((1, 0)),
@@ -358,22 +372,22 @@ def _attn_fwd_gluon(
         for j in range(0, nb - 2):
             p_a, acc, l_acc, m_a, s_b, acc_b, l_acc_b, m_b, bias = _pingpong(
                 j, nb, Lk, p_a, acc, l_acc, m_a, s_b, acc_b, l_acc_b, m_b, bias,
-                q2, q2_b, k_bufs, v_bufs, k_bufs_b, v_bufs_b, b_bufs, ones, ready,
+                q2, q2_b, k_bufs, v_bufs, k_bufs_b, v_bufs_b, b_bufs, ones, ready, p_smem_b,
                 k_desc, v_desc, b_desc, i0, i1, i2, i2b, b0, b1, b2, m0, qk_scale,
-                qk_layout, o_layout, l_layout, p_layout, HAS_BIAS, False, False, False,
+                qk_layout, o_layout, l_layout, p_layout, HAS_BIAS, False, False, False, P_SMEM,
                 STAGES, BLOCK_M, BLOCK_N, HEAD_DIM)
         if nb >= 2:
             p_a, acc, l_acc, m_a, s_b, acc_b, l_acc_b, m_b, bias = _pingpong(
                 nb - 2, nb, Lk, p_a, acc, l_acc, m_a, s_b, acc_b, l_acc_b, m_b, bias,
-                q2, q2_b, k_bufs, v_bufs, k_bufs_b, v_bufs_b, b_bufs, ones, ready,
+                q2, q2_b, k_bufs, v_bufs, k_bufs_b, v_bufs_b, b_bufs, ones, ready, p_smem_b,
                 k_desc, v_desc, b_desc, i0, i1, i2, i2b, b0, b1, b2, m0, qk_scale,
-                qk_layout, o_layout, l_layout, p_layout, HAS_BIAS, True, False, False,
+                qk_layout, o_layout, l_layout, p_layout, HAS_BIAS, True, False, False, P_SMEM,
                 STAGES, BLOCK_M, BLOCK_N, HEAD_DIM)
         p_a, acc, l_acc, m_a, s_b, acc_b, l_acc_b, m_b, bias = _pingpong(
             nb - 1, nb, Lk, p_a, acc, l_acc, m_a, s_b, acc_b, l_acc_b, m_b, bias,
-            q2, q2_b, k_bufs, v_bufs, k_bufs_b, v_bufs_b, b_bufs, ones, ready,
+            q2, q2_b, k_bufs, v_bufs, k_bufs_b, v_bufs_b, b_bufs, ones, ready, p_smem_b,
             k_desc, v_desc, b_desc, i0, i1, i2, i2b, b0, b1, b2, m0, qk_scale,
-            qk_layout, o_layout, l_layout, p_layout, HAS_BIAS, False, True, True,
+            qk_layout, o_layout, l_layout, p_layout, HAS_BIAS, False, True, True, P_SMEM,
             STAGES, BLOCK_M, BLOCK_N, HEAD_DIM)
 
     mbarrier.invalidate(q_bar)
@@ -429,7 +443,8 @@ def supported(q, k, v, biases, mask, ostr, sizes) -> bool:
 def launch(q, k, v, out, biases, gate, ostr, n0, n1, n2, scale, cfg) -> None:
     """q/k/v/out/biases/gate: the expanded operands of `_tri_attention._launch`; ostr: their coalesced
     outer strides (q, k, v, out, biases..., gate); n0, n1, n2: the coalesced outer sizes. cfg: BLOCK_N,
-    stages, group_ctas, and rows (2: two batch rows a program where the bias is shared along n2)."""
+    stages, group_ctas, rows (2: two batch rows a program where the bias is shared along n2), p_smem
+    (two rows: row b's P through shared memory)."""
     lq, d = q.shape[-2], q.shape[-1]
     lk = k.shape[-2]
     block_m = 64
@@ -465,5 +480,5 @@ def launch(q, k, v, out, biases, gate, ostr, n0, n1, n2, scale, cfg) -> None:
         float(scale) * LOG2E, group,
         HAS_BIAS=bool(biases), B0F=flags[0], B1F=flags[1], B2F=flags[2], HAS_GATE=gate is not None,
         HEAD_DIM=d, BLOCK_M=block_m, BLOCK_N=block_n, STAGES=stages, ROWS=rows,
-        num_warps=4,
+        P_SMEM=bool(cfg.get("p_smem", False)) and rows == 2, num_warps=4,
     )

@@ -137,7 +137,7 @@ def compile_gluon(name: str, overrides: dict):
     vals = dict(n1=H, n2=L, n_sets=H * L // rows, Lq=L, Lk=L, so0=0, so1=D, so2=L * H * D, som=H * D, sod=1,
                 sg0=0, sg1=D, sg2=L * C, sgm=C, sgd=1, group=16)
     const = dict(HAS_BIAS=True, B0F=0, B1F=1, B2F=0, HAS_GATE=True, HEAD_DIM=D, BLOCK_M=64, BLOCK_N=bn,
-                 STAGES=stages, ROWS=rows)
+                 STAGES=stages, ROWS=rows, P_SMEM=bool(overrides.get("p_smem", False)) and rows == 2)
     fn = gla._attn_fwd_gluon
     names = fn.arg_names
     sig, attrs = {}, {}
@@ -198,7 +198,7 @@ def main(argv=None):
                          "rows, maxnreg: 0 for none), spare, paired")
     ap.add_argument("--sync", action="store_true", help="list the loop's HGMMA issues and waits")
     ap.add_argument("--gluon", action="store_true",
-                    help="the Gluon kernel (kernels/_gl_attention.py: no key mask) instead; --config takes BLOCK_N, stages, rows")
+                    help="the Gluon kernel (kernels/_gl_attention.py: no key mask) instead; --config takes BLOCK_N, stages, rows, p_smem")
     ap.add_argument("--no-mask", action="store_true",
                     help="the call without a key mask (a stack whose mask is all ones: Runtime.skip_dense_masks)")
     a = ap.parse_args(argv)

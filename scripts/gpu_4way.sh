@@ -769,7 +769,8 @@ BP)  # session 15 (starts failing again): BM and BN's attention parts in one cal
   wait
   kbatt_job
   wait
-  job verify 0 0-7 150 bash -c "python3 -m pytest -q -p no:cacheprovider tests/kernels/test_kernel_gpu.py -k 'paired or gated' 2>&1 | tail -2"
+  job verify 0 0-7 150 bash -c "python3 -m pytest -q -p no:cacheprovider tests/kernels/test_kernel_gpu.py -k 'paired or gated' 2>&1 | tail -2;
+    python3 -m pytest -q -p no:cacheprovider tests/kernels/test_kernel_gluon_gpu.py 2>&1 | tail -2"
   fixture_job 150
   wait
   ;;

@@ -35,10 +35,10 @@ def _views(b, l, h, d, dtype, gen):
     return [t.unflatten(-1, (h, d)).transpose(1, 2) for t in y.split(h * d, dim=-1)]
 
 
-def _check(q, k, v, biases, gate, launches, expect_gluon, dtype):
+def _check(q, k, v, biases, gate, launches, expect_gluon, dtype, cfg=GL):
     scale = q.shape[-1] ** -0.5
     n0 = len(launches)
-    out = attention_triton(q, k, v, biases, None, scale, config=GL, gate=gate)
+    out = attention_triton(q, k, v, biases, None, scale, config=cfg, gate=gate)
     ref = attention_reference(q.double(), k.double(), v.double(), [b.double() for b in biases], None, scale,
                               gate=None if gate is None else gate.double())
     assert (len(launches) > n0) == expect_gluon
@@ -55,6 +55,17 @@ def test_gluon_network_call(launches, l, h, d, dtype):
     q, k, v, g = _views(5, l, h, d, dtype, gen)
     bias = torch.randn(1, h, l, l, generator=gen, device="cuda").to(dtype) * 2
     _check(q, k, v, [bias], g, launches, True, dtype)
+
+
+@pytest.mark.parametrize("form", [{"rows": 1}, {"rows": 2}, {"rows": 2, "p_smem": True}, {"rows": 2, "stages": 2}])
+@pytest.mark.parametrize("b,l", [(5, 200), (2, 64), (3, 40)])
+def test_gluon_row_forms(launches, form, b, l):
+    """One row a program, and two rows taking turns (P in registers or shared memory; an odd number of
+    rows repeats the last; one key block, a ragged last block), against float64."""
+    gen = torch.Generator(device="cuda").manual_seed(b * l)
+    q, k, v, g = _views(b, l, 4, 32, torch.bfloat16, gen)
+    bias = torch.randn(1, 4, l, l, generator=gen, device="cuda").bfloat16() * 2
+    _check(q, k, v, [bias], g, launches, True, torch.bfloat16, cfg=dict(GL, **form))
 
 
 @pytest.mark.parametrize("lq,lk", [(40, 40), (8, 8), (72, 136), (130, 64)])
