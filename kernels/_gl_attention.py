@@ -443,8 +443,9 @@ def supported(q, k, v, biases, mask, ostr, sizes) -> bool:
 def launch(q, k, v, out, biases, gate, ostr, n0, n1, n2, scale, cfg) -> None:
     """q/k/v/out/biases/gate: the expanded operands of `_tri_attention._launch`; ostr: their coalesced
     outer strides (q, k, v, out, biases..., gate); n0, n1, n2: the coalesced outer sizes. cfg: BLOCK_N,
-    stages, group_ctas, rows (2: two batch rows a program where the bias is shared along n2), p_smem
-    (two rows: row b's P through shared memory)."""
+    stages, group_ctas, gluon_rows (2: two batch rows a program taking turns where the bias is shared
+    along n2; opt-in: measured slower than one row, docs/KERNELS.md), p_smem (two rows: row b's P
+    through shared memory)."""
     lq, d = q.shape[-2], q.shape[-1]
     lk = k.shape[-2]
     block_m = 64
@@ -466,7 +467,7 @@ def launch(q, k, v, out, biases, gate, ostr, n0, n1, n2, scale, cfg) -> None:
         flags = [0, 0, 0]
         b_desc = k_desc
     # two batch rows a program where they share the bias (broadcast along the innermost outer dim)
-    rows = 2 if (int(cfg.get("rows", 1)) >= 2 and biases and flags[2] == 0 and n2 >= 2) else 1
+    rows = 2 if (int(cfg.get("gluon_rows", 1)) >= 2 and biases and flags[2] == 0 and n2 >= 2) else 1
     n_m = triton.cdiv(lq, block_m)
     n_sets = n0 * n1 * triton.cdiv(n2, rows)
     group = max(1, min(n_sets, triton.cdiv(int(cfg.get("group_ctas", 1024)), n_m)))

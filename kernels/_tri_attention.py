@@ -369,6 +369,9 @@ def default_config(lq: int, lk: int, d: int, dtype: torch.dtype, rows_ok: bool, 
     rows per program sharing the bias tile, registers capped at 168 (`maxnreg`; session 8 on an H200:
     187.5 TFLOP/s at N = 1,024, 190.6 at 2,048; uncapped, one row per program was best at 2,048);
     head dim 8 — 128x64, 4 warps, 3 stages, two rows per program sharing the bias tile (40.4).
+    Programs are ordered in groups of `group_ctas` (row sets vary fastest inside a group, so programs
+    in flight share bias strips in L2): at head dim 32, 256 against 1,024 ran triangle attention 8-12%
+    faster and N = 1,024 end to end 2.1% faster (H100, session 16, docs/BENCHMARKS.md).
     fp32 keeps the configuration the GPU tests validated first (64x64, 4 warps, 2 stages).
     CPU (interpreter) runs use small tiles: the interpreter's cost grows with tile size."""
     if not on_gpu:
@@ -387,7 +390,7 @@ def default_config(lq: int, lk: int, d: int, dtype: torch.dtype, rows_ok: bool, 
     # at N = 2,048 two capped rows beat one uncapped row, 190.6 against 179.0 (H200, session 8 calls
     # AT, AU). One row per program (135 registers) gains nothing from a cap.
     return dict(BLOCK_M=min(64, _pow2_at_least(lq, 16)), BLOCK_N=block_n, num_warps=4, num_stages=3,
-                rows=rows, group_ctas=1024, maxnreg=168 if rows == 2 else None)
+                rows=rows, group_ctas=256, maxnreg=168 if rows == 2 else None)
 
 
 def _as_2d(t: torch.Tensor) -> torch.Tensor:

@@ -118,16 +118,19 @@ def main():
     check(res, calls, "many rows (grid groups) L=136", True, b=130, h=4, lq=136, lk=136, d=32, dtype=bf)
     check(res, calls, "L=517 (bias rows unaligned)", False, b=2, h=4, lq=517, lk=517, d=32, dtype=bf)
     check(res, calls, "d8 (extra MSA: Triton)", False, b=2, h=8, lq=64, lk=64, d=8, dtype=bf, views=False)
-    # two rows a program taking turns (session 16; the default where rows share the bias) against one
+    # two rows a program taking turns (session 16, opt-in gluon_rows=2: slower than one row on an H100)
+    check(res, calls, "two rows: tri L=200 d32 views gate", True, b=3, h=4, lq=200, lk=200, d=32, dtype=bf,
+          cfg=dict(GL, gluon_rows=2))
+    check(res, calls, "two rows: many rows L=136", True, b=130, h=4, lq=136, lk=136, d=32, dtype=bf,
+          cfg=dict(GL, gluon_rows=2))
     check(res, calls, "p_smem: tri L=200 d32 views gate", True, b=3, h=4, lq=200, lk=200, d=32, dtype=bf,
-          cfg=dict(GL, p_smem=True))
+          cfg=dict(GL, gluon_rows=2, p_smem=True))
     check(res, calls, "p_smem: L=40 one partial block", True, b=3, h=2, lq=40, lk=40, d=32, dtype=bf, views=False,
-          cfg=dict(GL, p_smem=True))
-    variants = [("gluon one row BN64 st4", dict(GL, BLOCK_N=64, stages=4, rows=1)),
-                ("gluon two rows BN64 st4", dict(GL, BLOCK_N=64, stages=4, rows=2)),
-                ("gluon two rows BN64 st3", dict(GL, BLOCK_N=64, stages=3, rows=2)),
-                ("gluon two rows BN64 st2", dict(GL, BLOCK_N=64, stages=2, rows=2)),
-                ("gluon two rows BN64 st4 p_smem", dict(GL, BLOCK_N=64, stages=4, rows=2, p_smem=True))]
+          cfg=dict(GL, gluon_rows=2, p_smem=True))
+    variants = [("gluon one row BN64 st4", dict(GL, BLOCK_N=64, stages=4, gluon_rows=1)),
+                ("gluon two rows BN64 st4", dict(GL, BLOCK_N=64, stages=4, gluon_rows=2)),
+                ("gluon two rows BN64 st3", dict(GL, BLOCK_N=64, stages=3, gluon_rows=2)),
+                ("gluon two rows BN64 st4 p_smem", dict(GL, BLOCK_N=64, stages=4, gluon_rows=2, p_smem=True))]
     bench(res, "tri1024", 1024, 4, 1024, 32, variants)
     if not a.quick:
         bench(res, "tri2048", 2048, 4, 2048, 32, variants)

@@ -57,7 +57,8 @@ def test_gluon_network_call(launches, l, h, d, dtype):
     _check(q, k, v, [bias], g, launches, True, dtype)
 
 
-@pytest.mark.parametrize("form", [{"rows": 1}, {"rows": 2}, {"rows": 2, "p_smem": True}, {"rows": 2, "stages": 2}])
+@pytest.mark.parametrize("form", [{}, {"gluon_rows": 2}, {"gluon_rows": 2, "p_smem": True},
+                                  {"gluon_rows": 2, "stages": 3}])
 @pytest.mark.parametrize("b,l", [(5, 200), (2, 64), (3, 40)])
 def test_gluon_row_forms(launches, form, b, l):
     """One row a program, and two rows taking turns (P in registers or shared memory; an odd number of
