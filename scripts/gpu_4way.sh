@@ -811,7 +811,18 @@ BS)  # session 17 (one H100): the grid grouping swept at the network's four atte
   job verify 0 0-7 120 bash -c "python3 -m pytest -q -p no:cacheprovider tests/kernels/test_kernel_gluon_gpu.py 2>&1 | tail -2"
   wait; flush verify
   ;;
-*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT|AU|AV|AW|AX|AY|AZ|BA|BB|BC|BD|BE|BF|BG|BH|BJ|BK|BL|BM|BN|BP|BQ|BR|BS" >&2; exit 2 ;;
+BT)  # after BS: are the grouping's differences above the run-to-run spread (the same configurations
+     # again, alternating), N = 1,024 against the old grouping again, then N = 4,096 at the new default
+  job krep 0 0-7 100 bash -c "python3 scripts/kernel_bench.py --cases tri1024,msa_row --no-flex --no-baselines \
+    --json $RES/kbench_repeat.json --variants '[{\"group_ctas\": 128}, {\"group_ctas\": 256}, {\"group_ctas\": 128}, {\"group_ctas\": 256}]' 2>&1 | grep -i 'network call' | tail -24"
+  wait; flush krep $RES/kbench_repeat.json
+  net_ab net1024 '{"head_dims": [32], "group_ctas": 1024}'
+  wait; flush net1024 $RES/net1024.json
+  job net4096 0 0-7 260 python3 -m fastfold_cli bench --lengths 4096 --precision bf16 --backend triton \
+    --no-breakdown --json $RES/bench_4096.json
+  wait; flush net4096 $RES/bench_4096.json
+  ;;
+*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT|AU|AV|AW|AX|AY|AZ|BA|BB|BC|BD|BE|BF|BG|BH|BJ|BK|BL|BM|BN|BP|BQ|BR|BS|BT" >&2; exit 2 ;;
 esac
 for f in "$RES"/*.log; do echo "== $f"; grep -v "^\s*$" "$f" | grep -v "^  entry" | tail -14 | cut -c1-400; done
 for f in "$RES"/*.json "$RES"/*/*.json; do [ -f "$f" ] && { echo "== $f"; grep -o "$G" "$f" | tr '\n' ' ' | cut -c1-900; echo; }; done
