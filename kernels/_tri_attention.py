@@ -371,7 +371,8 @@ def default_config(lq: int, lk: int, d: int, dtype: torch.dtype, rows_ok: bool, 
     head dim 8 — 128x64, 4 warps, 3 stages, two rows per program sharing the bias tile (40.4).
     Programs are ordered in groups of `group_ctas` (row sets vary fastest inside a group, so programs
     in flight share bias strips in L2): at head dim 32, 256 against 1,024 ran triangle attention 8-12%
-    faster and N = 1,024 end to end 2.1% faster (H100, session 16, docs/BENCHMARKS.md).
+    faster and the network at N = 1,024 and 2,048 2.1-2.4% faster (H100, sessions 16-17,
+    docs/BENCHMARKS.md; 64-512 within the run-to-run spread). Head dim 8 does not care (1,024).
     fp32 keeps the configuration the GPU tests validated first (64x64, 4 warps, 2 stages).
     CPU (interpreter) runs use small tiles: the interpreter's cost grows with tile size."""
     if not on_gpu:
