@@ -822,7 +822,13 @@ BT)  # after BS: are the grouping's differences above the run-to-run spread (the
     --no-breakdown --json $RES/bench_4096.json
   wait; flush net4096 $RES/bench_4096.json
   ;;
-*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT|AU|AV|AW|AX|AY|AZ|BA|BB|BC|BD|BE|BF|BG|BH|BJ|BK|BL|BM|BN|BP|BQ|BR|BS|BT" >&2; exit 2 ;;
+BU)  # session 17's last call: is the run-to-run spread of identical attention launches placement or
+     # the card (scripts/attention_spread_probe.py: same buffers, fresh buffers, offsets in one buffer)
+  job spread 0 0-7 150 bash -c "python3 scripts/attention_spread_probe.py --length 1024 --repeats 8 --json $RES/spread_1024.json;
+    python3 scripts/attention_spread_probe.py --length 2048 --repeats 5 --json $RES/spread_2048.json"
+  wait; flush spread $RES/spread_1024.json $RES/spread_2048.json
+  ;;
+*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT|AU|AV|AW|AX|AY|AZ|BA|BB|BC|BD|BE|BF|BG|BH|BJ|BK|BL|BM|BN|BP|BQ|BR|BS|BT|BU" >&2; exit 2 ;;
 esac
 for f in "$RES"/*.log; do echo "== $f"; grep -v "^\s*$" "$f" | grep -v "^  entry" | tail -14 | cut -c1-400; done
 for f in "$RES"/*.json "$RES"/*/*.json; do [ -f "$f" ] && { echo "== $f"; grep -o "$G" "$f" | tr '\n' ' ' | cut -c1-900; echo; }; done
