@@ -822,11 +822,16 @@ BT)  # after BS: are the grouping's differences above the run-to-run spread (the
     --no-breakdown --json $RES/bench_4096.json
   wait; flush net4096 $RES/bench_4096.json
   ;;
-BU)  # session 17's last call: is the run-to-run spread of identical attention launches placement or
-     # the card (scripts/attention_spread_probe.py: same buffers, fresh buffers, offsets in one buffer)
+BU)  # session 17's last call (not run: no device time left): is the run-to-run spread of identical
+     # attention launches placement or the card (scripts/attention_spread_probe.py: same buffers,
+     # fresh buffers, offsets in one buffer); then the grouping again with one shared buffer and four
+     # interleaved rounds (kernel_bench.py --rounds)
   job spread 0 0-7 150 bash -c "python3 scripts/attention_spread_probe.py --length 1024 --repeats 8 --json $RES/spread_1024.json;
     python3 scripts/attention_spread_probe.py --length 2048 --repeats 5 --json $RES/spread_2048.json"
   wait; flush spread $RES/spread_1024.json $RES/spread_2048.json
+  job krounds 0 0-7 150 bash -c "python3 scripts/kernel_bench.py --cases tri1024,tri2048 --no-flex --no-baselines --rounds 4 \
+    --json $RES/kbench_rounds.json --variants '[{\"group_ctas\": 128}, {\"group_ctas\": 1024}]' 2>&1 | grep -i 'network call' | tail -12"
+  wait; flush krounds $RES/kbench_rounds.json
   ;;
 *) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT|AU|AV|AW|AX|AY|AZ|BA|BB|BC|BD|BE|BF|BG|BH|BJ|BK|BL|BM|BN|BP|BQ|BR|BS|BT|BU" >&2; exit 2 ;;
 esac
