@@ -85,6 +85,12 @@ SWEEP_TRANSITION = [(64, 64, 4, 2), (64, 64, 8, 2), (128, 64, 8, 2), (128, 32, 8
 SWEEP_LN = [(16, 4), (32, 4), (32, 8), (64, 4), (64, 8), (128, 8), (8, 2), (16, 2)]
 
 
+def network_views(y: torch.Tensor, heads: int, head_dim: int):
+    """y [B, L, 4 * heads * head_dim] (the network's fused q/k/v/gate projection, position-major) ->
+    q, k, v, gate [B, heads, L, head_dim] views."""
+    return [t.unflatten(-1, (heads, head_dim)).transpose(1, 2) for t in y.split(heads * head_dim, dim=-1)]
+
+
 def _cfg(t):
     return dict(BLOCK_M=t[0], BLOCK_N=t[1], num_warps=t[2], num_stages=t[3], rows=t[4], group_ctas=t[5])
 
@@ -211,8 +217,7 @@ class Bench:
         if D < 16:
             y = torch.randn(B, 4 * H * D, L, device="cuda", generator=g, dtype=torch.bfloat16)
             return [t.unflatten(1, (H, D)).transpose(-1, -2) for t in y.split(H * D, dim=1)]
-        y = torch.randn(B, L, 4 * H * D, device="cuda", generator=g, dtype=torch.bfloat16)
-        return [t.unflatten(-1, (H, D)).transpose(1, 2) for t in y.split(H * D, dim=-1)]
+        return network_views(torch.randn(B, L, 4 * H * D, device="cuda", generator=g, dtype=torch.bfloat16), H, D)
 
     def network_call(self, name, net, bias, mask, scale, record, cfg=None):
         """Ours as the network calls it on `network_operands` (q, k, v, gate), the gate applied in the
@@ -228,7 +233,6 @@ class Bench:
             record("ours (network call: fused views + gate)" + (", mask of ones skipped" if mask is None else "")
                    + (f" {json.dumps(cfg, sort_keys=True)}" if cfg else ""),
                    self.time_ms(fn), ((o - ref).norm() / ref.norm()).item())
-            del q, k, v, gt, o, ref
         except Exception as e:  # keep going
             self.log(f"{name} network call FAILED: {type(e).__name__}: {str(e)[:300]}")
         torch.cuda.empty_cache()

@@ -117,7 +117,7 @@ def compile_gluon(name: str, overrides: dict):
     L, H, D = 2048, 4, 32
     C = 4 * H * D
     bn, stages = int(overrides.get("BLOCK_N", 64)), int(overrides.get("stages", 4))
-    rows = int(overrides.get("gluon_rows", overrides.get("rows", 1)))
+    rows = int(overrides.get("gluon_rows", 1))
 
     class _Storage:  # what a descriptor needs of its tensor at compile time: dtype and alignment
         dtype = torch.bfloat16

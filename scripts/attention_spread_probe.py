@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from kernels.attention import attention_triton  # noqa: E402
+from kernels.benchmark import network_views  # noqa: E402
 
 H, D = 4, 32
 MIB = 2 ** 20
@@ -42,11 +43,6 @@ def _smi() -> str:
                               timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "n/a"
-
-
-def _views(y: torch.Tensor):
-    """y [B, L, 4HD] -> q, k, v, gate [B, H, L, D] (the network's fused projection)."""
-    return [t.unflatten(-1, (H, D)).transpose(1, 2) for t in y.split(H * D, dim=-1)]
 
 
 def main():
@@ -64,7 +60,7 @@ def main():
     rows = []
 
     def timed(kind, y, bias, i):
-        q, k, v, g = _views(y)
+        q, k, v, g = network_views(y, H, D)
         fn = lambda: attention_triton(q, k, v, [bias], None, scale, gate=g)  # noqa: E731
         fn()
         torch.cuda.synchronize()

@@ -44,7 +44,7 @@ def test_gluon_kernel_keeps_its_mmas_in_flight(rows, limit):
     MMAs. Two rows taking turns: one key block a trip, one wait for each row's group of 10 MMAs."""
     env = dict(os.environ, TRITON_INTERPRET="0")
     out = subprocess.run([sys.executable, str(ROOT / "scripts" / "attention_sass.py"), "tri2048", "--gluon",
-                          "--config", json.dumps({"rows": rows})],
+                          "--config", json.dumps({"gluon_rows": rows})],
                          capture_output=True, text=True, env=env, timeout=600)
     if out.returncode and ("ptxas" in out.stderr or "gluon" in out.stderr.lower()):
         pytest.skip("Triton's bundled ptxas or Gluon is not usable here")
