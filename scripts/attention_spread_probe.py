@@ -9,7 +9,7 @@ Triangle attention as the network calls it (q/k/v/gate views of one fused projec
 bias [1, H, L, L], no key mask) is timed three ways, each `--repeats` times:
   same      the same buffers every time (what is left is clocks, power and timing noise);
   fresh     a new projection buffer and bias for every timing, the old ones freed and the cache
-            emptied first (as `kernel_bench.py`'s network calls allocate theirs), so the operands
+            emptied first (as `kernel_bench.py`'s network calls did until session 17), so the operands
             land at new addresses;
   offset    one large buffer, the projection placed at a different 2 MiB-aligned offset each time
             (the same physical pages reused: placement without new allocations).
