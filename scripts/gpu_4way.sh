@@ -83,6 +83,11 @@ ncu_job() {
     python3 scripts/attention_traffic_probe.py --once "$2" --lengths 2048
 }
 net_ab() { job "$1" 0 0-7 200 bash -c "$N1024 --compare attention --attention-options '$2' --json $RES/$1.json 2>&1 | tail -3"; }
+smi_log() {  # the SM clock, power, temperature and throttle reasons every 200 ms, in the background
+  # (a subshell's child, not a job of this shell: `wait` must not wait for it)
+  ( timeout 1200 nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,power.draw,temperature.gpu,clocks_event_reasons.active \
+    --format=csv -lms 200 > "$RES/smi.csv" 2>&1 & )
+}
 flush() { local name=$1; shift; cat "$RES/$name.log"; cp "$RES/$name.log" "$@" "$REAL_OUT"/ 2>/dev/null; }
 dap_run() {  # dap_run NAME GPUS CORES LIMIT JSON WORLD [ARGS...]: DAP at N=2,048 bf16 (Triton), $RES/JSON.json
   local name=$1 gpus=$2 cores=$3 limit=$4 js=$5 world=$6; shift 6
@@ -826,14 +831,37 @@ BU)  # session 17's last call (not run: no device time left): is the run-to-run 
      # attention launches placement or the card (scripts/attention_spread_probe.py: same buffers,
      # fresh buffers, offsets in one buffer); then the grouping again with one shared buffer and four
      # interleaved rounds (kernel_bench.py --rounds)
-  job spread 0 0-7 150 bash -c "python3 scripts/attention_spread_probe.py --length 1024 --repeats 8 --json $RES/spread_1024.json;
+  job spread 0 0-7 150 bash -c "python3 scripts/attention_spread_probe.py --length 1024 --repeats 6 --json $RES/spread_1024.json;
     python3 scripts/attention_spread_probe.py --length 2048 --repeats 5 --json $RES/spread_2048.json"
   wait; flush spread $RES/spread_1024.json $RES/spread_2048.json
   job krounds 0 0-7 150 bash -c "python3 scripts/kernel_bench.py --cases tri1024,tri2048 --no-flex --no-baselines --rounds 4 \
     --json $RES/kbench_rounds.json --variants '[{\"group_ctas\": 128}, {\"group_ctas\": 1024}]' 2>&1 | grep -i 'network call' | tail -12"
   wait; flush krounds $RES/kbench_rounds.json
   ;;
-*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT|AU|AV|AW|AX|AY|AZ|BA|BB|BC|BD|BE|BF|BG|BH|BJ|BK|BL|BM|BN|BP|BQ|BR|BS|BT|BU" >&2; exit 2 ;;
+BV)  # session 18 (one H100): BU's spread probe and interleaved rounds, with the SM clock, power and
+     # throttle reasons logged every 200 ms; then 32-key blocks (fewer registers: two rows fit 128, so
+     # four programs an SM; or four rows sharing each bias tile at 168) and one row capped at 128, in
+     # three interleaved rounds; the whole network at N = 1,024 with the best of them if it beats the
+     # default's mask-skipped triangle call at N = 2,048 by more than 3%
+  smi_log
+  job spread 0 0-7 110 bash -c "python3 scripts/attention_spread_probe.py --length 1024 --repeats 6 --json $RES/spread_1024.json;
+    python3 scripts/attention_spread_probe.py --length 2048 --repeats 4 --json $RES/spread_2048.json"
+  wait; flush spread $RES/spread_1024.json $RES/spread_2048.json
+  V32='[{"BLOCK_N": 32, "rows": 2, "maxnreg": 128}, {"BLOCK_N": 32, "rows": 2, "maxnreg": 128, "num_stages": 4},
+    {"BLOCK_N": 32, "rows": 4}, {"rows": 1, "maxnreg": 128}, {"BLOCK_N": 32, "rows": 2, "maxnreg": 128, "paired": true},
+    {"group_ctas": 128}]'
+  job krounds 0 0-7 260 bash -c "python3 scripts/kernel_bench.py --cases tri1024,tri2048,msa_row --no-flex --no-baselines \
+    --rounds 3 --json $RES/kbench_rounds.json --variants '$V32' 2>&1 | grep -i 'skipped\|network call' | tail -40"
+  wait; flush krounds $RES/kbench_rounds.json
+  best=$(python3 scripts/pick_variant.py "$RES/kbench_rounds.json" tri2048 1.03)
+  echo "best variant: ${best:-none}" | tee -a "$RES/krounds.log"
+  if [ -n "$best" ]; then
+    net_ab net_best "{\"head_dims\": [32], ${best:1}"
+    wait; flush net_best $RES/net_best.json
+  fi
+  pkill -f "nvidia-smi --query-gpu=timestamp" 2>/dev/null; cp "$RES/smi.csv" "$REAL_OUT"/ 2>/dev/null
+  ;;
+*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT|AU|AV|AW|AX|AY|AZ|BA|BB|BC|BD|BE|BF|BG|BH|BJ|BK|BL|BM|BN|BP|BQ|BR|BS|BT|BU|BV" >&2; exit 2 ;;
 esac
 for f in "$RES"/*.log; do echo "== $f"; grep -v "^\s*$" "$f" | grep -v "^  entry" | tail -14 | cut -c1-400; done
 for f in "$RES"/*.json "$RES"/*/*.json; do [ -f "$f" ] && { echo "== $f"; grep -o "$G" "$f" | tr '\n' ' ' | cut -c1-900; echo; }; done
