@@ -53,19 +53,22 @@ MAX_HEAD_DIM = 64
 
 
 @triton.jit
-def _bias_tile(B0, B1, offs_m, cols, sam, san, sbm, sbn, N_BIAS: tl.constexpr):
-    """Sum of the (up to two) bias tiles at rows `offs_m`, columns `cols`, in fp32 log2 units."""
+def _bias_tile(B0, B1, offs_m, cols, sam, san, sbm, sbn, N_BIAS: tl.constexpr, SCALE: tl.constexpr):
+    """Sum of the (up to two) bias tiles at rows `offs_m`, columns `cols`, fp32, in log2 units
+    (SCALE) or natural units (the `bound` path scales it per row, together with the row's bound)."""
     b = tl.load(B0 + offs_m[:, None] * sam + cols[None, :] * san).to(tl.float32)
     if N_BIAS == 2:
         b += tl.load(B1 + offs_m[:, None] * sbm + cols[None, :] * sbn).to(tl.float32)
-    return b * _LOG2E
+    if SCALE:
+        b = b * _LOG2E
+    return b
 
 
 @triton.jit
-def _row_scores(q, k_base, m_base, bias2, start_n, Lk, offs_m, offs_n, offs_d, skn, skd, smm, smn, qk_scale,
+def _row_scores(q, k_base, m_base, bias2, m_i, start_n, Lk, offs_m, offs_n, offs_d, skn, skd, smm, smn, qk_scale,
                 mask_col, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, MASK_2D: tl.constexpr,
                 BOUNDS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PREC: tl.constexpr,
-                SPARE_MASK: tl.constexpr):
+                SPARE_MASK: tl.constexpr, BOUND: tl.constexpr):
     """One key block's logits for one batch row, [BLOCK_M, BLOCK_N] fp32 in log2 units: q k^T scaled,
     plus the bias and the key mask; columns past L_k are -inf (BOUNDS: the ragged last block).
 
@@ -73,7 +76,9 @@ def _row_scores(q, k_base, m_base, bias2, start_n, Lk, offs_m, offs_n, offs_d, s
     zero at the running maximum whatever the logits' magnitude (AlphaFold's -1e9 mask), which an FMA of
     natural-unit logits with log2 e would not give.
     SPARE_MASK: the key mask's additive term rides in the padded head-dim column `HEAD_DIM` of k (q
-    holds 1 there), so the tensor cores add it."""
+    holds 1 there), so the tensor cores add it.
+    BOUND: the logits come out minus the row's bound m_i (`_row_update` takes 2^t as it is), and
+    bias2 is in natural units."""
     cols = start_n + offs_n
     if BOUNDS:
         cols_c = tl.minimum(cols, Lk - 1)  # clamp: loads stay in bounds; masked to -inf below
@@ -89,9 +94,15 @@ def _row_scores(q, k_base, m_base, bias2, start_n, Lk, offs_m, offs_n, offs_d, s
         mt = ((mk - 1.0) * mask_col).to(kt.dtype)
         kt = tl.where((offs_d == HEAD_DIM)[:, None], mt[None, :], kt)
     s = tl.dot(q, kt, input_precision=DOT_PREC)
-    t = s * qk_scale
-    if HAS_BIAS:
-        t += bias2
+    if BOUND:  # relative to the row's bound m_i; bias2 in natural units: two FMAs a score
+        if HAS_BIAS:
+            t = s * qk_scale + (bias2 * _LOG2E - m_i[:, None])
+        else:
+            t = s * qk_scale - m_i[:, None]
+    else:
+        t = s * qk_scale
+        if HAS_BIAS:
+            t += bias2
     if HAS_MASK and not SPARE_MASK:
         if MASK_2D:
             mk = tl.load(m_base + offs_m[:, None] * smm + cols_c[None, :] * smn).to(tl.float32)
@@ -107,20 +118,29 @@ def _row_scores(q, k_base, m_base, bias2, start_n, Lk, offs_m, offs_n, offs_d, s
 @triton.jit
 def _row_update(acc, m_i, l_i, t, v_base, start_n, Lk, offs_n, offs_d, svn, svd, v_dtype: tl.constexpr,
                 BOUNDS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PREC: tl.constexpr,
-                SPARE_SUM: tl.constexpr):
+                SPARE_SUM: tl.constexpr, BOUND: tl.constexpr):
     """The online-softmax step for one batch row's key block of logits `t` (from `_row_scores`);
     returns the updated (acc, m, l). SPARE_SUM: v holds 1 in the padded column `HEAD_DIM`, so the PV
-    MMA accumulates the softmax denominator in acc[:, HEAD_DIM] (l_i is then unused)."""
+    MMA accumulates the softmax denominator in acc[:, HEAD_DIM] (l_i is then unused).
+    BOUND: m_i is a fixed upper bound of the row's logits (`_logit_bound`) and t was formed relative
+    to it, so p = 2^t <= 1 needs neither the block's maximum nor a rescaling of acc and l (softmax is
+    shift-invariant)."""
     cols = start_n + offs_n
     if BOUNDS:
         cols_c = tl.minimum(cols, Lk - 1)
     else:
         cols_c = cols
-    m_new = tl.maximum(m_i, tl.max(t, 1))
-    alpha = tl.math.exp2(m_i - m_new)
-    p = tl.math.exp2(t - m_new[:, None])
-    if not SPARE_SUM:
-        l_i = l_i * alpha + tl.sum(p, 1)
+    if BOUND:  # t is already relative to the row's fixed bound m_i: no running max, no rescaling
+        m_new = m_i
+        p = tl.math.exp2(t)
+        if not SPARE_SUM:
+            l_i = l_i + tl.sum(p, 1)
+    else:
+        m_new = tl.maximum(m_i, tl.max(t, 1))
+        alpha = tl.math.exp2(m_i - m_new)
+        p = tl.math.exp2(t - m_new[:, None])
+        if not SPARE_SUM:
+            l_i = l_i * alpha + tl.sum(p, 1)
     if HEAD_DIM < BLOCK_D:
         v = tl.load(v_base + cols_c[:, None] * svn + offs_d[None, :] * svd,
                     mask=(offs_d < HEAD_DIM)[None, :], other=0.0)
@@ -128,7 +148,8 @@ def _row_update(acc, m_i, l_i, t, v_base, start_n, Lk, offs_n, offs_d, svn, svd,
             v = tl.where((offs_d == HEAD_DIM)[None, :], 1.0, v).to(v_dtype)
     else:
         v = tl.load(v_base + cols_c[:, None] * svn + offs_d[None, :] * svd)
-    acc = acc * alpha[:, None]
+    if not BOUND:
+        acc = acc * alpha[:, None]
     acc = tl.dot(p.to(v_dtype), v, acc, input_precision=DOT_PREC)
     return acc, m_new, l_i
 
@@ -138,12 +159,13 @@ def _row_tile(acc, m_i, l_i, q, k_base, v_base, m_base, bias2, start_n, Lk,
               offs_m, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale, mask_col,
               HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, MASK_2D: tl.constexpr,
               BOUNDS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
-              DOT_PREC: tl.constexpr, SPARE_MASK: tl.constexpr, SPARE_SUM: tl.constexpr):
+              DOT_PREC: tl.constexpr, SPARE_MASK: tl.constexpr, SPARE_SUM: tl.constexpr, BOUND: tl.constexpr):
     """One key block of the online softmax for one batch row: `_row_scores` then `_row_update`."""
-    t = _row_scores(q, k_base, m_base, bias2, start_n, Lk, offs_m, offs_n, offs_d, skn, skd, smm, smn, qk_scale,
-                    mask_col, HAS_BIAS, HAS_MASK, MASK_2D, BOUNDS, HEAD_DIM, BLOCK_D, DOT_PREC, SPARE_MASK)
+    t = _row_scores(q, k_base, m_base, bias2, m_i, start_n, Lk, offs_m, offs_n, offs_d, skn, skd, smm, smn,
+                    qk_scale, mask_col, HAS_BIAS, HAS_MASK, MASK_2D, BOUNDS, HEAD_DIM, BLOCK_D, DOT_PREC,
+                    SPARE_MASK, BOUND)
     return _row_update(acc, m_i, l_i, t, v_base, start_n, Lk, offs_n, offs_d, svn, svd, q.dtype, BOUNDS,
-                       HEAD_DIM, BLOCK_D, DOT_PREC, SPARE_SUM)
+                       HEAD_DIM, BLOCK_D, DOT_PREC, SPARE_SUM, BOUND)
 
 
 @triton.jit
@@ -151,25 +173,27 @@ def _row_pair(acc_a, m_a, l_a, q_a, kb_a, vb_a, mb_a, acc_b, m_b, l_b, q_b, kb_b
               offs_m, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale, mask_col,
               HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, MASK_2D: tl.constexpr,
               BOUNDS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
-              DOT_PREC: tl.constexpr, SPARE_MASK: tl.constexpr, SPARE_SUM: tl.constexpr, PAIRED: tl.constexpr):
+              DOT_PREC: tl.constexpr, SPARE_MASK: tl.constexpr, SPARE_SUM: tl.constexpr, PAIRED: tl.constexpr,
+              BOUND: tl.constexpr):
     """One key block for two batch rows a and b sharing the bias tile; returns both rows' (acc, m, l).
     PAIRED: both rows' logits before either softmax step, so the compiler can interleave the two rows'
     independent softmax instructions (twice the work between the MMA waits); otherwise row after row,
     as `_row_tile`. The same operations per row either way, so the same bits."""
-    t_a = _row_scores(q_a, kb_a, mb_a, bias2, start_n, Lk, offs_m, offs_n, offs_d, skn, skd, smm, smn, qk_scale,
-                      mask_col, HAS_BIAS, HAS_MASK, MASK_2D, BOUNDS, HEAD_DIM, BLOCK_D, DOT_PREC, SPARE_MASK)
+    t_a = _row_scores(q_a, kb_a, mb_a, bias2, m_a, start_n, Lk, offs_m, offs_n, offs_d, skn, skd, smm, smn,
+                      qk_scale, mask_col, HAS_BIAS, HAS_MASK, MASK_2D, BOUNDS, HEAD_DIM, BLOCK_D, DOT_PREC,
+                      SPARE_MASK, BOUND)
     if PAIRED:
-        t_b = _row_scores(q_b, kb_b, mb_b, bias2, start_n, Lk, offs_m, offs_n, offs_d, skn, skd, smm, smn,
+        t_b = _row_scores(q_b, kb_b, mb_b, bias2, m_b, start_n, Lk, offs_m, offs_n, offs_d, skn, skd, smm, smn,
                           qk_scale, mask_col, HAS_BIAS, HAS_MASK, MASK_2D, BOUNDS, HEAD_DIM, BLOCK_D, DOT_PREC,
-                          SPARE_MASK)
+                          SPARE_MASK, BOUND)
     acc_a, m_a, l_a = _row_update(acc_a, m_a, l_a, t_a, vb_a, start_n, Lk, offs_n, offs_d, svn, svd, q_a.dtype,
-                                  BOUNDS, HEAD_DIM, BLOCK_D, DOT_PREC, SPARE_SUM)
+                                  BOUNDS, HEAD_DIM, BLOCK_D, DOT_PREC, SPARE_SUM, BOUND)
     if not PAIRED:
-        t_b = _row_scores(q_b, kb_b, mb_b, bias2, start_n, Lk, offs_m, offs_n, offs_d, skn, skd, smm, smn,
+        t_b = _row_scores(q_b, kb_b, mb_b, bias2, m_b, start_n, Lk, offs_m, offs_n, offs_d, skn, skd, smm, smn,
                           qk_scale, mask_col, HAS_BIAS, HAS_MASK, MASK_2D, BOUNDS, HEAD_DIM, BLOCK_D, DOT_PREC,
-                          SPARE_MASK)
+                          SPARE_MASK, BOUND)
     acc_b, m_b, l_b = _row_update(acc_b, m_b, l_b, t_b, vb_b, start_n, Lk, offs_n, offs_d, svn, svd, q_b.dtype,
-                                  BOUNDS, HEAD_DIM, BLOCK_D, DOT_PREC, SPARE_SUM)
+                                  BOUNDS, HEAD_DIM, BLOCK_D, DOT_PREC, SPARE_SUM, BOUND)
     return acc_a, m_a, l_a, acc_b, m_b, l_b
 
 
@@ -182,6 +206,27 @@ def _load_q(Q, q_tile, offs_d, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, SP
     else:
         q = tl.load(Q + q_tile)
     return q
+
+
+_TRUST: tl.constexpr = tl.constexpr(2.0 ** -80)  # smallest bounded row sum trusted (see _attn_tile)
+
+
+@triton.jit
+def _logit_bound(q, kx_ptr, bmx, offs_d, qk_scale, HEAD_DIM: tl.constexpr):
+    """Each query row's upper bound of its logits in log2 units: |q| max_k |k| * scale * log2 e (Cauchy-
+    Schwarz) plus the bias's row maximum (bmx, natural units). The key mask only lowers logits, and q's
+    spare mask column (1) is left out of |q|. [BLOCK_M] fp32."""
+    qf = tl.where((offs_d < HEAD_DIM)[None, :], q.to(tl.float32), 0.0)
+    qn = tl.sqrt(tl.sum(qf * qf, 1))
+    return qn * (tl.load(kx_ptr) * qk_scale) + bmx * _LOG2E
+
+
+@triton.jit
+def _row_sum(acc, l_i, offs_d, HEAD_DIM: tl.constexpr, SPARE_SUM: tl.constexpr):
+    """The softmax denominator of each row: l_i, or the column the PV MMA accumulated it in."""
+    if SPARE_SUM:
+        return tl.sum(tl.where((offs_d == HEAD_DIM)[None, :], acc, 0.0), 1)
+    return l_i
 
 
 @triton.jit
@@ -200,8 +245,8 @@ def _store_rows(O, acc, l_i, offs_m, offs_d, Lq, som, sod, row_ok, G, sgm, sgd, 
 
 
 @triton.jit
-def _attn_fwd_kernel(
-    Q, K, V, O, B0, B1, MSK, G,
+def _attn_tile(
+    pid, Q, K, V, O, B0, B1, MSK, G, KMAX, BMAX, FLAGS,
     n1, n2, n_sets, Lq, Lk,
     sq0, sq1, sq2, sqm, sqd,
     sk0, sk1, sk2, skn, skd,
@@ -211,17 +256,22 @@ def _attn_fwd_kernel(
     sb0, sb1, sb2, sbm, sbn,
     sm0, sm1, sm2, smm, smn,
     sg0, sg1, sg2, sgm, sgd,
+    sx0, sx1, sx2,
     qk_scale, group,
     N_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, MASK_2D: tl.constexpr, HAS_GATE: tl.constexpr,
     ROWS: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     DOT_PREC: tl.constexpr, WIDE: tl.constexpr, SPARE: tl.constexpr, PAIRED: tl.constexpr,
+    BOUND: tl.constexpr,
 ):
-    """Grid: one program per (set of ROWS batch rows, query block), ordered in groups of `group` row
-    sets: inside a group the row set varies fastest, so programs in flight share bias tiles (same
-    head and query block) and, a little later, K/V of the same rows (next query block)."""
+    """Tile `pid` of the grid: one (set of ROWS batch rows, query block), tiles ordered in groups of
+    `group` row sets: inside a group the row set varies fastest, so programs in flight share bias
+    tiles (same head and query block) and, a little later, K/V of the same rows (next query block).
+    BOUND: each row's softmax is taken against its fixed logit bound (`_logit_bound`) instead of a
+    running maximum; the tile then records in FLAGS[pid] whether some row's sum came out too small
+    to trust (the bound too loose) and writes its output only if not (the caller recomputes flagged
+    tiles the online way)."""
     tl.static_assert((ROWS == 1) or (ROWS == 2) or (ROWS == 4))
-    pid = tl.program_id(0)
     n_m = tl.cdiv(Lq, BLOCK_M)
     per_group = group * n_m
     g = pid // per_group
@@ -264,13 +314,23 @@ def _attn_fwd_kernel(
     q_tile = offs_m_c[:, None] * sqm + offs_d[None, :] * sqd
 
     # Per-row state. Rows past n2 (odd batch counts) are clamped to the last row: computed, not stored.
+    # m: the running maximum, or (BOUND) the row's fixed logit bound.
+    if BOUND:
+        kx_base = KMAX + (i0 * n1 + i1) * n2
+        if HAS_BIAS:  # the bias's row maxima, shared by the ROWS rows like the bias itself
+            bmx = tl.load(BMAX + i0 * sx0 + i1 * sx1 + i2l * sx2 + offs_m_c)
+        else:
+            bmx = tl.zeros([BLOCK_M], dtype=tl.float32)
     r0 = i2.to(tl.int64)
     q0 = _load_q(q_base + r0 * sq2, q_tile, offs_d, HEAD_DIM, BLOCK_D, SPARE_MASK)
     kb0 = k_base + r0 * sk2
     vb0 = v_base + r0 * sv2
     mb0 = m_base + r0 * sm2
     acc0 = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
-    m0 = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    if BOUND:
+        m0 = _logit_bound(q0, kx_base + r0, bmx, offs_d, qk_scale, HEAD_DIM)
+    else:
+        m0 = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l0 = tl.zeros([BLOCK_M], dtype=tl.float32)
     if ROWS > 1:
         r1 = tl.minimum(i2 + 1, n2 - 1).to(tl.int64)
@@ -279,7 +339,10 @@ def _attn_fwd_kernel(
         vb1 = v_base + r1 * sv2
         mb1 = m_base + r1 * sm2
         acc1 = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
-        m1 = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+        if BOUND:
+            m1 = _logit_bound(q1, kx_base + r1, bmx, offs_d, qk_scale, HEAD_DIM)
+        else:
+            m1 = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
         l1 = tl.zeros([BLOCK_M], dtype=tl.float32)
     if ROWS > 2:
         r2 = tl.minimum(i2 + 2, n2 - 1).to(tl.int64)
@@ -288,7 +351,6 @@ def _attn_fwd_kernel(
         vb2 = v_base + r2 * sv2
         mb2 = m_base + r2 * sm2
         acc2 = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
-        m2 = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
         l2 = tl.zeros([BLOCK_M], dtype=tl.float32)
         r3 = tl.minimum(i2 + 3, n2 - 1).to(tl.int64)
         q3 = _load_q(q_base + r3 * sq2, q_tile, offs_d, HEAD_DIM, BLOCK_D, SPARE_MASK)
@@ -296,62 +358,174 @@ def _attn_fwd_kernel(
         vb3 = v_base + r3 * sv2
         mb3 = m_base + r3 * sm2
         acc3 = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
-        m3 = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
         l3 = tl.zeros([BLOCK_M], dtype=tl.float32)
+        if BOUND:
+            m2 = _logit_bound(q2, kx_base + r2, bmx, offs_d, qk_scale, HEAD_DIM)
+            m3 = _logit_bound(q3, kx_base + r3, bmx, offs_d, qk_scale, HEAD_DIM)
+        else:
+            m2 = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+            m3 = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
 
     n_full = (Lk // BLOCK_N) * BLOCK_N
     for start_n in range(0, n_full, BLOCK_N):
         if HAS_BIAS:  # one bias tile serves all ROWS rows
-            bias2 = _bias_tile(b0_base, b1_base, offs_m_c, start_n + offs_n, sam, san, sbm, sbn, N_BIAS)
+            bias2 = _bias_tile(b0_base, b1_base, offs_m_c, start_n + offs_n, sam, san, sbm, sbn, N_BIAS, not BOUND)
         else:
             bias2 = 0.0
         if ROWS > 1:  # rows 0 and 1 (and 2 and 3) share the bias tile
             acc0, m0, l0, acc1, m1, l1 = _row_pair(
                 acc0, m0, l0, q0, kb0, vb0, mb0, acc1, m1, l1, q1, kb1, vb1, mb1, bias2, start_n, Lk,
                 offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale, mask_col,
-                HAS_BIAS, HAS_MASK, MASK_2D, False, HEAD_DIM, BLOCK_D, DOT_PREC, SPARE_MASK, SPARE_SUM, PAIRED)
+                HAS_BIAS, HAS_MASK, MASK_2D, False, HEAD_DIM, BLOCK_D, DOT_PREC, SPARE_MASK, SPARE_SUM, PAIRED, BOUND)
         else:
             acc0, m0, l0 = _row_tile(acc0, m0, l0, q0, kb0, vb0, mb0, bias2, start_n, Lk,
                                      offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale, mask_col,
                                      HAS_BIAS, HAS_MASK, MASK_2D, False, HEAD_DIM, BLOCK_D, DOT_PREC,
-                                     SPARE_MASK, SPARE_SUM)
+                                     SPARE_MASK, SPARE_SUM, BOUND)
         if ROWS > 2:
             acc2, m2, l2, acc3, m3, l3 = _row_pair(
                 acc2, m2, l2, q2, kb2, vb2, mb2, acc3, m3, l3, q3, kb3, vb3, mb3, bias2, start_n, Lk,
                 offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale, mask_col,
-                HAS_BIAS, HAS_MASK, MASK_2D, False, HEAD_DIM, BLOCK_D, DOT_PREC, SPARE_MASK, SPARE_SUM, PAIRED)
+                HAS_BIAS, HAS_MASK, MASK_2D, False, HEAD_DIM, BLOCK_D, DOT_PREC, SPARE_MASK, SPARE_SUM, PAIRED, BOUND)
     if n_full < Lk:  # ragged last key block (row after row: once per program, not worth pairing)
         if HAS_BIAS:
             cols_c = tl.minimum(n_full + offs_n, Lk - 1)
-            bias2 = _bias_tile(b0_base, b1_base, offs_m_c, cols_c, sam, san, sbm, sbn, N_BIAS)
+            bias2 = _bias_tile(b0_base, b1_base, offs_m_c, cols_c, sam, san, sbm, sbn, N_BIAS, not BOUND)
         else:
             bias2 = 0.0
         if ROWS > 1:
             acc0, m0, l0, acc1, m1, l1 = _row_pair(
                 acc0, m0, l0, q0, kb0, vb0, mb0, acc1, m1, l1, q1, kb1, vb1, mb1, bias2, n_full, Lk,
                 offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale, mask_col,
-                HAS_BIAS, HAS_MASK, MASK_2D, True, HEAD_DIM, BLOCK_D, DOT_PREC, SPARE_MASK, SPARE_SUM, False)
+                HAS_BIAS, HAS_MASK, MASK_2D, True, HEAD_DIM, BLOCK_D, DOT_PREC, SPARE_MASK, SPARE_SUM, False, BOUND)
         else:
             acc0, m0, l0 = _row_tile(acc0, m0, l0, q0, kb0, vb0, mb0, bias2, n_full, Lk,
                                      offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale, mask_col,
                                      HAS_BIAS, HAS_MASK, MASK_2D, True, HEAD_DIM, BLOCK_D, DOT_PREC,
-                                     SPARE_MASK, SPARE_SUM)
+                                     SPARE_MASK, SPARE_SUM, BOUND)
         if ROWS > 2:
             acc2, m2, l2, acc3, m3, l3 = _row_pair(
                 acc2, m2, l2, q2, kb2, vb2, mb2, acc3, m3, l3, q3, kb3, vb3, mb3, bias2, n_full, Lk,
                 offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale, mask_col,
-                HAS_BIAS, HAS_MASK, MASK_2D, True, HEAD_DIM, BLOCK_D, DOT_PREC, SPARE_MASK, SPARE_SUM, False)
+                HAS_BIAS, HAS_MASK, MASK_2D, True, HEAD_DIM, BLOCK_D, DOT_PREC, SPARE_MASK, SPARE_SUM, False, BOUND)
 
-    _store_rows(o_base + r0 * so2, acc0, l0, offs_m, offs_d, Lq, som, sod, True,
-                g_base + r0 * sg2, sgm, sgd, HEAD_DIM, False, HAS_GATE, SPARE_SUM)
-    if ROWS > 1:
-        _store_rows(o_base + r1 * so2, acc1, l1, offs_m, offs_d, Lq, som, sod, i2 + 1 < n2,
-                    g_base + r1 * sg2, sgm, sgd, HEAD_DIM, True, HAS_GATE, SPARE_SUM)
-    if ROWS > 2:
-        _store_rows(o_base + r2 * so2, acc2, l2, offs_m, offs_d, Lq, som, sod, i2 + 2 < n2,
-                    g_base + r2 * sg2, sgm, sgd, HEAD_DIM, True, HAS_GATE, SPARE_SUM)
-        _store_rows(o_base + r3 * so2, acc3, l3, offs_m, offs_d, Lq, som, sod, i2 + 3 < n2,
-                    g_base + r3 * sg2, sgm, sgd, HEAD_DIM, True, HAS_GATE, SPARE_SUM)
+    if BOUND:
+        # Trust the tile only if every row's sum (relative to its bound) is at least 2^-80: then the
+        # row's largest term is >= 2^-96 (at most 2^16 keys) and every term within 2^-24 of it is a
+        # normal float; otherwise write nothing and flag the tile for the online kernel.
+        small = tl.min(_row_sum(acc0, l0, offs_d, HEAD_DIM, SPARE_SUM)) < _TRUST
+        if ROWS > 1:
+            small = small | (tl.min(_row_sum(acc1, l1, offs_d, HEAD_DIM, SPARE_SUM)) < _TRUST)
+        if ROWS > 2:
+            small = small | (tl.min(_row_sum(acc2, l2, offs_d, HEAD_DIM, SPARE_SUM)) < _TRUST)
+            small = small | (tl.min(_row_sum(acc3, l3, offs_d, HEAD_DIM, SPARE_SUM)) < _TRUST)
+        tl.store(FLAGS + pid, small.to(tl.int8))
+        keep = small == 0
+        _store_rows(o_base + r0 * so2, acc0, l0, offs_m, offs_d, Lq, som, sod, keep,
+                    g_base + r0 * sg2, sgm, sgd, HEAD_DIM, True, HAS_GATE, SPARE_SUM)
+        if ROWS > 1:
+            _store_rows(o_base + r1 * so2, acc1, l1, offs_m, offs_d, Lq, som, sod, keep & (i2 + 1 < n2),
+                        g_base + r1 * sg2, sgm, sgd, HEAD_DIM, True, HAS_GATE, SPARE_SUM)
+        if ROWS > 2:
+            _store_rows(o_base + r2 * so2, acc2, l2, offs_m, offs_d, Lq, som, sod, keep & (i2 + 2 < n2),
+                        g_base + r2 * sg2, sgm, sgd, HEAD_DIM, True, HAS_GATE, SPARE_SUM)
+            _store_rows(o_base + r3 * so2, acc3, l3, offs_m, offs_d, Lq, som, sod, keep & (i2 + 3 < n2),
+                        g_base + r3 * sg2, sgm, sgd, HEAD_DIM, True, HAS_GATE, SPARE_SUM)
+    else:
+        _store_rows(o_base + r0 * so2, acc0, l0, offs_m, offs_d, Lq, som, sod, True,
+                    g_base + r0 * sg2, sgm, sgd, HEAD_DIM, False, HAS_GATE, SPARE_SUM)
+        if ROWS > 1:
+            _store_rows(o_base + r1 * so2, acc1, l1, offs_m, offs_d, Lq, som, sod, i2 + 1 < n2,
+                        g_base + r1 * sg2, sgm, sgd, HEAD_DIM, True, HAS_GATE, SPARE_SUM)
+        if ROWS > 2:
+            _store_rows(o_base + r2 * so2, acc2, l2, offs_m, offs_d, Lq, som, sod, i2 + 2 < n2,
+                        g_base + r2 * sg2, sgm, sgd, HEAD_DIM, True, HAS_GATE, SPARE_SUM)
+            _store_rows(o_base + r3 * so2, acc3, l3, offs_m, offs_d, Lq, som, sod, i2 + 3 < n2,
+                        g_base + r3 * sg2, sgm, sgd, HEAD_DIM, True, HAS_GATE, SPARE_SUM)
+
+@triton.jit
+def _attn_fwd_kernel(
+    Q, K, V, O, B0, B1, MSK, G, KMAX, BMAX, FLAGS,
+    n1, n2, n_sets, Lq, Lk, n_tiles,
+    sq0, sq1, sq2, sqm, sqd,
+    sk0, sk1, sk2, skn, skd,
+    sv0, sv1, sv2, svn, svd,
+    so0, so1, so2, som, sod,
+    sa0, sa1, sa2, sam, san,
+    sb0, sb1, sb2, sbm, sbn,
+    sm0, sm1, sm2, smm, smn,
+    sg0, sg1, sg2, sgm, sgd,
+    sx0, sx1, sx2,
+    qk_scale, group,
+    N_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, MASK_2D: tl.constexpr, HAS_GATE: tl.constexpr,
+    ROWS: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    DOT_PREC: tl.constexpr, WIDE: tl.constexpr, SPARE: tl.constexpr, PAIRED: tl.constexpr,
+    MODE: tl.constexpr,
+):
+    """MODE 0: one program per tile, the online softmax. MODE 1: the same with fixed logit bounds
+    (`_attn_tile`'s BOUND), flagging the tiles it could not trust. MODE 2: the flagged tiles again,
+    the online way, by a small grid that walks FLAGS (a few programs an SM; most tiles are skipped)."""
+    if MODE == 2:
+        for tile in range(tl.program_id(0), n_tiles, tl.num_programs(0)):
+            if tl.load(FLAGS + tile) != 0:
+                _attn_tile(tile, Q, K, V, O, B0, B1, MSK, G, KMAX, BMAX, FLAGS, n1, n2, n_sets, Lq, Lk,
+                           sq0, sq1, sq2, sqm, sqd, sk0, sk1, sk2, skn, skd, sv0, sv1, sv2, svn, svd,
+                           so0, so1, so2, som, sod, sa0, sa1, sa2, sam, san, sb0, sb1, sb2, sbm, sbn,
+                           sm0, sm1, sm2, smm, smn, sg0, sg1, sg2, sgm, sgd, sx0, sx1, sx2, qk_scale, group,
+                           N_BIAS, HAS_MASK, MASK_2D, HAS_GATE, ROWS, HEAD_DIM, BLOCK_M, BLOCK_N, BLOCK_D,
+                           DOT_PREC, WIDE, SPARE, PAIRED, False)
+    else:
+        _attn_tile(tl.program_id(0), Q, K, V, O, B0, B1, MSK, G, KMAX, BMAX, FLAGS, n1, n2, n_sets, Lq, Lk,
+                   sq0, sq1, sq2, sqm, sqd, sk0, sk1, sk2, skn, skd, sv0, sv1, sv2, svn, svd,
+                   so0, so1, so2, som, sod, sa0, sa1, sa2, sam, san, sb0, sb1, sb2, sbm, sbn,
+                   sm0, sm1, sm2, smm, smn, sg0, sg1, sg2, sgm, sgd, sx0, sx1, sx2, qk_scale, group,
+                   N_BIAS, HAS_MASK, MASK_2D, HAS_GATE, ROWS, HEAD_DIM, BLOCK_M, BLOCK_N, BLOCK_D,
+                   DOT_PREC, WIDE, SPARE, PAIRED, MODE == 1)
+
+
+@triton.jit
+def _kmax_kernel(K, KMAX, n1, n2, Lk, sk0, sk1, sk2, skn, skd,
+                 HEAD_DIM: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr):
+    """KMAX[o] = the largest key norm max_k |K[o, k, :HEAD_DIM]| of outer slice o = (i0 * n1 + i1) * n2
+    + i2, in fp32 (one program a slice)."""
+    o = tl.program_id(0).to(tl.int64)
+    i2 = o % n2
+    t = o // n2
+    base = K + (t // n1) * sk0 + (t % n1) * sk1 + i2 * sk2
+    offs_d = tl.arange(0, BLOCK_D)
+    best = tl.zeros([BLOCK_K], dtype=tl.float32)
+    for start in range(0, Lk, BLOCK_K):
+        kk = start + tl.arange(0, BLOCK_K)
+        x = tl.load(base + kk[:, None] * skn + offs_d[None, :] * skd,
+                    mask=(kk < Lk)[:, None] & (offs_d < HEAD_DIM)[None, :], other=0.0).to(tl.float32)
+        best = tl.maximum(best, tl.sum(x * x, 1))
+    tl.store(KMAX + o, tl.sqrt(tl.max(best, 0)))
+
+
+@triton.jit
+def _bmax_kernel(B0, B1, BMAX, n1, n2, Lq, Lk, sa0, sa1, sa2, sam, san, sb0, sb1, sb2, sbm, sbn,
+                 N_BIAS: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr):
+    """BMAX[o, q] = max_k (B0 + B1)[o, q, k] in fp32, for outer slice o = (i0 * n1 + i1) * n2 + i2
+    of the bias's own (un-broadcast) outer sizes; grid (query blocks, slices)."""
+    o = tl.program_id(1).to(tl.int64)
+    i2 = o % n2
+    t = o // n2
+    i1 = t % n1
+    i0 = t // n1
+    offs_q = tl.program_id(0) * BLOCK_Q + tl.arange(0, BLOCK_Q)
+    q_ok = offs_q < Lq
+    best = tl.full([BLOCK_Q, BLOCK_K], float("-inf"), dtype=tl.float32)
+    for start in range(0, Lk, BLOCK_K):
+        kk = start + tl.arange(0, BLOCK_K)
+        ok = q_ok[:, None] & (kk < Lk)[None, :]
+        b = tl.load(B0 + i0 * sa0 + i1 * sa1 + i2 * sa2 + offs_q[:, None] * sam + kk[None, :] * san,
+                    mask=ok, other=float("-inf")).to(tl.float32)
+        if N_BIAS == 2:
+            b += tl.load(B1 + i0 * sb0 + i1 * sb1 + i2 * sb2 + offs_q[:, None] * sbm + kk[None, :] * sbn,
+                         mask=ok, other=0.0).to(tl.float32)
+        best = tl.maximum(best, b)
+    tl.store(BMAX + o * Lq + offs_q, tl.max(best, 1), mask=q_ok)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -574,19 +748,57 @@ def _launch_cfg(q, k, v, out, biases, mask, scale, cfg, tensors, ostr, n0, n1, n
     sm = st5(4 + len(biases), msk) if mask is not None else zero5
     sg = st5(len(tensors) - 1, gt) if gate is not None else zero5
     mask_2d = mask is not None and lq > 1 and mask.stride(-2) != 0
-    grid = (n_sets * n_m,)
+    n_tiles = n_sets * n_m
     wide = cfg.get("wide", _inner_extent(tensors, lq, lk) >= 2 ** 31)
-    _attn_fwd_kernel[grid](
-        q, k, v, out, b0, b1, msk, gt,
-        n1, n2, n_sets, lq, lk,
-        *st5(0, q), *st5(1, k), *st5(2, v), *st5(3, out), *sa, *sb, *sm, *sg,
-        float(scale) * LOG2E, group,
-        N_BIAS=len(biases), HAS_MASK=mask is not None, MASK_2D=mask_2d, HAS_GATE=gate is not None, ROWS=rows,
-        HEAD_DIM=d, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d,
-        DOT_PREC=dot_precision(q.dtype, q.device), WIDE=bool(wide),
-        SPARE=bool(cfg.get("spare", True)) and scale != 0, PAIRED=bool(cfg.get("paired", False)),
-        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], **_reg_cap(cfg, q),
-    )
+    bound = bool(cfg.get("bound", False)) and scale > 0
+    kmax = bmax = flags = dummy
+    sx = [0, 0, 0]
+    if bound:
+        kmax, bmax, sx = _bound_inputs(k, biases, ostr, n0, n1, n2, lq, lk, d, block_d, sa, sb)
+        flags = torch.empty(n_tiles, dtype=torch.int8, device=q.device)
+    args = (q, k, v, out, b0, b1, msk, gt, kmax, bmax, flags,
+            n1, n2, n_sets, lq, lk, n_tiles,
+            *st5(0, q), *st5(1, k), *st5(2, v), *st5(3, out), *sa, *sb, *sm, *sg, *sx,
+            float(scale) * LOG2E, group)
+    meta = dict(N_BIAS=len(biases), HAS_MASK=mask is not None, MASK_2D=mask_2d, HAS_GATE=gate is not None,
+                ROWS=rows, HEAD_DIM=d, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d,
+                DOT_PREC=dot_precision(q.dtype, q.device), WIDE=bool(wide),
+                SPARE=bool(cfg.get("spare", True)) and scale != 0, PAIRED=bool(cfg.get("paired", False)),
+                num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], **_reg_cap(cfg, q))
+    _attn_fwd_kernel[(n_tiles,)](*args, MODE=1 if bound else 0, **meta)
+    if bound:  # the tiles whose bound was too loose, again with the online softmax
+        if isinstance(cfg.get("_probe"), list):  # diagnostics (tests, scripts/bound_probe.py): keep the flags
+            cfg["_probe"].append(flags.clone())
+        _attn_fwd_kernel[(min(n_tiles, 4 * _sm_count(q.device)),)](*args, MODE=2, **meta)
+
+
+def _sm_count(device: torch.device) -> int:
+    if device.type != "cuda":
+        return 2
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def _bound_inputs(k, biases, ostr, n0, n1, n2, lq, lk, d, block_d, sa, sb):
+    """The `bound` option's inputs: KMAX [n0 * n1 * n2] fp32, each outer slice's largest key norm, and
+    BMAX, the bias sum's row maxima [n0', n1', n2', L_q] fp32 over the bias's own outer sizes (1 where
+    every bias is broadcast), with its three outer strides for the attention kernel (0 where broadcast).
+    Both are read once per call: K once (as one query block's pass would) and the bias once."""
+    dev = k.device
+    kmax = torch.empty(n0 * n1 * n2, dtype=torch.float32, device=dev)
+    _kmax_kernel[(n0 * n1 * n2,)](k, kmax, n1, n2, lk, *ostr[1], k.stride(-2), k.stride(-1),
+                                  HEAD_DIM=d, BLOCK_K=64, BLOCK_D=block_d, num_warps=4)
+    if not biases:
+        return kmax, kmax, [0, 0, 0]
+    sizes = [n if (sa[i] != 0 or sb[i] != 0) else 1 for i, n in enumerate((n0, n1, n2))]
+    bmax = torch.empty(*sizes, lq, dtype=torch.float32, device=dev)
+    on_gpu = dev.type == "cuda"
+    bq, bk = (32, 128) if on_gpu else (16, 16)
+    b1 = biases[1] if len(biases) > 1 else biases[0]
+    _bmax_kernel[(triton.cdiv(lq, bq), sizes[0] * sizes[1] * sizes[2])](
+        biases[0], b1, bmax, sizes[1], sizes[2], lq, lk, *sa, *sb, N_BIAS=len(biases), BLOCK_Q=bq, BLOCK_K=bk,
+        num_warps=4)
+    sx = [bmax.stride(i) if sizes[i] > 1 else 0 for i in range(3)]
+    return kmax, bmax, sx
 
 
 def _reg_cap(cfg: dict, q: torch.Tensor) -> dict:

@@ -46,6 +46,7 @@ def _site(name: str) -> dict:
     # the kernel's own default for this shape (bf16, rows sharing the bias), as the network runs it
     cfg = dict(load("_tri_attention", False).default_config(L, L, D, torch.bfloat16, True, True))
     vals = dict(n1=H, n2=B, n_sets=H * B // cfg["rows"], Lq=L, Lk=L, group=16,
+                n_tiles=H * B // cfg["rows"] * L // cfg["BLOCK_M"], sx0=0, sx1=L, sx2=0,
                 so0=0, so1=D, so2=L * H * D, som=H * D, sod=1,
                 sa0=0, sa1=L * L, sa2=0, sam=L, san=1, sb0=0, sb1=0, sb2=0, sbm=0, sbn=0,
                 sm0=0, sm1=0, sm2=L, smm=0, smn=1)
@@ -70,13 +71,18 @@ def compile_site(name: str, overrides: dict):
     const = dict(N_BIAS=1, HAS_MASK=not overrides.get("no_mask"), MASK_2D=False, HAS_GATE=True, ROWS=cfg["rows"],
                  HEAD_DIM=d,
                  BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], BLOCK_D=max(16, d), DOT_PREC="tf32",
-                 WIDE=False, SPARE=bool(overrides.get("spare", True)), PAIRED=bool(overrides.get("paired", False)))
+                 WIDE=False, SPARE=bool(overrides.get("spare", True)), PAIRED=bool(overrides.get("paired", False)),
+                 MODE=1 if overrides.get("bound") else 0)
     sig, attrs = {}, {}
     for i, n in enumerate(names):
         if n in const:
             sig[n] = "constexpr"
         elif n in ("Q", "K", "V", "O", "B0", "B1", "MSK", "G"):
             sig[n], attrs[(i,)] = "*bf16", [["tt.divisibility", 16]]
+        elif n in ("KMAX", "BMAX"):  # the `bound` option's fp32 key norms and bias row maxima
+            sig[n], attrs[(i,)] = "*fp32", [["tt.divisibility", 16]]
+        elif n == "FLAGS":
+            sig[n], attrs[(i,)] = "*i8", [["tt.divisibility", 16]]
         elif n == "qk_scale":
             sig[n] = "fp32"
         elif site["vals"].get(n, 0) == 1:  # the JIT turns integer arguments equal to 1 into constants

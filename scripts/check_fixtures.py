@@ -46,6 +46,8 @@ def main():
                     help="in-place residual updates (Runtime.inplace: the fused residual projections run)")
     ap.add_argument("--keep-templates", action="store_true",
                     help="template pair stacks in the first recycling pass only (Runtime.keep_templates)")
+    ap.add_argument("--attention-options", default=None, metavar="JSON",
+                    help="options of the Triton attention kernel (Runtime.attention_options), e.g. '{\"bound\": true}'")
     ap.add_argument("--json", default=None)
     ap.add_argument("--only", nargs="+", default=None, metavar="NAME",
                     help="these fixtures only (folder names under tests/data/af_fixtures): a short GPU call")
@@ -63,13 +65,15 @@ def main():
             for backend in args.backend:
                 model = load_model(next(fx.glob("params_*.npz")), device=args.device)
                 rt = Runtime(precision=precision, backend=backend, inplace=args.inplace,
-                             keep_templates=args.keep_templates)
+                             keep_templates=args.keep_templates,
+                             attention_options=json.loads(args.attention_options) if args.attention_options else None)
                 model.prepare(rt)
                 out = model(batch, rt, num_recycle=meta["args"]["recycles"], return_prev_inputs=True)
                 out = {k: v.float().cpu().numpy() for k, v in out.items()}
                 dev = deviations(out, ref)
                 key = f"{fx.name}/{precision}/{backend}" + ("/inplace" if args.inplace else "") + \
-                    ("/keep_templates" if args.keep_templates else "")
+                    ("/keep_templates" if args.keep_templates else "") + \
+                    (f"/attention {args.attention_options}" if args.attention_options else "")
                 report[key] = dev
                 rel = {k: v for k, v in dev.items() if not k.endswith(("_A", "_abs"))}
                 worst = max(rel, key=rel.get)

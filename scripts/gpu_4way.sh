@@ -861,7 +861,32 @@ BV)  # session 18 (one H100): BU's spread probe and interleaved rounds, with the
   fi
   pkill -f "nvidia-smi --query-gpu=timestamp" 2>/dev/null; cp "$RES/smi.csv" "$REAL_OUT"/ 2>/dev/null
   ;;
-*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT|AU|AV|AW|AX|AY|AZ|BA|BB|BC|BD|BE|BF|BG|BH|BJ|BK|BL|BM|BN|BP|BQ|BR|BS|BT|BU|BV" >&2; exit 2 ;;
+BW)  # session 18: softmax against precomputed logit bounds (config bound), GPU tests then timings at
+     # the network's four attention sites in three interleaved rounds, beside 32-key blocks
+  smi_log
+  job verify 0 0-7 170 bash -c "python3 -m pytest -q -p no:cacheprovider tests/kernels/test_kernel_gpu.py -k 'bound or call_sites' 2>&1 | tail -3"
+  wait; flush verify
+  VB='[{"bound": true}, {"bound": true, "paired": true}, {"BLOCK_N": 32, "rows": 2, "maxnreg": 128},
+    {"bound": true, "BLOCK_N": 32, "rows": 2, "maxnreg": 128}]'
+  job kbound 0 0-7 280 bash -c "python3 scripts/kernel_bench.py --cases tri1024,tri2048,msa_row,extra_msa --no-flex --no-baselines \
+    --rounds 3 --json $RES/kbench_bound.json --variants '$VB' 2>&1 | grep -i 'skipped\|network call' | tail -60"
+  wait; flush kbound $RES/kbench_bound.json
+  pkill -f "nvidia-smi --query-gpu=timestamp" 2>/dev/null; cp "$RES/smi.csv" "$REAL_OUT"/ 2>/dev/null
+  ;;
+BX)  # after BW: the whole network at N = 1,024 and 2,048 with bound (every head dim) against the default
+     # in one process, then the reference fixtures on CUDA in fp32 with bound on
+  smi_log
+  job net1024 0 0-7 170 bash -c "$N1024 --compare attention --attention-options '{\"bound\": true}' --json $RES/net1024_bound.json 2>&1 | tail -3"
+  wait; flush net1024 $RES/net1024_bound.json
+  job net2048 0 0-7 260 bash -c "python3 -m fastfold_cli bench --lengths 2048 --precision bf16 --backend triton --no-breakdown \
+    --compare attention --attention-options '{\"bound\": true}' --json $RES/net2048_bound.json 2>&1 | tail -3"
+  wait; flush net2048 $RES/net2048_bound.json
+  job fixtures 0 0-7 150 bash -c "python3 scripts/check_fixtures.py --device cuda --precision fp32 bf16 --backend triton \
+    --attention-options '{\"bound\": true}' --json $RES/fixtures_bound.json 2>&1 | tail -8"
+  wait; flush fixtures $RES/fixtures_bound.json
+  pkill -f "nvidia-smi --query-gpu=timestamp" 2>/dev/null; cp "$RES/smi.csv" "$REAL_OUT"/ 2>/dev/null
+  ;;
+*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT|AU|AV|AW|AX|AY|AZ|BA|BB|BC|BD|BE|BF|BG|BH|BJ|BK|BL|BM|BN|BP|BQ|BR|BS|BT|BU|BV|BW|BX" >&2; exit 2 ;;
 esac
 for f in "$RES"/*.log; do echo "== $f"; grep -v "^\s*$" "$f" | grep -v "^  entry" | tail -14 | cut -c1-400; done
 for f in "$RES"/*.json "$RES"/*/*.json; do [ -f "$f" ] && { echo "== $f"; grep -o "$G" "$f" | tr '\n' ' ' | cut -c1-900; echo; }; done

@@ -395,3 +395,56 @@ def test_config_head_dims_scopes_the_other_keys(interpret):
     assert torch.equal(scoped, default)
     with pytest.raises(Exception, match="power of 2"):
         attention_triton(q, k, v, [bias], None, 0.3, config={"head_dims": [8], "BLOCK_M": 24})
+
+
+@pytest.mark.parametrize("rows", [1, 2, 4])
+@pytest.mark.parametrize("d,dtype", [(32, torch.float32), (8, torch.float16), (16, torch.float16),
+                                     (8, torch.float32)])
+def test_bound_matches_reference(interpret, d, dtype, rows):
+    """config bound=True: each row's softmax taken against a precomputed upper bound of its logits
+    (|q| max|k| scale + the bias's row maximum) instead of a running maximum. The pair attentions'
+    pattern (shared bias, key mask) with a fully masked batch row, whose tiles sum to zero against
+    the bound and are recomputed by the online kernel; a ragged key block; an odd batch count."""
+    gen = torch.Generator().manual_seed(60 + d + rows)
+    b, h, l = 5, 2, 37
+    q, k, v = (torch.randn(b, h, l, d, generator=gen).to(dtype) for _ in range(3))
+    bias = (2.0 * torch.randn(1, h, l, l, generator=gen)).to(dtype)
+    mask = _key_mask(b, l, gen)
+    tiles = dict(rows=rows, BLOCK_M=16, BLOCK_N=16)
+    probe = []
+    _check(q, k, v, [bias], mask, d ** -0.5, config=dict(tiles, bound=True, _probe=probe))
+    flags = probe[0]
+    assert 0 < int(flags.sum()) < flags.numel()  # the fully masked row's tiles, and not the others
+
+
+def test_bound_two_biases_no_mask_and_gate(interpret):
+    """bound=True with two biases (the bound takes the maximum of their sum), no key mask (nothing
+    falls back), the gate in the epilogue, and no bias at all (the bound is |q| max|k| scale)."""
+    gen = torch.Generator().manual_seed(71)
+    q, k, v, g = (torch.randn(3, 2, 29, 16, generator=gen) for _ in range(4))
+    biases = [torch.randn(1, 2, 29, 29, generator=gen), torch.randn(3, 1, 29, 29, generator=gen)]
+    cfg = dict(bound=True, BLOCK_M=16, BLOCK_N=16)
+    for bs in (biases, []):
+        probe = []
+        out = attention_triton(q, k, v, bs, None, 0.25, config=dict(cfg, _probe=probe), gate=g)
+        ref = _ref64(q, k, v, bs, None, 0.25) * torch.sigmoid(g.double())
+        assert rel_err(out, ref) < TOL[torch.float32]
+        assert int(probe[0].sum()) == 0
+
+
+def test_bound_falls_back_only_where_loose(interpret):
+    """A query row with a huge norm and keys nearly orthogonal to it: |q| max|k| scale exceeds its
+    largest logit by far more than 80 (log2 units), so its sum underflows against the bound. Exactly
+    that tile is flagged and recomputed the online way; the result still matches float64."""
+    gen = torch.Generator().manual_seed(72)
+    b, h, l, d = 4, 2, 40, 32
+    q, k, v = (torch.randn(b, h, l, d, generator=gen) for _ in range(3))
+    bias = torch.randn(1, h, l, l, generator=gen)
+    cfg = dict(bound=True, rows=2, BLOCK_M=16, BLOCK_N=16)
+    probe = []
+    _check(q, k, v, [bias], None, d ** -0.5, config=dict(cfg, _probe=probe))
+    assert int(probe[0].sum()) == 0
+    q[2, 1, 17] *= 400.0
+    probe = []
+    _check(q, k, v, [bias], None, d ** -0.5, config=dict(cfg, _probe=probe))
+    assert int(probe[0].sum()) == 1

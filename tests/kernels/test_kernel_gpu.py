@@ -122,6 +122,29 @@ def test_attention_paired_rows(compiled, case, dtype, rows):
     torch.testing.assert_close(out, seq, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("masked", [True, False])
+def test_attention_bound(compiled, case, dtype, masked):
+    """config bound=True (softmax against each row's precomputed logit bound, tiles the bound can't
+    serve recomputed online) at every call site, with the gate: the float64 reference's accuracy.
+    With the key mask (row 0 fully masked: its tiles fall back); without (nothing falls back on
+    these random inputs)."""
+    b, l, h, d, use_bias = CASES[case]
+    gen = torch.Generator(device="cuda").manual_seed(len(case) * 13 + d)
+    q, k, v, bias, mask = _inputs(b, l, h, d, dtype, gen)
+    mask = mask if masked else None
+    g = torch.randn(b, l, 2 * h * d, generator=gen, device="cuda").to(dtype)[..., h * d:]
+    g = g.unflatten(-1, (h, d)).transpose(-2, -3)
+    biases = [bias] if use_bias else []
+    probe = []
+    out = attention_triton(q, k, v, biases, mask, d ** -0.5, gate=g, config=dict(bound=True, _probe=probe))
+    err = rel_err(out, _ref64(q, k, v, biases, mask, d ** -0.5) * torch.sigmoid(g.double()))
+    assert err < TOL[dtype], f"{case} {dtype}: relative error {err:.2e}"
+    flagged = int(probe[0].sum())
+    assert (flagged > 0) if masked else (flagged == 0)
+
+
 @pytest.mark.parametrize("case", ["triangle", "extra_msa_row"])
 @pytest.mark.parametrize("maxnreg", [96, 128, 168])
 def test_attention_register_cap(compiled, case, maxnreg):
