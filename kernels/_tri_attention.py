@@ -750,7 +750,8 @@ def _launch_cfg(q, k, v, out, biases, mask, scale, cfg, tensors, ostr, n0, n1, n
     mask_2d = mask is not None and lq > 1 and mask.stride(-2) != 0
     n_tiles = n_sets * n_m
     wide = cfg.get("wide", _inner_extent(tensors, lq, lk) >= 2 ** 31)
-    bound = bool(cfg.get("bound", False)) and scale > 0
+    # fp16 keeps the online softmax: its P operand can't hold terms as small as the bound allows
+    bound = bool(cfg.get("bound", False)) and scale > 0 and q.dtype != torch.float16
     kmax = bmax = flags = dummy
     sx = [0, 0, 0]
     if bound:
