@@ -874,10 +874,13 @@ BW)  # session 18: softmax against precomputed logit bounds (config bound), GPU 
   pkill -f "nvidia-smi --query-gpu=timestamp" 2>/dev/null; cp "$RES/smi.csv" "$REAL_OUT"/ 2>/dev/null
   ;;
 BX)  # after BW: the whole network at N = 1,024 and 2,048 with bound (every head dim) against the default
-     # in one process, then the reference fixtures on CUDA in fp32 with bound on
+     # in one process, how many tiles fell back (scripts/bound_probe.py), then the reference fixtures on
+     # CUDA in fp32 and bf16 with bound on
   smi_log
   job net1024 0 0-7 170 bash -c "$N1024 --compare attention --attention-options '{\"bound\": true}' --json $RES/net1024_bound.json 2>&1 | tail -3"
   wait; flush net1024 $RES/net1024_bound.json
+  job bprobe 0 0-7 90 python3 scripts/bound_probe.py --length 1024 --json $RES/bound_probe_1024.json
+  wait; flush bprobe $RES/bound_probe_1024.json
   job net2048 0 0-7 260 bash -c "python3 -m fastfold_cli bench --lengths 2048 --precision bf16 --backend triton --no-breakdown \
     --compare attention --attention-options '{\"bound\": true}' --json $RES/net2048_bound.json 2>&1 | tail -3"
   wait; flush net2048 $RES/net2048_bound.json
