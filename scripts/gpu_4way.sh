@@ -75,9 +75,9 @@ fixture_job() {
 # Nsight Compute on one triangle-attention launch at N = 2,048 (attention_traffic_probe.py --once,
 # kernel config $2): stall reasons per issued instruction, issue-slot and pipe use, occupancy
 NCU_M='regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio,regex:sm__inst_executed_pipe_.*\.avg\.pct_of_peak_sustained_active,smsp__issue_active.avg.pct_of_peak_sustained_active,sm__warps_active.avg.pct_of_peak_sustained_active'
-ncu_job() {
+ncu_job() {  # ncu_job NAME CONFIG [SKIP]: SKIP _attn_fwd launches first (bound launches two a call: 2)
   local ncu; ncu=$(command -v ncu || ls /usr/local/cuda*/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
-  job "$1" 0 0-7 120 "${ncu:-ncu}" --clock-control none -k regex:_attn_fwd --launch-skip 1 --launch-count 1 \
+  job "$1" 0 0-7 120 "${ncu:-ncu}" --clock-control none -k regex:_attn_fwd --launch-skip "${3:-1}" --launch-count 1 \
     --section SpeedOfLight --section ComputeWorkloadAnalysis --section SchedulerStats --section WarpStateStats \
     --section Occupancy --section MemoryWorkloadAnalysis --metrics "$NCU_M" \
     python3 scripts/attention_traffic_probe.py --once "$2" --lengths 2048
@@ -889,7 +889,24 @@ BX)  # after BW: the whole network at N = 1,024 and 2,048 with bound (every head
   wait; flush fixtures $RES/fixtures_bound.json
   pkill -f "nvidia-smi --query-gpu=timestamp" 2>/dev/null; cp "$RES/smi.csv" "$REAL_OUT"/ 2>/dev/null
   ;;
-*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT|AU|AV|AW|AX|AY|AZ|BA|BB|BC|BD|BE|BF|BG|BH|BJ|BK|BL|BM|BN|BP|BQ|BR|BS|BT|BU|BV|BW|BX" >&2; exit 2 ;;
+BY)  # next (session 18 left it): the whole network at N = 2,048 and 4,096 with bound and 32-key blocks,
+     # 4 stages (the best of call c6) at head dim 32 against the default, clocks and power logged; then
+     # Nsight Compute on bound at 64-key blocks against the default (why fewer instructions ran slower)
+  smi_log
+  B32='{"head_dims": [32], "bound": true, "BLOCK_N": 32, "rows": 2, "maxnreg": 128, "num_stages": 4}'
+  job net2048 0 0-7 240 bash -c "python3 -m fastfold_cli bench --lengths 2048 --precision bf16 --backend triton --no-breakdown \
+    --compare attention --attention-options '$B32' --json $RES/net2048_b32.json 2>&1 | tail -2"
+  wait; flush net2048 $RES/net2048_b32.json
+  ncu_job ncu_default '{}'
+  wait; flush ncu_default
+  ncu_job ncu_bound '{"bound": true}' 2
+  wait; flush ncu_bound
+  job net4096 0 0-7 330 bash -c "python3 -m fastfold_cli bench --lengths 4096 --precision bf16 --backend triton --no-breakdown \
+    --compare attention --attention-options '$B32' --json $RES/net4096_b32.json 2>&1 | tail -2"
+  wait; flush net4096 $RES/net4096_b32.json
+  pkill -f "nvidia-smi --query-gpu=timestamp" 2>/dev/null; cp "$RES/smi.csv" "$REAL_OUT"/ 2>/dev/null
+  ;;
+*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT|AU|AV|AW|AX|AY|AZ|BA|BB|BC|BD|BE|BF|BG|BH|BJ|BK|BL|BM|BN|BP|BQ|BR|BS|BT|BU|BV|BW|BX|BY" >&2; exit 2 ;;
 esac
 for f in "$RES"/*.log; do echo "== $f"; grep -v "^\s*$" "$f" | grep -v "^  entry" | tail -14 | cut -c1-400; done
 for f in "$RES"/*.json "$RES"/*/*.json; do [ -f "$f" ] && { echo "== $f"; grep -o "$G" "$f" | tr '\n' ' ' | cut -c1-900; echo; }; done
