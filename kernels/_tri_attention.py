@@ -603,7 +603,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, biases: Sequenc
     q: [*, H, L_q, D]; k, v: [*, H, L_k, D] (any strides; D <= 64); biases: each broadcastable to
     [*, H, L_q, L_k]; mask: broadcastable to [*, H, L_q, L_k] (bool, integer or float, 1 = attend).
     config: optional tile override (keys as in `default_config`, "paired", "spare", "maxnreg",
-    "gluon"), used by the benchmark sweep and `Runtime.attention_options`. Its key "head_dims" (a
+    "bound", "gluon"), used by the benchmark sweep and `Runtime.attention_options`. Its key "head_dims" (a
     list) scopes the others to those head dims: at any other head dim only "gluon" is kept.
     gate: optional [*, H, L_q, D] (broadcastable, any strides): the output is o * sigmoid(gate),
     applied in the epilogue (fp32, one rounding).
