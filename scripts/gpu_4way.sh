@@ -77,7 +77,7 @@ fixture_job() {
 NCU_M='regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio,regex:sm__inst_executed_pipe_.*\.avg\.pct_of_peak_sustained_active,smsp__issue_active.avg.pct_of_peak_sustained_active,sm__warps_active.avg.pct_of_peak_sustained_active'
 ncu_job() {  # ncu_job NAME CONFIG [SKIP]: SKIP _attn_fwd launches first (bound launches two a call: 2)
   local ncu; ncu=$(command -v ncu || ls /usr/local/cuda*/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
-  job "$1" 0 0-7 120 "${ncu:-ncu}" --clock-control none -k regex:_attn_fwd --launch-skip "${3:-1}" --launch-count 1 \
+  job "$1" 0 0-7 "${NCU_LIMIT:-120}" "${ncu:-ncu}" --clock-control none -k regex:_attn_fwd --launch-skip "${3:-1}" --launch-count 1 \
     --section SpeedOfLight --section ComputeWorkloadAnalysis --section SchedulerStats --section WarpStateStats \
     --section Occupancy --section MemoryWorkloadAnalysis --metrics "$NCU_M" \
     python3 scripts/attention_traffic_probe.py --once "$2" --lengths 2048
@@ -906,7 +906,16 @@ BY)  # next (session 18 left it): the whole network at N = 2,048 and 4,096 with 
   wait; flush net4096 $RES/net4096_b32.json
   pkill -f "nvidia-smi --query-gpu=timestamp" 2>/dev/null; cp "$RES/smi.csv" "$REAL_OUT"/ 2>/dev/null
   ;;
-*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT|AU|AV|AW|AX|AY|AZ|BA|BB|BC|BD|BE|BF|BG|BH|BJ|BK|BL|BM|BN|BP|BQ|BR|BS|BT|BU|BV|BW|BX|BY" >&2; exit 2 ;;
+BZ)  # session 18's last minutes: Nsight Compute on one N = 2,048 triangle launch, the default against
+     # bound at 64-key tiles (slower with fewer instructions) and bound with 32-key blocks, 128 registers
+  ncu_job ncu_default '{}'
+  wait; flush ncu_default
+  ncu_job ncu_bound '{"bound": true}' 2
+  wait; flush ncu_bound
+  ncu_job ncu_bound32 '{"bound": true, "BLOCK_N": 32, "rows": 2, "maxnreg": 128}' 2
+  wait; flush ncu_bound32
+  ;;
+*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT|AU|AV|AW|AX|AY|AZ|BA|BB|BC|BD|BE|BF|BG|BH|BJ|BK|BL|BM|BN|BP|BQ|BR|BS|BT|BU|BV|BW|BX|BY|BZ" >&2; exit 2 ;;
 esac
 for f in "$RES"/*.log; do echo "== $f"; grep -v "^\s*$" "$f" | grep -v "^  entry" | tail -14 | cut -c1-400; done
 for f in "$RES"/*.json "$RES"/*/*.json; do [ -f "$f" ] && { echo "== $f"; grep -o "$G" "$f" | tr '\n' ' ' | cut -c1-900; echo; }; done
