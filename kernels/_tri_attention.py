@@ -29,6 +29,9 @@ Design notes (why, not what):
   instruction count, no spills, row 0's PV MMA issued while row 1's exponentials still run). Same operations per row, so the same bits.
 * Out-of-range rows/columns are handled by clamping indices (loads stay in bounds, no load masks in the
   hot loop); only the last key block applies a -inf column mask, and only row-valid outputs are stored.
+* `bound` (config, off by default): each row's softmax against a precomputed upper bound of its logits
+  instead of a running maximum (no block maximum, no rescaling); tiles whose sums underflow the bound
+  are flagged and recomputed with the online softmax by a second launch (docs/KERNELS.md).
 * The key mask adds 1e9 * (mask - 1) like AlphaFold (not -inf): a fully masked row is a uniform
   softmax over its keys, exactly as the reference gives. Columns past L_k get -inf (not attended).
 """
@@ -461,20 +464,26 @@ def _attn_fwd_kernel(
     ROWS: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     DOT_PREC: tl.constexpr, WIDE: tl.constexpr, SPARE: tl.constexpr, PAIRED: tl.constexpr,
-    MODE: tl.constexpr,
+    MODE: tl.constexpr, FLAG_CHUNK: tl.constexpr,
 ):
     """MODE 0: one program per tile, the online softmax. MODE 1: the same with fixed logit bounds
     (`_attn_tile`'s BOUND), flagging the tiles it could not trust. MODE 2: the flagged tiles again,
-    the online way, by a small grid that walks FLAGS (a few programs an SM; most tiles are skipped)."""
+    the online way, by a small grid that walks FLAGS FLAG_CHUNK at a time (a few programs an SM)."""
     if MODE == 2:
-        for tile in range(tl.program_id(0), n_tiles, tl.num_programs(0)):
-            if tl.load(FLAGS + tile) != 0:
-                _attn_tile(tile, Q, K, V, O, B0, B1, MSK, G, KMAX, BMAX, FLAGS, n1, n2, n_sets, Lq, Lk,
-                           sq0, sq1, sq2, sqm, sqd, sk0, sk1, sk2, skn, skd, sv0, sv1, sv2, svn, svd,
-                           so0, so1, so2, som, sod, sa0, sa1, sa2, sam, san, sb0, sb1, sb2, sbm, sbn,
-                           sm0, sm1, sm2, smm, smn, sg0, sg1, sg2, sgm, sgd, sx0, sx1, sx2, qk_scale, group,
-                           N_BIAS, HAS_MASK, MASK_2D, HAS_GATE, ROWS, HEAD_DIM, BLOCK_M, BLOCK_N, BLOCK_D,
-                           DOT_PREC, WIDE, SPARE, PAIRED, False)
+        # the flags in chunks of FLAG_CHUNK (one vector load each; almost always all clear), then the
+        # flagged tiles of a chunk one by one
+        for c0 in range(tl.program_id(0) * FLAG_CHUNK, n_tiles, tl.num_programs(0) * FLAG_CHUNK):
+            offs = c0 + tl.arange(0, FLAG_CHUNK)
+            any_flag = tl.max(tl.load(FLAGS + offs, mask=offs < n_tiles, other=0).to(tl.int32), 0)
+            if any_flag != 0:
+                for tile in range(c0, tl.minimum(c0 + FLAG_CHUNK, n_tiles)):
+                    if tl.load(FLAGS + tile) != 0:
+                        _attn_tile(tile, Q, K, V, O, B0, B1, MSK, G, KMAX, BMAX, FLAGS, n1, n2, n_sets, Lq, Lk,
+                                   sq0, sq1, sq2, sqm, sqd, sk0, sk1, sk2, skn, skd, sv0, sv1, sv2, svn, svd,
+                                   so0, so1, so2, som, sod, sa0, sa1, sa2, sam, san, sb0, sb1, sb2, sbm, sbn,
+                                   sm0, sm1, sm2, smm, smn, sg0, sg1, sg2, sgm, sgd, sx0, sx1, sx2, qk_scale,
+                                   group, N_BIAS, HAS_MASK, MASK_2D, HAS_GATE, ROWS, HEAD_DIM, BLOCK_M, BLOCK_N,
+                                   BLOCK_D, DOT_PREC, WIDE, SPARE, PAIRED, False)
     else:
         _attn_tile(tl.program_id(0), Q, K, V, O, B0, B1, MSK, G, KMAX, BMAX, FLAGS, n1, n2, n_sets, Lq, Lk,
                    sq0, sq1, sq2, sqm, sqd, sk0, sk1, sk2, skn, skd, sv0, sv1, sv2, svn, svd,
@@ -766,11 +775,13 @@ def _launch_cfg(q, k, v, out, biases, mask, scale, cfg, tensors, ostr, n0, n1, n
                 DOT_PREC=dot_precision(q.dtype, q.device), WIDE=bool(wide),
                 SPARE=bool(cfg.get("spare", True)) and scale != 0, PAIRED=bool(cfg.get("paired", False)),
                 num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], **_reg_cap(cfg, q))
-    _attn_fwd_kernel[(n_tiles,)](*args, MODE=1 if bound else 0, **meta)
+    chunk = 128 if q.device.type == "cuda" else 4
+    _attn_fwd_kernel[(n_tiles,)](*args, MODE=1 if bound else 0, FLAG_CHUNK=chunk, **meta)
     if bound:  # the tiles whose bound was too loose, again with the online softmax
         if isinstance(cfg.get("_probe"), list):  # diagnostics (tests, scripts/bound_probe.py): keep the flags
             cfg["_probe"].append(flags.clone())
-        _attn_fwd_kernel[(min(n_tiles, 4 * _sm_count(q.device)),)](*args, MODE=2, **meta)
+        grid = min(triton.cdiv(n_tiles, chunk), 4 * _sm_count(q.device))
+        _attn_fwd_kernel[(grid,)](*args, MODE=2, FLAG_CHUNK=chunk, **meta)
 
 
 def _sm_count(device: torch.device) -> int:
