@@ -77,3 +77,25 @@ def test_bound_drops_the_running_maximum(site, tiles):
     online = _per_score(*args, "--config", json.dumps(tiles))
     bound = _per_score(*args, "--config", json.dumps(dict(tiles, bound=True)))
     assert bound < 0.85 * online, (bound, online)
+
+
+def _mufu(*args):
+    env = dict(os.environ, TRITON_INTERPRET="0")
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "attention_sass.py"), *args],
+                         capture_output=True, text=True, env=env, timeout=600)
+    if out.returncode and "ptxas" in out.stderr:
+        pytest.skip("Triton's bundled ptxas is not usable here")
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.splitlines()
+    assert "no spills in the loop" in lines[0], lines[0]
+    return int(re.search(r"MUFU:(\d+)", lines[1]).group(1))
+
+
+@pytest.mark.parametrize("site,tiles", [("tri2048", {}), ("tri2048", {"bound": True}), ("extra_msa", {})])
+def test_exp_fma_halves_the_mufu_work(site, tiles):
+    """config exp_fma=True moves every other column's exponential to the FMA pipe: the key loop's MUFU
+    instructions halve (the online loop keeps its per-block correction exponentials), no spills."""
+    args = [site] + (["--no-mask"] if site == "tri2048" else [])
+    mufu = _mufu(*args, "--config", json.dumps(tiles))
+    fma = _mufu(*args, "--config", json.dumps(dict(tiles, exp_fma=True)))
+    assert fma <= mufu // 2 + 8, (fma, mufu)
