@@ -261,9 +261,7 @@ def _row_sum(acc, l_i, offs_d, HEAD_DIM: tl.constexpr, SPARE_SUM: tl.constexpr):
 @triton.jit
 def _store_rows(O, acc, l_i, offs_m, offs_d, Lq, som, sod, row_ok, G, sgm, sgd, HEAD_DIM: tl.constexpr,
                 CHECK_ROW: tl.constexpr, HAS_GATE: tl.constexpr, SPARE_SUM: tl.constexpr):
-    if SPARE_SUM:  # the denominator the PV MMA accumulated in the padded column
-        l_i = tl.sum(tl.where((offs_d == HEAD_DIM)[None, :], acc, 0.0), 1)
-    out = acc / l_i[:, None]
+    out = acc / _row_sum(acc, l_i, offs_d, HEAD_DIM, SPARE_SUM)[:, None]
     msk = (offs_m < Lq)[:, None] & (offs_d < HEAD_DIM)[None, :]
     if CHECK_ROW:
         msk = msk & row_ok
@@ -438,6 +436,7 @@ def _attn_tile(
                 offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale, mask_col,
                 HAS_BIAS, HAS_MASK, MASK_2D, True, HEAD_DIM, BLOCK_D, DOT_PREC, SPARE_MASK, SPARE_SUM, False, BOUND, EXP_FMA)
 
+    keep = True  # (BOUND) whether this tile's output is written
     if BOUND:
         # Trust the tile only if every row's sum (relative to its bound) is at least 2^-80: then the
         # row's largest term is >= 2^-96 (at most 2^16 keys) and every term within 2^-24 of it is a
@@ -450,27 +449,17 @@ def _attn_tile(
             small = small | (tl.min(_row_sum(acc3, l3, offs_d, HEAD_DIM, SPARE_SUM)) < _TRUST)
         tl.store(FLAGS + pid, small.to(tl.int8))
         keep = small == 0
-        _store_rows(o_base + r0 * so2, acc0, l0, offs_m, offs_d, Lq, som, sod, keep,
-                    g_base + r0 * sg2, sgm, sgd, HEAD_DIM, True, HAS_GATE, SPARE_SUM)
-        if ROWS > 1:
-            _store_rows(o_base + r1 * so2, acc1, l1, offs_m, offs_d, Lq, som, sod, keep & (i2 + 1 < n2),
-                        g_base + r1 * sg2, sgm, sgd, HEAD_DIM, True, HAS_GATE, SPARE_SUM)
-        if ROWS > 2:
-            _store_rows(o_base + r2 * so2, acc2, l2, offs_m, offs_d, Lq, som, sod, keep & (i2 + 2 < n2),
-                        g_base + r2 * sg2, sgm, sgd, HEAD_DIM, True, HAS_GATE, SPARE_SUM)
-            _store_rows(o_base + r3 * so2, acc3, l3, offs_m, offs_d, Lq, som, sod, keep & (i2 + 3 < n2),
-                        g_base + r3 * sg2, sgm, sgd, HEAD_DIM, True, HAS_GATE, SPARE_SUM)
-    else:
-        _store_rows(o_base + r0 * so2, acc0, l0, offs_m, offs_d, Lq, som, sod, True,
-                    g_base + r0 * sg2, sgm, sgd, HEAD_DIM, False, HAS_GATE, SPARE_SUM)
-        if ROWS > 1:
-            _store_rows(o_base + r1 * so2, acc1, l1, offs_m, offs_d, Lq, som, sod, i2 + 1 < n2,
-                        g_base + r1 * sg2, sgm, sgd, HEAD_DIM, True, HAS_GATE, SPARE_SUM)
-        if ROWS > 2:
-            _store_rows(o_base + r2 * so2, acc2, l2, offs_m, offs_d, Lq, som, sod, i2 + 2 < n2,
-                        g_base + r2 * sg2, sgm, sgd, HEAD_DIM, True, HAS_GATE, SPARE_SUM)
-            _store_rows(o_base + r3 * so2, acc3, l3, offs_m, offs_d, Lq, som, sod, i2 + 3 < n2,
-                        g_base + r3 * sg2, sgm, sgd, HEAD_DIM, True, HAS_GATE, SPARE_SUM)
+    _store_rows(o_base + r0 * so2, acc0, l0, offs_m, offs_d, Lq, som, sod, keep,
+                g_base + r0 * sg2, sgm, sgd, HEAD_DIM, BOUND, HAS_GATE, SPARE_SUM)
+    if ROWS > 1:
+        _store_rows(o_base + r1 * so2, acc1, l1, offs_m, offs_d, Lq, som, sod, keep & (i2 + 1 < n2),
+                    g_base + r1 * sg2, sgm, sgd, HEAD_DIM, True, HAS_GATE, SPARE_SUM)
+    if ROWS > 2:
+        _store_rows(o_base + r2 * so2, acc2, l2, offs_m, offs_d, Lq, som, sod, keep & (i2 + 2 < n2),
+                    g_base + r2 * sg2, sgm, sgd, HEAD_DIM, True, HAS_GATE, SPARE_SUM)
+        _store_rows(o_base + r3 * so2, acc3, l3, offs_m, offs_d, Lq, som, sod, keep & (i2 + 3 < n2),
+                    g_base + r3 * sg2, sgm, sgd, HEAD_DIM, True, HAS_GATE, SPARE_SUM)
+
 
 @triton.jit
 def _attn_fwd_kernel(
