@@ -889,37 +889,47 @@ BX)  # after BW: the whole network at N = 1,024 and 2,048 with bound (every head
   wait; flush fixtures $RES/fixtures_bound.json
   pkill -f "nvidia-smi --query-gpu=timestamp" 2>/dev/null; cp "$RES/smi.csv" "$REAL_OUT"/ 2>/dev/null
   ;;
-BY)  # next (written in session 18): the GPU tests of bound and exp_fma; the attention sites with bound
-     # at 32-key blocks (3 and 4 stages) and half the exponentials on the FMA pipe (exp_fma), two
-     # interleaved rounds; the whole network at N = 2,048 with the 4-stage bound form, clocks logged
+BY)  # session 19: the GPU tests of bound and exp_fma; the CUDA fixtures in fp32 (the kernel commits after
+     # 785662c); the attention sites with bound at 32-key blocks (4 stages) and half the exponentials on
+     # the FMA pipe (exp_fma), two interleaved rounds; clocks logged
   smi_log
   job verify 0 0-7 200 bash -c "python3 -m pytest -q -p no:cacheprovider tests/kernels/test_kernel_gpu.py -k 'bound or exp_fma' 2>&1 | tail -3"
   wait; flush verify
+  job fixtures 0 0-7 120 bash -c "python3 scripts/check_fixtures.py --device cuda --precision fp32 --backend triton \
+    --json $RES/fixtures_cuda.json 2>&1 | tail -4"
+  wait; flush fixtures $RES/fixtures_cuda.json
   VF='[{"exp_fma": true}, {"bound": true, "exp_fma": true}, {"bound": true, "BLOCK_N": 32, "rows": 2, "maxnreg": 128, "num_stages": 4},
     {"bound": true, "BLOCK_N": 32, "rows": 2, "maxnreg": 128, "num_stages": 4, "exp_fma": true}]'
-  job kfma 0 0-7 220 bash -c "python3 scripts/kernel_bench.py --cases tri2048,tri1024,extra_msa --no-flex --no-baselines \
+  job kfma 0 0-7 220 bash -c "python3 scripts/kernel_bench.py --cases tri2048,extra_msa --no-flex --no-baselines \
     --rounds 2 --json $RES/kbench_fma.json --variants '$VF' 2>&1 | grep -i 'skipped' | grep -v round | tail -20"
   wait; flush kfma $RES/kbench_fma.json
-  B32='{"head_dims": [32], "bound": true, "BLOCK_N": 32, "rows": 2, "maxnreg": 128, "num_stages": 4}'
-  job net2048 0 0-7 170 bash -c "python3 -m fastfold_cli bench --lengths 2048 --precision bf16 --backend triton --no-breakdown \
+  pkill -f "nvidia-smi --query-gpu=timestamp" 2>/dev/null; cp "$RES/smi.csv" "$REAL_OUT"/ 2>/dev/null
+  ;;
+BZ)  # after BY: the whole network at N = 2,048 with the 4-stage bound form (options B32, or $NET_OPTS),
+     # then Nsight Compute on one N = 2,048 triangle launch (the default, bound at 64-key tiles, slower
+     # with fewer instructions, and bound at 32-key blocks)
+  smi_log
+  B32=${NET_OPTS:-'{"head_dims": [32], "bound": true, "BLOCK_N": 32, "rows": 2, "maxnreg": 128, "num_stages": 4}'}
+  job net2048 0 0-7 180 bash -c "python3 -m fastfold_cli bench --lengths 2048 --precision bf16 --backend triton --no-breakdown \
     --compare attention --attention-options '$B32' --json $RES/net2048_b32.json 2>&1 | tail -2 | cut -c1-1500"
   wait; flush net2048 $RES/net2048_b32.json
   pkill -f "nvidia-smi --query-gpu=timestamp" 2>/dev/null; cp "$RES/smi.csv" "$REAL_OUT"/ 2>/dev/null
-  ;;
-BZ)  # after BY: Nsight Compute on one N = 2,048 triangle launch (the default, bound at 64-key tiles,
-     # slower with fewer instructions, and bound at 32-key blocks), then N = 4,096 with the 4-stage form
   NCU_LIMIT=60 ncu_job ncu_default '{}'
   wait; flush ncu_default
   NCU_LIMIT=60 ncu_job ncu_bound '{"bound": true}' 2
   wait; flush ncu_bound
   NCU_LIMIT=60 ncu_job ncu_bound32 '{"bound": true, "BLOCK_N": 32, "rows": 2, "maxnreg": 128}' 2
   wait; flush ncu_bound32
-  B32='{"head_dims": [32], "bound": true, "BLOCK_N": 32, "rows": 2, "maxnreg": 128, "num_stages": 4}'
-  job net4096 0 0-7 330 bash -c "python3 -m fastfold_cli bench --lengths 4096 --precision bf16 --backend triton --no-breakdown \
+  ;;
+CA)  # after BZ: N = 4,096 with the 4-stage bound form against the default, one process
+  smi_log
+  B32=${NET_OPTS:-'{"head_dims": [32], "bound": true, "BLOCK_N": 32, "rows": 2, "maxnreg": 128, "num_stages": 4}'}
+  job net4096 0 0-7 540 bash -c "python3 -m fastfold_cli bench --lengths 4096 --precision bf16 --backend triton --no-breakdown \
     --compare attention --attention-options '$B32' --json $RES/net4096_b32.json 2>&1 | tail -2 | cut -c1-1500"
   wait; flush net4096 $RES/net4096_b32.json
+  pkill -f "nvidia-smi --query-gpu=timestamp" 2>/dev/null; cp "$RES/smi.csv" "$REAL_OUT"/ 2>/dev/null
   ;;
-*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT|AU|AV|AW|AX|AY|AZ|BA|BB|BC|BD|BE|BF|BG|BH|BJ|BK|BL|BM|BN|BP|BQ|BR|BS|BT|BU|BV|BW|BX|BY|BZ" >&2; exit 2 ;;
+*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT|AU|AV|AW|AX|AY|AZ|BA|BB|BC|BD|BE|BF|BG|BH|BJ|BK|BL|BM|BN|BP|BQ|BR|BS|BT|BU|BV|BW|BX|BY|BZ|CA" >&2; exit 2 ;;
 esac
 for f in "$RES"/*.log; do echo "== $f"; grep -v "^\s*$" "$f" | grep -v "^  entry" | tail -14 | cut -c1-400; done
 for f in "$RES"/*.json "$RES"/*/*.json; do [ -f "$f" ] && { echo "== $f"; grep -o "$G" "$f" | tr '\n' ' ' | cut -c1-900; echo; }; done
