@@ -899,8 +899,9 @@ BY)  # session 19: the GPU tests of bound and exp_fma; the CUDA fixtures in fp32
     --json $RES/fixtures_cuda.json 2>&1 | tail -4"
   wait; flush fixtures $RES/fixtures_cuda.json
   VF='[{"exp_fma": true}, {"bound": true, "exp_fma": true}, {"bound": true, "BLOCK_N": 32, "rows": 2, "maxnreg": 128, "num_stages": 4},
-    {"bound": true, "BLOCK_N": 32, "rows": 2, "maxnreg": 128, "num_stages": 4, "exp_fma": true}]'
-  job kfma 0 0-7 220 bash -c "python3 scripts/kernel_bench.py --cases tri2048,extra_msa --no-flex --no-baselines \
+    {"bound": true, "BLOCK_N": 32, "rows": 2, "maxnreg": 128, "num_stages": 4, "exp_fma": true},
+    {"bound": true, "BLOCK_M": 128, "BLOCK_N": 32, "rows": 2, "num_warps": 8, "maxnreg": 128, "num_stages": 4}]'
+  job kfma 0 0-7 250 bash -c "python3 scripts/kernel_bench.py --cases tri2048,extra_msa --no-flex --no-baselines \
     --rounds 2 --json $RES/kbench_fma.json --variants '$VF' 2>&1 | grep -i 'skipped' | grep -v round | tail -20"
   wait; flush kfma $RES/kbench_fma.json
   pkill -f "nvidia-smi --query-gpu=timestamp" 2>/dev/null; cp "$RES/smi.csv" "$REAL_OUT"/ 2>/dev/null
