@@ -571,6 +571,7 @@ def default_config(lq: int, lk: int, d: int, dtype: torch.dtype, rows_ok: bool, 
     in flight share bias strips in L2): at head dim 32, 256 against 1,024 ran triangle attention 8-12%
     faster and the network at N = 1,024 and 2,048 2.1-2.4% faster (H100, sessions 16-17,
     docs/BENCHMARKS.md; 64-512 within the run-to-run spread). Head dim 8 does not care (1,024).
+    bf16 at head dim 32 (session 19): `bound` with 32-key blocks, 128 registers, 4 stages (below).
     fp32 keeps the configuration the GPU tests validated first (64x64, 4 warps, 2 stages).
     CPU (interpreter) runs use small tiles: the interpreter's cost grows with tile size."""
     if not on_gpu:
@@ -584,6 +585,14 @@ def default_config(lq: int, lk: int, d: int, dtype: torch.dtype, rows_ok: bool, 
         return dict(BLOCK_M=min(128, _pow2_at_least(lq, 16)), BLOCK_N=block_n, num_warps=4, num_stages=3,
                     rows=2 if rows_ok else 1, group_ctas=1024)
     rows = 2 if rows_ok else 1
+    if dtype == torch.bfloat16 and 16 < d <= 32:
+        # bf16, head dim 32 (every Evoformer attention but the extra-MSA stack's): the softmax against
+        # the precomputed logit bound (`bound`) in 32-key blocks, 128 registers, four programs an SM,
+        # 4 stages. H100, session 19: triangle attention N = 2,048 212.3 against 198.7 TFLOP/s; the
+        # network N = 2,048 -2.0% and -1.7% (two calls), N = 4,096 -2.9%, N = 1,024 level (+0.1%).
+        # fp16 keeps the online softmax (its P can't hold the bound's small terms), so its tiles too.
+        return dict(BLOCK_M=min(64, _pow2_at_least(lq, 16)), BLOCK_N=min(32, block_n), num_warps=4,
+                    num_stages=4, rows=rows, group_ctas=256, maxnreg=128, bound=True)
     # Two rows per program need ~217 registers a thread, so two programs fit an SM; capped at 168
     # (spilling a little) three fit: triangle attention N = 1,024 187.5 against 164.7 TFLOP/s, and
     # at N = 2,048 two capped rows beat one uncapped row, 190.6 against 179.0 (H200, session 8 calls

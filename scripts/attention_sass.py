@@ -72,7 +72,8 @@ def compile_site(name: str, overrides: dict):
                  HEAD_DIM=d,
                  BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], BLOCK_D=max(16, d), DOT_PREC="tf32",
                  WIDE=False, SPARE=bool(overrides.get("spare", True)), PAIRED=bool(overrides.get("paired", False)),
-                 MODE=int(overrides.get("mode", 1 if overrides.get("bound") else 0)), FLAG_CHUNK=128,
+                 MODE=int(overrides.get("mode", 1 if overrides.get("bound", cfg.get("bound")) else 0)),
+                 FLAG_CHUNK=128,
                  EXP_FMA=bool(overrides.get("exp_fma", False)))
     sig, attrs = {}, {}
     for i, n in enumerate(names):

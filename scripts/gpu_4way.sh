@@ -930,7 +930,34 @@ CA)  # after BZ: N = 4,096 with the 4-stage bound form against the default, one 
   wait; flush net4096 $RES/net4096_b32.json
   pkill -f "nvidia-smi --query-gpu=timestamp" 2>/dev/null; cp "$RES/smi.csv" "$REAL_OUT"/ 2>/dev/null
   ;;
-*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT|AU|AV|AW|AX|AY|AZ|BA|BB|BC|BD|BE|BF|BG|BH|BJ|BK|BL|BM|BN|BP|BQ|BR|BS|BT|BU|BV|BW|BX|BY|BZ|CA" >&2; exit 2 ;;
+CB)  # next (written in session 19): the GPU tests of the new bf16 default (`bound` in 32-key blocks at
+     # head dim 32), the call sites and bound, then the CUDA reference fixtures in fp32 and bf16
+  smi_log
+  job verify 0 0-7 300 bash -c "python3 -m pytest -q -p no:cacheprovider tests/kernels/test_kernel_gpu.py \
+    -k 'default_takes or call_sites or bound or exp_fma' 2>&1 | tail -3"
+  wait; flush verify
+  job fixtures 0 0-7 240 bash -c "python3 scripts/check_fixtures.py --device cuda --precision fp32 bf16 --backend triton \
+    --json $RES/fixtures_cuda.json 2>&1 | tail -6"
+  wait; flush fixtures $RES/fixtures_cuda.json
+  pkill -f "nvidia-smi --query-gpu=timestamp" 2>/dev/null; cp "$RES/smi.csv" "$REAL_OUT"/ 2>/dev/null
+  ;;
+CC)  # after CB: more resident warps for the latency-bound `bound` loop (Nsight Compute, session 19: 3-4
+     # warps a scheduler, 60% of issue slots) -- 16-key blocks at 80 registers (six programs an SM), one
+     # row at 80 registers, the two rows' logits first (paired) -- against the new default and the old
+     # online default, two interleaved rounds; then the network at N = 2,048 against the old default
+  smi_log
+  OLD='{"bound": false, "BLOCK_N": 64, "num_stages": 3, "maxnreg": 168}'
+  VC="[$OLD, {\"paired\": true}, {\"BLOCK_N\": 16, \"maxnreg\": 80}, {\"rows\": 1, \"maxnreg\": 80}]"
+  job kocc 0 0-7 280 bash -c "python3 scripts/kernel_bench.py --cases tri2048,tri1024,msa_row --no-flex --no-baselines \
+    --rounds 2 --json $RES/kbench_occ.json --variants '$VC' 2>&1 | grep -i 'skipped' | grep -v round | tail -20"
+  wait; flush kocc $RES/kbench_occ.json
+  job net2048 0 0-7 180 bash -c "python3 -m fastfold_cli bench --lengths 2048 --precision bf16 --backend triton --no-breakdown \
+    --compare attention --attention-options '{\"head_dims\": [32], \"bound\": false, \"BLOCK_N\": 64, \"num_stages\": 3, \"maxnreg\": 168}' \
+    --json $RES/net2048_old.json 2>&1 | tail -2 | cut -c1-1500"
+  wait; flush net2048 $RES/net2048_old.json
+  pkill -f "nvidia-smi --query-gpu=timestamp" 2>/dev/null; cp "$RES/smi.csv" "$REAL_OUT"/ 2>/dev/null
+  ;;
+*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT|AU|AV|AW|AX|AY|AZ|BA|BB|BC|BD|BE|BF|BG|BH|BJ|BK|BL|BM|BN|BP|BQ|BR|BS|BT|BU|BV|BW|BX|BY|BZ|CA|CB|CC" >&2; exit 2 ;;
 esac
 for f in "$RES"/*.log; do echo "== $f"; grep -v "^\s*$" "$f" | grep -v "^  entry" | tail -14 | cut -c1-400; done
 for f in "$RES"/*.json "$RES"/*/*.json; do [ -f "$f" ] && { echo "== $f"; grep -o "$G" "$f" | tr '\n' ' ' | cut -c1-900; echo; }; done

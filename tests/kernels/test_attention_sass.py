@@ -56,27 +56,41 @@ def test_gluon_kernel_keeps_its_mmas_in_flight(rows, limit):
     assert float(re.search(r"([0-9.]+) per score", lines[0]).group(1)) < limit, lines[0]
 
 
-@pytest.mark.parametrize("tiles", [{}, {"rows": 4, "num_stages": 2, "maxnreg": 0}])
+# The online loop's tiles at head dim 32 before `bound` became the bf16 default (session 19)
+ONLINE64 = {"bound": False, "BLOCK_N": 64, "num_stages": 3, "maxnreg": 168}
+
+
+@pytest.mark.parametrize("tiles", [ONLINE64, dict(ONLINE64, rows=4, num_stages=2, maxnreg=0)])
 def test_paired_rows_compile_without_spills_or_extra_work(tiles):
     """config paired=True reorders the rows' work (two rows' logits, then both softmax steps): at the
-    triangle site, under the default's 168-register cap and with four uncapped rows a program, it must
+    triangle site, online, under a 168-register cap and with four uncapped rows a program, it must
     neither spill nor add per-score work."""
     sequential = _per_score("tri2048", "--no-mask", "--config", json.dumps(tiles))
     paired = _per_score("tri2048", "--no-mask", "--config", json.dumps(dict(tiles, paired=True)))
     assert paired <= sequential * 1.02, (paired, sequential)
 
 
-@pytest.mark.parametrize("site,tiles", [("tri2048", {}), ("tri2048", {"BLOCK_N": 32, "maxnreg": 128}),
-                                        ("extra_msa", {})])
+@pytest.mark.parametrize("site,tiles", [("tri2048", ONLINE64), ("tri2048", {}), ("extra_msa", {})])
 def test_bound_drops_the_running_maximum(site, tiles):
     """config bound=True takes each row's softmax against a fixed logit bound: no block maximum, no
-    rescaling of the accumulator. At the triangle site (no key mask, as a monomer calls it), also with
-    32-key blocks under a 128-register cap (four programs an SM), and at the extra-MSA site, it must
-    compile without spills and with at least 15% fewer instructions a score than the online loop."""
+    rescaling of the accumulator. At the triangle site (no key mask, as a monomer calls it) with
+    64-key tiles and with the bf16 default's 32-key blocks under a 128-register cap (four programs an
+    SM), and at the extra-MSA site, it must compile without spills and with at least 15% fewer
+    instructions a score than the online loop."""
     args = [site] + (["--no-mask"] if site == "tri2048" else [])
-    online = _per_score(*args, "--config", json.dumps(tiles))
+    online = _per_score(*args, "--config", json.dumps(dict(tiles, bound=False)))
     bound = _per_score(*args, "--config", json.dumps(dict(tiles, bound=True)))
     assert bound < 0.85 * online, (bound, online)
+
+
+def test_bf16_default_at_head_dim_32_is_the_bound_loop():
+    """The default configuration at the triangle site (bf16, head dim 32) is the `bound` loop in
+    32-key blocks: the same per-score work as asking for it, and it fits its 128-register cap."""
+    default = _per_score("tri2048", "--no-mask")
+    asked = _per_score("tri2048", "--no-mask", "--config",
+                       json.dumps({"bound": True, "BLOCK_N": 32, "maxnreg": 128, "num_stages": 4}))
+    online = _per_score("tri2048", "--no-mask", "--config", json.dumps({"bound": False}))
+    assert default == asked and default < 0.85 * online, (default, asked, online)
 
 
 def _mufu(*args):
@@ -91,7 +105,7 @@ def _mufu(*args):
     return int(re.search(r"MUFU:(\d+)", lines[1]).group(1))
 
 
-@pytest.mark.parametrize("site,tiles", [("tri2048", {}), ("tri2048", {"bound": True}), ("extra_msa", {})])
+@pytest.mark.parametrize("site,tiles", [("tri2048", ONLINE64), ("tri2048", {}), ("extra_msa", {})])
 def test_exp_fma_halves_the_mufu_work(site, tiles):
     """config exp_fma=True moves every other column's exponential to the FMA pipe: the key loop's MUFU
     instructions halve (the online loop keeps its per-block correction exponentials), no spills."""

@@ -145,6 +145,24 @@ def test_attention_bound(compiled, case, dtype, masked):
     assert (flagged > 0) if masked else (flagged == 0)
 
 
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_attention_default_takes_bound_in_bf16_at_head_dim_32(compiled, case, dtype):
+    """With no config, bf16 at head dim 32 takes the `bound` loop (the tile flags it leaves behind
+    show it ran) and every other dtype or head dim the online loop; both at the float64
+    reference's accuracy, with the key mask (row 0 fully masked) and without."""
+    b, l, h, d, use_bias = CASES[case]
+    gen = torch.Generator(device="cuda").manual_seed(len(case) * 19 + d)
+    q, k, v, bias, mask = _inputs(b, l, h, d, dtype, gen)
+    biases = [bias] if use_bias else []
+    for m in (mask, None):
+        probe = []
+        out = attention_triton(q, k, v, biases, m, d ** -0.5, config=dict(_probe=probe))
+        err = rel_err(out, _ref64(q, k, v, biases, m, d ** -0.5))
+        assert err < TOL[dtype], f"{case} {dtype}: relative error {err:.2e}"
+        assert len(probe) == (1 if dtype == torch.bfloat16 and d == 32 else 0), (case, dtype, len(probe))
+
+
 @pytest.mark.parametrize("case", ["triangle", "extra_msa_row", "msa_column"])
 @pytest.mark.parametrize("bound", [False, True])
 def test_attention_exp_fma(compiled, case, bound):
