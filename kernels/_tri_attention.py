@@ -34,6 +34,9 @@ Design notes (why, not what):
   are flagged and recomputed with the online softmax by a second launch (docs/KERNELS.md).
 * `exp_fma` (config, off by default; 16-bit only): every other column's exponential computed on the
   FMA pipe by a polynomial (FlashAttention-4's trick), halving the MUFU work.
+* `sum_mma` (config, off by default; 16-bit, head dims without a spare column): the softmax
+  denominator accumulated by an MMA of the rounded P with a [BLOCK_N, 16] tile of ones instead of a
+  row sum (FADDs and shuffles) on the CUDA cores.
 * The key mask adds 1e9 * (mask - 1) like AlphaFold (not -inf): a fully masked row is a uniform
   softmax over its keys, exactly as the reference gives. Columns past L_k get -inf (not attended).
 """
@@ -146,10 +149,13 @@ def _exp2(x, EXP_FMA: tl.constexpr):
 @triton.jit
 def _row_update(acc, m_i, l_i, t, v_base, start_n, Lk, offs_n, offs_d, svn, svd, v_dtype: tl.constexpr,
                 BOUNDS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PREC: tl.constexpr,
-                SPARE_SUM: tl.constexpr, BOUND: tl.constexpr, EXP_FMA: tl.constexpr):
+                SUM: tl.constexpr, BOUND: tl.constexpr, EXP_FMA: tl.constexpr):
     """The online-softmax step for one batch row's key block of logits `t` (from `_row_scores`);
-    returns the updated (acc, m, l). SPARE_SUM: v holds 1 in the padded column `HEAD_DIM`, so the PV
-    MMA accumulates the softmax denominator in acc[:, HEAD_DIM] (l_i is then unused).
+    returns the updated (acc, m, l). SUM, where the softmax denominator accumulates: 0, l_i [BLOCK_M]
+    by a row sum of p; 1, v holds 1 in the padded column `HEAD_DIM`, so the PV MMA accumulates it in
+    acc[:, HEAD_DIM] (l_i unused); 2, l_i [BLOCK_M, 16] by an MMA of the 16-bit P with a tile of ones
+    (the tensor cores take the sum's FADDs and shuffles off the CUDA cores; it sums the same rounded
+    P that weights v, as 1 does).
     BOUND: m_i is a fixed upper bound of the row's logits (`_logit_bound`) and t was formed relative
     to it, so p = 2^t <= 1 needs neither the block's maximum nor a rescaling of acc and l (softmax is
     shift-invariant). EXP_FMA: half the exponentials on the FMA pipe (`_exp2`)."""
@@ -161,24 +167,29 @@ def _row_update(acc, m_i, l_i, t, v_base, start_n, Lk, offs_n, offs_d, svn, svd,
     if BOUND:  # t is already relative to the row's fixed bound m_i: no running max, no rescaling
         m_new = m_i
         p = _exp2(t, EXP_FMA)
-        if not SPARE_SUM:
+        if SUM == 0:
             l_i = l_i + tl.sum(p, 1)
     else:
         m_new = tl.maximum(m_i, tl.max(t, 1))
         alpha = tl.math.exp2(m_i - m_new)
         p = _exp2(t - m_new[:, None], EXP_FMA)
-        if not SPARE_SUM:
+        if SUM == 0:
             l_i = l_i * alpha + tl.sum(p, 1)
+        if SUM == 2:
+            l_i = l_i * alpha[:, None]
     if HEAD_DIM < BLOCK_D:
         v = tl.load(v_base + cols_c[:, None] * svn + offs_d[None, :] * svd,
                     mask=(offs_d < HEAD_DIM)[None, :], other=0.0)
-        if SPARE_SUM:
+        if SUM == 1:
             v = tl.where((offs_d == HEAD_DIM)[None, :], 1.0, v).to(v_dtype)
     else:
         v = tl.load(v_base + cols_c[:, None] * svn + offs_d[None, :] * svd)
     if not BOUND:
         acc = acc * alpha[:, None]
-    acc = tl.dot(p.to(v_dtype), v, acc, input_precision=DOT_PREC)
+    p16 = p.to(v_dtype)
+    if SUM == 2:
+        l_i = tl.dot(p16, tl.full([p16.shape[1], 16], 1.0, v_dtype), l_i, input_precision=DOT_PREC)
+    acc = tl.dot(p16, v, acc, input_precision=DOT_PREC)
     return acc, m_new, l_i
 
 
@@ -187,14 +198,14 @@ def _row_tile(acc, m_i, l_i, q, k_base, v_base, m_base, bias2, start_n, Lk,
               offs_m, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale, mask_col,
               HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, MASK_2D: tl.constexpr,
               BOUNDS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
-              DOT_PREC: tl.constexpr, SPARE_MASK: tl.constexpr, SPARE_SUM: tl.constexpr, BOUND: tl.constexpr,
+              DOT_PREC: tl.constexpr, SPARE_MASK: tl.constexpr, SUM: tl.constexpr, BOUND: tl.constexpr,
               EXP_FMA: tl.constexpr):
     """One key block of the online softmax for one batch row: `_row_scores` then `_row_update`."""
     t = _row_scores(q, k_base, m_base, bias2, m_i, start_n, Lk, offs_m, offs_n, offs_d, skn, skd, smm, smn,
                     qk_scale, mask_col, HAS_BIAS, HAS_MASK, MASK_2D, BOUNDS, HEAD_DIM, BLOCK_D, DOT_PREC,
                     SPARE_MASK, BOUND)
     return _row_update(acc, m_i, l_i, t, v_base, start_n, Lk, offs_n, offs_d, svn, svd, q.dtype, BOUNDS,
-                       HEAD_DIM, BLOCK_D, DOT_PREC, SPARE_SUM, BOUND, EXP_FMA)
+                       HEAD_DIM, BLOCK_D, DOT_PREC, SUM, BOUND, EXP_FMA)
 
 
 @triton.jit
@@ -202,7 +213,7 @@ def _row_pair(acc_a, m_a, l_a, q_a, kb_a, vb_a, mb_a, acc_b, m_b, l_b, q_b, kb_b
               offs_m, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale, mask_col,
               HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, MASK_2D: tl.constexpr,
               BOUNDS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
-              DOT_PREC: tl.constexpr, SPARE_MASK: tl.constexpr, SPARE_SUM: tl.constexpr, PAIRED: tl.constexpr,
+              DOT_PREC: tl.constexpr, SPARE_MASK: tl.constexpr, SUM: tl.constexpr, PAIRED: tl.constexpr,
               BOUND: tl.constexpr, EXP_FMA: tl.constexpr):
     """One key block for two batch rows a and b sharing the bias tile; returns both rows' (acc, m, l).
     PAIRED: both rows' logits before either softmax step, so the compiler can interleave the two rows'
@@ -216,13 +227,13 @@ def _row_pair(acc_a, m_a, l_a, q_a, kb_a, vb_a, mb_a, acc_b, m_b, l_b, q_b, kb_b
                           qk_scale, mask_col, HAS_BIAS, HAS_MASK, MASK_2D, BOUNDS, HEAD_DIM, BLOCK_D, DOT_PREC,
                           SPARE_MASK, BOUND)
     acc_a, m_a, l_a = _row_update(acc_a, m_a, l_a, t_a, vb_a, start_n, Lk, offs_n, offs_d, svn, svd, q_a.dtype,
-                                  BOUNDS, HEAD_DIM, BLOCK_D, DOT_PREC, SPARE_SUM, BOUND, EXP_FMA)
+                                  BOUNDS, HEAD_DIM, BLOCK_D, DOT_PREC, SUM, BOUND, EXP_FMA)
     if not PAIRED:
         t_b = _row_scores(q_b, kb_b, mb_b, bias2, m_b, start_n, Lk, offs_m, offs_n, offs_d, skn, skd, smm, smn,
                           qk_scale, mask_col, HAS_BIAS, HAS_MASK, MASK_2D, BOUNDS, HEAD_DIM, BLOCK_D, DOT_PREC,
                           SPARE_MASK, BOUND)
     acc_b, m_b, l_b = _row_update(acc_b, m_b, l_b, t_b, vb_b, start_n, Lk, offs_n, offs_d, svn, svd, q_b.dtype,
-                                  BOUNDS, HEAD_DIM, BLOCK_D, DOT_PREC, SPARE_SUM, BOUND, EXP_FMA)
+                                  BOUNDS, HEAD_DIM, BLOCK_D, DOT_PREC, SUM, BOUND, EXP_FMA)
     return acc_a, m_a, l_a, acc_b, m_b, l_b
 
 
@@ -251,17 +262,32 @@ def _logit_bound(q, kx_ptr, bmx, offs_d, qk_scale, HEAD_DIM: tl.constexpr):
 
 
 @triton.jit
-def _row_sum(acc, l_i, offs_d, HEAD_DIM: tl.constexpr, SPARE_SUM: tl.constexpr):
-    """The softmax denominator of each row: l_i, or the column the PV MMA accumulated it in."""
-    if SPARE_SUM:
-        return tl.sum(tl.where((offs_d == HEAD_DIM)[None, :], acc, 0.0), 1)
+def _row_sum(acc, l_i, offs_d, HEAD_DIM: tl.constexpr, SUM: tl.constexpr):
+    """The softmax denominator of each row (SUM as in `_row_update`): l_i, the column the PV MMA
+    accumulated it in, or the ones-MMA's tile (16 equal columns)."""
+    if SUM == 1:
+        den = tl.sum(tl.where((offs_d == HEAD_DIM)[None, :], acc, 0.0), 1)
+    elif SUM == 2:
+        den = tl.max(l_i, 1)
+    else:
+        den = l_i
+    return den
+
+
+@triton.jit
+def _l_init(BLOCK_M: tl.constexpr, SUM: tl.constexpr):
+    """The softmax denominator's initial state (SUM as in `_row_update`)."""
+    if SUM == 2:
+        l_i = tl.zeros([BLOCK_M, 16], dtype=tl.float32)
+    else:
+        l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     return l_i
 
 
 @triton.jit
 def _store_rows(O, acc, l_i, offs_m, offs_d, Lq, som, sod, row_ok, G, sgm, sgd, HEAD_DIM: tl.constexpr,
-                CHECK_ROW: tl.constexpr, HAS_GATE: tl.constexpr, SPARE_SUM: tl.constexpr):
-    out = acc / _row_sum(acc, l_i, offs_d, HEAD_DIM, SPARE_SUM)[:, None]
+                CHECK_ROW: tl.constexpr, HAS_GATE: tl.constexpr, SUM: tl.constexpr):
+    out = acc / _row_sum(acc, l_i, offs_d, HEAD_DIM, SUM)[:, None]
     msk = (offs_m < Lq)[:, None] & (offs_d < HEAD_DIM)[None, :]
     if CHECK_ROW:
         msk = msk & row_ok
@@ -289,7 +315,7 @@ def _attn_tile(
     ROWS: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     DOT_PREC: tl.constexpr, WIDE: tl.constexpr, SPARE: tl.constexpr, PAIRED: tl.constexpr,
-    BOUND: tl.constexpr, EXP_FMA: tl.constexpr,
+    BOUND: tl.constexpr, EXP_FMA: tl.constexpr, SUM_MMA: tl.constexpr,
 ):
     """Tile `pid` of the grid: one (set of ROWS batch rows, query block), tiles ordered in groups of
     `group` row sets: inside a group the row set varies fastest, so programs in flight share bias
@@ -327,7 +353,9 @@ def _attn_tile(
     # in q/k's (not for fp16: 1e9 / scale overflows it), the softmax denominator in v's.
     SPARE_MASK: tl.constexpr = SPARE and HAS_MASK and (not MASK_2D) and HEAD_DIM < BLOCK_D and \
         Q.dtype.element_ty != tl.float16
-    SPARE_SUM: tl.constexpr = SPARE and HEAD_DIM < BLOCK_D
+    # SUM: where the softmax denominator accumulates (`_row_update`): v's spare column where there is
+    # one, else (SUM_MMA, 16-bit) an MMA of P with ones, else a row sum on the CUDA cores
+    SUM: tl.constexpr = 1 if (SPARE and HEAD_DIM < BLOCK_D) else (2 if SUM_MMA else 0)
     mask_col = _MASK_SCALE / qk_scale  # k's mask column: q . k * qk_scale gives the log2-unit term
     i2l = i2.to(tl.int64)
     b0_base = B0 + i0 * sa0 + i1 * sa1 + i2l * sa2  # ROWS > 1 implies sa2 == sb2 == 0
@@ -358,7 +386,7 @@ def _attn_tile(
         m0 = _logit_bound(q0, kx_base + r0, bmx, offs_d, qk_scale, HEAD_DIM)
     else:
         m0 = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
-    l0 = tl.zeros([BLOCK_M], dtype=tl.float32)
+    l0 = _l_init(BLOCK_M, SUM)
     if ROWS > 1:
         r1 = tl.minimum(i2 + 1, n2 - 1).to(tl.int64)
         q1 = _load_q(q_base + r1 * sq2, q_tile, offs_d, HEAD_DIM, BLOCK_D, SPARE_MASK)
@@ -370,7 +398,7 @@ def _attn_tile(
             m1 = _logit_bound(q1, kx_base + r1, bmx, offs_d, qk_scale, HEAD_DIM)
         else:
             m1 = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
-        l1 = tl.zeros([BLOCK_M], dtype=tl.float32)
+        l1 = _l_init(BLOCK_M, SUM)
     if ROWS > 2:
         r2 = tl.minimum(i2 + 2, n2 - 1).to(tl.int64)
         q2 = _load_q(q_base + r2 * sq2, q_tile, offs_d, HEAD_DIM, BLOCK_D, SPARE_MASK)
@@ -378,14 +406,14 @@ def _attn_tile(
         vb2 = v_base + r2 * sv2
         mb2 = m_base + r2 * sm2
         acc2 = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
-        l2 = tl.zeros([BLOCK_M], dtype=tl.float32)
+        l2 = _l_init(BLOCK_M, SUM)
         r3 = tl.minimum(i2 + 3, n2 - 1).to(tl.int64)
         q3 = _load_q(q_base + r3 * sq2, q_tile, offs_d, HEAD_DIM, BLOCK_D, SPARE_MASK)
         kb3 = k_base + r3 * sk2
         vb3 = v_base + r3 * sv2
         mb3 = m_base + r3 * sm2
         acc3 = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
-        l3 = tl.zeros([BLOCK_M], dtype=tl.float32)
+        l3 = _l_init(BLOCK_M, SUM)
         if BOUND:
             m2 = _logit_bound(q2, kx_base + r2, bmx, offs_d, qk_scale, HEAD_DIM)
             m3 = _logit_bound(q3, kx_base + r3, bmx, offs_d, qk_scale, HEAD_DIM)
@@ -403,17 +431,17 @@ def _attn_tile(
             acc0, m0, l0, acc1, m1, l1 = _row_pair(
                 acc0, m0, l0, q0, kb0, vb0, mb0, acc1, m1, l1, q1, kb1, vb1, mb1, bias2, start_n, Lk,
                 offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale, mask_col,
-                HAS_BIAS, HAS_MASK, MASK_2D, False, HEAD_DIM, BLOCK_D, DOT_PREC, SPARE_MASK, SPARE_SUM, PAIRED, BOUND, EXP_FMA)
+                HAS_BIAS, HAS_MASK, MASK_2D, False, HEAD_DIM, BLOCK_D, DOT_PREC, SPARE_MASK, SUM, PAIRED, BOUND, EXP_FMA)
         else:
             acc0, m0, l0 = _row_tile(acc0, m0, l0, q0, kb0, vb0, mb0, bias2, start_n, Lk,
                                      offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale, mask_col,
                                      HAS_BIAS, HAS_MASK, MASK_2D, False, HEAD_DIM, BLOCK_D, DOT_PREC,
-                                     SPARE_MASK, SPARE_SUM, BOUND, EXP_FMA)
+                                     SPARE_MASK, SUM, BOUND, EXP_FMA)
         if ROWS > 2:
             acc2, m2, l2, acc3, m3, l3 = _row_pair(
                 acc2, m2, l2, q2, kb2, vb2, mb2, acc3, m3, l3, q3, kb3, vb3, mb3, bias2, start_n, Lk,
                 offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale, mask_col,
-                HAS_BIAS, HAS_MASK, MASK_2D, False, HEAD_DIM, BLOCK_D, DOT_PREC, SPARE_MASK, SPARE_SUM, PAIRED, BOUND, EXP_FMA)
+                HAS_BIAS, HAS_MASK, MASK_2D, False, HEAD_DIM, BLOCK_D, DOT_PREC, SPARE_MASK, SUM, PAIRED, BOUND, EXP_FMA)
     if n_full < Lk:  # ragged last key block (row after row: once per program, not worth pairing)
         if HAS_BIAS:
             cols_c = tl.minimum(n_full + offs_n, Lk - 1)
@@ -424,41 +452,41 @@ def _attn_tile(
             acc0, m0, l0, acc1, m1, l1 = _row_pair(
                 acc0, m0, l0, q0, kb0, vb0, mb0, acc1, m1, l1, q1, kb1, vb1, mb1, bias2, n_full, Lk,
                 offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale, mask_col,
-                HAS_BIAS, HAS_MASK, MASK_2D, True, HEAD_DIM, BLOCK_D, DOT_PREC, SPARE_MASK, SPARE_SUM, False, BOUND, EXP_FMA)
+                HAS_BIAS, HAS_MASK, MASK_2D, True, HEAD_DIM, BLOCK_D, DOT_PREC, SPARE_MASK, SUM, False, BOUND, EXP_FMA)
         else:
             acc0, m0, l0 = _row_tile(acc0, m0, l0, q0, kb0, vb0, mb0, bias2, n_full, Lk,
                                      offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale, mask_col,
                                      HAS_BIAS, HAS_MASK, MASK_2D, True, HEAD_DIM, BLOCK_D, DOT_PREC,
-                                     SPARE_MASK, SPARE_SUM, BOUND, EXP_FMA)
+                                     SPARE_MASK, SUM, BOUND, EXP_FMA)
         if ROWS > 2:
             acc2, m2, l2, acc3, m3, l3 = _row_pair(
                 acc2, m2, l2, q2, kb2, vb2, mb2, acc3, m3, l3, q3, kb3, vb3, mb3, bias2, n_full, Lk,
                 offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale, mask_col,
-                HAS_BIAS, HAS_MASK, MASK_2D, True, HEAD_DIM, BLOCK_D, DOT_PREC, SPARE_MASK, SPARE_SUM, False, BOUND, EXP_FMA)
+                HAS_BIAS, HAS_MASK, MASK_2D, True, HEAD_DIM, BLOCK_D, DOT_PREC, SPARE_MASK, SUM, False, BOUND, EXP_FMA)
 
     keep = True  # (BOUND) whether this tile's output is written
     if BOUND:
         # Trust the tile only if every row's sum (relative to its bound) is at least 2^-80: then the
         # row's largest term is >= 2^-96 (at most 2^16 keys) and every term within 2^-24 of it is a
         # normal float; otherwise write nothing and flag the tile for the online kernel.
-        small = tl.min(_row_sum(acc0, l0, offs_d, HEAD_DIM, SPARE_SUM)) < _TRUST
+        small = tl.min(_row_sum(acc0, l0, offs_d, HEAD_DIM, SUM)) < _TRUST
         if ROWS > 1:
-            small = small | (tl.min(_row_sum(acc1, l1, offs_d, HEAD_DIM, SPARE_SUM)) < _TRUST)
+            small = small | (tl.min(_row_sum(acc1, l1, offs_d, HEAD_DIM, SUM)) < _TRUST)
         if ROWS > 2:
-            small = small | (tl.min(_row_sum(acc2, l2, offs_d, HEAD_DIM, SPARE_SUM)) < _TRUST)
-            small = small | (tl.min(_row_sum(acc3, l3, offs_d, HEAD_DIM, SPARE_SUM)) < _TRUST)
+            small = small | (tl.min(_row_sum(acc2, l2, offs_d, HEAD_DIM, SUM)) < _TRUST)
+            small = small | (tl.min(_row_sum(acc3, l3, offs_d, HEAD_DIM, SUM)) < _TRUST)
         tl.store(FLAGS + pid, small.to(tl.int8))
         keep = small == 0
     _store_rows(o_base + r0 * so2, acc0, l0, offs_m, offs_d, Lq, som, sod, keep,
-                g_base + r0 * sg2, sgm, sgd, HEAD_DIM, BOUND, HAS_GATE, SPARE_SUM)
+                g_base + r0 * sg2, sgm, sgd, HEAD_DIM, BOUND, HAS_GATE, SUM)
     if ROWS > 1:
         _store_rows(o_base + r1 * so2, acc1, l1, offs_m, offs_d, Lq, som, sod, keep & (i2 + 1 < n2),
-                    g_base + r1 * sg2, sgm, sgd, HEAD_DIM, True, HAS_GATE, SPARE_SUM)
+                    g_base + r1 * sg2, sgm, sgd, HEAD_DIM, True, HAS_GATE, SUM)
     if ROWS > 2:
         _store_rows(o_base + r2 * so2, acc2, l2, offs_m, offs_d, Lq, som, sod, keep & (i2 + 2 < n2),
-                    g_base + r2 * sg2, sgm, sgd, HEAD_DIM, True, HAS_GATE, SPARE_SUM)
+                    g_base + r2 * sg2, sgm, sgd, HEAD_DIM, True, HAS_GATE, SUM)
         _store_rows(o_base + r3 * so2, acc3, l3, offs_m, offs_d, Lq, som, sod, keep & (i2 + 3 < n2),
-                    g_base + r3 * sg2, sgm, sgd, HEAD_DIM, True, HAS_GATE, SPARE_SUM)
+                    g_base + r3 * sg2, sgm, sgd, HEAD_DIM, True, HAS_GATE, SUM)
 
 
 @triton.jit
@@ -479,7 +507,7 @@ def _attn_fwd_kernel(
     ROWS: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     DOT_PREC: tl.constexpr, WIDE: tl.constexpr, SPARE: tl.constexpr, PAIRED: tl.constexpr,
-    MODE: tl.constexpr, FLAG_CHUNK: tl.constexpr, EXP_FMA: tl.constexpr,
+    MODE: tl.constexpr, FLAG_CHUNK: tl.constexpr, EXP_FMA: tl.constexpr, SUM_MMA: tl.constexpr,
 ):
     """MODE 0: one program per tile, the online softmax. MODE 1: the same with fixed logit bounds
     (`_attn_tile`'s BOUND), flagging the tiles it could not trust. MODE 2: the flagged tiles again,
@@ -498,14 +526,14 @@ def _attn_fwd_kernel(
                                    so0, so1, so2, som, sod, sa0, sa1, sa2, sam, san, sb0, sb1, sb2, sbm, sbn,
                                    sm0, sm1, sm2, smm, smn, sg0, sg1, sg2, sgm, sgd, sx0, sx1, sx2, qk_scale,
                                    group, N_BIAS, HAS_MASK, MASK_2D, HAS_GATE, ROWS, HEAD_DIM, BLOCK_M, BLOCK_N,
-                                   BLOCK_D, DOT_PREC, WIDE, SPARE, PAIRED, False, EXP_FMA)
+                                   BLOCK_D, DOT_PREC, WIDE, SPARE, PAIRED, False, EXP_FMA, SUM_MMA)
     else:
         _attn_tile(tl.program_id(0), Q, K, V, O, B0, B1, MSK, G, KMAX, BMAX, FLAGS, n1, n2, n_sets, Lq, Lk,
                    sq0, sq1, sq2, sqm, sqd, sk0, sk1, sk2, skn, skd, sv0, sv1, sv2, svn, svd,
                    so0, so1, so2, som, sod, sa0, sa1, sa2, sam, san, sb0, sb1, sb2, sbm, sbn,
                    sm0, sm1, sm2, smm, smn, sg0, sg1, sg2, sgm, sgd, sx0, sx1, sx2, qk_scale, group,
                    N_BIAS, HAS_MASK, MASK_2D, HAS_GATE, ROWS, HEAD_DIM, BLOCK_M, BLOCK_N, BLOCK_D,
-                   DOT_PREC, WIDE, SPARE, PAIRED, MODE == 1, EXP_FMA)
+                   DOT_PREC, WIDE, SPARE, PAIRED, MODE == 1, EXP_FMA, SUM_MMA)
 
 
 @triton.jit
@@ -636,7 +664,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, biases: Sequenc
     q: [*, H, L_q, D]; k, v: [*, H, L_k, D] (any strides; D <= 64); biases: each broadcastable to
     [*, H, L_q, L_k]; mask: broadcastable to [*, H, L_q, L_k] (bool, integer or float, 1 = attend).
     config: optional tile override (keys as in `default_config`, "paired", "spare", "maxnreg",
-    "bound", "exp_fma", "gluon"), used by the benchmark sweep and `Runtime.attention_options`. Its key "head_dims" (a
+    "bound", "exp_fma", "sum_mma", "gluon"), used by the benchmark sweep and `Runtime.attention_options`. Its key "head_dims" (a
     list) scopes the others to those head dims: at any other head dim only "gluon" is kept.
     gate: optional [*, H, L_q, D] (broadcastable, any strides): the output is o * sigmoid(gate),
     applied in the epilogue (fp32, one rounding).
@@ -800,6 +828,8 @@ def _launch_cfg(q, k, v, out, biases, mask, scale, cfg, tensors, ostr, n0, n1, n
                 SPARE=bool(cfg.get("spare", True)) and scale != 0, PAIRED=bool(cfg.get("paired", False)),
                 # fp32 keeps MUFU's exponentials: the polynomial's 1e-4 is below 16-bit P's rounding only
                 EXP_FMA=bool(cfg.get("exp_fma", False)) and q.element_size() == 2,
+                # the ones-MMA sums 16-bit P; fp32 keeps its row sums on the CUDA cores
+                SUM_MMA=bool(cfg.get("sum_mma", False)) and q.element_size() == 2,
                 num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], **_reg_cap(cfg, q))
     chunk = 128 if q.device.type == "cuda" else 4
     _attn_fwd_kernel[(n_tiles,)](*args, MODE=1 if bound else 0, FLAG_CHUNK=chunk, **meta)

@@ -941,23 +941,34 @@ CB)  # next (written in session 19): the GPU tests of the new bf16 default (`bou
   wait; flush fixtures $RES/fixtures_cuda.json
   pkill -f "nvidia-smi --query-gpu=timestamp" 2>/dev/null; cp "$RES/smi.csv" "$REAL_OUT"/ 2>/dev/null
   ;;
-CC)  # after CB: more resident warps for the latency-bound `bound` loop (Nsight Compute, session 19: 3-4
-     # warps a scheduler, 60% of issue slots) -- 16-key blocks at 80 registers (six programs an SM), one
-     # row at 80 registers, the two rows' logits first (paired) -- against the new default and the old
-     # online default, two interleaved rounds; then the network at N = 2,048 against the old default
+CC)  # after CB: the bf16 default's key loop with its softmax denominator on the tensor cores (sum_mma:
+     # 8.06 against 9.38 instructions a score offline, no shuffles) and with more resident warps (one row
+     # at 80 registers: six programs an SM; Nsight Compute, session 19: 3-4 warps a scheduler, 60% of
+     # issue slots), the two rows' logits first (paired), against the new default and the old online
+     # default, two interleaved rounds; then the network at N = 2,048 with sum_mma against the default
   smi_log
   OLD='{"bound": false, "BLOCK_N": 64, "num_stages": 3, "maxnreg": 168}'
-  VC="[$OLD, {\"paired\": true}, {\"BLOCK_N\": 16, \"maxnreg\": 80}, {\"rows\": 1, \"maxnreg\": 80}]"
-  job kocc 0 0-7 280 bash -c "python3 scripts/kernel_bench.py --cases tri2048,tri1024,msa_row --no-flex --no-baselines \
-    --rounds 2 --json $RES/kbench_occ.json --variants '$VC' 2>&1 | grep -i 'skipped' | grep -v round | tail -20"
+  VC="[$OLD, {\"sum_mma\": true}, {\"sum_mma\": true, \"paired\": true}, {\"paired\": true}, {\"rows\": 1, \"maxnreg\": 80},
+    {\"sum_mma\": true, \"rows\": 1, \"maxnreg\": 80}]"
+  job kocc 0 0-7 300 bash -c "python3 scripts/kernel_bench.py --cases tri2048,tri1024,msa_row --no-flex --no-baselines \
+    --rounds 2 --json $RES/kbench_occ.json --variants '$VC' 2>&1 | grep -i 'skipped' | grep -v round | tail -24"
   wait; flush kocc $RES/kbench_occ.json
   job net2048 0 0-7 180 bash -c "python3 -m fastfold_cli bench --lengths 2048 --precision bf16 --backend triton --no-breakdown \
-    --compare attention --attention-options '{\"head_dims\": [32], \"bound\": false, \"BLOCK_N\": 64, \"num_stages\": 3, \"maxnreg\": 168}' \
-    --json $RES/net2048_old.json 2>&1 | tail -2 | cut -c1-1500"
-  wait; flush net2048 $RES/net2048_old.json
+    --compare attention --attention-options '${NET_OPTS:-{\"head_dims\": [32], \"sum_mma\": true\}}' \
+    --json $RES/net2048_opts.json 2>&1 | tail -2 | cut -c1-1500"
+  wait; flush net2048 $RES/net2048_opts.json
   pkill -f "nvidia-smi --query-gpu=timestamp" 2>/dev/null; cp "$RES/smi.csv" "$REAL_OUT"/ 2>/dev/null
   ;;
-*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT|AU|AV|AW|AX|AY|AZ|BA|BB|BC|BD|BE|BF|BG|BH|BJ|BK|BL|BM|BN|BP|BQ|BR|BS|BT|BU|BV|BW|BX|BY|BZ|CA|CB|CC" >&2; exit 2 ;;
+CD)  # after CC, if it gains: the network at N = $N (default 4,096; 1,024 too) with $NET_OPTS against
+     # the default, one process
+  smi_log
+  job net 0 0-7 540 bash -c "python3 -m fastfold_cli bench --lengths ${N:-4096} --precision bf16 --backend triton --no-breakdown \
+    --compare attention --attention-options '${NET_OPTS:-{\"head_dims\": [32], \"sum_mma\": true\}}' \
+    --json $RES/net_opts.json 2>&1 | tail -2 | cut -c1-1500"
+  wait; flush net $RES/net_opts.json
+  pkill -f "nvidia-smi --query-gpu=timestamp" 2>/dev/null; cp "$RES/smi.csv" "$REAL_OUT"/ 2>/dev/null
+  ;;
+*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT|AU|AV|AW|AX|AY|AZ|BA|BB|BC|BD|BE|BF|BG|BH|BJ|BK|BL|BM|BN|BP|BQ|BR|BS|BT|BU|BV|BW|BX|BY|BZ|CA|CB|CC|CD" >&2; exit 2 ;;
 esac
 for f in "$RES"/*.log; do echo "== $f"; grep -v "^\s*$" "$f" | grep -v "^  entry" | tail -14 | cut -c1-400; done
 for f in "$RES"/*.json "$RES"/*/*.json; do [ -f "$f" ] && { echo "== $f"; grep -o "$G" "$f" | tr '\n' ' ' | cut -c1-900; echo; }; done

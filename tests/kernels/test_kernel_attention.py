@@ -483,3 +483,36 @@ def test_exp_fma_not_taken_in_fp32(interpret):
     tiles = dict(BLOCK_M=16, BLOCK_N=16)
     assert torch.equal(attention_triton(q, k, v, [], None, 0.25, config=dict(tiles, exp_fma=True)),
                        attention_triton(q, k, v, [], None, 0.25, config=tiles))
+
+
+@pytest.mark.parametrize("rows", [1, 2, 4])
+@pytest.mark.parametrize("d", [16, 32])
+def test_sum_mma_matches_reference(interpret, d, rows):
+    """config sum_mma=True (16-bit): the softmax denominator accumulates by an MMA of the rounded P
+    with a tile of ones instead of a row sum on the CUDA cores. fp16 (the interpreter gets bf16
+    wrong; `bound` with it is a GPU test), a pair bias shared by the rows, a key mask with a fully
+    masked row, a ragged key block, the gate: the float64 reference's accuracy, and not the row
+    sum's result to the bit (the path was taken)."""
+    gen = torch.Generator().manual_seed(100 + d + rows)
+    b, h, l = 5, 2, 37
+    q, k, v = (torch.randn(b, h, l, d, generator=gen).half() for _ in range(3))
+    bias = torch.randn(1, h, l, l, generator=gen).half()
+    gate = torch.randn(b, h, l, d, generator=gen).half()
+    mask = _key_mask(b, l, gen)
+    tiles = dict(BLOCK_M=16, BLOCK_N=16, rows=rows)
+    out = attention_triton(q, k, v, [bias], mask, d ** -0.5, gate=gate, config=dict(tiles, sum_mma=True))
+    ref = _ref64(q, k, v, [bias], mask, d ** -0.5) * torch.sigmoid(gate.double())
+    assert rel_err(out, ref) < TOL[torch.float16], rel_err(out, ref)
+    assert not torch.equal(out, attention_triton(q, k, v, [bias], mask, d ** -0.5, gate=gate, config=tiles))
+
+
+@pytest.mark.parametrize("d,dtype", [(8, torch.float16), (32, torch.float32)])
+def test_sum_mma_not_taken_where_it_does_not_apply(interpret, d, dtype):
+    """sum_mma changes nothing at head dim 8 (v's spare column already sums on the tensor cores) or
+    in fp32 (its row sums stay on the CUDA cores): the same bits as without it."""
+    gen = torch.Generator().manual_seed(110 + d)
+    q, k, v = (torch.randn(3, 2, 24, d, generator=gen).to(dtype) for _ in range(3))
+    bias = torch.randn(1, 2, 24, 24, generator=gen).to(dtype)
+    tiles = dict(BLOCK_M=16, BLOCK_N=16)
+    assert torch.equal(attention_triton(q, k, v, [bias], None, d ** -0.5, config=dict(tiles, sum_mma=True)),
+                       attention_triton(q, k, v, [bias], None, d ** -0.5, config=tiles))

@@ -163,6 +163,29 @@ def test_attention_default_takes_bound_in_bf16_at_head_dim_32(compiled, case, dt
         assert len(probe) == (1 if dtype == torch.bfloat16 and d == 32 else 0), (case, dtype, len(probe))
 
 
+@pytest.mark.parametrize("case", ["triangle", "msa_row", "template_triangle", "msa_column"])
+@pytest.mark.parametrize("bound", [False, True])
+@pytest.mark.parametrize("masked", [True, False])
+def test_attention_sum_mma(compiled, case, bound, masked):
+    """config sum_mma=True (the softmax denominator by an MMA of P with ones), bf16, online and with
+    `bound`, with and without the key mask (row 0 fully masked: with `bound` its tiles fall back),
+    the gate: the float64 reference's accuracy."""
+    b, l, h, d, use_bias = CASES[case]
+    gen = torch.Generator(device="cuda").manual_seed(len(case) * 23 + d)
+    q, k, v, bias, mask = _inputs(b, l, h, d, torch.bfloat16, gen)
+    mask = mask if masked else None
+    g = torch.randn(b, l, 2 * h * d, generator=gen, device="cuda").to(torch.bfloat16)[..., h * d:]
+    g = g.unflatten(-1, (h, d)).transpose(-2, -3)
+    biases = [bias] if use_bias else []
+    probe = []
+    out = attention_triton(q, k, v, biases, mask, d ** -0.5, gate=g,
+                           config=dict(sum_mma=True, bound=bound, _probe=probe))
+    err = rel_err(out, _ref64(q, k, v, biases, mask, d ** -0.5) * torch.sigmoid(g.double()))
+    assert err < TOL[torch.bfloat16], f"{case}: relative error {err:.2e}"
+    if bound:
+        assert (int(probe[0].sum()) > 0) == masked
+
+
 @pytest.mark.parametrize("case", ["triangle", "extra_msa_row", "msa_column"])
 @pytest.mark.parametrize("bound", [False, True])
 def test_attention_exp_fma(compiled, case, bound):
