@@ -37,6 +37,9 @@ Design notes (why, not what):
 * `sum_mma` (config, off by default; 16-bit, head dims without a spare column): the softmax
   denominator accumulated by an MMA of the rounded P with a [BLOCK_N, 16] tile of ones instead of a
   row sum (FADDs and shuffles) on the CUDA cores.
+* `shared_bound` (config, off by default; with `bound`, rows sharing a bias): one logit bound per
+  query row for all of a program's batch rows (their largest), so `bias * log2 e - bound` is formed
+  once a block for all rows and each row's logit is one FMA.
 * The key mask adds 1e9 * (mask - 1) like AlphaFold (not -inf): a fully masked row is a uniform
   softmax over its keys, exactly as the reference gives. Columns past L_k get -inf (not attended).
 """
@@ -86,7 +89,8 @@ def _row_scores(q, k_base, m_base, bias2, m_i, start_n, Lk, offs_m, offs_n, offs
     SPARE_MASK: the key mask's additive term rides in the padded head-dim column `HEAD_DIM` of k (q
     holds 1 there), so the tensor cores add it.
     BOUND: the logits come out minus the row's bound m_i (`_row_update` takes 2^t as it is), and
-    bias2 is in natural units."""
+    bias2 is in natural units; BOUND 2 (one bound shared by the program's rows): bias2 is already the
+    bias in log2 units minus that bound, formed once for all rows, so one FMA a score."""
     cols = start_n + offs_n
     if BOUNDS:
         cols_c = tl.minimum(cols, Lk - 1)  # clamp: loads stay in bounds; masked to -inf below
@@ -103,7 +107,9 @@ def _row_scores(q, k_base, m_base, bias2, m_i, start_n, Lk, offs_m, offs_n, offs
         kt = tl.where((offs_d == HEAD_DIM)[:, None], mt[None, :], kt)
     s = tl.dot(q, kt, input_precision=DOT_PREC)
     if BOUND:  # relative to the row's bound m_i; bias2 in natural units: two FMAs a score
-        if HAS_BIAS:
+        if HAS_BIAS and BOUND == 2:
+            t = s * qk_scale + bias2
+        elif HAS_BIAS:
             t = s * qk_scale + (bias2 * _LOG2E - m_i[:, None])
         else:
             t = s * qk_scale - m_i[:, None]
@@ -421,10 +427,22 @@ def _attn_tile(
             m2 = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
             m3 = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
 
+    if BOUND == 2 and ROWS > 1:
+        # one bound per query row for all the program's rows (their largest): the bias tile minus it
+        # is then formed once a block for all rows. A row whose own bound is lower sums smaller terms
+        # (it falls back sooner); the softmax is the same.
+        m0 = tl.maximum(m0, m1)
+        if ROWS > 2:
+            m0 = tl.maximum(m0, tl.maximum(m2, m3))
+            m2 = m0
+            m3 = m0
+        m1 = m0
     n_full = (Lk // BLOCK_N) * BLOCK_N
     for start_n in range(0, n_full, BLOCK_N):
         if HAS_BIAS:  # one bias tile serves all ROWS rows
             bias2 = _bias_tile(b0_base, b1_base, offs_m_c, start_n + offs_n, sam, san, sbm, sbn, N_BIAS, not BOUND)
+            if BOUND == 2:
+                bias2 = bias2 * _LOG2E - m0[:, None]
         else:
             bias2 = 0.0
         if ROWS > 1:  # rows 0 and 1 (and 2 and 3) share the bias tile
@@ -446,6 +464,8 @@ def _attn_tile(
         if HAS_BIAS:
             cols_c = tl.minimum(n_full + offs_n, Lk - 1)
             bias2 = _bias_tile(b0_base, b1_base, offs_m_c, cols_c, sam, san, sbm, sbn, N_BIAS, not BOUND)
+            if BOUND == 2:
+                bias2 = bias2 * _LOG2E - m0[:, None]
         else:
             bias2 = 0.0
         if ROWS > 1:
@@ -508,6 +528,7 @@ def _attn_fwd_kernel(
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     DOT_PREC: tl.constexpr, WIDE: tl.constexpr, SPARE: tl.constexpr, PAIRED: tl.constexpr,
     MODE: tl.constexpr, FLAG_CHUNK: tl.constexpr, EXP_FMA: tl.constexpr, SUM_MMA: tl.constexpr,
+    SHARED_BOUND: tl.constexpr,
 ):
     """MODE 0: one program per tile, the online softmax. MODE 1: the same with fixed logit bounds
     (`_attn_tile`'s BOUND), flagging the tiles it could not trust. MODE 2: the flagged tiles again,
@@ -533,7 +554,8 @@ def _attn_fwd_kernel(
                    so0, so1, so2, som, sod, sa0, sa1, sa2, sam, san, sb0, sb1, sb2, sbm, sbn,
                    sm0, sm1, sm2, smm, smn, sg0, sg1, sg2, sgm, sgd, sx0, sx1, sx2, qk_scale, group,
                    N_BIAS, HAS_MASK, MASK_2D, HAS_GATE, ROWS, HEAD_DIM, BLOCK_M, BLOCK_N, BLOCK_D,
-                   DOT_PREC, WIDE, SPARE, PAIRED, MODE == 1, EXP_FMA, SUM_MMA)
+                   DOT_PREC, WIDE, SPARE, PAIRED, (2 if SHARED_BOUND else 1) if MODE == 1 else 0, EXP_FMA,
+                   SUM_MMA)
 
 
 @triton.jit
@@ -664,7 +686,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, biases: Sequenc
     q: [*, H, L_q, D]; k, v: [*, H, L_k, D] (any strides; D <= 64); biases: each broadcastable to
     [*, H, L_q, L_k]; mask: broadcastable to [*, H, L_q, L_k] (bool, integer or float, 1 = attend).
     config: optional tile override (keys as in `default_config`, "paired", "spare", "maxnreg",
-    "bound", "exp_fma", "sum_mma", "gluon"), used by the benchmark sweep and `Runtime.attention_options`. Its key "head_dims" (a
+    "bound", "exp_fma", "sum_mma", "shared_bound", "gluon"), used by the benchmark sweep and `Runtime.attention_options`. Its key "head_dims" (a
     list) scopes the others to those head dims: at any other head dim only "gluon" is kept.
     gate: optional [*, H, L_q, D] (broadcastable, any strides): the output is o * sigmoid(gate),
     applied in the epilogue (fp32, one rounding).
@@ -830,6 +852,8 @@ def _launch_cfg(q, k, v, out, biases, mask, scale, cfg, tensors, ostr, n0, n1, n
                 EXP_FMA=bool(cfg.get("exp_fma", False)) and q.element_size() == 2,
                 # the ones-MMA sums 16-bit P; fp32 keeps its row sums on the CUDA cores
                 SUM_MMA=bool(cfg.get("sum_mma", False)) and q.element_size() == 2,
+                # one logit bound for all of a program's rows (bound only, rows sharing a bias)
+                SHARED_BOUND=bool(cfg.get("shared_bound", False)) and bound and rows > 1 and len(biases) > 0,
                 num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], **_reg_cap(cfg, q))
     chunk = 128 if q.device.type == "cuda" else 4
     _attn_fwd_kernel[(n_tiles,)](*args, MODE=1 if bound else 0, FLAG_CHUNK=chunk, **meta)

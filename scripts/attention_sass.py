@@ -74,7 +74,8 @@ def compile_site(name: str, overrides: dict):
                  WIDE=False, SPARE=bool(overrides.get("spare", True)), PAIRED=bool(overrides.get("paired", False)),
                  MODE=int(overrides.get("mode", 1 if overrides.get("bound", cfg.get("bound")) else 0)),
                  FLAG_CHUNK=128,
-                 EXP_FMA=bool(overrides.get("exp_fma", False)), SUM_MMA=bool(overrides.get("sum_mma", False)))
+                 EXP_FMA=bool(overrides.get("exp_fma", False)), SUM_MMA=bool(overrides.get("sum_mma", False)),
+                 SHARED_BOUND=bool(overrides.get("shared_bound", False)))
     sig, attrs = {}, {}
     for i, n in enumerate(names):
         if n in const:

@@ -942,19 +942,20 @@ CB)  # next (written in session 19): the GPU tests of the new bf16 default (`bou
   pkill -f "nvidia-smi --query-gpu=timestamp" 2>/dev/null; cp "$RES/smi.csv" "$REAL_OUT"/ 2>/dev/null
   ;;
 CC)  # after CB: the bf16 default's key loop with its softmax denominator on the tensor cores (sum_mma:
-     # 8.06 against 9.38 instructions a score offline, no shuffles) and with more resident warps (one row
-     # at 80 registers: six programs an SM; Nsight Compute, session 19: 3-4 warps a scheduler, 60% of
-     # issue slots), the two rows' logits first (paired), against the new default and the old online
-     # default, two interleaved rounds; then the network at N = 2,048 with sum_mma against the default
+     # 8.06 against 9.38 instructions a score offline, no shuffles), one bound for both rows (shared_bound:
+     # 8.88; both 7.56), both with the two rows' logits first (paired), sum_mma with more resident warps
+     # (one row at 80 registers: six programs an SM; Nsight Compute, session 19: 3-4 warps a scheduler,
+     # 60% of issue slots), against the new default and the old online default, two interleaved rounds;
+     # then the network at N = 2,048 with sum_mma and shared_bound against the default
   smi_log
   OLD='{"bound": false, "BLOCK_N": 64, "num_stages": 3, "maxnreg": 168}'
-  VC="[$OLD, {\"sum_mma\": true}, {\"sum_mma\": true, \"paired\": true}, {\"paired\": true}, {\"rows\": 1, \"maxnreg\": 80},
-    {\"sum_mma\": true, \"rows\": 1, \"maxnreg\": 80}]"
+  VC="[$OLD, {\"sum_mma\": true}, {\"shared_bound\": true}, {\"sum_mma\": true, \"shared_bound\": true},
+    {\"sum_mma\": true, \"shared_bound\": true, \"paired\": true}, {\"sum_mma\": true, \"rows\": 1, \"maxnreg\": 80}]"
   job kocc 0 0-7 300 bash -c "python3 scripts/kernel_bench.py --cases tri2048,tri1024,msa_row --no-flex --no-baselines \
     --rounds 2 --json $RES/kbench_occ.json --variants '$VC' 2>&1 | grep -i 'skipped' | grep -v round | tail -24"
   wait; flush kocc $RES/kbench_occ.json
   job net2048 0 0-7 180 bash -c "python3 -m fastfold_cli bench --lengths 2048 --precision bf16 --backend triton --no-breakdown \
-    --compare attention --attention-options '${NET_OPTS:-{\"head_dims\": [32], \"sum_mma\": true\}}' \
+    --compare attention --attention-options '${NET_OPTS:-{\"head_dims\": [32], \"sum_mma\": true, \"shared_bound\": true\}}' \
     --json $RES/net2048_opts.json 2>&1 | tail -2 | cut -c1-1500"
   wait; flush net2048 $RES/net2048_opts.json
   pkill -f "nvidia-smi --query-gpu=timestamp" 2>/dev/null; cp "$RES/smi.csv" "$REAL_OUT"/ 2>/dev/null
@@ -963,7 +964,7 @@ CD)  # after CC, if it gains: the network at N = $N (default 4,096; 1,024 too) w
      # the default, one process
   smi_log
   job net 0 0-7 540 bash -c "python3 -m fastfold_cli bench --lengths ${N:-4096} --precision bf16 --backend triton --no-breakdown \
-    --compare attention --attention-options '${NET_OPTS:-{\"head_dims\": [32], \"sum_mma\": true\}}' \
+    --compare attention --attention-options '${NET_OPTS:-{\"head_dims\": [32], \"sum_mma\": true, \"shared_bound\": true\}}' \
     --json $RES/net_opts.json 2>&1 | tail -2 | cut -c1-1500"
   wait; flush net $RES/net_opts.json
   pkill -f "nvidia-smi --query-gpu=timestamp" 2>/dev/null; cp "$RES/smi.csv" "$REAL_OUT"/ 2>/dev/null

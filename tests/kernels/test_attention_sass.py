@@ -131,3 +131,15 @@ def test_sum_mma_takes_the_row_sums_off_the_cuda_cores(tiles, ratio):
                               json.dumps(dict(tiles, sum_mma=True))], capture_output=True, text=True, env=env,
                              timeout=600)
         assert "SHFL" not in out.stdout.splitlines()[1], out.stdout
+
+
+@pytest.mark.parametrize("tiles", [{}, {"sum_mma": True}])
+def test_shared_bound_forms_the_bias_term_once_for_both_rows(tiles):
+    """config shared_bound=True: one logit bound per query row for both rows of a program, so the
+    bias tile minus the bound is formed once a block, and each row's logit is one FMA. At the triangle
+    site in the bf16 default, alone and with sum_mma: at least 4% fewer instructions a score, no
+    spills."""
+    args = ["tri2048", "--no-mask", "--config"]
+    per_row = _per_score(*args, json.dumps(tiles))
+    shared = _per_score(*args, json.dumps(dict(tiles, shared_bound=True)))
+    assert shared < 0.96 * per_row, (shared, per_row)

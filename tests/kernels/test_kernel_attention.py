@@ -516,3 +516,45 @@ def test_sum_mma_not_taken_where_it_does_not_apply(interpret, d, dtype):
     tiles = dict(BLOCK_M=16, BLOCK_N=16)
     assert torch.equal(attention_triton(q, k, v, [bias], None, d ** -0.5, config=dict(tiles, sum_mma=True)),
                        attention_triton(q, k, v, [bias], None, d ** -0.5, config=tiles))
+
+
+@pytest.mark.parametrize("rows", [2, 4])
+@pytest.mark.parametrize("d", [16, 32])
+def test_shared_bound_matches_reference(interpret, d, rows):
+    """config shared_bound=True (with bound): one logit bound per query row for all of a program's
+    batch rows (their largest), so the bias tile minus the bound is formed once a block. The pair
+    attentions' pattern with a fully masked batch row (its tiles fall back), a ragged key block, an
+    odd batch count, the gate: float64's accuracy, and not the per-row bound's bits (the path was
+    taken). One row a program: the per-row bound's bits."""
+    gen = torch.Generator().manual_seed(120 + d + rows)
+    b, h, l = 9, 2, 37  # the fully masked row 0's program falls back whole: others share a bound
+    q, k, v, g = (torch.randn(b, h, l, d, generator=gen) for _ in range(4))
+    bias = 2.0 * torch.randn(1, h, l, l, generator=gen)
+    mask = _key_mask(b, l, gen)
+    tiles = dict(rows=rows, BLOCK_M=16, BLOCK_N=16, bound=True)
+    probe = []
+    out = attention_triton(q, k, v, [bias], mask, d ** -0.5, gate=g, config=dict(tiles, shared_bound=True, _probe=probe))
+    ref = _ref64(q, k, v, [bias], mask, d ** -0.5) * torch.sigmoid(g.double())
+    assert rel_err(out, ref) < TOL[torch.float32], rel_err(out, ref)
+    assert 0 < int(probe[0].sum()) < probe[0].numel()
+    assert not torch.equal(out, attention_triton(q, k, v, [bias], mask, d ** -0.5, gate=g, config=tiles))
+    one = dict(tiles, rows=1)
+    assert torch.equal(attention_triton(q, k, v, [bias], mask, d ** -0.5, config=dict(one, shared_bound=True)),
+                       attention_triton(q, k, v, [bias], mask, d ** -0.5, config=one))
+
+
+def test_shared_bound_falls_back_where_a_partner_row_is_loose(interpret):
+    """A query row with a huge norm raises the shared bound of its program's other row too: both
+    rows' sums underflow there, and exactly that tile is flagged and recomputed online."""
+    gen = torch.Generator().manual_seed(130)
+    b, h, l, d = 4, 2, 40, 32
+    q, k, v = (torch.randn(b, h, l, d, generator=gen) for _ in range(3))
+    bias = torch.randn(1, h, l, l, generator=gen)
+    cfg = dict(bound=True, shared_bound=True, rows=2, BLOCK_M=16, BLOCK_N=16)
+    probe = []
+    _check(q, k, v, [bias], None, d ** -0.5, config=dict(cfg, _probe=probe))
+    assert int(probe[0].sum()) == 0
+    q[2, 1, 17] *= 400.0
+    probe = []
+    _check(q, k, v, [bias], None, d ** -0.5, config=dict(cfg, _probe=probe))
+    assert int(probe[0].sum()) == 1

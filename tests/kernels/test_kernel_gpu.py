@@ -186,6 +186,27 @@ def test_attention_sum_mma(compiled, case, bound, masked):
         assert (int(probe[0].sum()) > 0) == masked
 
 
+@pytest.mark.parametrize("case", ["triangle", "msa_row", "template_triangle"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("masked", [True, False])
+def test_attention_shared_bound(compiled, case, dtype, masked):
+    """config shared_bound=True (one logit bound for both rows of a program) with bound, and sum_mma
+    (bf16 only), with and without the key mask (row 0 fully masked: its tiles fall back), the
+    gate: the float64 reference's accuracy."""
+    b, l, h, d, use_bias = CASES[case]
+    gen = torch.Generator(device="cuda").manual_seed(len(case) * 29 + d)
+    q, k, v, bias, mask = _inputs(b, l, h, d, dtype, gen)
+    mask = mask if masked else None
+    g = torch.randn(b, l, 2 * h * d, generator=gen, device="cuda").to(dtype)[..., h * d:]
+    g = g.unflatten(-1, (h, d)).transpose(-2, -3)
+    probe = []
+    out = attention_triton(q, k, v, [bias], mask, d ** -0.5, gate=g,
+                           config=dict(bound=True, shared_bound=True, sum_mma=True, _probe=probe))
+    err = rel_err(out, _ref64(q, k, v, [bias], mask, d ** -0.5) * torch.sigmoid(g.double()))
+    assert err < TOL[dtype], f"{case} {dtype}: relative error {err:.2e}"
+    assert (int(probe[0].sum()) > 0) == masked
+
+
 @pytest.mark.parametrize("case", ["triangle", "extra_msa_row", "msa_column"])
 @pytest.mark.parametrize("bound", [False, True])
 def test_attention_exp_fma(compiled, case, bound):
