@@ -960,10 +960,16 @@ CC)  # after CB: the bf16 default's key loop with its softmax denominator on the
   wait; flush net2048 $RES/net2048_opts.json
   pkill -f "nvidia-smi --query-gpu=timestamp" 2>/dev/null; cp "$RES/smi.csv" "$REAL_OUT"/ 2>/dev/null
   ;;
-CD)  # after CC, if it gains: the network at N = $N (default 4,096; 1,024 too) with $NET_OPTS against
-     # the default, one process
+CD)  # after CC: the extra-MSA site (head dim 8) with bound and one bound for both rows (offline 6.30
+     # instructions a score at 167 registers, three programs an SM, against 7.83 at 252); then, if CC
+     # gains, the network at N = $N (default 4,096) with $NET_OPTS against the default, one process
   smi_log
-  job net 0 0-7 540 bash -c "python3 -m fastfold_cli bench --lengths ${N:-4096} --precision bf16 --backend triton --no-breakdown \
+  VE='[{"bound": true, "BLOCK_N": 32, "shared_bound": true, "maxnreg": 168}, {"bound": true, "shared_bound": true},
+    {"bound": true, "BLOCK_N": 32}]'
+  job kextra 0 0-7 120 bash -c "python3 scripts/kernel_bench.py --cases extra_msa --no-flex --no-baselines \
+    --rounds 2 --json $RES/kbench_extra.json --variants '$VE' 2>&1 | grep -i 'skipped' | grep -v round | tail -8"
+  wait; flush kextra $RES/kbench_extra.json
+  job net 0 0-7 420 bash -c "python3 -m fastfold_cli bench --lengths ${N:-4096} --precision bf16 --backend triton --no-breakdown \
     --compare attention --attention-options '${NET_OPTS:-{\"head_dims\": [32], \"sum_mma\": true, \"shared_bound\": true\}}' \
     --json $RES/net_opts.json 2>&1 | tail -2 | cut -c1-1500"
   wait; flush net $RES/net_opts.json
