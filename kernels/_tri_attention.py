@@ -611,7 +611,8 @@ def _pow2_at_least(x: int, lo: int) -> int:
 
 
 @functools.lru_cache(maxsize=256)
-def default_config(lq: int, lk: int, d: int, dtype: torch.dtype, rows_ok: bool, on_gpu: bool) -> dict:
+def default_config(lq: int, lk: int, d: int, dtype: torch.dtype, rows_ok: bool, on_gpu: bool,
+                   masked: bool = False) -> dict:
     """Tile configuration by shape (cached), from the H100 sweep of scripts/kernel_bench.py --sweep
     (docs/BENCHMARKS.md, 2026-11-28): bf16, head dim 32 — 64x64 tiles, 4 warps, 3 stages, two batch
     rows per program sharing the bias tile, registers capped at 168 (`maxnreg`; session 8 on an H200:
@@ -621,7 +622,8 @@ def default_config(lq: int, lk: int, d: int, dtype: torch.dtype, rows_ok: bool, 
     in flight share bias strips in L2): at head dim 32, 256 against 1,024 ran triangle attention 8-12%
     faster and the network at N = 1,024 and 2,048 2.1-2.4% faster (H100, sessions 16-17,
     docs/BENCHMARKS.md; 64-512 within the run-to-run spread). Head dim 8 does not care (1,024).
-    bf16 at head dim 32 (session 19): `bound` with 32-key blocks, 128 registers, 4 stages (below).
+    bf16 at head dim 32 without a key mask (session 19): `bound` with 32-key blocks, 128 registers,
+    4 stages (below); with a key mask (`masked`) the online loop, where `bound` measured 2-4% slower.
     fp32 keeps the configuration the GPU tests validated first (64x64, 4 warps, 2 stages).
     CPU (interpreter) runs use small tiles: the interpreter's cost grows with tile size."""
     if not on_gpu:
@@ -635,12 +637,15 @@ def default_config(lq: int, lk: int, d: int, dtype: torch.dtype, rows_ok: bool, 
         return dict(BLOCK_M=min(128, _pow2_at_least(lq, 16)), BLOCK_N=block_n, num_warps=4, num_stages=3,
                     rows=2 if rows_ok else 1, group_ctas=1024)
     rows = 2 if rows_ok else 1
-    if dtype == torch.bfloat16 and 16 < d <= 32:
-        # bf16, head dim 32 (every Evoformer attention but the extra-MSA stack's): the softmax against
-        # the precomputed logit bound (`bound`) in 32-key blocks, 128 registers, four programs an SM,
-        # 4 stages. H100, session 19: triangle attention N = 2,048 212.3 against 198.7 TFLOP/s; the
-        # network N = 2,048 -2.0% and -1.7% (two calls), N = 4,096 -2.9%, N = 1,024 level (+0.1%).
-        # fp16 keeps the online softmax (its P can't hold the bound's small terms), so its tiles too.
+    if dtype == torch.bfloat16 and 16 < d <= 32 and not masked:
+        # bf16, head dim 32 (every Evoformer attention but the extra-MSA stack's), no key mask (a
+        # monomer's, whose masks of ones are skipped): the softmax against the precomputed logit bound
+        # (`bound`) in 32-key blocks, 128 registers, four programs an SM, 4 stages. H100, session 19:
+        # triangle attention N = 2,048 212.3 against 198.7 TFLOP/s; the network N = 2,048 -2.0% and
+        # -1.7% (two calls), N = 4,096 -2.9%, N = 1,024 level (+0.1%). With a key mask the same form
+        # ran 2-4% slower than the online loop (session 18, call BW: triangle 176.3 against 183.6,
+        # MSA row 160.1 against 165.3), so masked calls keep it. fp16 keeps the online softmax (its
+        # P can't hold the bound's small terms), so its tiles too.
         return dict(BLOCK_M=min(64, _pow2_at_least(lq, 16)), BLOCK_N=min(32, block_n), num_warps=4,
                     num_stages=4, rows=rows, group_ctas=256, maxnreg=128, bound=True)
     # Two rows per program need ~217 registers a thread, so two programs fit an SM; capped at 168
@@ -772,7 +777,7 @@ def _launch(q, k, v, out, biases, mask, scale, config, gate=None):
     lq, d = q.shape[-2], q.shape[-1]
     lk = k.shape[-2]
     rows_ok = bool(biases) and n2 >= 2 and all(ostr[4 + j][2] == 0 for j in range(len(biases)))
-    cfg = dict(default_config(lq, lk, d, q.dtype, rows_ok, q.device.type == "cuda"))
+    cfg = dict(default_config(lq, lk, d, q.dtype, rows_ok, q.device.type == "cuda", mask is not None))
     if config:
         if "rows" in config and "maxnreg" not in config:
             cfg.pop("maxnreg", None)  # the default register cap belongs to the default rows

@@ -29,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def _site(name: str) -> dict:
+def _site(name: str, masked: bool = True) -> dict:
     """Call-site shapes and strides (after the launcher merges the outer dims: n1 = heads,
     n2 = batch rows sharing the bias)."""
     import torch
@@ -43,8 +43,9 @@ def _site(name: str) -> dict:
         qs = dict(s0=0, s1=D, s2=L * 4 * H * D, sm=4 * H * D, sd=1)
     else:
         raise SystemExit(f"unknown call site {name!r} (extra_msa, tri2048)")
-    # the kernel's own default for this shape (bf16, rows sharing the bias), as the network runs it
-    cfg = dict(load("_tri_attention", False).default_config(L, L, D, torch.bfloat16, True, True))
+    # the kernel's own default for this shape (bf16, rows sharing the bias, with or without the key
+    # mask), as the network runs it
+    cfg = dict(load("_tri_attention", False).default_config(L, L, D, torch.bfloat16, True, True, masked))
     vals = dict(n1=H, n2=B, n_sets=H * B // cfg["rows"], Lq=L, Lk=L, group=16,
                 n_tiles=H * B // cfg["rows"] * L // cfg["BLOCK_M"], sx0=0, sx1=L, sx2=0,
                 so0=0, so1=D, so2=L * H * D, som=H * D, sod=1,
@@ -64,7 +65,7 @@ def compile_site(name: str, overrides: dict):
     from kernels._triton_loader import load
     fn = load("_tri_attention", False)._attn_fwd_kernel
     names = fn.arg_names
-    site = _site(name)
+    site = _site(name, not overrides.get("no_mask"))
     cfg = dict(site["cfg"])
     cfg.update({k: v for k, v in overrides.items() if k in cfg or k == "maxnreg"})
     d = site["D"]
