@@ -64,13 +64,16 @@ MAX_HEAD_DIM = 64
 
 
 @triton.jit
-def _bias_tile(B0, B1, offs_m, cols, sam, san, sbm, sbn, N_BIAS: tl.constexpr, SCALE: tl.constexpr):
-    """Sum of the (up to two) bias tiles at rows `offs_m`, columns `cols`, fp32, in log2 units
-    (SCALE) or natural units (the `bound` path scales it per row, together with the row's bound)."""
+def _bias_tile(B0, B1, offs_m, cols, sam, san, sbm, sbn, m_i, N_BIAS: tl.constexpr, BOUND: tl.constexpr):
+    """Sum of the (up to two) bias tiles at rows `offs_m`, columns `cols`, fp32, as `_row_scores`
+    takes it for BOUND: in log2 units (0), natural units (1: each row scales it with its own bound),
+    or in log2 units minus the rows' shared bound m_i (2)."""
     b = tl.load(B0 + offs_m[:, None] * sam + cols[None, :] * san).to(tl.float32)
     if N_BIAS == 2:
         b += tl.load(B1 + offs_m[:, None] * sbm + cols[None, :] * sbn).to(tl.float32)
-    if SCALE:
+    if BOUND == 2:
+        b = b * _LOG2E - m_i[:, None]
+    elif not BOUND:
         b = b * _LOG2E
     return b
 
@@ -440,9 +443,7 @@ def _attn_tile(
     n_full = (Lk // BLOCK_N) * BLOCK_N
     for start_n in range(0, n_full, BLOCK_N):
         if HAS_BIAS:  # one bias tile serves all ROWS rows
-            bias2 = _bias_tile(b0_base, b1_base, offs_m_c, start_n + offs_n, sam, san, sbm, sbn, N_BIAS, not BOUND)
-            if BOUND == 2:
-                bias2 = bias2 * _LOG2E - m0[:, None]
+            bias2 = _bias_tile(b0_base, b1_base, offs_m_c, start_n + offs_n, sam, san, sbm, sbn, m0, N_BIAS, BOUND)
         else:
             bias2 = 0.0
         if ROWS > 1:  # rows 0 and 1 (and 2 and 3) share the bias tile
@@ -463,9 +464,7 @@ def _attn_tile(
     if n_full < Lk:  # ragged last key block (row after row: once per program, not worth pairing)
         if HAS_BIAS:
             cols_c = tl.minimum(n_full + offs_n, Lk - 1)
-            bias2 = _bias_tile(b0_base, b1_base, offs_m_c, cols_c, sam, san, sbm, sbn, N_BIAS, not BOUND)
-            if BOUND == 2:
-                bias2 = bias2 * _LOG2E - m0[:, None]
+            bias2 = _bias_tile(b0_base, b1_base, offs_m_c, cols_c, sam, san, sbm, sbn, m0, N_BIAS, BOUND)
         else:
             bias2 = 0.0
         if ROWS > 1:

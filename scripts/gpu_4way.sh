@@ -72,6 +72,8 @@ fixture_job() {
   job fix 0 0-15 "$1" bash -c "python3 scripts/check_fixtures.py --device cuda --precision fp32 --backend triton \
       --inplace --keep-templates --only model_1_ptm_odd --json $RES/fixtures_cuda_inplace_keep.json 2>&1 | tail -3"
 }
+# The next calls' network options (gpu_4way.sh CC, CD), unless NET_OPTS names others
+OPTS=${NET_OPTS:-'{"head_dims": [32], "sum_mma": true, "shared_bound": true}'}
 # Nsight Compute on one triangle-attention launch at N = 2,048 (attention_traffic_probe.py --once,
 # kernel config $2): stall reasons per issued instruction, issue-slot and pipe use, occupancy
 NCU_M='regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio,regex:sm__inst_executed_pipe_.*\.avg\.pct_of_peak_sustained_active,smsp__issue_active.avg.pct_of_peak_sustained_active,sm__warps_active.avg.pct_of_peak_sustained_active'
@@ -83,12 +85,18 @@ ncu_job() {  # ncu_job NAME CONFIG [SKIP]: SKIP _attn_fwd launches first (bound 
     python3 scripts/attention_traffic_probe.py --once "$2" --lengths 2048
 }
 net_ab() { job "$1" 0 0-7 200 bash -c "$N1024 --compare attention --attention-options '$2' --json $RES/$1.json 2>&1 | tail -3"; }
+net_cmp() {  # net_cmp NAME N LIMIT OPTIONS JSON: the whole network at N, the default against OPTIONS, one process
+  job "$1" 0 0-7 "$3" bash -c "python3 -m fastfold_cli bench --lengths $2 --precision bf16 --backend triton --no-breakdown \
+    --compare attention --attention-options '$4' --json $RES/$5.json 2>&1 | tail -2 | cut -c1-1500"
+  wait; flush "$1" "$RES/$5.json"
+}
 smi_log() {  # the SM clock, power, temperature and throttle reasons every 200 ms, in the background
   # (a subshell's child, not a job of this shell: `wait` must not wait for it)
   ( timeout 1200 nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,power.draw,temperature.gpu,clocks_event_reasons.active \
     --format=csv -lms 200 > "$RES/smi.csv" 2>&1 & )
 }
 flush() { local name=$1; shift; cat "$RES/$name.log"; cp "$RES/$name.log" "$@" "$REAL_OUT"/ 2>/dev/null; }
+smi_stop() { pkill -f "nvidia-smi --query-gpu=timestamp" 2>/dev/null; cp "$RES/smi.csv" "$REAL_OUT"/ 2>/dev/null; }
 dap_run() {  # dap_run NAME GPUS CORES LIMIT JSON WORLD [ARGS...]: DAP at N=2,048 bf16 (Triton), $RES/JSON.json
   local name=$1 gpus=$2 cores=$3 limit=$4 js=$5 world=$6; shift 6
   job "$name" "$gpus" "$cores" "$limit" python3 -m model.dap_bench --world "$world" --n-res 2048 --precision bf16 \
@@ -859,7 +867,7 @@ BV)  # session 18 (one H100): BU's spread probe and interleaved rounds, with the
     net_ab net_best "{\"head_dims\": [32], ${best:1}"
     wait; flush net_best $RES/net_best.json
   fi
-  pkill -f "nvidia-smi --query-gpu=timestamp" 2>/dev/null; cp "$RES/smi.csv" "$REAL_OUT"/ 2>/dev/null
+  smi_stop
   ;;
 BW)  # session 18: softmax against precomputed logit bounds (config bound), GPU tests then timings at
      # the network's four attention sites in three interleaved rounds, beside 32-key blocks
@@ -871,7 +879,7 @@ BW)  # session 18: softmax against precomputed logit bounds (config bound), GPU 
   job kbound 0 0-7 280 bash -c "python3 scripts/kernel_bench.py --cases tri1024,tri2048,msa_row,extra_msa --no-flex --no-baselines \
     --rounds 3 --json $RES/kbench_bound.json --variants '$VB' 2>&1 | grep -i 'skipped\|network call' | tail -60"
   wait; flush kbound $RES/kbench_bound.json
-  pkill -f "nvidia-smi --query-gpu=timestamp" 2>/dev/null; cp "$RES/smi.csv" "$REAL_OUT"/ 2>/dev/null
+  smi_stop
   ;;
 BX)  # after BW: the whole network at N = 1,024 and 2,048 with bound (every head dim) against the default
      # in one process, how many tiles fell back (scripts/bound_probe.py), then the reference fixtures on
@@ -887,7 +895,7 @@ BX)  # after BW: the whole network at N = 1,024 and 2,048 with bound (every head
   job fixtures 0 0-7 150 bash -c "python3 scripts/check_fixtures.py --device cuda --precision fp32 bf16 --backend triton \
     --attention-options '{\"bound\": true}' --json $RES/fixtures_bound.json 2>&1 | tail -8"
   wait; flush fixtures $RES/fixtures_bound.json
-  pkill -f "nvidia-smi --query-gpu=timestamp" 2>/dev/null; cp "$RES/smi.csv" "$REAL_OUT"/ 2>/dev/null
+  smi_stop
   ;;
 BY)  # session 19: the GPU tests of bound and exp_fma; the CUDA fixtures in fp32 (the kernel commits after
      # 785662c); the attention sites with bound at 32-key blocks (4 stages) and half the exponentials on
@@ -904,17 +912,15 @@ BY)  # session 19: the GPU tests of bound and exp_fma; the CUDA fixtures in fp32
   job kfma 0 0-7 250 bash -c "python3 scripts/kernel_bench.py --cases tri2048,extra_msa --no-flex --no-baselines \
     --rounds 2 --json $RES/kbench_fma.json --variants '$VF' 2>&1 | grep -i 'skipped' | grep -v round | tail -20"
   wait; flush kfma $RES/kbench_fma.json
-  pkill -f "nvidia-smi --query-gpu=timestamp" 2>/dev/null; cp "$RES/smi.csv" "$REAL_OUT"/ 2>/dev/null
+  smi_stop
   ;;
 BZ)  # after BY: the whole network at N = 2,048 with the 4-stage bound form (options B32, or $NET_OPTS),
      # then Nsight Compute on one N = 2,048 triangle launch (the default, bound at 64-key tiles, slower
      # with fewer instructions, and bound at 32-key blocks)
   smi_log
   B32=${NET_OPTS:-'{"head_dims": [32], "bound": true, "BLOCK_N": 32, "rows": 2, "maxnreg": 128, "num_stages": 4}'}
-  job net2048 0 0-7 180 bash -c "python3 -m fastfold_cli bench --lengths 2048 --precision bf16 --backend triton --no-breakdown \
-    --compare attention --attention-options '$B32' --json $RES/net2048_b32.json 2>&1 | tail -2 | cut -c1-1500"
-  wait; flush net2048 $RES/net2048_b32.json
-  pkill -f "nvidia-smi --query-gpu=timestamp" 2>/dev/null; cp "$RES/smi.csv" "$REAL_OUT"/ 2>/dev/null
+  net_cmp net2048 2048 180 "$B32" net2048_b32
+  smi_stop
   NCU_LIMIT=60 ncu_job ncu_default '{}'
   wait; flush ncu_default
   NCU_LIMIT=60 ncu_job ncu_bound '{"bound": true}' 2
@@ -925,10 +931,8 @@ BZ)  # after BY: the whole network at N = 2,048 with the 4-stage bound form (opt
 CA)  # after BZ: N = 4,096 with the 4-stage bound form against the default, one process
   smi_log
   B32=${NET_OPTS:-'{"head_dims": [32], "bound": true, "BLOCK_N": 32, "rows": 2, "maxnreg": 128, "num_stages": 4}'}
-  job net4096 0 0-7 540 bash -c "python3 -m fastfold_cli bench --lengths 4096 --precision bf16 --backend triton --no-breakdown \
-    --compare attention --attention-options '$B32' --json $RES/net4096_b32.json 2>&1 | tail -2 | cut -c1-1500"
-  wait; flush net4096 $RES/net4096_b32.json
-  pkill -f "nvidia-smi --query-gpu=timestamp" 2>/dev/null; cp "$RES/smi.csv" "$REAL_OUT"/ 2>/dev/null
+  net_cmp net4096 4096 540 "$B32" net4096_b32
+  smi_stop
   ;;
 CB)  # next (written in session 19): the GPU tests of the new bf16 default (`bound` in 32-key blocks at
      # head dim 32), the call sites and bound, then the CUDA reference fixtures in fp32 and bf16
@@ -939,7 +943,7 @@ CB)  # next (written in session 19): the GPU tests of the new bf16 default (`bou
   job fixtures 0 0-7 240 bash -c "python3 scripts/check_fixtures.py --device cuda --precision fp32 bf16 --backend triton \
     --json $RES/fixtures_cuda.json 2>&1 | tail -6"
   wait; flush fixtures $RES/fixtures_cuda.json
-  pkill -f "nvidia-smi --query-gpu=timestamp" 2>/dev/null; cp "$RES/smi.csv" "$REAL_OUT"/ 2>/dev/null
+  smi_stop
   ;;
 CC)  # after CB: the bf16 default's key loop with its softmax denominator on the tensor cores (sum_mma:
      # 8.06 against 9.38 instructions a score offline, no shuffles), one bound for both rows (shared_bound:
@@ -956,11 +960,8 @@ CC)  # after CB: the bf16 default's key loop with its softmax denominator on the
   job kocc 0 0-7 300 bash -c "python3 scripts/kernel_bench.py --cases tri2048,msa_row --no-flex --no-baselines \
     --rounds 2 --json $RES/kbench_occ.json --variants '$VC' 2>&1 | grep -i 'skipped' | grep -v round | tail -24"
   wait; flush kocc $RES/kbench_occ.json
-  job net2048 0 0-7 180 bash -c "python3 -m fastfold_cli bench --lengths 2048 --precision bf16 --backend triton --no-breakdown \
-    --compare attention --attention-options '${NET_OPTS:-{\"head_dims\": [32], \"sum_mma\": true, \"shared_bound\": true\}}' \
-    --json $RES/net2048_opts.json 2>&1 | tail -2 | cut -c1-1500"
-  wait; flush net2048 $RES/net2048_opts.json
-  pkill -f "nvidia-smi --query-gpu=timestamp" 2>/dev/null; cp "$RES/smi.csv" "$REAL_OUT"/ 2>/dev/null
+  net_cmp net2048 2048 180 "$OPTS" net2048_opts
+  smi_stop
   ;;
 CD)  # after CC: the extra-MSA site (head dim 8) with bound and one bound for both rows (offline 6.30
      # instructions a score at 167 registers, three programs an SM, against 7.83 at 252); then, if CC
@@ -971,11 +972,8 @@ CD)  # after CC: the extra-MSA site (head dim 8) with bound and one bound for bo
   job kextra 0 0-7 120 bash -c "python3 scripts/kernel_bench.py --cases extra_msa --no-flex --no-baselines \
     --rounds 2 --json $RES/kbench_extra.json --variants '$VE' 2>&1 | grep -i 'skipped' | grep -v round | tail -8"
   wait; flush kextra $RES/kbench_extra.json
-  job net 0 0-7 420 bash -c "python3 -m fastfold_cli bench --lengths ${N:-4096} --precision bf16 --backend triton --no-breakdown \
-    --compare attention --attention-options '${NET_OPTS:-{\"head_dims\": [32], \"sum_mma\": true, \"shared_bound\": true\}}' \
-    --json $RES/net_opts.json 2>&1 | tail -2 | cut -c1-1500"
-  wait; flush net $RES/net_opts.json
-  pkill -f "nvidia-smi --query-gpu=timestamp" 2>/dev/null; cp "$RES/smi.csv" "$REAL_OUT"/ 2>/dev/null
+  net_cmp net "${N:-4096}" 420 "$OPTS" net_opts
+  smi_stop
   ;;
 *) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT|AU|AV|AW|AX|AY|AZ|BA|BB|BC|BD|BE|BF|BG|BH|BJ|BK|BL|BM|BN|BP|BQ|BR|BS|BT|BU|BV|BW|BX|BY|BZ|CA|CB|CC|CD" >&2; exit 2 ;;
 esac

@@ -34,6 +34,13 @@ def _inputs(b, l, h, d, dtype, gen, lk=None, model_layout=True, n_pad=7):
     return q, k, v, bias, mask
 
 
+def _gate(b, l, h, d, dtype, gen):
+    """The gate [b, h, l, d] as the model passes it: a strided view of the second half of a fused
+    [b, l, 2 * h * d] projection."""
+    g = torch.randn(b, l, 2 * h * d, generator=gen, device="cuda").to(dtype)[..., h * d:]
+    return g.unflatten(-1, (h, d)).transpose(-2, -3)
+
+
 def _ref64(q, k, v, biases, mask, scale):
     return attention_reference(q.double(), k.double(), v.double(), [x.double() for x in biases],
                                None if mask is None else mask.double(), scale)
@@ -74,8 +81,7 @@ def test_attention_gate_epilogue(compiled, case, dtype):
     b, l, h, d, use_bias = CASES[case]
     gen = torch.Generator(device="cuda").manual_seed(len(case) * 11 + d)
     q, k, v, bias, mask = _inputs(b, l, h, d, dtype, gen)
-    g = torch.randn(b, l, 2 * h * d, generator=gen, device="cuda").to(dtype)[..., h * d:]
-    g = g.unflatten(-1, (h, d)).transpose(-2, -3)
+    g = _gate(b, l, h, d, dtype, gen)
     biases = [bias] if use_bias else []
     out = attention_triton(q, k, v, biases, mask, d ** -0.5, gate=g)
     err = rel_err(out, _ref64(q, k, v, biases, mask, d ** -0.5) * torch.sigmoid(g.double()))
@@ -134,8 +140,7 @@ def test_attention_bound(compiled, case, dtype, masked):
     gen = torch.Generator(device="cuda").manual_seed(len(case) * 13 + d)
     q, k, v, bias, mask = _inputs(b, l, h, d, dtype, gen)
     mask = mask if masked else None
-    g = torch.randn(b, l, 2 * h * d, generator=gen, device="cuda").to(dtype)[..., h * d:]
-    g = g.unflatten(-1, (h, d)).transpose(-2, -3)
+    g = _gate(b, l, h, d, dtype, gen)
     biases = [bias] if use_bias else []
     probe = []
     out = attention_triton(q, k, v, biases, mask, d ** -0.5, gate=g, config=dict(bound=True, _probe=probe))
@@ -175,8 +180,7 @@ def test_attention_sum_mma(compiled, case, bound, masked):
     gen = torch.Generator(device="cuda").manual_seed(len(case) * 23 + d)
     q, k, v, bias, mask = _inputs(b, l, h, d, torch.bfloat16, gen)
     mask = mask if masked else None
-    g = torch.randn(b, l, 2 * h * d, generator=gen, device="cuda").to(torch.bfloat16)[..., h * d:]
-    g = g.unflatten(-1, (h, d)).transpose(-2, -3)
+    g = _gate(b, l, h, d, torch.bfloat16, gen)
     biases = [bias] if use_bias else []
     probe = []
     out = attention_triton(q, k, v, biases, mask, d ** -0.5, gate=g,
@@ -198,8 +202,7 @@ def test_attention_shared_bound(compiled, case, dtype, masked):
     gen = torch.Generator(device="cuda").manual_seed(len(case) * 29 + d)
     q, k, v, bias, mask = _inputs(b, l, h, d, dtype, gen)
     mask = mask if masked else None
-    g = torch.randn(b, l, 2 * h * d, generator=gen, device="cuda").to(dtype)[..., h * d:]
-    g = g.unflatten(-1, (h, d)).transpose(-2, -3)
+    g = _gate(b, l, h, d, dtype, gen)
     probe = []
     out = attention_triton(q, k, v, [bias], mask, d ** -0.5, gate=g,
                            config=dict(bound=True, shared_bound=True, sum_mma=True, _probe=probe))
@@ -216,8 +219,7 @@ def test_attention_exp_fma(compiled, case, bound):
     b, l, h, d, use_bias = CASES[case]
     gen = torch.Generator(device="cuda").manual_seed(len(case) * 17 + d)
     q, k, v, bias, mask = _inputs(b, l, h, d, torch.bfloat16, gen)
-    g = torch.randn(b, l, 2 * h * d, generator=gen, device="cuda").to(torch.bfloat16)[..., h * d:]
-    g = g.unflatten(-1, (h, d)).transpose(-2, -3)
+    g = _gate(b, l, h, d, torch.bfloat16, gen)
     biases = [bias] if use_bias else []
     out = attention_triton(q, k, v, biases, mask, d ** -0.5, gate=g, config=dict(exp_fma=True, bound=bound))
     err = rel_err(out, _ref64(q, k, v, biases, mask, d ** -0.5) * torch.sigmoid(g.double()))
