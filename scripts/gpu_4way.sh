@@ -975,7 +975,25 @@ CD)  # after CC: the extra-MSA site (head dim 8) with bound and one bound for bo
   net_cmp net "${N:-4096}" 420 "$OPTS" net_opts
   smi_stop
   ;;
-*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT|AU|AV|AW|AX|AY|AZ|BA|BB|BC|BD|BE|BF|BG|BH|BJ|BK|BL|BM|BN|BP|BQ|BR|BS|BT|BU|BV|BW|BX|BY|BZ|CA|CB|CC|CD" >&2; exit 2 ;;
+CE)  # session 20 (device starts failing, little budget): CB's GPU tests of the bf16 default and of
+     # sum_mma / shared_bound, then CC's triangle-site timings (fewer variants, one site), then the
+     # CUDA reference fixtures in bf16 (the default's path; fp32 does not take it) in what is left
+  smi_log
+  job verify 0 0-7 200 bash -c "python3 -m pytest -q -p no:cacheprovider tests/kernels/test_kernel_gpu.py \
+    -k 'default_takes or sum_mma or shared_bound' 2>&1 | tail -3"
+  wait; flush verify
+  OLD='{"bound": false, "BLOCK_N": 64, "num_stages": 3, "maxnreg": 168}'
+  VC="[$OLD, {\"sum_mma\": true}, {\"sum_mma\": true, \"shared_bound\": true}, {\"sum_mma\": true, \"rows\": 1, \"maxnreg\": 80},
+    {\"sum_mma\": true, \"shared_bound\": true, \"BLOCK_N\": 64, \"maxnreg\": 168, \"num_stages\": 3}]"
+  job kocc 0 0-7 220 bash -c "python3 scripts/kernel_bench.py --cases tri2048 --no-flex --no-baselines \
+    --rounds 2 --json $RES/kbench_occ.json --variants '$VC' 2>&1 | grep -i 'skipped' | grep -v round | tail -12"
+  wait; flush kocc $RES/kbench_occ.json
+  left=$(( 570 - ($(date +%s) - START) ))
+  [ "$left" -gt 60 ] && { job fixtures 0 0-7 "$left" bash -c "python3 scripts/check_fixtures.py --device cuda --precision bf16 \
+    --backend triton --json $RES/fixtures_bf16.json 2>&1 | tail -4"; wait; flush fixtures $RES/fixtures_bf16.json; }
+  smi_stop
+  ;;
+*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT|AU|AV|AW|AX|AY|AZ|BA|BB|BC|BD|BE|BF|BG|BH|BJ|BK|BL|BM|BN|BP|BQ|BR|BS|BT|BU|BV|BW|BX|BY|BZ|CA|CB|CC|CD|CE" >&2; exit 2 ;;
 esac
 for f in "$RES"/*.log; do echo "== $f"; grep -v "^\s*$" "$f" | grep -v "^  entry" | tail -14 | cut -c1-400; done
 for f in "$RES"/*.json "$RES"/*/*.json; do [ -f "$f" ] && { echo "== $f"; grep -o "$G" "$f" | tr '\n' ' ' | cut -c1-900; echo; }; done
