@@ -988,7 +988,7 @@ CE)  # session 20 (device starts failing, little budget): CB's GPU tests of the 
   job kocc 0 0-7 220 bash -c "python3 scripts/kernel_bench.py --cases tri2048 --no-flex --no-baselines \
     --rounds 2 --json $RES/kbench_occ.json --variants '$VC' 2>&1 | grep -i 'skipped' | grep -v round | tail -12"
   wait; flush kocc $RES/kbench_occ.json
-  left=$(( 570 - ($(date +%s) - START) ))
+  left=$(( ${CE_END:-570} - ($(date +%s) - START) ))
   [ "$left" -gt 60 ] && { job fixtures 0 0-7 "$left" bash -c "python3 scripts/check_fixtures.py --device cuda --precision bf16 \
     --backend triton --json $RES/fixtures_bf16.json 2>&1 | tail -4"; wait; flush fixtures $RES/fixtures_bf16.json; }
   smi_stop
