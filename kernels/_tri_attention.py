@@ -29,17 +29,18 @@ Design notes (why, not what):
   instruction count, no spills, row 0's PV MMA issued while row 1's exponentials still run). Same operations per row, so the same bits.
 * Out-of-range rows/columns are handled by clamping indices (loads stay in bounds, no load masks in the
   hot loop); only the last key block applies a -inf column mask, and only row-valid outputs are stored.
-* `bound` (config, off by default): each row's softmax against a precomputed upper bound of its logits
-  instead of a running maximum (no block maximum, no rescaling); tiles whose sums underflow the bound
-  are flagged and recomputed with the online softmax by a second launch (docs/KERNELS.md).
+* `bound` (config; on in the bf16 head-dim-32 default without a key mask, see `default_config`):
+  each row's softmax against a precomputed upper bound of its logits instead of a running maximum
+  (no block maximum, no rescaling); tiles whose sums underflow the bound are flagged and recomputed
+  with the online softmax by a second launch (docs/KERNELS.md).
 * `exp_fma` (config, off by default; 16-bit only): every other column's exponential computed on the
   FMA pipe by a polynomial (FlashAttention-4's trick), halving the MUFU work.
-* `sum_mma` (config, off by default; 16-bit, head dims without a spare column): the softmax
-  denominator accumulated by an MMA of the rounded P with a [BLOCK_N, 16] tile of ones instead of a
-  row sum (FADDs and shuffles) on the CUDA cores.
-* `shared_bound` (config, off by default; with `bound`, rows sharing a bias): one logit bound per
-  query row for all of a program's batch rows (their largest), so `bias * log2 e - bound` is formed
-  once a block for all rows and each row's logit is one FMA.
+* `sum_mma` (config; 16-bit, head dims without a spare column; on where `bound` is the default): the
+  softmax denominator accumulated by an MMA of the rounded P with a [BLOCK_N, 16] tile of ones
+  instead of a row sum (FADDs and shuffles) on the CUDA cores.
+* `shared_bound` (config; with `bound`, rows sharing a bias; on where `bound` is the default): one
+  logit bound per query row for all of a program's batch rows (their largest), so
+  `bias * log2 e - bound` is formed once a block for all rows and each row's logit is one FMA.
 * The key mask adds 1e9 * (mask - 1) like AlphaFold (not -inf): a fully masked row is a uniform
   softmax over its keys, exactly as the reference gives. Columns past L_k get -inf (not attended).
 """
@@ -622,7 +623,8 @@ def default_config(lq: int, lk: int, d: int, dtype: torch.dtype, rows_ok: bool, 
     faster and the network at N = 1,024 and 2,048 2.1-2.4% faster (H100, sessions 16-17,
     docs/BENCHMARKS.md; 64-512 within the run-to-run spread). Head dim 8 does not care (1,024).
     bf16 at head dim 32 without a key mask (session 19): `bound` with 32-key blocks, 128 registers,
-    4 stages (below); with a key mask (`masked`) the online loop, where `bound` measured 2-4% slower.
+    4 stages, and (session 20) `sum_mma` and `shared_bound` (below); with a key mask (`masked`) the
+    online loop, where `bound` measured 2-4% slower.
     fp32 keeps the configuration the GPU tests validated first (64x64, 4 warps, 2 stages).
     CPU (interpreter) runs use small tiles: the interpreter's cost grows with tile size."""
     if not on_gpu:
@@ -644,9 +646,13 @@ def default_config(lq: int, lk: int, d: int, dtype: torch.dtype, rows_ok: bool, 
         # -1.7% (two calls), N = 4,096 -2.9%, N = 1,024 level (+0.1%). With a key mask the same form
         # ran 2-4% slower than the online loop (session 18, call BW: triangle 176.3 against 183.6,
         # MSA row 160.1 against 165.3), so masked calls keep it. fp16 keeps the online softmax (its
-        # P can't hold the bound's small terms), so its tiles too.
+        # P can't hold the bound's small terms), so its tiles too. With the denominator on the tensor
+        # cores (`sum_mma`) and one bound for both rows (`shared_bound`): 7.56 instructions a score
+        # against 9.38, 128 registers (H100, session 20: triangle N = 2,048 218.1 against 202.8
+        # TFLOP/s, MSA row 199.9 against 196.2; the network N = 2,048 -0.4% and -0.7%, two runs).
         return dict(BLOCK_M=min(64, _pow2_at_least(lq, 16)), BLOCK_N=min(32, block_n), num_warps=4,
-                    num_stages=4, rows=rows, group_ctas=256, maxnreg=128, bound=True)
+                    num_stages=4, rows=rows, group_ctas=256, maxnreg=128, bound=True, sum_mma=True,
+                    shared_bound=True)
     # Two rows per program need ~217 registers a thread, so two programs fit an SM; capped at 168
     # (spilling a little) three fit: triangle attention N = 1,024 187.5 against 164.7 TFLOP/s, and
     # at N = 2,048 two capped rows beat one uncapped row, 190.6 against 179.0 (H200, session 8 calls
