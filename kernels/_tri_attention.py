@@ -649,7 +649,8 @@ def default_config(lq: int, lk: int, d: int, dtype: torch.dtype, rows_ok: bool, 
         # P can't hold the bound's small terms), so its tiles too. With the denominator on the tensor
         # cores (`sum_mma`) and one bound for both rows (`shared_bound`): 7.56 instructions a score
         # against 9.38, 128 registers (H100, session 20: triangle N = 2,048 218.1 against 202.8
-        # TFLOP/s, MSA row 199.9 against 196.2; the network N = 2,048 -0.4% and -0.7%, two runs).
+        # TFLOP/s, medians of rounds spread by 15%, the fastest 1% apart; MSA row 199.9 against
+        # 196.2; the network N = 2,048 -0.4% and -0.7%, two runs).
         return dict(BLOCK_M=min(64, _pow2_at_least(lq, 16)), BLOCK_N=min(32, block_n), num_warps=4,
                     num_stages=4, rows=rows, group_ctas=256, maxnreg=128, bound=True, sum_mma=True,
                     shared_bound=True)
