@@ -33,8 +33,6 @@ Design notes (why, not what):
   each row's softmax against a precomputed upper bound of its logits instead of a running maximum
   (no block maximum, no rescaling); tiles whose sums underflow the bound are flagged and recomputed
   with the online softmax by a second launch (docs/KERNELS.md).
-* `exp_fma` (config, off by default; 16-bit only): every other column's exponential computed on the
-  FMA pipe by a polynomial (FlashAttention-4's trick), halving the MUFU work.
 * `sum_mma` (config; 16-bit, head dims without a spare column; on where `bound` is the default): the
   softmax denominator accumulated by an MMA of the rounded P with a [BLOCK_N, 16] tile of ones
   instead of a row sum (FADDs and shuffles) on the CUDA cores.
@@ -134,32 +132,9 @@ def _row_scores(q, k_base, m_base, bias2, m_i, start_n, Lk, offs_m, offs_n, offs
 
 
 @triton.jit
-def _exp2_fma(x):
-    """2^x without the MUFU unit, for x <= 0 (FlashAttention-4's trick): x = j + f, j an integer (the
-    1.5 * 2^23 magic add rounds it), f in [-0.5, 0.5]; 2^f by a degree-3 minimax polynomial (relative
-    error 1.0e-4, under bf16's rounding of P), j added to the exponent bits (one LEA). Clamped at
-    -126 (masked columns give 2^-126, not 0). Eight FMA-pipe instructions for one MUFU."""
-    x = tl.maximum(x, -126.0)
-    y = x + 12582912.0
-    f = x - (y - 12582912.0)
-    p = ((0.05500893 * f + 0.24221097) * f + 0.69328293) * f + 1.0
-    return (p.to(tl.int32, bitcast=True) + (y.to(tl.int32, bitcast=True) << 23)).to(tl.float32, bitcast=True)
-
-
-@triton.jit
-def _exp2(x, EXP_FMA: tl.constexpr):
-    """2^x for a [BLOCK_M, BLOCK_N] tile; EXP_FMA: every other column on the FMA pipe (`_exp2_fma`),
-    halving the MUFU work that bursts after each q k^T wait."""
-    if EXP_FMA:
-        xa, xb = tl.split(tl.reshape(x, (x.shape[0], x.shape[1] // 2, 2)))
-        return tl.reshape(tl.join(tl.math.exp2(xa), _exp2_fma(xb)), (x.shape[0], x.shape[1]))
-    return tl.math.exp2(x)
-
-
-@triton.jit
 def _row_update(acc, m_i, l_i, t, v_base, start_n, Lk, offs_n, offs_d, svn, svd, v_dtype: tl.constexpr,
                 BOUNDS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PREC: tl.constexpr,
-                SUM: tl.constexpr, BOUND: tl.constexpr, EXP_FMA: tl.constexpr):
+                SUM: tl.constexpr, BOUND: tl.constexpr):
     """The online-softmax step for one batch row's key block of logits `t` (from `_row_scores`);
     returns the updated (acc, m, l). SUM, where the softmax denominator accumulates: 0, l_i [BLOCK_M]
     by a row sum of p; 1, v holds 1 in the padded column `HEAD_DIM`, so the PV MMA accumulates it in
@@ -168,7 +143,7 @@ def _row_update(acc, m_i, l_i, t, v_base, start_n, Lk, offs_n, offs_d, svn, svd,
     P that weights v, as 1 does).
     BOUND: m_i is a fixed upper bound of the row's logits (`_logit_bound`) and t was formed relative
     to it, so p = 2^t <= 1 needs neither the block's maximum nor a rescaling of acc and l (softmax is
-    shift-invariant). EXP_FMA: half the exponentials on the FMA pipe (`_exp2`)."""
+    shift-invariant)."""
     cols = start_n + offs_n
     if BOUNDS:
         cols_c = tl.minimum(cols, Lk - 1)
@@ -176,13 +151,13 @@ def _row_update(acc, m_i, l_i, t, v_base, start_n, Lk, offs_n, offs_d, svn, svd,
         cols_c = cols
     if BOUND:  # t is already relative to the row's fixed bound m_i: no running max, no rescaling
         m_new = m_i
-        p = _exp2(t, EXP_FMA)
+        p = tl.math.exp2(t)
         if SUM == 0:
             l_i = l_i + tl.sum(p, 1)
     else:
         m_new = tl.maximum(m_i, tl.max(t, 1))
         alpha = tl.math.exp2(m_i - m_new)
-        p = _exp2(t - m_new[:, None], EXP_FMA)
+        p = tl.math.exp2(t - m_new[:, None])
         if SUM == 0:
             l_i = l_i * alpha + tl.sum(p, 1)
         if SUM == 2:
@@ -208,14 +183,13 @@ def _row_tile(acc, m_i, l_i, q, k_base, v_base, m_base, bias2, start_n, Lk,
               offs_m, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale, mask_col,
               HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, MASK_2D: tl.constexpr,
               BOUNDS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
-              DOT_PREC: tl.constexpr, SPARE_MASK: tl.constexpr, SUM: tl.constexpr, BOUND: tl.constexpr,
-              EXP_FMA: tl.constexpr):
+              DOT_PREC: tl.constexpr, SPARE_MASK: tl.constexpr, SUM: tl.constexpr, BOUND: tl.constexpr):
     """One key block of the online softmax for one batch row: `_row_scores` then `_row_update`."""
     t = _row_scores(q, k_base, m_base, bias2, m_i, start_n, Lk, offs_m, offs_n, offs_d, skn, skd, smm, smn,
                     qk_scale, mask_col, HAS_BIAS, HAS_MASK, MASK_2D, BOUNDS, HEAD_DIM, BLOCK_D, DOT_PREC,
                     SPARE_MASK, BOUND)
     return _row_update(acc, m_i, l_i, t, v_base, start_n, Lk, offs_n, offs_d, svn, svd, q.dtype, BOUNDS,
-                       HEAD_DIM, BLOCK_D, DOT_PREC, SUM, BOUND, EXP_FMA)
+                       HEAD_DIM, BLOCK_D, DOT_PREC, SUM, BOUND)
 
 
 @triton.jit
@@ -224,7 +198,7 @@ def _row_pair(acc_a, m_a, l_a, q_a, kb_a, vb_a, mb_a, acc_b, m_b, l_b, q_b, kb_b
               HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, MASK_2D: tl.constexpr,
               BOUNDS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
               DOT_PREC: tl.constexpr, SPARE_MASK: tl.constexpr, SUM: tl.constexpr, PAIRED: tl.constexpr,
-              BOUND: tl.constexpr, EXP_FMA: tl.constexpr):
+              BOUND: tl.constexpr):
     """One key block for two batch rows a and b sharing the bias tile; returns both rows' (acc, m, l).
     PAIRED: both rows' logits before either softmax step, so the compiler can interleave the two rows'
     independent softmax instructions (twice the work between the MMA waits); otherwise row after row,
@@ -237,13 +211,13 @@ def _row_pair(acc_a, m_a, l_a, q_a, kb_a, vb_a, mb_a, acc_b, m_b, l_b, q_b, kb_b
                           qk_scale, mask_col, HAS_BIAS, HAS_MASK, MASK_2D, BOUNDS, HEAD_DIM, BLOCK_D, DOT_PREC,
                           SPARE_MASK, BOUND)
     acc_a, m_a, l_a = _row_update(acc_a, m_a, l_a, t_a, vb_a, start_n, Lk, offs_n, offs_d, svn, svd, q_a.dtype,
-                                  BOUNDS, HEAD_DIM, BLOCK_D, DOT_PREC, SUM, BOUND, EXP_FMA)
+                                  BOUNDS, HEAD_DIM, BLOCK_D, DOT_PREC, SUM, BOUND)
     if not PAIRED:
         t_b = _row_scores(q_b, kb_b, mb_b, bias2, m_b, start_n, Lk, offs_m, offs_n, offs_d, skn, skd, smm, smn,
                           qk_scale, mask_col, HAS_BIAS, HAS_MASK, MASK_2D, BOUNDS, HEAD_DIM, BLOCK_D, DOT_PREC,
                           SPARE_MASK, BOUND)
     acc_b, m_b, l_b = _row_update(acc_b, m_b, l_b, t_b, vb_b, start_n, Lk, offs_n, offs_d, svn, svd, q_b.dtype,
-                                  BOUNDS, HEAD_DIM, BLOCK_D, DOT_PREC, SUM, BOUND, EXP_FMA)
+                                  BOUNDS, HEAD_DIM, BLOCK_D, DOT_PREC, SUM, BOUND)
     return acc_a, m_a, l_a, acc_b, m_b, l_b
 
 
@@ -325,7 +299,7 @@ def _attn_tile(
     ROWS: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     DOT_PREC: tl.constexpr, WIDE: tl.constexpr, SPARE: tl.constexpr, PAIRED: tl.constexpr,
-    BOUND: tl.constexpr, EXP_FMA: tl.constexpr, SUM_MMA: tl.constexpr,
+    BOUND: tl.constexpr, SUM_MMA: tl.constexpr,
 ):
     """Tile `pid` of the grid: one (set of ROWS batch rows, query block), tiles ordered in groups of
     `group` row sets: inside a group the row set varies fastest, so programs in flight share bias
@@ -451,17 +425,17 @@ def _attn_tile(
             acc0, m0, l0, acc1, m1, l1 = _row_pair(
                 acc0, m0, l0, q0, kb0, vb0, mb0, acc1, m1, l1, q1, kb1, vb1, mb1, bias2, start_n, Lk,
                 offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale, mask_col,
-                HAS_BIAS, HAS_MASK, MASK_2D, False, HEAD_DIM, BLOCK_D, DOT_PREC, SPARE_MASK, SUM, PAIRED, BOUND, EXP_FMA)
+                HAS_BIAS, HAS_MASK, MASK_2D, False, HEAD_DIM, BLOCK_D, DOT_PREC, SPARE_MASK, SUM, PAIRED, BOUND)
         else:
             acc0, m0, l0 = _row_tile(acc0, m0, l0, q0, kb0, vb0, mb0, bias2, start_n, Lk,
                                      offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale, mask_col,
                                      HAS_BIAS, HAS_MASK, MASK_2D, False, HEAD_DIM, BLOCK_D, DOT_PREC,
-                                     SPARE_MASK, SUM, BOUND, EXP_FMA)
+                                     SPARE_MASK, SUM, BOUND)
         if ROWS > 2:
             acc2, m2, l2, acc3, m3, l3 = _row_pair(
                 acc2, m2, l2, q2, kb2, vb2, mb2, acc3, m3, l3, q3, kb3, vb3, mb3, bias2, start_n, Lk,
                 offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale, mask_col,
-                HAS_BIAS, HAS_MASK, MASK_2D, False, HEAD_DIM, BLOCK_D, DOT_PREC, SPARE_MASK, SUM, PAIRED, BOUND, EXP_FMA)
+                HAS_BIAS, HAS_MASK, MASK_2D, False, HEAD_DIM, BLOCK_D, DOT_PREC, SPARE_MASK, SUM, PAIRED, BOUND)
     if n_full < Lk:  # ragged last key block (row after row: once per program, not worth pairing)
         if HAS_BIAS:
             cols_c = tl.minimum(n_full + offs_n, Lk - 1)
@@ -472,17 +446,17 @@ def _attn_tile(
             acc0, m0, l0, acc1, m1, l1 = _row_pair(
                 acc0, m0, l0, q0, kb0, vb0, mb0, acc1, m1, l1, q1, kb1, vb1, mb1, bias2, n_full, Lk,
                 offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale, mask_col,
-                HAS_BIAS, HAS_MASK, MASK_2D, True, HEAD_DIM, BLOCK_D, DOT_PREC, SPARE_MASK, SUM, False, BOUND, EXP_FMA)
+                HAS_BIAS, HAS_MASK, MASK_2D, True, HEAD_DIM, BLOCK_D, DOT_PREC, SPARE_MASK, SUM, False, BOUND)
         else:
             acc0, m0, l0 = _row_tile(acc0, m0, l0, q0, kb0, vb0, mb0, bias2, n_full, Lk,
                                      offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale, mask_col,
                                      HAS_BIAS, HAS_MASK, MASK_2D, True, HEAD_DIM, BLOCK_D, DOT_PREC,
-                                     SPARE_MASK, SUM, BOUND, EXP_FMA)
+                                     SPARE_MASK, SUM, BOUND)
         if ROWS > 2:
             acc2, m2, l2, acc3, m3, l3 = _row_pair(
                 acc2, m2, l2, q2, kb2, vb2, mb2, acc3, m3, l3, q3, kb3, vb3, mb3, bias2, n_full, Lk,
                 offs_m_c, offs_n, offs_d, skn, skd, svn, svd, smm, smn, qk_scale, mask_col,
-                HAS_BIAS, HAS_MASK, MASK_2D, True, HEAD_DIM, BLOCK_D, DOT_PREC, SPARE_MASK, SUM, False, BOUND, EXP_FMA)
+                HAS_BIAS, HAS_MASK, MASK_2D, True, HEAD_DIM, BLOCK_D, DOT_PREC, SPARE_MASK, SUM, False, BOUND)
 
     keep = True  # (BOUND) whether this tile's output is written
     if BOUND:
@@ -527,7 +501,7 @@ def _attn_fwd_kernel(
     ROWS: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     DOT_PREC: tl.constexpr, WIDE: tl.constexpr, SPARE: tl.constexpr, PAIRED: tl.constexpr,
-    MODE: tl.constexpr, FLAG_CHUNK: tl.constexpr, EXP_FMA: tl.constexpr, SUM_MMA: tl.constexpr,
+    MODE: tl.constexpr, FLAG_CHUNK: tl.constexpr, SUM_MMA: tl.constexpr,
     SHARED_BOUND: tl.constexpr,
 ):
     """MODE 0: one program per tile, the online softmax. MODE 1: the same with fixed logit bounds
@@ -547,14 +521,14 @@ def _attn_fwd_kernel(
                                    so0, so1, so2, som, sod, sa0, sa1, sa2, sam, san, sb0, sb1, sb2, sbm, sbn,
                                    sm0, sm1, sm2, smm, smn, sg0, sg1, sg2, sgm, sgd, sx0, sx1, sx2, qk_scale,
                                    group, N_BIAS, HAS_MASK, MASK_2D, HAS_GATE, ROWS, HEAD_DIM, BLOCK_M, BLOCK_N,
-                                   BLOCK_D, DOT_PREC, WIDE, SPARE, PAIRED, False, EXP_FMA, SUM_MMA)
+                                   BLOCK_D, DOT_PREC, WIDE, SPARE, PAIRED, False, SUM_MMA)
     else:
         _attn_tile(tl.program_id(0), Q, K, V, O, B0, B1, MSK, G, KMAX, BMAX, FLAGS, n1, n2, n_sets, Lq, Lk,
                    sq0, sq1, sq2, sqm, sqd, sk0, sk1, sk2, skn, skd, sv0, sv1, sv2, svn, svd,
                    so0, so1, so2, som, sod, sa0, sa1, sa2, sam, san, sb0, sb1, sb2, sbm, sbn,
                    sm0, sm1, sm2, smm, smn, sg0, sg1, sg2, sgm, sgd, sx0, sx1, sx2, qk_scale, group,
                    N_BIAS, HAS_MASK, MASK_2D, HAS_GATE, ROWS, HEAD_DIM, BLOCK_M, BLOCK_N, BLOCK_D,
-                   DOT_PREC, WIDE, SPARE, PAIRED, (2 if SHARED_BOUND else 1) if MODE == 1 else 0, EXP_FMA,
+                   DOT_PREC, WIDE, SPARE, PAIRED, (2 if SHARED_BOUND else 1) if MODE == 1 else 0,
                    SUM_MMA)
 
 
@@ -697,7 +671,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, biases: Sequenc
     q: [*, H, L_q, D]; k, v: [*, H, L_k, D] (any strides; D <= 64); biases: each broadcastable to
     [*, H, L_q, L_k]; mask: broadcastable to [*, H, L_q, L_k] (bool, integer or float, 1 = attend).
     config: optional tile override (keys as in `default_config`, "paired", "spare", "maxnreg",
-    "bound", "exp_fma", "sum_mma", "shared_bound", "gluon"), used by the benchmark sweep and `Runtime.attention_options`. Its key "head_dims" (a
+    "bound", "sum_mma", "shared_bound", "gluon"), used by the benchmark sweep and `Runtime.attention_options`. Its key "head_dims" (a
     list) scopes the others to those head dims: at any other head dim only "gluon" is kept.
     gate: optional [*, H, L_q, D] (broadcastable, any strides): the output is o * sigmoid(gate),
     applied in the epilogue (fp32, one rounding).
@@ -859,8 +833,6 @@ def _launch_cfg(q, k, v, out, biases, mask, scale, cfg, tensors, ostr, n0, n1, n
                 ROWS=rows, HEAD_DIM=d, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d,
                 DOT_PREC=dot_precision(q.dtype, q.device), WIDE=bool(wide),
                 SPARE=bool(cfg.get("spare", True)) and scale != 0, PAIRED=bool(cfg.get("paired", False)),
-                # fp32 keeps MUFU's exponentials: the polynomial's 1e-4 is below 16-bit P's rounding only
-                EXP_FMA=bool(cfg.get("exp_fma", False)) and q.element_size() == 2,
                 # the ones-MMA sums 16-bit P; fp32 keeps its row sums on the CUDA cores
                 SUM_MMA=bool(cfg.get("sum_mma", False)) and q.element_size() == 2,
                 # one logit bound for all of a program's rows (bound only, rows sharing a bias)

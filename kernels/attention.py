@@ -18,7 +18,7 @@ MASK_BIAS = 1e9
 # depth, "head_dims" scopes the others to those head dims): what `fastfold bench --attention-options`
 # accepts.
 ATTENTION_OPTION_KEYS = ("BLOCK_M", "BLOCK_N", "num_warps", "num_stages", "rows", "group_ctas", "maxnreg",
-                         "paired", "spare", "wide", "bound", "exp_fma", "sum_mma", "shared_bound", "gluon", "gluon_rows", "p_smem", "stages",
+                         "paired", "spare", "wide", "bound", "sum_mma", "shared_bound", "gluon", "gluon_rows", "p_smem", "stages",
                          "head_dims")
 
 

@@ -68,7 +68,7 @@ def compile_site(name: str, overrides: dict):
     site = _site(name, not overrides.get("no_mask"))
     cfg = dict(site["cfg"])
     cfg.update({k: v for k, v in overrides.items()
-                if k in cfg or k in ("maxnreg", "bound", "exp_fma", "sum_mma", "shared_bound")})
+                if k in cfg or k in ("maxnreg", "bound", "sum_mma", "shared_bound")})
     d = site["D"]
     const = dict(N_BIAS=1, HAS_MASK=not overrides.get("no_mask"), MASK_2D=False, HAS_GATE=True, ROWS=cfg["rows"],
                  HEAD_DIM=d,
@@ -76,7 +76,7 @@ def compile_site(name: str, overrides: dict):
                  WIDE=False, SPARE=bool(overrides.get("spare", True)), PAIRED=bool(overrides.get("paired", False)),
                  MODE=int(overrides.get("mode", 1 if cfg.get("bound") else 0)),
                  FLAG_CHUNK=128,
-                 EXP_FMA=bool(cfg.get("exp_fma", False)), SUM_MMA=bool(cfg.get("sum_mma", False)),
+                 SUM_MMA=bool(cfg.get("sum_mma", False)),
                  # as the launcher: one bound for the rows only with `bound` and rows sharing the bias
                  SHARED_BOUND=bool(cfg.get("shared_bound", False)) and bool(cfg.get("bound")) and cfg["rows"] > 1)
     sig, attrs = {}, {}

@@ -27,6 +27,7 @@
 #                    TMA bias path of the session's working tree, measured no faster and not committed).
 #   AW-BA:           session 9 on one H100 each (AX's `trans` and AY's tri-mul output `persistent` variants
 #                    name options removed since: they lost); BB and BC the next session's one-GPU calls.
+#   BY's `exp_fma` variants name an option removed in session 20 (it lost); CE, CF sessions 20-21.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 call=${1:?usage: gpu_4way.sh A|B|C}

@@ -103,20 +103,6 @@ def test_bf16_default_at_head_dim_32_is_the_bound_loop():
     assert _per_score("tri2048") == _per_score("tri2048", "--config", json.dumps(ONLINE64))
 
 
-def _mufu(*args):
-    return int(re.search(r"MUFU:(\d+)", _sass(*args)[1]).group(1))
-
-
-@pytest.mark.parametrize("site,tiles", [("tri2048", ONLINE64), ("tri2048", {}), ("extra_msa", {})])
-def test_exp_fma_halves_the_mufu_work(site, tiles):
-    """config exp_fma=True moves every other column's exponential to the FMA pipe: the key loop's MUFU
-    instructions halve (the online loop keeps its per-block correction exponentials), no spills."""
-    args = [site] + (["--no-mask"] if site == "tri2048" else [])
-    mufu = _mufu(*args, "--config", json.dumps(tiles))
-    fma = _mufu(*args, "--config", json.dumps(dict(tiles, exp_fma=True)))
-    assert fma <= mufu // 2 + 8, (fma, mufu)
-
-
 @pytest.mark.parametrize("tiles,ratio", [({"shared_bound": False}, 0.9), (ONLINE64, 0.95)])
 def test_sum_mma_takes_the_row_sums_off_the_cuda_cores(tiles, ratio):
     """config sum_mma=True: the softmax denominator by an MMA of P with a tile of ones. At the triangle

@@ -462,31 +462,6 @@ def test_bound_not_taken_in_fp16(interpret):
     assert torch.equal(out, attention_triton(q, k, v, [], None, 0.25, config=dict(BLOCK_M=16, BLOCK_N=16)))
 
 
-@pytest.mark.parametrize("d", [8, 32])
-def test_exp_fma_half_the_exponentials_by_polynomial(interpret, d):
-    """config exp_fma=True (16-bit only): every other column's 2^x from a degree-3 polynomial on the FMA
-    pipe (relative error 1e-4) instead of MUFU. fp16 (the interpreter gets bf16 wrong; `bound` with
-    it is a GPU test): the float64 reference's accuracy with the pair attentions' pattern (a fully
-    masked row, a ragged key block); not the MUFU path's result to the bit (the path was taken)."""
-    gen = torch.Generator().manual_seed(80 + d)
-    b, h, l = 3, 2, 37
-    q, k, v = (torch.randn(b, h, l, d, generator=gen).half() for _ in range(3))
-    bias = torch.randn(1, h, l, l, generator=gen).half()
-    mask = _key_mask(b, l, gen)
-    tiles = dict(BLOCK_M=16, BLOCK_N=16)
-    out = _check(q, k, v, [bias], mask, d ** -0.5, config=dict(tiles, exp_fma=True))
-    assert not torch.equal(out, attention_triton(q, k, v, [bias], mask, d ** -0.5, config=tiles))
-
-
-def test_exp_fma_not_taken_in_fp32(interpret):
-    """fp32 keeps MUFU's exponentials under exp_fma (the polynomial's 1e-4 would show there)."""
-    gen = torch.Generator().manual_seed(90)
-    q, k, v = (torch.randn(2, 2, 24, 16, generator=gen) for _ in range(3))
-    tiles = dict(BLOCK_M=16, BLOCK_N=16)
-    assert torch.equal(attention_triton(q, k, v, [], None, 0.25, config=dict(tiles, exp_fma=True)),
-                       attention_triton(q, k, v, [], None, 0.25, config=tiles))
-
-
 @pytest.mark.parametrize("rows", [1, 2, 4])
 @pytest.mark.parametrize("d", [16, 32])
 def test_sum_mma_matches_reference(interpret, d, rows):

@@ -211,21 +211,6 @@ def test_attention_shared_bound(compiled, case, dtype, masked):
     assert (int(probe[0].sum()) > 0) == masked
 
 
-@pytest.mark.parametrize("case", ["triangle", "extra_msa_row", "msa_column"])
-@pytest.mark.parametrize("bound", [False, True])
-def test_attention_exp_fma(compiled, case, bound):
-    """config exp_fma=True (half the exponentials by a polynomial on the FMA pipe), bf16, online and
-    with `bound`, with the key mask and the gate: the float64 reference's accuracy."""
-    b, l, h, d, use_bias = CASES[case]
-    gen = torch.Generator(device="cuda").manual_seed(len(case) * 17 + d)
-    q, k, v, bias, mask = _inputs(b, l, h, d, torch.bfloat16, gen)
-    g = _gate(b, l, h, d, torch.bfloat16, gen)
-    biases = [bias] if use_bias else []
-    out = attention_triton(q, k, v, biases, mask, d ** -0.5, gate=g, config=dict(exp_fma=True, bound=bound))
-    err = rel_err(out, _ref64(q, k, v, biases, mask, d ** -0.5) * torch.sigmoid(g.double()))
-    assert err < TOL[torch.bfloat16], f"{case}: relative error {err:.2e}"
-
-
 @pytest.mark.parametrize("case", ["triangle", "extra_msa_row"])
 @pytest.mark.parametrize("maxnreg", [96, 128, 168])
 def test_attention_register_cap(compiled, case, maxnreg):
