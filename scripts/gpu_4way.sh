@@ -1001,13 +1001,21 @@ CF)  # next (written in session 20): the new bf16 default (bound + sum_mma + sha
   smi_log
   S19='{"sum_mma": false, "shared_bound": false}'
   VF="[$S19, {\"paired\": true}, {\"num_stages\": 3}, {\"maxnreg\": 104, \"num_stages\": 3}]"
-  job kfive 0 0-7 200 bash -c "python3 scripts/kernel_bench.py --cases tri2048,msa_row --no-flex --no-baselines \
+  job kfive 0 0-7 150 bash -c "python3 scripts/kernel_bench.py --cases tri2048,msa_row --no-flex --no-baselines \
     --rounds 3 --json $RES/kbench_five.json --variants '$VF' 2>&1 | grep -i 'skipped' | grep -v round | tail -12"
   wait; flush kfive $RES/kbench_five.json
-  net_cmp net4096 4096 380 "$S19" net4096_s19
+  net_cmp net4096 4096 420 "$S19" net4096_s19
   smi_stop
   ;;
-*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT|AU|AV|AW|AX|AY|AZ|BA|BB|BC|BD|BE|BF|BG|BH|BJ|BK|BL|BM|BN|BP|BQ|BR|BS|BT|BU|BV|BW|BX|BY|BZ|CA|CB|CC|CD|CE|CF" >&2; exit 2 ;;
+CG)  # after CF: Nsight Compute on one N = 2,048 triangle launch of the new default (is the loop now
+     # MUFU-bound? offline 242 issue cycles a warp a block against 256 MUFU cycles) and of five
+     # programs an SM (104 registers, 3 stages)
+  NCU_LIMIT=90 ncu_job ncu_default '{}' 2
+  wait; flush ncu_default
+  NCU_LIMIT=90 ncu_job ncu_five '{"maxnreg": 104, "num_stages": 3}' 2
+  wait; flush ncu_five
+  ;;
+*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT|AU|AV|AW|AX|AY|AZ|BA|BB|BC|BD|BE|BF|BG|BH|BJ|BK|BL|BM|BN|BP|BQ|BR|BS|BT|BU|BV|BW|BX|BY|BZ|CA|CB|CC|CD|CE|CF|CG" >&2; exit 2 ;;
 esac
 for f in "$RES"/*.log; do echo "== $f"; grep -v "^\s*$" "$f" | grep -v "^  entry" | tail -14 | cut -c1-400; done
 for f in "$RES"/*.json "$RES"/*/*.json; do [ -f "$f" ] && { echo "== $f"; grep -o "$G" "$f" | tr '\n' ' ' | cut -c1-900; echo; }; done
