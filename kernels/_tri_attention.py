@@ -818,8 +818,7 @@ def _launch_cfg(q, k, v, out, biases, mask, scale, cfg, tensors, ostr, n0, n1, n
     mask_2d = mask is not None and lq > 1 and mask.stride(-2) != 0
     n_tiles = n_sets * n_m
     wide = cfg.get("wide", _inner_extent(tensors, lq, lk) >= 2 ** 31)
-    # fp16 keeps the online softmax: its P operand can't hold terms as small as the bound allows
-    bound = bool(cfg.get("bound", False)) and scale > 0 and q.dtype != torch.float16
+    bound, opts = option_flags(cfg, q.dtype, scale, rows, len(biases))
     kmax = bmax = flags = dummy
     sx = [0, 0, 0]
     if bound:
@@ -831,12 +830,7 @@ def _launch_cfg(q, k, v, out, biases, mask, scale, cfg, tensors, ostr, n0, n1, n
             float(scale) * LOG2E, group)
     meta = dict(N_BIAS=len(biases), HAS_MASK=mask is not None, MASK_2D=mask_2d, HAS_GATE=gate is not None,
                 ROWS=rows, HEAD_DIM=d, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d,
-                DOT_PREC=dot_precision(q.dtype, q.device), WIDE=bool(wide),
-                SPARE=bool(cfg.get("spare", True)) and scale != 0, PAIRED=bool(cfg.get("paired", False)),
-                # the ones-MMA sums 16-bit P; fp32 keeps its row sums on the CUDA cores
-                SUM_MMA=bool(cfg.get("sum_mma", False)) and q.element_size() == 2,
-                # one logit bound for all of a program's rows (bound only, rows sharing a bias)
-                SHARED_BOUND=bool(cfg.get("shared_bound", False)) and bound and rows > 1 and len(biases) > 0,
+                DOT_PREC=dot_precision(q.dtype, q.device), WIDE=bool(wide), **opts,
                 num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], **_reg_cap(cfg, q))
     chunk = 128 if q.device.type == "cuda" else 4
     _attn_fwd_kernel[(n_tiles,)](*args, MODE=1 if bound else 0, FLAG_CHUNK=chunk, **meta)
@@ -845,6 +839,19 @@ def _launch_cfg(q, k, v, out, biases, mask, scale, cfg, tensors, ostr, n0, n1, n
             cfg["_probe"].append(flags.clone())
         grid = min(triton.cdiv(n_tiles, chunk), 4 * _sm_count(q.device))
         _attn_fwd_kernel[(grid,)](*args, MODE=2, FLAG_CHUNK=chunk, **meta)
+
+
+def option_flags(cfg: dict, dtype: torch.dtype, scale: float, rows: int, n_bias: int):
+    """The config's options where each applies: (bound, the kernel's SPARE, PAIRED, SUM_MMA and
+    SHARED_BOUND constexprs). The launcher and scripts/attention_sass.py's offline compile share it."""
+    # fp16 keeps the online softmax: its P operand can't hold terms as small as the bound allows
+    bound = bool(cfg.get("bound", False)) and scale > 0 and dtype != torch.float16
+    return bound, dict(
+        SPARE=bool(cfg.get("spare", True)) and scale != 0, PAIRED=bool(cfg.get("paired", False)),
+        # the ones-MMA sums 16-bit P; fp32 keeps its row sums on the CUDA cores
+        SUM_MMA=bool(cfg.get("sum_mma", False)) and dtype.itemsize == 2,
+        # one logit bound for all of a program's rows (bound only, rows sharing a bias)
+        SHARED_BOUND=bool(cfg.get("shared_bound", False)) and bound and rows > 1 and n_bias > 0)
 
 
 def _sm_count(device: torch.device) -> int:

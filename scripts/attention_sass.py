@@ -62,23 +62,22 @@ def compile_site(name: str, overrides: dict):
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
+    import torch
+
     from kernels._triton_loader import load
-    fn = load("_tri_attention", False)._attn_fwd_kernel
+    tri = load("_tri_attention", False)
+    fn = tri._attn_fwd_kernel
     names = fn.arg_names
     site = _site(name, not overrides.get("no_mask"))
     cfg = dict(site["cfg"])
-    cfg.update({k: v for k, v in overrides.items()
-                if k in cfg or k in ("maxnreg", "bound", "sum_mma", "shared_bound")})
+    cfg.update({k: v for k, v in overrides.items() if k not in ("no_mask", "mode")})
     d = site["D"]
+    # the options as the launcher applies them (bf16, a nonzero scale, one bias shared by the rows)
+    bound, opts = tri.option_flags(cfg, torch.bfloat16, 1.0, cfg["rows"], 1)
     const = dict(N_BIAS=1, HAS_MASK=not overrides.get("no_mask"), MASK_2D=False, HAS_GATE=True, ROWS=cfg["rows"],
                  HEAD_DIM=d,
                  BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], BLOCK_D=max(16, d), DOT_PREC="tf32",
-                 WIDE=False, SPARE=bool(overrides.get("spare", True)), PAIRED=bool(overrides.get("paired", False)),
-                 MODE=int(overrides.get("mode", 1 if cfg.get("bound") else 0)),
-                 FLAG_CHUNK=128,
-                 SUM_MMA=bool(cfg.get("sum_mma", False)),
-                 # as the launcher: one bound for the rows only with `bound` and rows sharing the bias
-                 SHARED_BOUND=bool(cfg.get("shared_bound", False)) and bool(cfg.get("bound")) and cfg["rows"] > 1)
+                 WIDE=False, MODE=int(overrides.get("mode", 1 if bound else 0)), FLAG_CHUNK=128, **opts)
     sig, attrs = {}, {}
     for i, n in enumerate(names):
         if n in const:
