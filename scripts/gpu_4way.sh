@@ -998,13 +998,21 @@ CF)  # next (written in session 20): the new bf16 default (bound + sum_mma + sha
      # against session 19's (S19), with the two rows' logits first (paired: 7.56 a score offline, no
      # spills), 3 stages, and 104 registers at 3 stages (five programs an SM, 20 warps; offline 7.94 a
      # score with a few spills), three interleaved rounds; then the network at N = 4,096 against S19
+     # (session 21: the GPU tests of the default first; N = 4,096 moved to CH, both would pass 600 s)
   smi_log
+  job verify 0 0-7 150 bash -c "python3 -m pytest -q -p no:cacheprovider tests/kernels/test_kernel_gpu.py \
+    -k 'default_takes or sum_mma or shared_bound' 2>&1 | tail -3"
+  wait; flush verify
   S19='{"sum_mma": false, "shared_bound": false}'
   VF="[$S19, {\"paired\": true}, {\"num_stages\": 3}, {\"maxnreg\": 104, \"num_stages\": 3}]"
-  job kfive 0 0-7 150 bash -c "python3 scripts/kernel_bench.py --cases tri2048,msa_row --no-flex --no-baselines \
+  job kfive 0 0-7 200 bash -c "python3 scripts/kernel_bench.py --cases tri2048,msa_row --no-flex --no-baselines \
     --rounds 3 --json $RES/kbench_five.json --variants '$VF' 2>&1 | grep -i 'skipped' | grep -v round | tail -12"
   wait; flush kfive $RES/kbench_five.json
-  net_cmp net4096 4096 420 "$S19" net4096_s19
+  smi_stop
+  ;;
+CH)  # the network at N = 4,096: the new default against session 19's (S19 measured 134.4 s alone)
+  smi_log
+  net_cmp net4096 4096 540 '{"sum_mma": false, "shared_bound": false}' net4096_s19
   smi_stop
   ;;
 CG)  # after CF: Nsight Compute on one N = 2,048 triangle launch of the new default (is the loop now
@@ -1015,7 +1023,7 @@ CG)  # after CF: Nsight Compute on one N = 2,048 triangle launch of the new defa
   NCU_LIMIT=90 ncu_job ncu_five '{"maxnreg": 104, "num_stages": 3}' 2
   wait; flush ncu_five
   ;;
-*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT|AU|AV|AW|AX|AY|AZ|BA|BB|BC|BD|BE|BF|BG|BH|BJ|BK|BL|BM|BN|BP|BQ|BR|BS|BT|BU|BV|BW|BX|BY|BZ|CA|CB|CC|CD|CE|CF|CG" >&2; exit 2 ;;
+*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT|AU|AV|AW|AX|AY|AZ|BA|BB|BC|BD|BE|BF|BG|BH|BJ|BK|BL|BM|BN|BP|BQ|BR|BS|BT|BU|BV|BW|BX|BY|BZ|CA|CB|CC|CD|CE|CF|CG|CH" >&2; exit 2 ;;
 esac
 for f in "$RES"/*.log; do echo "== $f"; grep -v "^\s*$" "$f" | grep -v "^  entry" | tail -14 | cut -c1-400; done
 for f in "$RES"/*.json "$RES"/*/*.json; do [ -f "$f" ] && { echo "== $f"; grep -o "$G" "$f" | tr '\n' ' ' | cut -c1-900; echo; }; done
