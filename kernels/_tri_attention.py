@@ -597,8 +597,8 @@ def default_config(lq: int, lk: int, d: int, dtype: torch.dtype, rows_ok: bool, 
     faster and the network at N = 1,024 and 2,048 2.1-2.4% faster (H100, sessions 16-17,
     docs/BENCHMARKS.md; 64-512 within the run-to-run spread). Head dim 8 does not care (1,024).
     bf16 at head dim 32 without a key mask (session 19): `bound` with 32-key blocks, 128 registers,
-    4 stages, and (session 20) `sum_mma` and `shared_bound` (below); with a key mask (`masked`) the
-    online loop, where `bound` measured 2-4% slower.
+    4 stages, (session 20) `sum_mma` and `shared_bound`, and (session 21) `paired` (below); with a
+    key mask (`masked`) the online loop, where `bound` measured 2-4% slower.
     fp32 keeps the configuration the GPU tests validated first (64x64, 4 warps, 2 stages).
     CPU (interpreter) runs use small tiles: the interpreter's cost grows with tile size."""
     if not on_gpu:
@@ -624,10 +624,16 @@ def default_config(lq: int, lk: int, d: int, dtype: torch.dtype, rows_ok: bool, 
         # cores (`sum_mma`) and one bound for both rows (`shared_bound`): 7.56 instructions a score
         # against 9.38, 128 registers (H100, session 20: triangle N = 2,048 218.1 against 202.8
         # TFLOP/s, medians of rounds spread by 15%, the fastest 1% apart; MSA row 199.9 against
-        # 196.2; the network N = 2,048 -0.4% and -0.7%, two runs).
+        # 196.2; the network N = 2,048 -0.4% and -0.7%, two runs). With both rows' logits first
+        # (`paired`: the same 7.56 instructions a score, 124 registers; row 1's QK MMA overlaps row 0's
+        # softmax): H100, session 21, triangle N = 2,048 230.2 / 231.8 against 204.8 / 202.2 TFLOP/s
+        # (two calls, medians of 3 rounds); the network N = 2,048 -2.9% and -2.6% (calls against
+        # session 20's default), -3.2% as the default against `{"paired": false}`; N = 1,024 -2.0%,
+        # -2.1%; N = 4,096 128.5 against 133.5 s (-3.8%). It lost at the extra-MSA site (online,
+        # 55.5 against 59.7), so only this default takes it.
         return dict(BLOCK_M=min(64, _pow2_at_least(lq, 16)), BLOCK_N=min(32, block_n), num_warps=4,
                     num_stages=4, rows=rows, group_ctas=256, maxnreg=128, bound=True, sum_mma=True,
-                    shared_bound=True)
+                    shared_bound=True, paired=True)
     # Two rows per program need ~217 registers a thread, so two programs fit an SM; capped at 168
     # (spilling a little) three fit: triangle attention N = 1,024 187.5 against 164.7 TFLOP/s, and
     # at N = 2,048 two capped rows beat one uncapped row, 190.6 against 179.0 (H200, session 8 calls

@@ -66,12 +66,13 @@ def test_gluon_kernel_keeps_its_mmas_in_flight(rows, limit):
 ONLINE64 = {"bound": False, "BLOCK_N": 64, "num_stages": 3, "maxnreg": 168, "sum_mma": False}
 
 
-@pytest.mark.parametrize("tiles", [ONLINE64, dict(ONLINE64, rows=4, num_stages=2, maxnreg=0)])
+@pytest.mark.parametrize("tiles", [ONLINE64, dict(ONLINE64, rows=4, num_stages=2, maxnreg=0), {}])
 def test_paired_rows_compile_without_spills_or_extra_work(tiles):
     """config paired=True reorders the rows' work (two rows' logits, then both softmax steps): at the
-    triangle site, online, under a 168-register cap and with four uncapped rows a program, it must
-    neither spill nor add per-score work."""
-    sequential = _per_score("tri2048", "--no-mask", "--config", json.dumps(tiles))
+    triangle site, online, under a 168-register cap and with four uncapped rows a program, and in the
+    bf16 default (`bound`, 128 registers, which takes it since session 21), it must neither spill nor
+    add per-score work."""
+    sequential = _per_score("tri2048", "--no-mask", "--config", json.dumps(dict(tiles, paired=False)))
     paired = _per_score("tri2048", "--no-mask", "--config", json.dumps(dict(tiles, paired=True)))
     assert paired <= sequential * 1.02, (paired, sequential)
 
@@ -91,12 +92,13 @@ def test_bound_drops_the_running_maximum(site, tiles):
 
 def test_bf16_default_at_head_dim_32_is_the_bound_loop():
     """The default configuration at the triangle site (bf16, head dim 32, no key mask) is the `bound`
-    loop in 32-key blocks with its denominator on the tensor cores and one bound for both rows: the
-    same per-score work as asking for it, and it fits its 128-register cap. With a key mask it is the
-    online loop."""
+    loop in 32-key blocks with its denominator on the tensor cores, one bound for both rows and the
+    two rows' logits first: the same per-score work as asking for it, and it fits its 128-register
+    cap. With a key mask it is the online loop."""
     default = _per_score("tri2048", "--no-mask")
     asked = _per_score("tri2048", "--no-mask", "--config", json.dumps(
-        {"bound": True, "BLOCK_N": 32, "maxnreg": 128, "num_stages": 4, "sum_mma": True, "shared_bound": True}))
+        {"bound": True, "BLOCK_N": 32, "maxnreg": 128, "num_stages": 4, "sum_mma": True, "shared_bound": True,
+         "paired": True}))
     online = _per_score("tri2048", "--no-mask", "--config", json.dumps({"bound": False, "sum_mma": False}))
     assert default == asked and default < 0.85 * online, (default, asked, online)
     # with a key mask the default stays the online loop in 64-key tiles (`bound` measured slower there)
