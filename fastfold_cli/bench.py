@@ -38,6 +38,11 @@ def _attention_options(text, compare):
     unknown = sorted(set(opts) - set(ATTENTION_OPTION_KEYS))
     if unknown:
         fail(f"--attention-options: unknown key(s) {', '.join(unknown)} (known: {', '.join(ATTENTION_OPTION_KEYS)})")
+    if "sites" in opts:
+        from model.config import ATTENTION_SITES
+        sites = opts["sites"]
+        if not isinstance(sites, list) or not sites or not set(sites) <= set(ATTENTION_SITES):
+            fail(f"--attention-options: \"sites\" must be a list of {', '.join(ATTENTION_SITES)}, not {sites!r}")
     return opts
 
 

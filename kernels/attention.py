@@ -15,11 +15,12 @@ from kernels._common import TRITON_DTYPES
 MASK_BIAS = 1e9
 
 # The Triton backend's config keys (kernels/_tri_attention.py; "stages" is the Gluon kernel's pipeline
-# depth, "head_dims" scopes the others to those head dims): what `fastfold bench --attention-options`
+# depth, "head_dims" scopes the others to those head dims) and the network's "sites" (which scopes
+# them to those attentions: model.config.ATTENTION_SITES): what `fastfold bench --attention-options`
 # accepts.
 ATTENTION_OPTION_KEYS = ("BLOCK_M", "BLOCK_N", "num_warps", "num_stages", "rows", "group_ctas", "maxnreg",
                          "paired", "spare", "wide", "bound", "sum_mma", "shared_bound", "gluon", "gluon_rows", "p_smem", "stages",
-                         "head_dims")
+                         "head_dims", "sites")
 
 
 def attention_reference(

@@ -52,6 +52,10 @@ class Config(Mapping):
 CHUNK_OPS = ("msa_row_att", "msa_col_att", "extra_row_att", "extra_col_att", "tri_att", "transition", "opm",
              "tri_mul", "pair_rows", "template_att", "ipa", "heads")
 
+# The attentions that run through the attention kernel, named as their chunk ops (the extra-MSA's
+# column attention is global and stays torch): the sites `Runtime.attention_config_for` scopes to.
+ATTENTION_SITES = ("msa_row_att", "extra_row_att", "msa_col_att", "tri_att")
+
 PRECISIONS = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -123,7 +127,8 @@ class Runtime:
         A/B of `fastfold bench --compare gluon`.
     attention_options: options of the Triton attention kernel for every attention of the network
         (keys of `kernels._tri_attention.attention`'s config, e.g. {"paired": True} or
-        {"head_dims": [32], "rows": 4, "num_stages": 2}; "head_dims" scopes the others), merged
+        {"head_dims": [32], "rows": 4, "num_stages": 2}; "head_dims" scopes the others to those head
+        dims, "sites" to those of ATTENTION_SITES, e.g. {"sites": ["tri_att"], "BLOCK_M": 128}), merged
         after `gluon_attention`. None: the kernel's defaults. The A/B of `fastfold bench --compare
         attention --attention-options JSON`.
     dense_pair_mask / dense_msa_mask: set by the trunk (`with_masks`) for the stack it runs: the
@@ -174,6 +179,22 @@ class Runtime:
         cfg = {} if self.gluon_attention is None else {"gluon": self.gluon_attention}
         cfg.update(self.attention_options or {})
         return cfg or None
+
+    def attention_config_for(self, site: str) -> Optional[dict]:
+        """`attention_config` as the attention at `site` (one of ATTENTION_SITES) gets it: the options'
+        key "sites" (a list of sites) scopes the others to those sites, as "head_dims" does to head
+        dims; elsewhere only "gluon" is kept. For A/Bs of one site's tiles in the whole network."""
+        if site not in ATTENTION_SITES:
+            raise ValueError(f"unknown attention site {site!r} (known: {', '.join(ATTENTION_SITES)})")
+        cfg = self.attention_config
+        if not cfg or "sites" not in cfg:
+            return cfg
+        sites = cfg["sites"]
+        unknown = sorted(set(sites) - set(ATTENTION_SITES))
+        if unknown:
+            raise ValueError(f"attention option sites: unknown {', '.join(unknown)} "
+                             f"(known: {', '.join(ATTENTION_SITES)})")
+        return {k: v for k, v in cfg.items() if k != "sites" and (k == "gluon" or site in sites)} or None
 
     def chunk(self, op: str) -> Optional[int]:
         return self.chunks.get(op)

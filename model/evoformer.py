@@ -86,7 +86,8 @@ class MSARowAttentionWithPairBias(nn.Module):
         def rows(m_c, mask_c, add_to=None):
             return self.attention(m_c, m_c, [bias], _key_mask(mask_c, rt.dense_msa_mask), rt.backend,
                                   add_to=add_to, residual_backend=_residual_backend(rt),
-                                  kernel_config=rt.attention_config, norm=self.query_norm, fused_norm=rt.fused_qkv)
+                                  kernel_config=rt.attention_config_for(self.chunk_name), norm=self.query_norm,
+                                  fused_norm=rt.fused_qkv)
 
         if not (to_columns and dap.active(sh)):
             return _update(m, rows, [m, msa_mask], rt, self.chunk_name, dim=0, fused_add=True)
@@ -120,7 +121,8 @@ class MSAColumnAttention(nn.Module):
         def cols(m_c, mask_c, add_to=None):
             return self.attention(m_c, m_c, [], _key_mask(mask_c, rt.dense_msa_mask), rt.backend, batch_inner=True,
                                   add_to=add_to, residual_backend=_residual_backend(rt),
-                                  kernel_config=rt.attention_config, norm=self.query_norm, fused_norm=rt.fused_qkv)
+                                  kernel_config=rt.attention_config_for("msa_col_att"), norm=self.query_norm,
+                                  fused_norm=rt.fused_qkv)
 
         m_t = _update(m.transpose(0, 1), cols, [m.transpose(0, 1), msa_mask.transpose(0, 1)], rt,
                       "msa_col_att", dim=0, fused_add=True)
@@ -568,7 +570,8 @@ class TriangleAttention(nn.Module):
         def rows(z_c, mask_c, add_to=None):
             return self.attention(z_c, z_c, [bias], _key_mask(mask_c, rt.dense_pair_mask), rt.backend,
                                   batch_inner=self.per_column, add_to=add_to, residual_backend=_residual_backend(rt),
-                                  kernel_config=rt.attention_config, norm=self.query_norm, fused_norm=rt.fused_qkv)
+                                  kernel_config=rt.attention_config_for("tri_att"), norm=self.query_norm,
+                                  fused_norm=rt.fused_qkv)
         return rows
 
     def _forward_columns_dap(self, z: torch.Tensor, pair_mask: torch.Tensor, rt: Runtime) -> torch.Tensor:

@@ -109,6 +109,8 @@ def test_bench_compare_attention_options(tmp_path):
                                          (["--compare", "attention", "--attention-options", "{paired"], "not JSON"),
                                          (["--compare", "attention", "--attention-options", "[1]"], "JSON object"),
                                          (["--compare", "attention", "--attention-options", '{"pared": 1}'], "pared"),
+                                         (["--compare", "attention", "--attention-options",
+                                           '{"sites": ["triangle"], "paired": true}'], "tri_att"),
                                          (["--compare", "plain", "--gpus", "2"], "--compare runs on one GPU"),
                                          (["--compare", "masks", "--find-max-length"], "--compare runs on one GPU")])
 def test_bench_compare_errors(args, needle):

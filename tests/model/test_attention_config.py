@@ -4,6 +4,7 @@ backend ignores them."""
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 import kernels
@@ -21,6 +22,18 @@ def test_runtime_attention_config():
     assert Runtime(attention_options={"paired": True}).attention_config == {"paired": True}
     assert Runtime(gluon_attention=False, attention_options={"head_dims": [32], "rows": 4}).attention_config == \
         {"gluon": False, "head_dims": [32], "rows": 4}
+
+
+def test_sites_scope_the_options_to_those_attentions():
+    rt = Runtime(gluon_attention=False, attention_options={"sites": ["tri_att"], "BLOCK_M": 128, "num_warps": 8})
+    assert rt.attention_config_for("tri_att") == {"gluon": False, "BLOCK_M": 128, "num_warps": 8}
+    assert rt.attention_config_for("msa_row_att") == {"gluon": False}
+    assert Runtime(attention_options={"sites": ["msa_col_att"], "paired": True}).attention_config_for("tri_att") is None
+    assert Runtime(attention_options={"paired": True}).attention_config_for("extra_row_att") == {"paired": True}
+    with pytest.raises(ValueError, match="unknown attention site"):
+        Runtime().attention_config_for("triangle")
+    with pytest.raises(ValueError, match="tri_att"):
+        Runtime(attention_options={"sites": ["triangle"]}).attention_config_for("tri_att")
 
 
 def test_attention_config_reaches_every_attention(monkeypatch):
@@ -45,6 +58,11 @@ def test_attention_config_reaches_every_attention(monkeypatch):
         # MSA row and column and triangle (both ends) attentions, every block (template point-wise
         # attention is written out in model/trunk.py and has no kernel options)
         assert len(configs) >= 4 and all(c == expected for c in configs), name
-    for name in ("gluon", "options"):
+    # scoped to the triangle attentions: they alone get the option, every other attention none
+    configs.clear()
+    outs["sites"] = model(batch, Runtime(attention_options={"sites": ["tri_att"], "paired": True}), num_recycle=0)
+    n_tri = sum(c == {"paired": True} for c in configs)
+    assert n_tri >= 2 and n_tri + configs.count(None) == len(configs) > n_tri, configs
+    for name in ("gluon", "options", "sites"):
         for key in ("repr_pair", "repr_msa", "final_atom_positions"):
             assert rel_err(outs[name][key].numpy(), outs["default"][key].numpy()) == 0, (name, key)
