@@ -83,7 +83,8 @@ def _attention_options(text, compare):
 @click.option("--attention-options", default=None,
               help="--compare attention: the Triton attention kernel's options as a JSON object, e.g. "
                    "'{\"paired\": true}' or '{\"head_dims\": [32], \"rows\": 4, \"num_stages\": 2}' "
-                   "(\"head_dims\" scopes the other keys to those head dims).")
+                   "(\"head_dims\" scopes the other keys to those head dims, \"sites\" to those of "
+                   "msa_row_att, extra_row_att, msa_col_att, tri_att).")
 @click.option("--find-max-length", is_flag=True,
               help="Search the longest N that fits: planner bisection, then isolated one-pass trials.")
 @click.option("--probe-blocks", type=click.IntRange(min=1), default=None,
