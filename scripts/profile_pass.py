@@ -78,8 +78,20 @@ def main() -> None:
     ap.add_argument("--by-module", action="store_true",
                     help="also attribute each operator's time to the innermost network module that ran it "
                          "(record_function scopes from forward hooks): where the copies and glue come from")
+    ap.add_argument("--attention-options", default=None, metavar="JSON",
+                    help="the attention kernel's options for this pass (Runtime.attention_options, as "
+                         "`fastfold bench --attention-options`), e.g. '{\"sites\": [\"tri_att\"], \"BLOCK_M\": 128}'")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
+    opts = None
+    if args.attention_options is not None:
+        from kernels.attention import ATTENTION_OPTION_KEYS
+        try:
+            opts = json.loads(args.attention_options)
+        except json.JSONDecodeError as e:
+            ap.error(f"--attention-options: not JSON ({e.msg})")
+        if not isinstance(opts, dict) or not set(opts) <= set(ATTENTION_OPTION_KEYS):
+            ap.error(f"--attention-options: a JSON object of {', '.join(ATTENTION_OPTION_KEYS)}")
 
     import torch
     from torch.profiler import ProfilerActivity, profile
@@ -93,7 +105,7 @@ def main() -> None:
     model = make_bench_model("model_1", args.precision, dev)
     batch = random_features("model_1", args.length, 508, 5120, 4, seed=0)
     p = make_plan(model, batch, args.precision, args.backend, None, dev)
-    rt = p.runtime()
+    rt = p.runtime().with_(attention_options=opts)
     model(batch, rt, num_recycle=0, pair_outputs=False)
     sync()
     t0 = time.perf_counter()
@@ -125,7 +137,7 @@ def main() -> None:
             print(f"{r['ms']:9.2f} ms {r['calls']:6d}x  {r['module'][:60]:60s} {r['op']}")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"n_res": args.length, "precision": args.precision, "backend": args.backend,
+            json.dump({"n_res": args.length, "precision": args.precision, "backend": args.backend, "attention_options": opts,
                        "pass_seconds": plain_s, "kernel_ms_total": total, "gpu": torch.cuda.get_device_name() if dev.type == "cuda" else "cpu",
                        "top": rows[:60], "by_site": by_site[:80]}, fh, indent=1)
 
