@@ -28,22 +28,11 @@ def _attention_options(text, compare):
         fail("--compare attention and --attention-options go together")
     if text is None:
         return None
-    from kernels.attention import ATTENTION_OPTION_KEYS
+    from model.config import parse_attention_options
     try:
-        opts = json.loads(text)
-    except json.JSONDecodeError as e:
-        fail(f"--attention-options: not JSON ({e.msg})")
-    if not isinstance(opts, dict) or not opts:
-        fail("--attention-options: a non-empty JSON object, e.g. '{\"paired\": true}'")
-    unknown = sorted(set(opts) - set(ATTENTION_OPTION_KEYS))
-    if unknown:
-        fail(f"--attention-options: unknown key(s) {', '.join(unknown)} (known: {', '.join(ATTENTION_OPTION_KEYS)})")
-    if "sites" in opts:
-        from model.config import ATTENTION_SITES
-        sites = opts["sites"]
-        if not isinstance(sites, list) or not sites or not set(sites) <= set(ATTENTION_SITES):
-            fail(f"--attention-options: \"sites\" must be a list of {', '.join(ATTENTION_SITES)}, not {sites!r}")
-    return opts
+        return parse_attention_options(text)
+    except ValueError as e:
+        fail(f"--attention-options: {e}")
 
 
 @click.command("bench")

@@ -6,6 +6,7 @@ updates, and (later) DAP sharding. Both are passed down explicitly; nothing is g
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Optional
 
@@ -55,6 +56,29 @@ CHUNK_OPS = ("msa_row_att", "msa_col_att", "extra_row_att", "extra_col_att", "tr
 # The attentions that run through the attention kernel, named as their chunk ops (the extra-MSA's
 # column attention is global and stays torch): the sites `Runtime.attention_config_for` scopes to.
 ATTENTION_SITES = ("msa_row_att", "extra_row_att", "msa_col_att", "tri_att")
+
+
+
+def parse_attention_options(text: str) -> dict:
+    """`--attention-options JSON` (`fastfold bench`, scripts/check_fixtures.py, profile_pass.py): a
+    non-empty JSON object of the attention kernel's options (kernels.attention.ATTENTION_OPTION_KEYS;
+    "sites" a list of ATTENTION_SITES) for `Runtime.attention_options`. ValueError: a one-line reason."""
+    from kernels.attention import ATTENTION_OPTION_KEYS
+    try:
+        opts = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"not JSON ({e.msg})") from None
+    if not isinstance(opts, dict) or not opts:
+        raise ValueError("a non-empty JSON object, e.g. '{\"paired\": true}'")
+    unknown = sorted(set(opts) - set(ATTENTION_OPTION_KEYS))
+    if unknown:
+        raise ValueError(f"unknown key(s) {', '.join(unknown)} (known: {', '.join(ATTENTION_OPTION_KEYS)})")
+    if "sites" in opts:
+        sites = opts["sites"]
+        if not isinstance(sites, list) or not sites or not set(sites) <= set(ATTENTION_SITES):
+            raise ValueError(f"\"sites\" must be a list of {', '.join(ATTENTION_SITES)}, not {sites!r}")
+    return opts
+
 
 PRECISIONS = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -189,12 +213,7 @@ class Runtime:
         cfg = self.attention_config
         if not cfg or "sites" not in cfg:
             return cfg
-        sites = cfg["sites"]
-        unknown = sorted(set(sites) - set(ATTENTION_SITES))
-        if unknown:
-            raise ValueError(f"attention option sites: unknown {', '.join(unknown)} "
-                             f"(known: {', '.join(ATTENTION_SITES)})")
-        return {k: v for k, v in cfg.items() if k != "sites" and (k == "gluon" or site in sites)} or None
+        return {k: v for k, v in cfg.items() if k != "sites" and (k == "gluon" or site in cfg["sites"])} or None
 
     def chunk(self, op: str) -> Optional[int]:
         return self.chunks.get(op)

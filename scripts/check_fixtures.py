@@ -15,7 +15,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from model.config import Runtime  # noqa: E402
+from model.config import Runtime, parse_attention_options  # noqa: E402
 from model.params import load_model  # noqa: E402
 
 FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "data" / "af_fixtures"
@@ -52,6 +52,12 @@ def main():
     ap.add_argument("--only", nargs="+", default=None, metavar="NAME",
                     help="these fixtures only (folder names under tests/data/af_fixtures): a short GPU call")
     args = ap.parse_args()
+    opts = None
+    if args.attention_options:
+        try:
+            opts = parse_attention_options(args.attention_options)
+        except ValueError as e:
+            ap.error(f"--attention-options: {e}")
     names = sorted(p.name for p in FIXTURES.iterdir() if p.is_dir())
     unknown = sorted(set(args.only or ()) - set(names))
     if unknown:
@@ -66,7 +72,7 @@ def main():
                 model = load_model(next(fx.glob("params_*.npz")), device=args.device)
                 rt = Runtime(precision=precision, backend=backend, inplace=args.inplace,
                              keep_templates=args.keep_templates,
-                             attention_options=json.loads(args.attention_options) if args.attention_options else None)
+                             attention_options=opts)
                 model.prepare(rt)
                 out = model(batch, rt, num_recycle=meta["args"]["recycles"], return_prev_inputs=True)
                 out = {k: v.float().cpu().numpy() for k, v in out.items()}

@@ -85,13 +85,11 @@ def main() -> None:
     args = ap.parse_args()
     opts = None
     if args.attention_options is not None:
-        from kernels.attention import ATTENTION_OPTION_KEYS
+        from model.config import parse_attention_options
         try:
-            opts = json.loads(args.attention_options)
-        except json.JSONDecodeError as e:
-            ap.error(f"--attention-options: not JSON ({e.msg})")
-        if not isinstance(opts, dict) or not set(opts) <= set(ATTENTION_OPTION_KEYS):
-            ap.error(f"--attention-options: a JSON object of {', '.join(ATTENTION_OPTION_KEYS)}")
+            opts = parse_attention_options(args.attention_options)
+        except ValueError as e:
+            ap.error(f"--attention-options: {e}")
 
     import torch
     from torch.profiler import ProfilerActivity, profile

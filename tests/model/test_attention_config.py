@@ -9,7 +9,7 @@ import torch
 
 import kernels
 from af_testlib import rel_err
-from model.config import Runtime
+from model.config import Runtime, parse_attention_options
 from model.params import load_model
 
 FIXTURE = Path(__file__).resolve().parents[1] / "data" / "af_fixtures" / "model_3_gap"
@@ -32,8 +32,16 @@ def test_sites_scope_the_options_to_those_attentions():
     assert Runtime(attention_options={"paired": True}).attention_config_for("extra_row_att") == {"paired": True}
     with pytest.raises(ValueError, match="unknown attention site"):
         Runtime().attention_config_for("triangle")
-    with pytest.raises(ValueError, match="tri_att"):
-        Runtime(attention_options={"sites": ["triangle"]}).attention_config_for("tri_att")
+
+
+@pytest.mark.parametrize("text,needle", [('{"sites": ["triangle"], "paired": true}', "tri_att"),
+                                         ('{"sites": "tri_att"}', "must be a list"), ('{"pared": 1}', "pared"),
+                                         ("{}", "non-empty"), ("{x", "not JSON")])
+def test_parse_attention_options_names_what_is_wrong(text, needle):
+    with pytest.raises(ValueError, match=needle):
+        parse_attention_options(text)
+    assert parse_attention_options('{"sites": ["tri_att", "msa_row_att"], "paired": true}') == \
+        {"sites": ["tri_att", "msa_row_att"], "paired": True}
 
 
 def test_attention_config_reaches_every_attention(monkeypatch):
