@@ -28,7 +28,7 @@
 #   AW-BA:           session 9 on one H100 each (AX's `trans` and AY's tri-mul output `persistent` variants
 #                    name options removed since: they lost); BB and BC the next session's one-GPU calls.
 #   BY's `exp_fma` variants name an option removed in session 20 (it lost); CE, CF sessions 20-21.
-#   CF, CJ, CG ran in session 21 (CH, N = 4,096, was run by hand with `paired`); CK, CL next.
+#   CF, CJ, CG ran in session 21 (CH, N = 4,096, was run by hand with `paired`); CK, CM, CL next.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 call=${1:?usage: gpu_4way.sh A|B|C}
@@ -1033,17 +1033,23 @@ CJ)  # session 21 after CF (its GPU tests timed out at 150 s compiling): the tes
   net_cmp net2048 2048 260 '{"paired": true}' net2048_paired
   smi_stop
   ;;
-CK)  # next (written in session 21): four rows a program in the bound default (offline 5.81
-     # instructions a score at 234 registers, no spills, two programs an SM; 6.05 at 168 with spills,
-     # three), 128-row tiles (won in the kernel bench, lost in the network), then one N = 2,048 pass
-     # profiled by module with the default and with 128-row tiles at the triangle attentions alone:
-     # where does the network lose what the kernel bench gains?
+CK)  # next (written in session 21): the GPU tests of paired rows (bound form, rows 2 and 4), then
+     # four rows a program in the bound default (offline 5.81 instructions a score at 234 registers,
+     # no spills, two programs an SM; 6.05 at 168 with spills, three) and 128-row tiles (won in the kernel bench, lost in the network); CM profiles one
+     # N = 2,048 pass by module with the default and with 128-row tiles at the triangle attentions
+     # alone: where does the network lose what the kernel bench gains?
   smi_log
+  job verify 0 0-7 150 bash -c "python3 -m pytest -q -p no:cacheprovider tests/kernels/test_kernel_gpu.py -k paired 2>&1 | tail -3"
+  wait; flush verify
   VK='[{"rows": 4, "maxnreg": 0, "num_stages": 2}, {"rows": 4, "maxnreg": 168, "num_stages": 2},
     {"rows": 4, "maxnreg": 0, "num_stages": 3}, {"BLOCK_M": 128, "num_warps": 8, "num_stages": 3}]'
   job krows4 0 0-7 200 bash -c "python3 scripts/kernel_bench.py --cases tri2048,msa_row --no-flex --no-baselines \
     --rounds 3 --json $RES/kbench_rows4.json --variants '$VK' 2>&1 | grep -i 'skipped' | grep -v round | tail -12"
   wait; flush krows4 $RES/kbench_rows4.json
+  smi_stop
+  ;;
+CM)  # CK's profiles (both would pass 600 s in one call with CK's tests and timings)
+  smi_log
   job prof_default 0 0-7 150 python3 scripts/profile_pass.py --length 2048 --by-module --top 25 --json $RES/prof_default.json
   wait; flush prof_default $RES/prof_default.json
   job prof_bm128 0 0-7 150 python3 scripts/profile_pass.py --length 2048 --by-module --top 25 --json $RES/prof_bm128.json \
@@ -1059,7 +1065,7 @@ CL)  # after CK: the network at N = 2,048 with the best four-row form of CK at t
   net_cmp net_rows4_tri 2048 260 "{\"sites\": [\"tri_att\"], $R4}" net2048_rows4_tri
   smi_stop
   ;;
-*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT|AU|AV|AW|AX|AY|AZ|BA|BB|BC|BD|BE|BF|BG|BH|BJ|BK|BL|BM|BN|BP|BQ|BR|BS|BT|BU|BV|BW|BX|BY|BZ|CA|CB|CC|CD|CE|CF|CG|CH|CJ|CK|CL" >&2; exit 2 ;;
+*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT|AU|AV|AW|AX|AY|AZ|BA|BB|BC|BD|BE|BF|BG|BH|BJ|BK|BL|BM|BN|BP|BQ|BR|BS|BT|BU|BV|BW|BX|BY|BZ|CA|CB|CC|CD|CE|CF|CG|CH|CJ|CK|CL|CM" >&2; exit 2 ;;
 esac
 for f in "$RES"/*.log; do echo "== $f"; grep -v "^\s*$" "$f" | grep -v "^  entry" | tail -14 | cut -c1-400; done
 for f in "$RES"/*.json "$RES"/*/*.json; do [ -f "$f" ] && { echo "== $f"; grep -o "$G" "$f" | tr '\n' ' ' | cut -c1-900; echo; }; done

@@ -155,17 +155,22 @@ def test_rows_per_program(interpret, rows):
 
 
 @pytest.mark.parametrize("rows,b", [(2, 3), (4, 5)])
-@pytest.mark.parametrize("d,dtype", [(32, torch.float32), (8, torch.float16), (16, torch.float16)])
-def test_paired_rows_equal_the_sequential_form(interpret, d, dtype, rows, b):
+@pytest.mark.parametrize("d,dtype,form", [(32, torch.float32, "online"), (8, torch.float16, "online"),
+                                          (16, torch.float16, "online"), (32, torch.float32, "default"),
+                                          (32, torch.float16, "default")])
+def test_paired_rows_equal_the_sequential_form(interpret, d, dtype, rows, b, form):
     """config paired=True (rows 0 and 1's logits, then both softmax steps; rows 2 and 3 likewise)
     computes exactly what the row-after-row loop does: same operations per row, only their order
     differs. A batch count that leaves the last program short (clamped rows), a ragged last key
-    block, a key mask with a fully masked row."""
+    block, a key mask with a fully masked row. form "default": with the options the bf16 default
+    takes them (`bound` and `shared_bound` where they apply, fp32; `sum_mma`, fp16)."""
     gen = torch.Generator().manual_seed(40 + d + rows)
     q, k, v = (torch.randn(b, 2, 37, d, generator=gen).to(dtype) for _ in range(3))
     bias = torch.randn(1, 2, 37, 37, generator=gen).to(dtype)
     mask = _key_mask(b, 37, gen)
-    tiles = dict(rows=rows, BLOCK_M=16, BLOCK_N=16)
+    tiles = dict(rows=rows, BLOCK_M=16, BLOCK_N=16, paired=False)
+    if form == "default":
+        tiles.update(bound=True, sum_mma=True, shared_bound=True)
     paired = _check(q, k, v, [bias], mask, d ** -0.5, config=dict(tiles, paired=True))
     sequential = attention_triton(q, k, v, [bias], mask, d ** -0.5, config=tiles)
     assert torch.equal(paired, sequential)

@@ -116,15 +116,19 @@ def test_attention_configs(compiled, rows, block):
 @pytest.mark.parametrize("rows", [2, 4])
 @pytest.mark.parametrize("case", ["triangle", "extra_msa_row", "template_triangle"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
-def test_attention_paired_rows(compiled, case, dtype, rows):
+@pytest.mark.parametrize("masked", [True, False])
+def test_attention_paired_rows(compiled, case, dtype, rows, masked):
     """config paired=True (both rows' logits, then both softmax steps; the compiler may interleave
-    them): the float64 reference's accuracy, and the row-after-row loop's result to the bit."""
+    them): the float64 reference's accuracy, and the row-after-row loop's result to the bit. Without
+    a key mask, bf16 triangle attention is the default's `bound` form (paired by default since
+    session 21; four rows a program are gpu_4way.sh CK's candidates)."""
     b, l, h, d, _ = CASES[case]
     gen = torch.Generator(device="cuda").manual_seed(d * 3 + 5)
     q, k, v, bias, mask = _inputs(b - 1, l, h, d, dtype, gen)  # odd batch: the clamped last row
+    mask = mask if masked else None
     out = attention_triton(q, k, v, [bias], mask, d ** -0.5, config=dict(rows=rows, paired=True))
     assert rel_err(out, _ref64(q, k, v, [bias], mask, d ** -0.5)) < TOL[dtype]
-    seq = attention_triton(q, k, v, [bias], mask, d ** -0.5, config=dict(rows=rows))
+    seq = attention_triton(q, k, v, [bias], mask, d ** -0.5, config=dict(rows=rows, paired=False))
     torch.testing.assert_close(out, seq, rtol=0, atol=0)
 
 
