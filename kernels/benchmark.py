@@ -192,6 +192,8 @@ class Bench:
                 # semantics as the SDPA baselines below
                 self.network_call(name, net, bias, mask, scale, record, var)
                 self.network_call(name, net, bias, None, scale, record, var)
+                if name.startswith("tri"):
+                    self.network_call(name, net, bias, None, scale, record, var, ending=True)
         del net
         if self.args.sweep:
             sweep = SWEEP_D8 if D <= 16 else (SWEEP_D32 if name == "tri2048" else SWEEP_SMALL)
@@ -219,18 +221,23 @@ class Bench:
             return [t.unflatten(1, (H, D)).transpose(-1, -2) for t in y.split(H * D, dim=1)]
         return network_views(torch.randn(B, L, 4 * H * D, device="cuda", generator=g, dtype=torch.bfloat16), H, D)
 
-    def network_call(self, name, net, bias, mask, scale, record, cfg=None):
+    def network_call(self, name, net, bias, mask, scale, record, cfg=None, ending=False):
         """Ours as the network calls it on `network_operands` (q, k, v, gate), the gate applied in the
         epilogue; checked against the reference times sigmoid(gate) on a few rows. mask None: the
-        call for a stack whose mask is all ones."""
+        call for a stack whose mask is all ones. ending: as the ending-node triangle attention calls
+        it (model.primitives.Attention, batch_inner): the output written into an [L, B, H, D] buffer,
+        the pair's layout, instead of [B, L, H, D]."""
         try:
             q, k, v, gt = net
-            fn = lambda: attention_triton(q, k, v, [bias], mask, scale, gate=gt, config=cfg)  # noqa: E731
+            o_buf = q.new_empty(q.shape[2], q.shape[0], q.shape[1], q.shape[3]) if ending else None
+            out = o_buf.permute(1, 2, 0, 3) if ending else None
+            fn = lambda: attention_triton(q, k, v, [bias], mask, scale, gate=gt, config=cfg, out=out)  # noqa: E731
             nchk = 4
             ref = attention_reference(q[:nchk], k[:nchk], v[:nchk], [bias], None if mask is None else mask[:nchk],
                                       scale, gate=gt[:nchk]).float()
             o = fn()[:nchk].float()
-            record("ours (network call: fused views + gate)" + (", mask of ones skipped" if mask is None else "")
+            record("ours (network call: fused views + gate)" + (", ending node" if ending else "")
+                   + (", mask of ones skipped" if mask is None else "")
                    + (f" {json.dumps(cfg, sort_keys=True)}" if cfg else ""),
                    self.time_ms(fn), ((o - ref).norm() / ref.norm()).item())
         except Exception as e:  # keep going
