@@ -1035,7 +1035,9 @@ CJ)  # session 21 after CF (its GPU tests timed out at 150 s compiling): the tes
   ;;
 CK)  # next (written in session 21): the GPU tests of paired rows (bound form, rows 2 and 4), then
      # four rows a program in the bound default (offline 5.81 instructions a score at 234 registers,
-     # no spills, two programs an SM; 6.05 at 168 with spills, three) and 128-row tiles (won in the kernel bench, lost in the network); CM profiles one
+     # no spills, two programs an SM; 6.05 at 168 with spills, three) and 128-row tiles (won in the
+     # kernel bench, lost in the network; the bench now times the ending node's call too, its output
+     # in the pair's layout); CM profiles one
      # N = 2,048 pass by module with the default and with 128-row tiles at the triangle attentions
      # alone: where does the network lose what the kernel bench gains?
   smi_log
