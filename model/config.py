@@ -58,7 +58,6 @@ CHUNK_OPS = ("msa_row_att", "msa_col_att", "extra_row_att", "extra_col_att", "tr
 ATTENTION_SITES = ("msa_row_att", "extra_row_att", "msa_col_att", "tri_att")
 
 
-
 def parse_attention_options(text: str) -> dict:
     """`--attention-options JSON` (`fastfold bench`, scripts/check_fixtures.py, profile_pass.py): a
     non-empty JSON object of the attention kernel's options (kernels.attention.ATTENTION_OPTION_KEYS;
