@@ -23,10 +23,11 @@ Design notes (why, not what):
   work on the same (head, query block) for consecutive batch rows, so bias tiles are served from L2;
   (2) with ROWS=2 or 4 one CTA processes that many batch rows sharing the bias, loading each bias
   tile once.
-* `paired` (config, off by default until timed on a GPU): with two (or four) rows per program, rows 0
-  and 1's logits (then rows 2 and 3's) are formed before either softmax step, so the two rows'
-  independent softmax instructions can be interleaved by the compiler (compiled for sm_90: the same
-  instruction count, no spills, row 0's PV MMA issued while row 1's exponentials still run). Same operations per row, so the same bits.
+* `paired` (config; on where `bound` is the default, see `default_config`): with two (or four) rows
+  per program, rows 0 and 1's logits (then rows 2 and 3's) are formed before either softmax step, so
+  the two rows' independent softmax instructions can be interleaved by the compiler (compiled for
+  sm_90: the same instruction count, no spills, row 0's PV MMA issued while row 1's exponentials
+  still run). Same operations per row, so the same bits.
 * Out-of-range rows/columns are handled by clamping indices (loads stay in bounds, no load masks in the
   hot loop); only the last key block applies a -inf column mask, and only row-valid outputs are stored.
 * `bound` (config; on in the bf16 head-dim-32 default without a key mask, see `default_config`):

@@ -229,8 +229,8 @@ class Bench:
         the pair's layout, instead of [B, L, H, D]."""
         try:
             q, k, v, gt = net
-            o_buf = q.new_empty(q.shape[2], q.shape[0], q.shape[1], q.shape[3]) if ending else None
-            out = o_buf.permute(1, 2, 0, 3) if ending else None
+            L, B, H, D = q.shape[2], q.shape[0], q.shape[1], q.shape[3]
+            out = q.new_empty(L, B, H, D).permute(1, 2, 0, 3) if ending else None
             fn = lambda: attention_triton(q, k, v, [bias], mask, scale, gate=gt, config=cfg, out=out)  # noqa: E731
             nchk = 4
             ref = attention_reference(q[:nchk], k[:nchk], v[:nchk], [bias], None if mask is None else mask[:nchk],
