@@ -498,8 +498,8 @@ class Bench:
         ref_ln = gated_projection_reference(*args, torch.empty(c, p, device="cuda", dtype=dt), ln=ln).float()
         runs_ln = {}
         self.results["gated_projection_ln"] = dict(shape=(p, c_in, c), flops=flops, bytes=nbytes, runs=runs_ln)
-        for cfg in [dict(fuse_norm=True), dict(fuse_norm=True, num_warps=8, persistent=132),
-                    dict(fuse_norm=True, BLOCK_P=32)]:
+        for cfg in ([dict(fuse_norm=True), dict(fuse_norm=True, num_warps=8, persistent=132),
+                     dict(fuse_norm=True, BLOCK_P=32)] + [dict(v, fuse_norm=True) for v in self.args.variants]):
             self.in_place_run("gated+LN", f"ours, LayerNorm in the kernel {json.dumps(cfg)}", runs_ln, ref_ln, flops,
                               nbytes, lambda cfg=cfg: gated_projection_triton(*args, torch.empty_like(out), ln=ln, config=cfg),
                               lambda cfg=cfg: gated_projection_triton(*args, out, ln=ln, config=cfg))

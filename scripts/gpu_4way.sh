@@ -905,7 +905,7 @@ BY)  # session 19: the GPU tests of bound and exp_fma; the CUDA fixtures in fp32
   smi_log
   job verify 0 0-7 200 bash -c "python3 -m pytest -q -p no:cacheprovider tests/kernels/test_kernel_gpu.py -k 'bound or exp_fma' 2>&1 | tail -3"
   wait; flush verify
-  job fixtures 0 0-7 120 bash -c "python3 scripts/check_fixtures.py --device cuda --precision fp32 --backend triton \
+  job fixtures 0 0-7 150 bash -c "python3 scripts/check_fixtures.py --device cuda --precision fp32 --backend triton \
     --json $RES/fixtures_cuda.json 2>&1 | tail -4"
   wait; flush fixtures $RES/fixtures_cuda.json
   VF='[{"exp_fma": true}, {"bound": true, "exp_fma": true}, {"bound": true, "BLOCK_N": 32, "rows": 2, "maxnreg": 128, "num_stages": 4},
@@ -1041,7 +1041,7 @@ CK)  # next (written in session 21): the GPU tests of paired rows (bound form, r
      # N = 2,048 pass by module with the default and with 128-row tiles at the triangle attentions
      # alone: where does the network lose what the kernel bench gains?
   smi_log
-  job verify 0 0-7 150 bash -c "python3 -m pytest -q -p no:cacheprovider tests/kernels/test_kernel_gpu.py -k paired 2>&1 | tail -3"
+  job verify 0 0-7 240 bash -c "python3 -m pytest -q -p no:cacheprovider tests/kernels/test_kernel_gpu.py -k paired 2>&1 | tail -3"
   wait; flush verify
   VK='[{"rows": 4, "maxnreg": 0, "num_stages": 2}, {"rows": 4, "maxnreg": 168, "num_stages": 2},
     {"rows": 4, "maxnreg": 0, "num_stages": 3}, {"BLOCK_M": 128, "num_warps": 8, "num_stages": 3}]'
@@ -1067,7 +1067,38 @@ CL)  # after CK: the network at N = 2,048 with the best four-row form of CK at t
   net_cmp net_rows4_tri 2048 260 "{\"sites\": [\"tri_att\"], $R4}" net2048_rows4_tri
   smi_stop
   ;;
-*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT|AU|AV|AW|AX|AY|AZ|BA|BB|BC|BD|BE|BF|BG|BH|BJ|BK|BL|BM|BN|BP|BQ|BR|BS|BT|BU|BV|BW|BX|BY|BZ|CA|CB|CC|CD|CE|CF|CG|CH|CJ|CK|CL|CM" >&2; exit 2 ;;
+CN)  # session 22: the tri-mul output stage's gate-first order (the gate rounded to the storage dtype
+     # before the product's projection; offline it takes the same registers, 251 against 255) and
+     # its tiles, the gated projection's in-kernel LayerNorm (fuse_norm, never timed: session 13's BK),
+     # after their GPU tests
+  job verify 0 0-7 200 bash -c "python3 -m pytest -q -p no:cacheprovider tests/kernels/test_kernel_gpu.py -k 'tri_mul_output or gated' 2>&1 | tail -3"
+  wait; flush verify
+  VT='[{"gate_first": true}, {"num_warps": 8}, {"gate_first": true, "num_warps": 8}, {"BLOCK_P": 32},
+    {"gate_first": true, "BLOCK_P": 32}, {"num_stages": 2}]'
+  job ktmo 0 0-7 120 bash -c "python3 scripts/kernel_bench.py --cases trimul_out,gated --no-flex --json $RES/kbench_tmo.json \
+    --variants '$VT' 2>&1 | grep -E 'trimul|gated' | tail -24"
+  wait; flush ktmo $RES/kbench_tmo.json
+  ;;
+CP)  # session 22's last call: gate_first as the tri-mul output stage's default (CN: 0.304 against 0.319
+     # ms) against the old order and early_p, twice; the gated projection at 8 warps (CN: 0.069 against
+     # 0.072), also with its LayerNorm inside; the transition's tile sweep on an H100 (session 7 swept an
+     # H200); the CUDA fixtures in fp32; then the pair attentions' fused input LayerNorm at N = 2,048
+  job verify 0 0-7 150 bash -c "python3 -m pytest -q -p no:cacheprovider tests/kernels/test_kernel_gpu.py -k 'tri_mul_output or gated' 2>&1 | tail -3"
+  wait; flush verify
+  VT='[{"gate_first": false}, {"early_p": true}, {"num_warps": 8}]'
+  job ktmo 0 0-7 100 bash -c "for r in 1 2; do python3 scripts/kernel_bench.py --cases trimul_out,gated --no-flex \
+    --json $RES/kbench_tmo_\$r.json --variants '$VT' 2>&1 | grep -E 'trimul|gated' | grep -v '^trimul\|^gated'; done"
+  wait; flush ktmo $RES/kbench_tmo_1.json $RES/kbench_tmo_2.json
+  job fixtures 0 0-7 150 bash -c "python3 scripts/check_fixtures.py --device cuda --precision fp32 --backend triton \
+      --json $RES/fixtures_cuda.json 2>&1 | tail -4"
+  wait; flush fixtures $RES/fixtures_cuda.json
+  job ktrans 0 0-7 60 bash -c "python3 scripts/kernel_bench.py --cases transition --sweep --no-flex --json $RES/kbench_trans.json 2>&1 | grep transition | grep -v '^transition'"
+  wait; flush ktrans $RES/kbench_trans.json
+  job qkv 0 0-7 200 bash -c "python3 -m fastfold_cli bench --lengths 2048 --precision bf16 --backend triton --no-breakdown \
+    --compare qkv --json $RES/net2048_qkv.json 2>&1 | tail -2 | cut -c1-1500"
+  wait; flush qkv $RES/net2048_qkv.json
+  ;;
+*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT|AU|AV|AW|AX|AY|AZ|BA|BB|BC|BD|BE|BF|BG|BH|BJ|BK|BL|BM|BN|BP|BQ|BR|BS|BT|BU|BV|BW|BX|BY|BZ|CA|CB|CC|CD|CE|CF|CG|CH|CJ|CK|CL|CM|CN|CP" >&2; exit 2 ;;
 esac
 for f in "$RES"/*.log; do echo "== $f"; grep -v "^\s*$" "$f" | grep -v "^  entry" | tail -14 | cut -c1-400; done
 for f in "$RES"/*.json "$RES"/*/*.json; do [ -f "$f" ] && { echo "== $f"; grep -o "$G" "$f" | tr '\n' ' ' | cut -c1-900; echo; }; done
