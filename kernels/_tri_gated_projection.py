@@ -108,11 +108,14 @@ def default_config(c_in: int, n_out: int, on_gpu: bool, wide: bool = False, sms:
     for one 128 x 64 tile per program in channel-fast order (0.109 in position-fast order, call AX; a
     transposed accumulator, W^T x^T stored without a layout change, changed nothing and was removed);
     two programs per SM since session 13 (H100, same process: 0.072-0.073 ms against 0.085 for three,
-    0.114 for one; 4 stages 0.073, 2 stages 0.130).
+    0.114 for one; 4 stages 0.073, 2 stages 0.130); 8 warps since session 22 (H100, three runs in two
+    calls: 0.068-0.069 ms against 0.072; compiled offline 80 registers against 175, so both programs'
+    16 warps fit an SM beside 90 KB of shared memory each).
     fp32 (`wide`) and C > 128 keep one tile per program.
-    `fuse_norm`: with `ln=`, the persistent form normalises each tile itself. Off until timed on a GPU:
-    compiled offline for sm_90 at these tiles it takes 255 registers and spills 112 bytes a thread
-    (235 and none without it; 64 positions on 8 warps: 238, no spills; 32 positions on 4: 219)."""
+    `fuse_norm`: with `ln=`, the persistent form normalises each tile itself. Off: on an H100 (session
+    22) a call with it took 0.098-0.099 ms at 8 warps against 0.121-0.122 for the LayerNorm kernel then
+    the kernel, but triangle multiplication normalises once for its two projections (0.05 + 2 x 0.068
+    against 2 x 0.098 ms), so the network would lose."""
     if not on_gpu:
         return dict(BLOCK_P=16, BLOCK_C=16, BLOCK_K=16, num_warps=1, num_stages=1, c_fast=False, persistent=0,
                     fuse_norm=False)
@@ -121,7 +124,7 @@ def default_config(c_in: int, n_out: int, on_gpu: bool, wide: bool = False, sms:
     if wide or c_in > 128:  # the persistent form holds both weight tiles [C, 64] in shared memory
         return dict(BLOCK_P=128, BLOCK_C=block_c, BLOCK_K=block_k, num_warps=8, num_stages=2, c_fast=True,
                     persistent=0, fuse_norm=False)
-    return dict(BLOCK_P=64, BLOCK_C=block_c, BLOCK_K=block_k, num_warps=4, num_stages=3, c_fast=True,
+    return dict(BLOCK_P=64, BLOCK_C=block_c, BLOCK_K=block_k, num_warps=8, num_stages=3, c_fast=True,
                 persistent=2 * sms, fuse_norm=False)
 
 
