@@ -6,6 +6,7 @@ memory-efficient back ends) and FlexAttention, all timed in the same process on 
 
 Cases (bf16, AlphaFold2 model_1 shapes):
     tri1024 / tri2048  triangle attention: N batch rows, H=4, D=32, pair bias [1,4,N,N], key mask
+    tmpl2048           the template pair stack's triangle attention at N = 2,048: H=4, D=16 (C_t = 64)
     msa_row            MSA row attention: 512 rows, H=8, D=32, N=1024, pair bias [1,8,N,N], key mask
     extra_msa          extra-MSA row attention: 5120 rows, H=8, D=8, N=1024, bias, key mask
     ln                 LayerNorm over a [2048, 2048, 128] pair tensor (fp32 weight/bias)
@@ -52,12 +53,13 @@ from kernels.opm_projection import opm_projection_reference, opm_projection_trit
 from kernels.transition import transition_reference, transition_triton
 from kernels.tri_mul_output import tri_mul_output_reference, tri_mul_output_triton
 
-CASES = ("ln", "tri2048", "extra_msa", "tri1024", "msa_row", "opm", "trimul_out", "transition", "linres", "gated",
+CASES = ("ln", "tri2048", "extra_msa", "tri1024", "msa_row", "tmpl2048", "opm", "trimul_out", "transition", "linres", "gated",
          "qkv")
 
 ATTN_CASES = {
     "tri1024": dict(B=1024, H=4, L=1024, D=32),
     "tri2048": dict(B=2048, H=4, L=2048, D=32),
+    "tmpl2048": dict(B=2048, H=4, L=2048, D=16),
     "msa_row": dict(B=512, H=8, L=1024, D=32),
     "extra_msa": dict(B=5120, H=8, L=1024, D=8),
 }
@@ -192,7 +194,7 @@ class Bench:
                 # semantics as the SDPA baselines below
                 self.network_call(name, net, bias, mask, scale, record, var)
                 self.network_call(name, net, bias, None, scale, record, var)
-                if name.startswith("tri"):
+                if name.startswith(("tri", "tmpl")):
                     self.network_call(name, net, bias, None, scale, record, var, ending=True)
         del net
         if self.args.sweep:

@@ -38,11 +38,11 @@ def _site(name: str, masked: bool = True) -> dict:
     if name == "extra_msa":  # 5,120 rows, 8 heads x 8, L = 1,024; feature-major q/k/v/gate
         L, H, D, B = 1024, 8, 8, 5120
         qs = dict(s0=0, s1=D * L, s2=4 * H * D * L, sm=1, sd=L)
-    elif name == "tri2048":  # 2,048 rows, 4 heads x 32, L = 2,048; position-major q/k/v/gate
-        L, H, D, B = 2048, 4, 32, 2048
+    elif name in ("tri2048", "tmpl2048"):  # 2,048 rows, 4 heads x 32 (the template stack's: x 16),
+        L, H, D, B = 2048, 4, 32 if name == "tri2048" else 16, 2048  # L = 2,048; position-major q/k/v/gate
         qs = dict(s0=0, s1=D, s2=L * 4 * H * D, sm=4 * H * D, sd=1)
     else:
-        raise SystemExit(f"unknown call site {name!r} (extra_msa, tri2048)")
+        raise SystemExit(f"unknown call site {name!r} (extra_msa, tri2048, tmpl2048)")
     # the kernel's own default for this shape (bf16, rows sharing the bias, with or without the key
     # mask), as the network runs it
     cfg = dict(load("_tri_attention", False).default_config(L, L, D, torch.bfloat16, True, True, masked))
@@ -203,7 +203,7 @@ def key_loop(kernel, conditional_only: bool = False):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("site", choices=["extra_msa", "tri2048"])
+    ap.add_argument("site", choices=["extra_msa", "tri2048", "tmpl2048"])
     ap.add_argument("--config", type=json.loads, default={},
                     help="overrides of the kernel's default configuration (BLOCK_M, BLOCK_N, num_warps, num_stages, "
                          "rows, maxnreg: 0 for none), spare, paired")

@@ -28,7 +28,8 @@
 #   AW-BA:           session 9 on one H100 each (AX's `trans` and AY's tri-mul output `persistent` variants
 #                    name options removed since: they lost); BB and BC the next session's one-GPU calls.
 #   BY's `exp_fma` variants name an option removed in session 20 (it lost); CE, CF sessions 20-21.
-#   CF, CJ, CG ran in session 21 (CH, N = 4,096, was run by hand with `paired`); CK, CM, CL next.
+#   CF, CJ, CG ran in session 21 (CH, N = 4,096, was run by hand with `paired`); CK, CM, CN, CP in
+#                    session 22 (CL dropped: no four-row form won in CK); CQ, CR next.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 call=${1:?usage: gpu_4way.sh A|B|C}
@@ -1098,7 +1099,26 @@ CP)  # session 22's last call: gate_first as the tri-mul output stage's default 
     --compare qkv --json $RES/net2048_qkv.json 2>&1 | tail -2 | cut -c1-1500"
   wait; flush qkv $RES/net2048_qkv.json
   ;;
-*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT|AU|AV|AW|AX|AY|AZ|BA|BB|BC|BD|BE|BF|BG|BH|BJ|BK|BL|BM|BN|BP|BQ|BR|BS|BT|BU|BV|BW|BX|BY|BZ|CA|CB|CC|CD|CE|CF|CG|CH|CJ|CK|CL|CM|CN|CP" >&2; exit 2 ;;
+CQ)  # next (written in session 22): the head-dim-32 default's form (bound, sum_mma, shared_bound, paired,
+     # 32-key blocks, 128 registers) at head dim 16, the template pair stack's triangle attentions
+     # (offline 7.25 instructions a score against 9.59 for the online default): the kernel bench's
+     # tmpl2048 case (tri2048 beside it, where the variant is the default: a check of the spread),
+     # then the network at N = 2,048 with it scoped to head dim 16
+  B16='"bound": true, "sum_mma": true, "shared_bound": true, "paired": true, "BLOCK_N": 32, "num_stages": 4, "maxnreg": 128'
+  smi_log
+  job ktmpl 0 0-7 200 bash -c "python3 scripts/kernel_bench.py --cases tmpl2048,tri2048 --no-flex --no-baselines \
+    --rounds 3 --json $RES/kbench_tmpl.json --variants '[{$B16}]' 2>&1 | grep -i 'skipped' | grep -v round | tail -12"
+  wait; flush ktmpl $RES/kbench_tmpl.json
+  net_cmp net_d16 2048 300 "{\"head_dims\": [16], $B16}" net2048_d16
+  smi_stop
+  ;;
+CR)  # the GPU tests still owed: paired rows in the bound form (rows 2 and 4, unmasked; CK's ran out of
+     # 240 s compiling), the gated projection at its 8-warp default, the tri-mul output's orders
+  job verify 0 0-7 560 bash -c "python3 -m pytest -q -p no:cacheprovider tests/kernels/test_kernel_gpu.py \
+    -k 'paired or gated or tri_mul_output' 2>&1 | tail -3"
+  wait; flush verify
+  ;;
+*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT|AU|AV|AW|AX|AY|AZ|BA|BB|BC|BD|BE|BF|BG|BH|BJ|BK|BL|BM|BN|BP|BQ|BR|BS|BT|BU|BV|BW|BX|BY|BZ|CA|CB|CC|CD|CE|CF|CG|CH|CJ|CK|CL|CM|CN|CP|CQ|CR" >&2; exit 2 ;;
 esac
 for f in "$RES"/*.log; do echo "== $f"; grep -v "^\s*$" "$f" | grep -v "^  entry" | tail -14 | cut -c1-400; done
 for f in "$RES"/*.json "$RES"/*/*.json; do [ -f "$f" ] && { echo "== $f"; grep -o "$G" "$f" | tr '\n' ' ' | cut -c1-900; echo; }; done
