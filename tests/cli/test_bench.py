@@ -50,6 +50,18 @@ def test_bench_kernels_bad_case_and_no_gpu_exit_2():
         assert p.returncode == 2 and "CUDA" in p.stderr and "Traceback" not in p.stderr
 
 
+def test_bench_kernel_cases_help_names_every_case():
+    """--kernel-cases' help lists the benchmark's cases, the default, as they are."""
+    import re
+
+    from kernels.benchmark import CASES
+    p = subprocess.run([sys.executable, "-m", "fastfold_cli", "bench", "--help"], capture_output=True, text=True,
+                       timeout=120, cwd=ROOT)
+    assert p.returncode == 0
+    listed = re.search(r"all of them: ([a-z0-9_, ]+)", " ".join(p.stdout.split())).group(1)
+    assert [c.strip() for c in listed.split(",")] == list(CASES)
+
+
 def test_bench_dap_probe_on_two_cpu_processes(tmp_path):
     """--gpus 2 --probe-blocks 1 on the CPU (gloo): every rank runs the memory probe; the row reports
     probe seconds, no TFLOP/s, and the same pLDDT as the one-process probe (same model, features)."""
