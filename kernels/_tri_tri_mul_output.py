@@ -5,8 +5,8 @@ over z: no other program reads these positions). It loads z[positions, :] ([BLOC
 normalises it and multiplies it by W_g, and keeps sigmoid(gate) in the storage dtype; it loads the
 product tile p[:, positions] ([BLOCK_P, c], read along positions, channel-major), normalises it
 over channels in float32 and multiplies it by W_out; bias, product and the residual (z read again)
-in registers; one store. (`gate_first=False`: the product first, the gate in float32.) Offsets are int64
-(the [128, N, N] product passes 2**31 elements at N > 4,100).
+in registers; one store. Offsets are int64 (the [128, N, N] product passes 2**31 elements at
+N > 4,100).
 """
 from __future__ import annotations
 
@@ -31,8 +31,7 @@ def _layer_norm_rows(x, S, B, cols, n: tl.constexpr, eps):
 @triton.jit
 def _tri_mul_output_kernel(PP, Z, O, LPS, LPB, WO, BO, LZS, LZB, WG, BG, NPOS, spc, szp, sop,
                            swo0, swo1, swg0, swg1, eps_p, eps_z,
-                           C: tl.constexpr, CZ: tl.constexpr, BLOCK_P: tl.constexpr, DOT_PREC: tl.constexpr,
-                           GATE_FIRST: tl.constexpr = False, EARLY_P: tl.constexpr = False):
+                           C: tl.constexpr, CZ: tl.constexpr, BLOCK_P: tl.constexpr, DOT_PREC: tl.constexpr):
     pid = tl.program_id(0)
     offs_p = pid.to(tl.int64) * BLOCK_P + tl.arange(0, BLOCK_P)
     p_ok = offs_p < NPOS
@@ -40,52 +39,36 @@ def _tri_mul_output_kernel(PP, Z, O, LPS, LPB, WO, BO, LZS, LZB, WG, BG, NPOS, s
     co = tl.arange(0, CZ)
     dt = O.dtype.element_ty
 
+    # The gate first, from z's own LN, kept in the storage dtype (as the reference's sigmoid_ is): only
+    # it stays alive while the product's tile is normalised and projected, and z is read again (from
+    # L2) for the residual. H100, session 22: 0.305 against 0.314-0.320 ms a [128, 256, 2,048] block
+    # for the product first with the gate in float32 (commit 1ef7528 has that order).
     zrow = Z + offs_p[:, None] * szp + co[None, :]
-    if GATE_FIRST:
-        # the gate first, kept in the storage dtype (as the reference's sigmoid_ is): only it is alive
-        # while the product's tile is normalised and projected; z is read again (from L2) at the end
-        zt = tl.load(zrow, mask=p_ok[:, None], other=0.0).to(tl.float32)
-        if EARLY_P:  # both tiles' loads in flight together
-            x = tl.load(PP + ch.to(tl.int64)[None, :] * spc + offs_p[:, None], mask=p_ok[:, None], other=0.0)
-        xz = _layer_norm_rows(zt, LZS, LZB, co, CZ, eps_z)
-        wg = tl.load(WG + co[:, None] * swg0 + co[None, :] * swg1)
-        g = tl.dot(xz.to(dt), wg.to(dt), input_precision=DOT_PREC)
-        s = tl.sigmoid(g + tl.load(BG + co).to(tl.float32)[None, :]).to(dt)
-        if not EARLY_P:
-            x = tl.load(PP + ch.to(tl.int64)[None, :] * spc + offs_p[:, None], mask=p_ok[:, None], other=0.0)
-        a = _layer_norm_rows(x.to(tl.float32), LPS, LPB, ch, C, eps_p)
-        wo = tl.load(WO + ch[:, None] * swo0 + co[None, :] * swo1)
-        upd = tl.dot(a.to(dt), wo.to(dt), input_precision=DOT_PREC)
-        upd += tl.load(BO + co).to(tl.float32)[None, :]
-        y = tl.load(zrow, mask=p_ok[:, None], other=0.0).to(tl.float32) + upd * s.to(tl.float32)
-    else:
-        # LN over the product's channels, then its output projection
-        x = tl.load(PP + ch.to(tl.int64)[None, :] * spc + offs_p[:, None], mask=p_ok[:, None], other=0.0)
-        a = _layer_norm_rows(x.to(tl.float32), LPS, LPB, ch, C, eps_p)
-        wo = tl.load(WO + ch[:, None] * swo0 + co[None, :] * swo1)
-        upd = tl.dot(a.to(dt), wo.to(dt), input_precision=DOT_PREC)
-        upd += tl.load(BO + co).to(tl.float32)[None, :]
+    xz = _layer_norm_rows(tl.load(zrow, mask=p_ok[:, None], other=0.0).to(tl.float32), LZS, LZB, co, CZ, eps_z)
+    wg = tl.load(WG + co[:, None] * swg0 + co[None, :] * swg1)
+    g = tl.dot(xz.to(dt), wg.to(dt), input_precision=DOT_PREC)
+    s = tl.sigmoid(g + tl.load(BG + co).to(tl.float32)[None, :]).to(dt)
 
-        # the gate from z's own LN
-        zt = tl.load(zrow, mask=p_ok[:, None], other=0.0).to(tl.float32)
-        xz = _layer_norm_rows(zt, LZS, LZB, co, CZ, eps_z)
-        wg = tl.load(WG + co[:, None] * swg0 + co[None, :] * swg1)
-        g = tl.dot(xz.to(dt), wg.to(dt), input_precision=DOT_PREC)
-        g += tl.load(BG + co).to(tl.float32)[None, :]
-        y = zt + upd * tl.sigmoid(g)
+    # LN over the product's channels, then its output projection
+    x = tl.load(PP + ch.to(tl.int64)[None, :] * spc + offs_p[:, None], mask=p_ok[:, None], other=0.0)
+    a = _layer_norm_rows(x.to(tl.float32), LPS, LPB, ch, C, eps_p)
+    wo = tl.load(WO + ch[:, None] * swo0 + co[None, :] * swo1)
+    upd = tl.dot(a.to(dt), wo.to(dt), input_precision=DOT_PREC)
+    upd += tl.load(BO + co).to(tl.float32)[None, :]
+
+    y = tl.load(zrow, mask=p_ok[:, None], other=0.0).to(tl.float32) + upd * s.to(tl.float32)
     tl.store(O + offs_p[:, None] * sop + co[None, :], y.to(dt), mask=p_ok[:, None])
 
 
 @functools.lru_cache(maxsize=32)
 def default_config(c: int, cz: int, on_gpu: bool) -> dict:
     """64 positions x every channel per program, 4 warps, on the GPU (H200 sweep, session 7: 0.326 ms
-    per [128, 256, 2,048] block against 0.447 with 8 warps and 0.344 with 32 positions); small
-    tiles in the interpreter. `gate_first` (session 22, H100, same process: 0.304 against 0.319 ms
-    a block): the gate before the product's projection, held in the storage dtype, z read again
-    for the residual. `early_p`: with `gate_first`, the product's tile is loaded beside z's."""
+    per [128, 256, 2,048] block against 0.447 with 8 warps and 0.344 with 32 positions; H100,
+    session 22: 8 warps 0.435-0.446 against 0.305 ms, 32 positions 0.432, 2 stages level, the
+    product's tile loaded beside z's 0.306-0.310); small tiles in the interpreter."""
     if not on_gpu:
-        return dict(BLOCK_P=16, num_warps=1, num_stages=1, gate_first=True, early_p=False)
-    return dict(BLOCK_P=64, num_warps=4, num_stages=1, gate_first=True, early_p=False)
+        return dict(BLOCK_P=16, num_warps=1, num_stages=1)
+    return dict(BLOCK_P=64, num_warps=4, num_stages=1)
 
 
 def tri_mul_output(p: torch.Tensor, z: torch.Tensor, ln_p, w_out: torch.Tensor, b_out: torch.Tensor, ln_z,
@@ -109,6 +92,5 @@ def tri_mul_output(p: torch.Tensor, z: torch.Tensor, ln_p, w_out: torch.Tensor, 
         npos, p2.stride(0), z2.stride(0), o2.stride(0), w_out.stride(0), w_out.stride(1), w_g.stride(0),
         w_g.stride(1), float(ln_p[2]), float(ln_z[2]),
         C=c, CZ=cz, BLOCK_P=cfg["BLOCK_P"], DOT_PREC=dot_precision(dt, z.device),
-        GATE_FIRST=bool(cfg["gate_first"]), EARLY_P=bool(cfg["early_p"]),
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     return out

@@ -53,8 +53,8 @@ from kernels.opm_projection import opm_projection_reference, opm_projection_trit
 from kernels.transition import transition_reference, transition_triton
 from kernels.tri_mul_output import tri_mul_output_reference, tri_mul_output_triton
 
-CASES = ("ln", "tri2048", "extra_msa", "tri1024", "msa_row", "tmpl2048", "opm", "trimul_out", "transition", "linres", "gated",
-         "qkv")
+CASES = ("ln", "tri2048", "extra_msa", "tri1024", "msa_row", "tmpl2048", "opm", "trimul_out", "transition", "linres",
+         "gated", "qkv")
 
 ATTN_CASES = {
     "tri1024": dict(B=1024, H=4, L=1024, D=32),

@@ -29,7 +29,9 @@
 #                    name options removed since: they lost); BB and BC the next session's one-GPU calls.
 #   BY's `exp_fma` variants name an option removed in session 20 (it lost); CE, CF sessions 20-21.
 #   CF, CJ, CG ran in session 21 (CH, N = 4,096, was run by hand with `paired`); CK, CM, CN, CP in
-#                    session 22 (CL dropped: no four-row form won in CK); CQ, CR next.
+#                    session 22 (CL dropped: no four-row form won in CK; CN's and CP's `gate_first` and
+#                    `early_p` name tri-mul output options removed since: gate first is the only order);
+#                    CQ, CR next.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 call=${1:?usage: gpu_4way.sh A|B|C}
