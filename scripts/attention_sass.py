@@ -29,6 +29,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
+# triangle attention sites: the Evoformer's (head dim 32) and the template pair stack's (16)
+TRIANGLE_HEAD_DIM = {"tri2048": 32, "tmpl2048": 16}
+
+
 def _site(name: str, masked: bool = True) -> dict:
     """Call-site shapes and strides (after the launcher merges the outer dims: n1 = heads,
     n2 = batch rows sharing the bias)."""
@@ -38,11 +42,11 @@ def _site(name: str, masked: bool = True) -> dict:
     if name == "extra_msa":  # 5,120 rows, 8 heads x 8, L = 1,024; feature-major q/k/v/gate
         L, H, D, B = 1024, 8, 8, 5120
         qs = dict(s0=0, s1=D * L, s2=4 * H * D * L, sm=1, sd=L)
-    elif name in ("tri2048", "tmpl2048"):  # 2,048 rows, 4 heads x 32 (the template stack's: x 16),
-        L, H, D, B = 2048, 4, 32 if name == "tri2048" else 16, 2048  # L = 2,048; position-major q/k/v/gate
+    elif name in TRIANGLE_HEAD_DIM:  # 2,048 rows, 4 heads, L = 2,048; position-major q/k/v/gate
+        L, H, D, B = 2048, 4, TRIANGLE_HEAD_DIM[name], 2048
         qs = dict(s0=0, s1=D, s2=L * 4 * H * D, sm=4 * H * D, sd=1)
     else:
-        raise SystemExit(f"unknown call site {name!r} (extra_msa, tri2048, tmpl2048)")
+        raise SystemExit(f"unknown call site {name!r} (extra_msa, {', '.join(TRIANGLE_HEAD_DIM)})")
     # the kernel's own default for this shape (bf16, rows sharing the bias, with or without the key
     # mask), as the network runs it
     cfg = dict(load("_tri_attention", False).default_config(L, L, D, torch.bfloat16, True, True, masked))
@@ -203,7 +207,7 @@ def key_loop(kernel, conditional_only: bool = False):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("site", choices=["extra_msa", "tri2048", "tmpl2048"])
+    ap.add_argument("site", choices=["extra_msa", *TRIANGLE_HEAD_DIM])
     ap.add_argument("--config", type=json.loads, default={},
                     help="overrides of the kernel's default configuration (BLOCK_M, BLOCK_N, num_warps, num_stages, "
                          "rows, maxnreg: 0 for none), spare, paired")

@@ -121,7 +121,7 @@ def test_attention_paired_rows(compiled, case, dtype, rows, masked):
     """config paired=True (both rows' logits, then both softmax steps; the compiler may interleave
     them): the float64 reference's accuracy, and the row-after-row loop's result to the bit. Without
     a key mask, bf16 triangle attention is the default's `bound` form (paired by default since
-    session 21; four rows a program are gpu_4way.sh CK's candidates)."""
+    session 21), at two rows a program and at four (measured slower in session 22, still an option)."""
     b, l, h, d, _ = CASES[case]
     gen = torch.Generator(device="cuda").manual_seed(d * 3 + 5)
     q, k, v, bias, mask = _inputs(b - 1, l, h, d, dtype, gen)  # odd batch: the clamped last row
