@@ -7,6 +7,13 @@ product tile p[:, positions] ([BLOCK_P, c], read along positions, channel-major)
 over channels in float32 and multiplies it by W_out; bias, product and the residual (z read again)
 in registers; one store. Offsets are int64 (the [128, N, N] product passes 2**31 elements at
 N > 4,100).
+
+`split` (config key, SPLIT > 1; session 23, not yet timed on a GPU) forms both LayerNorms first,
+rounded to the storage dtype, then the output in SPLIT slices of C_z / SPLIT channels, each with its
+own slice of W_g and W_out. Only one slice's two accumulators are alive at a time: compiled offline
+for sm_90 (64 positions, 4 warps) 159 registers at SPLIT = 4 against 251, so three programs fit an
+SM instead of two. The values are SPLIT = 1's up to the order of the dots' sums (the same dots,
+column slice by column slice).
 """
 from __future__ import annotations
 
@@ -31,33 +38,54 @@ def _layer_norm_rows(x, S, B, cols, n: tl.constexpr, eps):
 @triton.jit
 def _tri_mul_output_kernel(PP, Z, O, LPS, LPB, WO, BO, LZS, LZB, WG, BG, NPOS, spc, szp, sop,
                            swo0, swo1, swg0, swg1, eps_p, eps_z,
-                           C: tl.constexpr, CZ: tl.constexpr, BLOCK_P: tl.constexpr, DOT_PREC: tl.constexpr):
+                           C: tl.constexpr, CZ: tl.constexpr, BLOCK_P: tl.constexpr, DOT_PREC: tl.constexpr,
+                           SPLIT: tl.constexpr):
     pid = tl.program_id(0)
     offs_p = pid.to(tl.int64) * BLOCK_P + tl.arange(0, BLOCK_P)
     p_ok = offs_p < NPOS
     ch = tl.arange(0, C)
     co = tl.arange(0, CZ)
     dt = O.dtype.element_ty
-
-    # The gate first, from z's own LN, kept in the storage dtype (as the reference's sigmoid_ is): only
-    # it stays alive while the product's tile is normalised and projected, and z is read again (from
-    # L2) for the residual. H100, session 22: 0.305 against 0.314-0.320 ms a [128, 256, 2,048] block
-    # for the product first with the gate in float32 (commit 1ef7528 has that order).
     zrow = Z + offs_p[:, None] * szp + co[None, :]
-    xz = _layer_norm_rows(tl.load(zrow, mask=p_ok[:, None], other=0.0).to(tl.float32), LZS, LZB, co, CZ, eps_z)
-    wg = tl.load(WG + co[:, None] * swg0 + co[None, :] * swg1)
-    g = tl.dot(xz.to(dt), wg.to(dt), input_precision=DOT_PREC)
-    s = tl.sigmoid(g + tl.load(BG + co).to(tl.float32)[None, :]).to(dt)
 
-    # LN over the product's channels, then its output projection
-    x = tl.load(PP + ch.to(tl.int64)[None, :] * spc + offs_p[:, None], mask=p_ok[:, None], other=0.0)
-    a = _layer_norm_rows(x.to(tl.float32), LPS, LPB, ch, C, eps_p)
-    wo = tl.load(WO + ch[:, None] * swo0 + co[None, :] * swo1)
-    upd = tl.dot(a.to(dt), wo.to(dt), input_precision=DOT_PREC)
-    upd += tl.load(BO + co).to(tl.float32)[None, :]
+    if SPLIT == 1:
+        # The gate first, from z's own LN, kept in the storage dtype (as the reference's sigmoid_ is): only
+        # it stays alive while the product's tile is normalised and projected, and z is read again (from
+        # L2) for the residual. H100, session 22: 0.305 against 0.314-0.320 ms a [128, 256, 2,048] block
+        # for the product first with the gate in float32 (commit 1ef7528 has that order).
+        xz = _layer_norm_rows(tl.load(zrow, mask=p_ok[:, None], other=0.0).to(tl.float32), LZS, LZB, co, CZ, eps_z)
+        wg = tl.load(WG + co[:, None] * swg0 + co[None, :] * swg1)
+        g = tl.dot(xz.to(dt), wg.to(dt), input_precision=DOT_PREC)
+        s = tl.sigmoid(g + tl.load(BG + co).to(tl.float32)[None, :]).to(dt)
 
-    y = tl.load(zrow, mask=p_ok[:, None], other=0.0).to(tl.float32) + upd * s.to(tl.float32)
-    tl.store(O + offs_p[:, None] * sop + co[None, :], y.to(dt), mask=p_ok[:, None])
+        # LN over the product's channels, then its output projection
+        x = tl.load(PP + ch.to(tl.int64)[None, :] * spc + offs_p[:, None], mask=p_ok[:, None], other=0.0)
+        a = _layer_norm_rows(x.to(tl.float32), LPS, LPB, ch, C, eps_p)
+        wo = tl.load(WO + ch[:, None] * swo0 + co[None, :] * swo1)
+        upd = tl.dot(a.to(dt), wo.to(dt), input_precision=DOT_PREC)
+        upd += tl.load(BO + co).to(tl.float32)[None, :]
+
+        y = tl.load(zrow, mask=p_ok[:, None], other=0.0).to(tl.float32) + upd * s.to(tl.float32)
+        tl.store(O + offs_p[:, None] * sop + co[None, :], y.to(dt), mask=p_ok[:, None])
+    else:
+        # Both LNs first (rounded to the storage dtype, as the dots read them), then the output
+        # SPLIT slices of channels at a time: one slice's gate and update accumulators alive at once.
+        xz = _layer_norm_rows(tl.load(zrow, mask=p_ok[:, None], other=0.0).to(tl.float32), LZS, LZB, co, CZ,
+                              eps_z).to(dt)
+        x = tl.load(PP + ch.to(tl.int64)[None, :] * spc + offs_p[:, None], mask=p_ok[:, None], other=0.0)
+        a = _layer_norm_rows(x.to(tl.float32), LPS, LPB, ch, C, eps_p).to(dt)
+        CS: tl.constexpr = CZ // SPLIT
+        for h in tl.static_range(SPLIT):
+            cs = h * CS + tl.arange(0, CS)
+            wg = tl.load(WG + co[:, None] * swg0 + cs[None, :] * swg1)
+            g = tl.dot(xz, wg.to(dt), input_precision=DOT_PREC)
+            s = tl.sigmoid(g + tl.load(BG + cs).to(tl.float32)[None, :]).to(dt)
+            wo = tl.load(WO + ch[:, None] * swo0 + cs[None, :] * swo1)
+            upd = tl.dot(a, wo.to(dt), input_precision=DOT_PREC)
+            upd += tl.load(BO + cs).to(tl.float32)[None, :]
+            zs = tl.load(Z + offs_p[:, None] * szp + cs[None, :], mask=p_ok[:, None], other=0.0)
+            y = zs.to(tl.float32) + upd * s.to(tl.float32)
+            tl.store(O + offs_p[:, None] * sop + cs[None, :], y.to(dt), mask=p_ok[:, None])
 
 
 @functools.lru_cache(maxsize=32)
@@ -86,11 +114,14 @@ def tri_mul_output(p: torch.Tensor, z: torch.Tensor, ln_p, w_out: torch.Tensor, 
     dt = z.dtype
     vec = lambda t: t.to(dt).contiguous()  # noqa: E731  (parameters kept in another dtype)
     w_out, w_g = w_out.to(dt), w_g.to(dt)
+    split = int(cfg.get("split", 1))
+    if split < 1 or cz % split or cz // split < 16:
+        raise ValueError(f"tri_mul_output: split={split} must divide C_z={cz} into slices of at least 16 channels")
     grid = (triton.cdiv(npos, cfg["BLOCK_P"]),)
     _tri_mul_output_kernel[grid](
         p2, z2, o2, vec(ln_p[0]), vec(ln_p[1]), w_out, vec(b_out), vec(ln_z[0]), vec(ln_z[1]), w_g, vec(b_g),
         npos, p2.stride(0), z2.stride(0), o2.stride(0), w_out.stride(0), w_out.stride(1), w_g.stride(0),
         w_g.stride(1), float(ln_p[2]), float(ln_z[2]),
-        C=c, CZ=cz, BLOCK_P=cfg["BLOCK_P"], DOT_PREC=dot_precision(dt, z.device),
+        C=c, CZ=cz, BLOCK_P=cfg["BLOCK_P"], DOT_PREC=dot_precision(dt, z.device), SPLIT=split,
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     return out

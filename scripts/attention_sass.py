@@ -178,10 +178,8 @@ def compile_gluon(name: str, overrides: dict):
     return kernel, dict(BLOCK_M=64, BLOCK_N=bn if rows == 2 else 2 * bn, rows=rows, num_warps=4, stages=stages)
 
 
-def key_loop(kernel, conditional_only: bool = False):
-    """(SASS instructions of the longest backward-branch loop, the whole listing). conditional_only:
-    skip unconditional back-jumps (the Gluon kernel's mbarrier retry stubs, placed after the code,
-    jump back into it)."""
+def listing(kernel):
+    """(SASS listing, registers a thread) of a compiled kernel, by Triton's bundled cuobjdump."""
     import triton
     tool = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
     with tempfile.TemporaryDirectory() as tmp:
@@ -191,9 +189,21 @@ def key_loop(kernel, conditional_only: bool = False):
         sass = subprocess.run([str(tool), "-sass", path], capture_output=True, text=True, check=True).stdout
         res = subprocess.run([str(tool), "-res-usage", path], capture_output=True, text=True, check=True).stdout
     regs = re.search(r"REG:(\d+)", res)
-    key_loop.registers = int(regs.group(1)) if regs else None
-    ins = [(int(m.group(1), 16), m.group(2).strip()) for m in
-           (re.match(r"\s+/\*([0-9a-f]+)\*/\s+(.*?);", line) for line in sass.splitlines()) if m]
+    return sass, int(regs.group(1)) if regs else None
+
+
+def instructions(sass: str):
+    """[(address, instruction text)] of a SASS listing."""
+    return [(int(m.group(1), 16), m.group(2).strip()) for m in
+            (re.match(r"\s+/\*([0-9a-f]+)\*/\s+(.*?);", line) for line in sass.splitlines()) if m]
+
+
+def key_loop(kernel, conditional_only: bool = False):
+    """(SASS instructions of the longest backward-branch loop, the whole listing). conditional_only:
+    skip unconditional back-jumps (the Gluon kernel's mbarrier retry stubs, placed after the code,
+    jump back into it)."""
+    sass, key_loop.registers = listing(kernel)
+    ins = instructions(sass)
     loops = []
     for addr, text in ins:
         target = re.search(r"BRA\s+(?:`\(\S+\)\s*)?0x([0-9a-f]+)", text)

@@ -1120,7 +1120,19 @@ CR)  # the GPU tests still owed: paired rows in the bound form (rows 2 and 4, un
     -k 'paired or gated or tri_mul_output' 2>&1 | tail -3"
   wait; flush verify
   ;;
-*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT|AU|AV|AW|AX|AY|AZ|BA|BB|BC|BD|BE|BF|BG|BH|BJ|BK|BL|BM|BN|BP|BQ|BR|BS|BT|BU|BV|BW|BX|BY|BZ|CA|CB|CC|CD|CE|CF|CG|CH|CJ|CK|CL|CM|CN|CP|CQ|CR" >&2; exit 2 ;;
+CS)  # next (written in session 23): the tri-mul output stage in channel slices (`split`: both LNs
+     # first, then C_z / split output channels at a time; offline 251 registers -> 236 at split 2,
+     # 159 at 4, 128 at 8, so 2 -> 3 -> 4 programs an SM; 127 at split 8 with 128 positions and 8
+     # warps, half the weight reads a position), three runs beside the default, after its GPU tests
+  job verify 0 0-7 200 bash -c "python3 -m pytest -q -p no:cacheprovider tests/kernels/test_kernel_gpu.py -k 'tri_mul_output' 2>&1 | tail -3"
+  wait; flush verify
+  VT='[{"split": 2}, {"split": 4}, {"split": 8}, {"split": 8, "BLOCK_P": 128, "num_warps": 8},
+    {"split": 4, "BLOCK_P": 128, "num_warps": 8}]'
+  job ktmo 0 0-7 150 bash -c "for r in 1 2 3; do python3 scripts/kernel_bench.py --cases trimul_out --no-flex \
+    --json $RES/kbench_tmo_\$r.json --variants '$VT' 2>&1 | grep -E 'trimul' | grep -v '^trimul'; done"
+  wait; flush ktmo $RES/kbench_tmo_1.json $RES/kbench_tmo_2.json $RES/kbench_tmo_3.json
+  ;;
+*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT|AU|AV|AW|AX|AY|AZ|BA|BB|BC|BD|BE|BF|BG|BH|BJ|BK|BL|BM|BN|BP|BQ|BR|BS|BT|BU|BV|BW|BX|BY|BZ|CA|CB|CC|CD|CE|CF|CG|CH|CJ|CK|CL|CM|CN|CP|CQ|CR|CS" >&2; exit 2 ;;
 esac
 for f in "$RES"/*.log; do echo "== $f"; grep -v "^\s*$" "$f" | grep -v "^  entry" | tail -14 | cut -c1-400; done
 for f in "$RES"/*.json "$RES"/*/*.json; do [ -f "$f" ] && { echo "== $f"; grep -o "$G" "$f" | tr '\n' ' ' | cut -c1-900; echo; }; done

@@ -52,6 +52,25 @@ def test_in_place_over_z(interpret):
     assert rel_err(z, want) < TOL[torch.float32]
 
 
+@pytest.mark.parametrize("split", [2, 4])
+def test_split_channels_same_values(interpret, split):
+    """`split`: both LayerNorms first, then the output in slices of C_z / split channels. The same
+    dots column by column, so the whole-width form's values up to the order of the dots' sums (the
+    interpreter's matmul blocks a column slice differently), in place too (each slice's z is read
+    before its store, and the LN of z was taken from all of z before any store)."""
+    args, want = _case(32, 64, 6, 1, 5, 9, torch.float32, seed=11)
+    whole = tri_mul_output_triton(*args, torch.empty_like(args[1]))
+    z = args[1].clone()
+    got = tri_mul_output_triton(args[0], z, *args[2:], z, config={"split": split})
+    assert rel_err(got, whole) < 1e-6
+    assert rel_err(got, want) < TOL[torch.float32]
+    args16, want16 = _case(16, 64, 3, 0, 3, 7, torch.float16, seed=12)
+    got16 = tri_mul_output_triton(*args16, torch.empty_like(args16[1]), config={"split": split})
+    assert rel_err(got16, want16) < TOL[torch.float16]
+    with pytest.raises(ValueError, match="split"):  # slices under 16 channels (the dot's minimum)
+        tri_mul_output_triton(*args, torch.empty_like(args[1]), config={"split": 8})
+
+
 def test_dispatch_and_fallback(interpret, monkeypatch):
     args, want = _case(16, 16, 3, 0, 3, 6, torch.float32, seed=8)
     a = tri_mul_output(*args, torch.empty_like(args[1]), backend="triton")
