@@ -5,10 +5,12 @@ instructions, and the SASS mix. The glue kernels have no hot loop (attention_sas
 attention kernel's), so the whole listing is counted.
 
     python scripts/glue_sass.py tri_mul_output [--config '{"split": 4}']
+    python scripts/glue_sass.py transition [--config '{"BLOCK_P": 128, "num_warps": 8}']
 
-tri_mul_output: the Evoformer's output stage (c = C_z = 128, bf16, z and out row-major with the
-model's strides), the kernel's default tiles unless --config overrides them (BLOCK_P, num_warps,
-num_stages, split). Uses Triton's bundled ptxas and cuobjdump.
+tri_mul_output: the Evoformer's output stage (c = C_z = 128, bf16, z and out row-major);
+transition: the pair transition (C = 128, 512 hidden units, bf16). The kernel's default tiles
+unless --config overrides them (BLOCK_P, num_warps, num_stages, maxnreg, and the kernel's own keys:
+split; BLOCK_H). Uses Triton's bundled ptxas and cuobjdump.
 """
 from __future__ import annotations
 
@@ -48,12 +50,46 @@ def compile_tri_mul_output(overrides: dict):
             sig[n], attrs[(i,)] = "i32", [["tt.divisibility", 16]]
     src = ASTSource(fn=fn, signature=sig, constexprs={(fn.arg_names.index(k),): v for k, v in const.items()},
                     attrs=attrs)
-    kernel = triton.compile(src, target=GPUTarget("cuda", 90, 32),
-                            options=dict(num_warps=cfg["num_warps"], num_stages=cfg["num_stages"]))
-    return kernel, cfg
+    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=_options(cfg)), cfg
 
 
-KERNELS = {"tri_mul_output": compile_tri_mul_output}
+def compile_transition(overrides: dict):
+    """The pair transition as the network launches it: C = 128, 4 x 128 hidden units, bf16."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from kernels._triton_loader import load
+    mod = load("_tri_transition", False)
+    cfg = dict(mod.default_config(128, 512, True))
+    cfg.update(overrides)
+    fn = mod._transition_kernel
+    const = dict(C=128, HID=512, BLOCK_P=cfg["BLOCK_P"], BLOCK_H=cfg["BLOCK_H"], DOT_PREC="tf32",
+                 sw1b=1, sw2b=1)  # unit strides: the JIT's constants
+    sig, attrs = {}, {}
+    for i, n in enumerate(fn.arg_names):
+        if n in const:
+            sig[n] = "constexpr"
+        elif n == "eps":
+            sig[n] = "fp32"
+        elif n[0].isupper() and n != "NPOS":
+            sig[n], attrs[(i,)] = "*bf16", [["tt.divisibility", 16]]
+        else:
+            sig[n], attrs[(i,)] = "i32", [["tt.divisibility", 16]]
+    src = ASTSource(fn=fn, signature=sig, constexprs={(fn.arg_names.index(k),): v for k, v in const.items()},
+                    attrs=attrs)
+    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=_options(cfg)), cfg
+
+
+def _options(cfg: dict) -> dict:
+    """Triton compile options from a kernel config (maxnreg: ptxas's register cap, 0 for none)."""
+    opts = dict(num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+    if cfg.get("maxnreg"):
+        opts["maxnreg"] = int(cfg["maxnreg"])
+    return opts
+
+
+KERNELS = {"tri_mul_output": compile_tri_mul_output, "transition": compile_transition}
 
 
 def main(argv=None):
