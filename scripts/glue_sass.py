@@ -25,52 +25,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def compile_tri_mul_output(overrides: dict):
-    """The kernel as the network launches it at c = C_z = 128 in bf16 (weights [128, 128] row-major)."""
+def _compile(fn, const: dict, cfg: dict):
+    """fn compiled for sm_90 with constexprs `const`: tensors (upper-case names but NPOS) as 16-byte
+    aligned bf16 pointers, eps* as float32, every other integer a multiple of 16 (as the network's
+    position counts and strides are at its shapes)."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
-
-    from kernels._triton_loader import load
-    mod = load("_tri_tri_mul_output", False)
-    cfg = dict(mod.default_config(128, 128, True))
-    cfg.update(overrides)
-    fn = mod._tri_mul_output_kernel
-    const = dict(C=128, CZ=128, BLOCK_P=cfg["BLOCK_P"], DOT_PREC="tf32", SPLIT=int(cfg.get("split", 1)),
-                 swo1=1, swg1=1)  # unit strides: the JIT's constants
     sig, attrs = {}, {}
     for i, n in enumerate(fn.arg_names):
         if n in const:
             sig[n] = "constexpr"
-        elif n in ("eps_p", "eps_z"):
-            sig[n] = "fp32"
-        elif n[0].isupper() and n != "NPOS":  # tensors
-            sig[n], attrs[(i,)] = "*bf16", [["tt.divisibility", 16]]
-        else:  # NPOS and strides: multiples of 16 at the network's shapes
-            sig[n], attrs[(i,)] = "i32", [["tt.divisibility", 16]]
-    src = ASTSource(fn=fn, signature=sig, constexprs={(fn.arg_names.index(k),): v for k, v in const.items()},
-                    attrs=attrs)
-    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=_options(cfg)), cfg
-
-
-def compile_transition(overrides: dict):
-    """The pair transition as the network launches it: C = 128, 4 x 128 hidden units, bf16."""
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
-    from kernels._triton_loader import load
-    mod = load("_tri_transition", False)
-    cfg = dict(mod.default_config(128, 512, True))
-    cfg.update(overrides)
-    fn = mod._transition_kernel
-    const = dict(C=128, HID=512, BLOCK_P=cfg["BLOCK_P"], BLOCK_H=cfg["BLOCK_H"], DOT_PREC="tf32",
-                 sw1b=1, sw2b=1)  # unit strides: the JIT's constants
-    sig, attrs = {}, {}
-    for i, n in enumerate(fn.arg_names):
-        if n in const:
-            sig[n] = "constexpr"
-        elif n == "eps":
+        elif n.startswith("eps"):
             sig[n] = "fp32"
         elif n[0].isupper() and n != "NPOS":
             sig[n], attrs[(i,)] = "*bf16", [["tt.divisibility", 16]]
@@ -78,15 +44,30 @@ def compile_transition(overrides: dict):
             sig[n], attrs[(i,)] = "i32", [["tt.divisibility", 16]]
     src = ASTSource(fn=fn, signature=sig, constexprs={(fn.arg_names.index(k),): v for k, v in const.items()},
                     attrs=attrs)
-    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=_options(cfg)), cfg
-
-
-def _options(cfg: dict) -> dict:
-    """Triton compile options from a kernel config (maxnreg: ptxas's register cap, 0 for none)."""
     opts = dict(num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
-    if cfg.get("maxnreg"):
+    if cfg.get("maxnreg"):  # ptxas's register cap
         opts["maxnreg"] = int(cfg["maxnreg"])
-    return opts
+    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=opts)
+
+
+def compile_tri_mul_output(overrides: dict):
+    """The kernel as the network launches it at c = C_z = 128 in bf16 (weights [128, 128] row-major)."""
+    from kernels._triton_loader import load
+    mod = load("_tri_tri_mul_output", False)
+    cfg = dict(mod.default_config(128, 128, True), **overrides)
+    const = dict(C=128, CZ=128, BLOCK_P=cfg["BLOCK_P"], DOT_PREC="tf32", SPLIT=int(cfg.get("split", 1)),
+                 swo1=1, swg1=1)  # unit strides: the JIT's constants
+    return _compile(mod._tri_mul_output_kernel, const, cfg), cfg
+
+
+def compile_transition(overrides: dict):
+    """The pair transition as the network launches it: C = 128, 4 x 128 hidden units, bf16."""
+    from kernels._triton_loader import load
+    mod = load("_tri_transition", False)
+    cfg = dict(mod.default_config(128, 512, True), **overrides)
+    const = dict(C=128, HID=512, BLOCK_P=cfg["BLOCK_P"], BLOCK_H=cfg["BLOCK_H"], DOT_PREC="tf32",
+                 sw1b=1, sw2b=1)
+    return _compile(mod._transition_kernel, const, cfg), cfg
 
 
 KERNELS = {"tri_mul_output": compile_tri_mul_output, "transition": compile_transition}
