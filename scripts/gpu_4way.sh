@@ -31,7 +31,8 @@
 #   CF, CJ, CG ran in session 21 (CH, N = 4,096, was run by hand with `paired`); CK, CM, CN, CP in
 #                    session 22 (CL dropped: no four-row form won in CK; CN's and CP's `gate_first` and
 #                    `early_p` name tri-mul output options removed since: gate first is the only order);
-#                    CQ, CR next.
+#                    CQ, CR next; CS (session 23) after them. CR and CS run the GPU tests through
+#                    scripts/gpu_tests.sh: carry [".devtest"] (filled by `gpu_tests.sh --fetch`).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 call=${1:?usage: gpu_4way.sh A|B|C}
@@ -1118,16 +1119,17 @@ CQ)  # next (written in session 22): the head-dim-32 default's form (bound, sum_
   smi_stop
   ;;
 CR)  # the GPU tests still owed: paired rows in the bound form (rows 2 and 4, unmasked; CK's ran out of
-     # 240 s compiling), the gated projection at its 8-warp default, the tri-mul output's orders
-  job verify 0 0-7 560 bash -c "python3 -m pytest -q -p no:cacheprovider tests/kernels/test_kernel_gpu.py \
-    -k 'paired or gated or tri_mul_output' 2>&1 | tail -3"
+     # 240 s compiling), the gated projection at its 8-warp default, the tri-mul output (default, split)
+     # (session 23: through scripts/gpu_tests.sh, a pytest-xdist worker a core when the call carries
+     # .devtest: `bash scripts/gpu_tests.sh --fetch` first, then carry [".devtest"])
+  job verify 0 0-7 560 bash -c "bash scripts/gpu_tests.sh -k 'paired or gated or tri_mul_output' 2>&1 | tail -3"
   wait; flush verify
   ;;
 CS)  # next (written in session 23): the tri-mul output stage in channel slices (`split`: both LNs
      # first, then C_z / split output channels at a time; offline 251 registers -> 236 at split 2,
      # 159 at 4, 128 at 8, so 2 -> 3 -> 4 programs an SM; 127 at split 8 with 128 positions and 8
      # warps, half the weight reads a position), three runs beside the default, after its GPU tests
-  job verify 0 0-7 200 bash -c "python3 -m pytest -q -p no:cacheprovider tests/kernels/test_kernel_gpu.py -k 'tri_mul_output' 2>&1 | tail -3"
+  job verify 0 0-7 200 bash -c "bash scripts/gpu_tests.sh -k 'tri_mul_output' 2>&1 | tail -3"
   wait; flush verify
   VT='[{"split": 2}, {"split": 4}, {"split": 8}, {"split": 8, "BLOCK_P": 128, "num_warps": 8},
     {"split": 4, "BLOCK_P": 128, "num_warps": 8}]'
