@@ -95,7 +95,8 @@ def _attention_options(text, compare):
                    "TFLOP/s and GB/s per kernel (bf16, AlphaFold2 shapes; CUDA only).")
 @click.option("--kernel-cases", default=None,
               help="--kernels: comma-separated cases of kernels/benchmark.py [default: all of them: ln, tri2048, "
-                   "extra_msa, tri1024, msa_row, tmpl2048, opm, trimul_out, transition, linres, gated, qkv].")
+                   "extra_msa, tri1024, msa_row, tmpl2048, msa_col, opm, trimul_out, transition, linres, gated, "
+                   "qkv].")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
 def bench(lengths, precision, preset, msa_depth, extra_depth, templates, recycles, backend, device, max_memory,

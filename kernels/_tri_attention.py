@@ -763,8 +763,12 @@ def _launch(q, k, v, out, biases, mask, scale, config, gate=None):
     n0, n1, n2 = sizes
     lq, d = q.shape[-2], q.shape[-1]
     lk = k.shape[-2]
-    rows_ok = bool(biases) and n2 >= 2 and all(ostr[4 + j][2] == 0 for j in range(len(biases)))
-    cfg = dict(default_config(lq, lk, d, q.dtype, rows_ok, q.device.type == "cuda", mask is not None))
+    # Several batch rows a program where each bias is shared along them (stride 0), or where there is
+    # no bias (MSA column attention: the rows then share nothing, but `paired` interleaves their
+    # softmaxes). Only shared-bias calls default to it; a bias-free call takes `rows` from a config.
+    rows_ok = n2 >= 2 and all(ostr[4 + j][2] == 0 for j in range(len(biases)))
+    cfg = dict(default_config(lq, lk, d, q.dtype, rows_ok and bool(biases), q.device.type == "cuda",
+                              mask is not None))
     if config:
         if "rows" in config and "maxnreg" not in config:
             cfg.pop("maxnreg", None)  # the default register cap belongs to the default rows

@@ -53,16 +53,18 @@ from kernels.opm_projection import opm_projection_reference, opm_projection_trit
 from kernels.transition import transition_reference, transition_triton
 from kernels.tri_mul_output import tri_mul_output_reference, tri_mul_output_triton
 
-CASES = ("ln", "tri2048", "extra_msa", "tri1024", "msa_row", "tmpl2048", "opm", "trimul_out", "transition", "linres",
-         "gated", "qkv")
+CASES = ("ln", "tri2048", "extra_msa", "tri1024", "msa_row", "tmpl2048", "msa_col", "opm", "trimul_out", "transition",
+         "linres", "gated", "qkv")
 
-# triangle: the case also has an ending node, whose network call writes the pair's [L, B, H, D] layout
+# triangle: the case also has an ending node, whose network call writes the pair's [L, B, H, D] layout;
+# columns: no pair bias, and the network call writes [L, B, H, D] (MSA column attention, batch_inner)
 ATTN_CASES = {
     "tri1024": dict(B=1024, H=4, L=1024, D=32, triangle=True),
     "tri2048": dict(B=2048, H=4, L=2048, D=32, triangle=True),
     "tmpl2048": dict(B=2048, H=4, L=2048, D=16, triangle=True),
     "msa_row": dict(B=512, H=8, L=1024, D=32),
     "extra_msa": dict(B=5120, H=8, L=1024, D=8),
+    "msa_col": dict(B=2048, H=8, L=512, D=32, columns=True),
 }
 
 # Tile configurations swept with --sweep (BLOCK_M, BLOCK_N, num_warps, num_stages, rows, group_ctas).
@@ -131,6 +133,7 @@ class Bench:
         g = torch.Generator(device="cuda").manual_seed(0)
         q, k, v = (torch.randn(B, H, L, D, device="cuda", generator=g, dtype=dt) for _ in range(3))
         bias = torch.randn(1, H, L, L, device="cuda", generator=g, dtype=dt)
+        biases = [] if c.get("columns") else [bias]
         mask = torch.ones(B, 1, 1, L, device="cuda", dtype=dt)
         mask[B // 2:, ..., L - L // 16:] = 0  # half the rows padded at the end
         scale = D ** -0.5
@@ -139,7 +142,7 @@ class Bench:
         self.results["attention"][name] = res
         # reference output on a few rows (the kernel is row-independent)
         nchk = 4
-        ref = attention_reference(q[:nchk], k[:nchk], v[:nchk], [bias], mask[:nchk], scale).float()
+        ref = attention_reference(q[:nchk], k[:nchk], v[:nchk], biases, mask[:nchk], scale).float()
 
         def record(label, ms, err=None, note=None):
             # a label timed again (--rounds) keeps every timing and reports their median
@@ -158,11 +161,11 @@ class Bench:
             o = out[:nchk].float()
             return ((o - ref).norm() / ref.norm()).item()
 
-        def run_ours(label, cfg=None, qq=q, kk=k, vv=v, bb=bias, diag=None):
+        def run_ours(label, cfg=None, qq=q, kk=k, vv=v, bb=biases, diag=None):
             try:
-                fn = lambda: attention_triton(qq, kk, vv, [bb], mask, scale, config=cfg)  # noqa: E731
+                fn = lambda: attention_triton(qq, kk, vv, bb, mask, scale, config=cfg)  # noqa: E731
                 if diag == "no mask":
-                    fn = lambda: attention_triton(qq, kk, vv, [bb], None, scale, config=cfg)  # noqa: E731
+                    fn = lambda: attention_triton(qq, kk, vv, bb, None, scale, config=cfg)  # noqa: E731
                 elif diag == "no bias":
                     fn = lambda: attention_triton(qq, kk, vv, [], mask, scale, config=cfg)  # noqa: E731
                 err = check(fn()) if diag is None else None
@@ -174,7 +177,7 @@ class Bench:
         run_ours("ours (default config)")
         # the model's layout: q/k/v transposed views of [B, L, H, D], bias a permuted [L, L, H] view
         qm, km, vm = (t.transpose(1, 2).contiguous().transpose(1, 2) for t in (q, k, v))
-        bm = bias[0].permute(1, 2, 0).contiguous().permute(2, 0, 1).unsqueeze(0)
+        bm = [bias[0].permute(1, 2, 0).contiguous().permute(2, 0, 1).unsqueeze(0)] if biases else []
         run_ours("ours (model layout views)", qq=qm, kk=km, vv=vm, bb=bm)
         del qm, km, vm, bm
         if self.args.sweep and name in ("tri2048", "extra_msa"):
@@ -193,10 +196,11 @@ class Bench:
                 # the network's bias is [1, H, L, L] dense; a monomer's pair mask (and a full MSA's) is
                 # all ones, and the network then passes no mask (Runtime.skip_dense_masks), the same
                 # semantics as the SDPA baselines below
-                self.network_call(name, net, bias, mask, scale, record, var)
-                self.network_call(name, net, bias, None, scale, record, var)
+                cols = bool(c.get("columns"))
+                self.network_call(name, net, biases, mask, scale, record, var, ending=cols)
+                self.network_call(name, net, biases, None, scale, record, var, ending=cols)
                 if c.get("triangle"):
-                    self.network_call(name, net, bias, None, scale, record, var, ending=True)
+                    self.network_call(name, net, biases, None, scale, record, var, ending=True)
         del net
         if self.args.sweep:
             sweep = SWEEP_D8 if D <= 16 else (SWEEP_D32 if name == "tri2048" else SWEEP_SMALL)
@@ -207,7 +211,7 @@ class Bench:
                 run_ours("sweep " + "x".join(map(str, t)), _cfg(t))
 
         if self.args.baselines:
-            self.baselines(name, q, k, v, bias, mask, scale, record, check)
+            self.baselines(name, q, k, v, biases, mask, scale, record, check)
         del q, k, v
         torch.cuda.empty_cache()
 
@@ -224,22 +228,23 @@ class Bench:
             return [t.unflatten(1, (H, D)).transpose(-1, -2) for t in y.split(H * D, dim=1)]
         return network_views(torch.randn(B, L, 4 * H * D, device="cuda", generator=g, dtype=torch.bfloat16), H, D)
 
-    def network_call(self, name, net, bias, mask, scale, record, cfg=None, ending=False):
+    def network_call(self, name, net, biases, mask, scale, record, cfg=None, ending=False):
         """Ours as the network calls it on `network_operands` (q, k, v, gate), the gate applied in the
         epilogue; checked against the reference times sigmoid(gate) on a few rows. mask None: the
         call for a stack whose mask is all ones. ending: as the ending-node triangle attention calls
         it (model.primitives.Attention, batch_inner): the output written into an [L, B, H, D] buffer,
-        the pair's layout, instead of [B, L, H, D]."""
+        the pair's layout (and the column attention's), instead of [B, L, H, D]."""
         try:
             q, k, v, gt = net
             B, H, L, D = q.shape
             out = q.new_empty(L, B, H, D).permute(1, 2, 0, 3) if ending else None
-            fn = lambda: attention_triton(q, k, v, [bias], mask, scale, gate=gt, config=cfg, out=out)  # noqa: E731
+            fn = lambda: attention_triton(q, k, v, biases, mask, scale, gate=gt, config=cfg, out=out)  # noqa: E731
             nchk = 4
-            ref = attention_reference(q[:nchk], k[:nchk], v[:nchk], [bias], None if mask is None else mask[:nchk],
+            ref = attention_reference(q[:nchk], k[:nchk], v[:nchk], biases, None if mask is None else mask[:nchk],
                                       scale, gate=gt[:nchk]).float()
             o = fn()[:nchk].float()
-            record("ours (network call: fused views + gate)" + (", ending node" if ending else "")
+            where = ", ending node" if ATTN_CASES[name].get("triangle") else ", [L, B, H, D] out"
+            record("ours (network call: fused views + gate)" + (where if ending else "")
                    + (", mask of ones skipped" if mask is None else "")
                    + (f" {json.dumps(cfg, sort_keys=True)}" if cfg else ""),
                    self.time_ms(fn), ((o - ref).norm() / ref.norm()).item())
@@ -247,13 +252,13 @@ class Bench:
             self.log(f"{name} network call FAILED: {type(e).__name__}: {str(e)[:300]}")
         torch.cuda.empty_cache()
 
-    def baselines(self, name, q, k, v, bias, mask, scale, record, check):
+    def baselines(self, name, q, k, v, biases, mask, scale, record, check):
         B, H, L, D = q.shape[0], q.shape[1], q.shape[2], q.shape[3]
         # plain reference (fp32 logits), on a slice of rows if the logits are too large
         per_row = H * L * L * 4
         rows = max(1, min(B, int(self.args.ref_gb * 1e9 // per_row)))
         try:
-            fn = lambda: attention_reference(q[:rows], k[:rows], v[:rows], [bias], mask[:rows], scale)  # noqa: E731
+            fn = lambda: attention_reference(q[:rows], k[:rows], v[:rows], biases, mask[:rows], scale)  # noqa: E731
             ms = self.time_ms(fn) * B / rows
             record("torch reference", ms, note=None if rows == B else f"extrapolated from {rows} rows")
         except Exception as e:
@@ -261,8 +266,13 @@ class Bench:
         torch.cuda.empty_cache()
         from torch.nn.attention import SDPBackend, sdpa_kernel
         import torch.nn.functional as F
-        for label, be in [("SDPA cuDNN (bias, no mask)", SDPBackend.CUDNN_ATTENTION),
-                          ("SDPA mem-efficient (bias, no mask)", SDPBackend.EFFICIENT_ATTENTION)]:
+        bias = biases[0] if biases else None
+        what = "(bias, no mask)" if biases else "(no mask)"
+        backends = [(f"SDPA cuDNN {what}", SDPBackend.CUDNN_ATTENTION),
+                    (f"SDPA mem-efficient {what}", SDPBackend.EFFICIENT_ATTENTION)]
+        if not biases:  # FlashAttention takes no bias
+            backends.append((f"SDPA flash {what}", SDPBackend.FLASH_ATTENTION))
+        for label, be in backends:
             try:
                 def fn():
                     with sdpa_kernel([be]):
@@ -277,7 +287,7 @@ class Bench:
                 from torch.nn.attention.flex_attention import flex_attention
                 flex = torch.compile(flex_attention, dynamic=False)
                 mb = ((mask[:, 0, 0, :].float() - 1.0) * 1e9).contiguous()
-                b0 = bias[0]
+                b0 = bias[0] if bias is not None else torch.zeros(H, L, L, device=q.device, dtype=q.dtype)
 
                 def score_mod(score, b, h, q_idx, kv_idx):
                     return score + b0[h, q_idx, kv_idx] + mb[b, kv_idx]

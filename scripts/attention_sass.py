@@ -5,10 +5,12 @@ spending device time.
 
     python scripts/attention_sass.py extra_msa [--config '{"spare": false}'] [--sync]
     python scripts/attention_sass.py tri2048 [--no-mask]
+    python scripts/attention_sass.py msa_col --no-mask [--config '{"BLOCK_N": 64}']
 
 The call sites are the network's (kernels/benchmark.py "network call"): the strides, and so the
 JIT's specialisations (stride 1 -> constant, multiples of 16 -> divisibility hints), are those of
-q/k/v/gate as views of one fused projection, the bias [1, H, L, L] dense, a key mask per batch row
+q/k/v/gate as views of one fused projection, the bias [1, H, L, L] dense (msa_col, MSA column
+attention at N = 2,048: none), a key mask per batch row
 (--no-mask: none, as for a stack whose mask is all ones); the tiles are the kernel's default_config
 for the shape unless --config overrides them.
 --sync lists the loop's tensor-core issues and waits (HGMMA, WARPGROUP.DEPBAR), to see what overlaps.
@@ -45,11 +47,15 @@ def _site(name: str, masked: bool = True) -> dict:
     elif name in TRIANGLE_HEAD_DIM:  # 2,048 rows, 4 heads, L = 2,048; position-major q/k/v/gate
         L, H, D, B = 2048, 4, TRIANGLE_HEAD_DIM[name], 2048
         qs = dict(s0=0, s1=D, s2=L * 4 * H * D, sm=4 * H * D, sd=1)
+    elif name == "msa_col":  # MSA column attention at N = 2,048: 2,048 columns, 8 heads x 32, 512 sequences
+        L, H, D, B = 512, 8, 32, 2048
+        qs = dict(s0=0, s1=D, s2=L * 4 * H * D, sm=4 * H * D, sd=1)
     else:
-        raise SystemExit(f"unknown call site {name!r} (extra_msa, {', '.join(TRIANGLE_HEAD_DIM)})")
+        raise SystemExit(f"unknown call site {name!r} (extra_msa, msa_col, {', '.join(TRIANGLE_HEAD_DIM)})")
+    n_bias = 0 if name == "msa_col" else 1  # column attention has no pair bias
     # the kernel's own default for this shape (bf16, rows sharing the bias, with or without the key
     # mask), as the network runs it
-    cfg = dict(load("_tri_attention", False).default_config(L, L, D, torch.bfloat16, True, True, masked))
+    cfg = dict(load("_tri_attention", False).default_config(L, L, D, torch.bfloat16, n_bias > 0, True, masked))
     vals = dict(n1=H, n2=B, n_sets=H * B // cfg["rows"], Lq=L, Lk=L, group=16,
                 n_tiles=H * B // cfg["rows"] * L // cfg["BLOCK_M"], sx0=0, sx1=L, sx2=0,
                 so0=0, so1=D, so2=L * H * D, som=H * D, sod=1,
@@ -58,7 +64,9 @@ def _site(name: str, masked: bool = True) -> dict:
     for p in "qkvg":
         vals.update({f"s{p}0": qs["s0"], f"s{p}1": qs["s1"], f"s{p}2": qs["s2"],
                      f"s{p}{'m' if p in 'qg' else 'n'}": qs["sm"], f"s{p}d": qs["sd"]})
-    return dict(D=D, cfg=cfg, vals=vals)
+    if not n_bias:
+        vals.update({k: 0 for k in ("sa0", "sa1", "sa2", "sam", "san")})
+    return dict(D=D, cfg=cfg, vals=vals, n_bias=n_bias)
 
 
 def compile_site(name: str, overrides: dict):
@@ -77,8 +85,8 @@ def compile_site(name: str, overrides: dict):
     cfg.update({k: v for k, v in overrides.items() if k not in ("no_mask", "mode")})
     d = site["D"]
     # the options as the launcher applies them (bf16, a nonzero scale, one bias shared by the rows)
-    bound, opts = tri.option_flags(cfg, torch.bfloat16, 1.0, cfg["rows"], 1)
-    const = dict(N_BIAS=1, HAS_MASK=not overrides.get("no_mask"), MASK_2D=False, HAS_GATE=True, ROWS=cfg["rows"],
+    bound, opts = tri.option_flags(cfg, torch.bfloat16, 1.0, cfg["rows"], site["n_bias"])
+    const = dict(N_BIAS=site["n_bias"], HAS_MASK=not overrides.get("no_mask"), MASK_2D=False, HAS_GATE=True, ROWS=cfg["rows"],
                  HEAD_DIM=d,
                  BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], BLOCK_D=max(16, d), DOT_PREC="tf32",
                  WIDE=False, MODE=int(overrides.get("mode", 1 if bound else 0)), FLAG_CHUNK=128, **opts)
@@ -217,7 +225,7 @@ def key_loop(kernel, conditional_only: bool = False):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("site", choices=["extra_msa", *TRIANGLE_HEAD_DIM])
+    ap.add_argument("site", choices=["extra_msa", "msa_col", *TRIANGLE_HEAD_DIM])
     ap.add_argument("--config", type=json.loads, default={},
                     help="overrides of the kernel's default configuration (BLOCK_M, BLOCK_N, num_warps, num_stages, "
                          "rows, maxnreg: 0 for none), spare, paired")

@@ -31,7 +31,7 @@
 #   CF, CJ, CG ran in session 21 (CH, N = 4,096, was run by hand with `paired`); CK, CM, CN, CP in
 #                    session 22 (CL dropped: no four-row form won in CK; CN's and CP's `gate_first` and
 #                    `early_p` name tri-mul output options removed since: gate first is the only order);
-#                    CQ, CR next; CS (session 23) after them. CR and CS run the GPU tests through
+#                    CQ, CR next; CS and CT (session 23) after them. CR and CS run the GPU tests through
 #                    scripts/gpu_tests.sh: carry [".devtest"] (filled by `gpu_tests.sh --fetch`).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -1137,7 +1137,26 @@ CS)  # next (written in session 23): the tri-mul output stage in channel slices 
     --json $RES/kbench_tmo_\$r.json --variants '$VT' 2>&1 | grep -E 'trimul' | grep -v '^trimul'; done"
   wait; flush ktmo $RES/kbench_tmo_1.json $RES/kbench_tmo_2.json $RES/kbench_tmo_3.json
   ;;
-*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT|AU|AV|AW|AX|AY|AZ|BA|BB|BC|BD|BE|BF|BG|BH|BJ|BK|BL|BM|BN|BP|BQ|BR|BS|BT|BU|BV|BW|BX|BY|BZ|CA|CB|CC|CD|CE|CF|CG|CH|CJ|CK|CL|CM|CN|CP|CQ|CR|CS" >&2; exit 2 ;;
+CT)  # next (written in session 23): MSA column attention (no pair bias, 512 sequences, 2,048 columns),
+     # never tuned: its default is the triangle site's (32-key blocks). Offline at this site (bf16, no
+     # mask, `attention_sass.py msa_col --no-mask`): the default 6.81 instructions a score (88
+     # registers); 64-key blocks 5.16 (112 at a 128 cap) or 5.31 (99 uncapped); 128-key blocks at 168
+     # 4.27 (162); two rows a program (bias-free calls take `rows` from a config since session 23)
+     # 5.53 (128), with 64-key blocks at 168 4.42; 128-row tiles, 8 warps, 64-key blocks 5.06. The
+     # kernel bench's msa_col case (SDPA's flash, cuDNN and mem-efficient kernels beside it), three
+     # rounds; then, if a variant beats the default by 3%, the network at N = 1,024 with it scoped to
+     # the column attention (48 calls a pass)
+  VC='[{"BLOCK_N": 64, "maxnreg": 128}, {"BLOCK_N": 64, "maxnreg": 0}, {"BLOCK_N": 128, "maxnreg": 168},
+    {"rows": 2, "maxnreg": 128}, {"rows": 2, "BLOCK_N": 64, "maxnreg": 168},
+    {"BLOCK_M": 128, "num_warps": 8, "BLOCK_N": 64, "maxnreg": 128}]'
+  job kcol 0 0-7 250 bash -c "python3 scripts/kernel_bench.py --cases msa_col --no-flex --rounds 3 \
+    --json $RES/kbench_col.json --variants '$VC' 2>&1 | grep msa_col | grep -v round | tail -24"
+  wait; flush kcol $RES/kbench_col.json
+  best=$(python3 scripts/pick_variant.py "$RES/kbench_col.json" msa_col 1.03)
+  echo "best column-attention variant: ${best:-none}"
+  [ -n "$best" ] && net_cmp net_col 1024 250 "{\"sites\": [\"msa_col_att\"], ${best:1}" net1024_col
+  ;;
+*) echo "usage: gpu_4way.sh A|B|C|D|E|F|G|H|J|K|L|M|N|P|Q|R|S|T|U|X|Y|Z|AA|AB|AD|AE|AF|AG|AH|AJ|AK|AL|AM|AN|AO|AP|AQ|AR|AS|AT|AU|AV|AW|AX|AY|AZ|BA|BB|BC|BD|BE|BF|BG|BH|BJ|BK|BL|BM|BN|BP|BQ|BR|BS|BT|BU|BV|BW|BX|BY|BZ|CA|CB|CC|CD|CE|CF|CG|CH|CJ|CK|CL|CM|CN|CP|CQ|CR|CS|CT" >&2; exit 2 ;;
 esac
 for f in "$RES"/*.log; do echo "== $f"; grep -v "^\s*$" "$f" | grep -v "^  entry" | tail -14 | cut -c1-400; done
 for f in "$RES"/*.json "$RES"/*/*.json; do [ -f "$f" ] && { echo "== $f"; grep -o "$G" "$f" | tr '\n' ' ' | cut -c1-900; echo; }; done

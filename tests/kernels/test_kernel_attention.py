@@ -154,6 +154,42 @@ def test_rows_per_program(interpret, rows):
            config=dict(rows=rows, BLOCK_M=16, BLOCK_N=16))
 
 
+@pytest.mark.parametrize("rows", [2, 4])
+@pytest.mark.parametrize("form", ["online", "default"])
+def test_rows_without_a_bias(interpret, monkeypatch, rows, form):
+    """A bias-free call (MSA column attention) may take several batch rows a program from its config:
+    they share no bias tile, but the loop then holds independent rows (`paired` interleaves their
+    softmaxes). The same values as one row a program, bit for bit (the same operations per row), on
+    an odd batch count (the last program's rows clamped), a ragged key block, a masked and an
+    unmasked call; the default keeps one row for bias-free calls."""
+    from kernels._triton_loader import module_for
+    mod = module_for("_tri_attention", [torch.empty(1)])
+    launched = []  # the ROWS each launch of the attention kernel got
+
+    class Spy:
+        def __getitem__(self, grid):
+            def launch(*args, **meta):
+                launched.append(meta["ROWS"])
+                return real[grid](*args, **meta)
+            return launch
+    real = mod._attn_fwd_kernel
+    monkeypatch.setattr(mod, "_attn_fwd_kernel", Spy())
+    gen = torch.Generator().manual_seed(60 + rows)
+    q, k, v = (torch.randn(5, 2, 37, 32, generator=gen) for _ in range(3))
+    tiles = dict(BLOCK_M=16, BLOCK_N=16, paired=True)
+    if form == "default":
+        tiles.update(bound=True, sum_mma=True, shared_bound=True)
+    for mask in (None, _key_mask(5, 37, gen)):
+        launched.clear()
+        several = _check(q, k, v, [], mask, 32 ** -0.5, config=dict(tiles, rows=rows))
+        assert set(launched) == {rows}
+        one = attention_triton(q, k, v, [], mask, 32 ** -0.5, config=dict(tiles, rows=1))
+        assert torch.equal(several, one)
+    launched.clear()
+    attention_triton(q, k, v, [], None, 32 ** -0.5)
+    assert set(launched) == {1}
+
+
 @pytest.mark.parametrize("rows,b", [(2, 3), (4, 5)])
 @pytest.mark.parametrize("d,dtype,form", [(32, torch.float32, "online"), (8, torch.float16, "online"),
                                           (16, torch.float16, "online"), (32, torch.float32, "default"),
