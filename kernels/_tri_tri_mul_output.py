@@ -36,6 +36,20 @@ def _layer_norm_rows(x, S, B, cols, n: tl.constexpr, eps):
 
 
 @triton.jit
+def _z_norm(zrow, p_ok, LZS, LZB, co, CZ: tl.constexpr, eps_z):
+    """LN_z of the program's z tile [BLOCK_P, C_z], float32."""
+    return _layer_norm_rows(tl.load(zrow, mask=p_ok[:, None], other=0.0).to(tl.float32), LZS, LZB, co, CZ, eps_z)
+
+
+@triton.jit
+def _p_norm(PP, offs_p, p_ok, spc, LPS, LPB, ch, C: tl.constexpr, eps_p):
+    """LN over channels of the product's tile p[:, positions] as [BLOCK_P, c] (read along positions,
+    channel-major), float32."""
+    x = tl.load(PP + ch.to(tl.int64)[None, :] * spc + offs_p[:, None], mask=p_ok[:, None], other=0.0)
+    return _layer_norm_rows(x.to(tl.float32), LPS, LPB, ch, C, eps_p)
+
+
+@triton.jit
 def _tri_mul_output_kernel(PP, Z, O, LPS, LPB, WO, BO, LZS, LZB, WG, BG, NPOS, spc, szp, sop,
                            swo0, swo1, swg0, swg1, eps_p, eps_z,
                            C: tl.constexpr, CZ: tl.constexpr, BLOCK_P: tl.constexpr, DOT_PREC: tl.constexpr,
@@ -53,14 +67,13 @@ def _tri_mul_output_kernel(PP, Z, O, LPS, LPB, WO, BO, LZS, LZB, WG, BG, NPOS, s
         # it stays alive while the product's tile is normalised and projected, and z is read again (from
         # L2) for the residual. H100, session 22: 0.305 against 0.314-0.320 ms a [128, 256, 2,048] block
         # for the product first with the gate in float32 (commit 1ef7528 has that order).
-        xz = _layer_norm_rows(tl.load(zrow, mask=p_ok[:, None], other=0.0).to(tl.float32), LZS, LZB, co, CZ, eps_z)
+        xz = _z_norm(zrow, p_ok, LZS, LZB, co, CZ, eps_z)
         wg = tl.load(WG + co[:, None] * swg0 + co[None, :] * swg1)
         g = tl.dot(xz.to(dt), wg.to(dt), input_precision=DOT_PREC)
         s = tl.sigmoid(g + tl.load(BG + co).to(tl.float32)[None, :]).to(dt)
 
         # LN over the product's channels, then its output projection
-        x = tl.load(PP + ch.to(tl.int64)[None, :] * spc + offs_p[:, None], mask=p_ok[:, None], other=0.0)
-        a = _layer_norm_rows(x.to(tl.float32), LPS, LPB, ch, C, eps_p)
+        a = _p_norm(PP, offs_p, p_ok, spc, LPS, LPB, ch, C, eps_p)
         wo = tl.load(WO + ch[:, None] * swo0 + co[None, :] * swo1)
         upd = tl.dot(a.to(dt), wo.to(dt), input_precision=DOT_PREC)
         upd += tl.load(BO + co).to(tl.float32)[None, :]
@@ -70,10 +83,8 @@ def _tri_mul_output_kernel(PP, Z, O, LPS, LPB, WO, BO, LZS, LZB, WG, BG, NPOS, s
     else:
         # Both LNs first (rounded to the storage dtype, as the dots read them), then the output
         # SPLIT slices of channels at a time: one slice's gate and update accumulators alive at once.
-        xz = _layer_norm_rows(tl.load(zrow, mask=p_ok[:, None], other=0.0).to(tl.float32), LZS, LZB, co, CZ,
-                              eps_z).to(dt)
-        x = tl.load(PP + ch.to(tl.int64)[None, :] * spc + offs_p[:, None], mask=p_ok[:, None], other=0.0)
-        a = _layer_norm_rows(x.to(tl.float32), LPS, LPB, ch, C, eps_p).to(dt)
+        xz = _z_norm(zrow, p_ok, LZS, LZB, co, CZ, eps_z).to(dt)
+        a = _p_norm(PP, offs_p, p_ok, spc, LPS, LPB, ch, C, eps_p).to(dt)
         CS: tl.constexpr = CZ // SPLIT
         for h in tl.static_range(SPLIT):
             cs = h * CS + tl.arange(0, CS)

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import functools
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +18,22 @@ except Exception:
 
 needs_triton = pytest.mark.skipif(not HAVE_TRITON, reason="triton not installed")
 needs_cuda = pytest.mark.skipif(not (HAVE_TRITON and torch.cuda.is_available()), reason="needs CUDA and triton")
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def offline_compile(script: str, *args: str, also_skip: tuple = ()) -> str:
+    """stdout of scripts/<script> (attention_sass.py, glue_sass.py: kernels compiled for sm_90 without
+    a GPU) run in a fresh process, Triton in compiled mode. Skips the test where Triton's bundled
+    ptxas can't run here (or stderr names one of `also_skip`, lower-case); asserts success otherwise."""
+    env = dict(os.environ, TRITON_INTERPRET="0")
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / script), *args],
+                         capture_output=True, text=True, env=env, timeout=600)
+    if out.returncode and ("ptxas" in out.stderr or any(w in out.stderr.lower() for w in also_skip)):
+        pytest.skip(f"Triton's bundled ptxas{' or ' + ', '.join(also_skip) if also_skip else ''} is not usable here")
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout
 
 
 def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:

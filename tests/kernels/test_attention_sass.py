@@ -4,30 +4,19 @@ at the extra-MSA call site than without it, and no register spills either way.""
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from kernel_testlib import needs_triton
+from kernel_testlib import needs_triton, offline_compile
 
 pytestmark = needs_triton
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _sass(*args):
     """scripts/attention_sass.py's report lines (summary, instruction counts, waits), checked to
     compile without spills in the key loop."""
-    env = dict(os.environ, TRITON_INTERPRET="0")  # a fresh process: Triton in compiled mode
-    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "attention_sass.py"), *args],
-                         capture_output=True, text=True, env=env, timeout=600)
-    if out.returncode and "ptxas" in out.stderr:
-        pytest.skip("Triton's bundled ptxas is not usable here")
-    assert out.returncode == 0, out.stderr[-2000:]
-    lines = out.stdout.splitlines()
+    lines = offline_compile("attention_sass.py", *args).splitlines()
     assert "no spills in the loop" in lines[0], lines[0]
     return lines
 
@@ -48,17 +37,12 @@ def test_gluon_kernel_keeps_its_mmas_in_flight(rows, limit):
     (C7513: a register an MMA reads defined while a group is in flight), every MMA is followed by its
     own wait. One row: the unrolled loop (two key blocks) must wait twice, once a block, for its 20
     MMAs. Two rows taking turns: one key block a trip, one wait for each row's group of 10 MMAs."""
-    env = dict(os.environ, TRITON_INTERPRET="0")
-    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "attention_sass.py"), "tri2048", "--gluon",
-                          "--config", json.dumps({"gluon_rows": rows})],
-                         capture_output=True, text=True, env=env, timeout=600)
-    if out.returncode and ("ptxas" in out.stderr or "gluon" in out.stderr.lower()):
-        pytest.skip("Triton's bundled ptxas or Gluon is not usable here")
-    assert out.returncode == 0, out.stderr[-2000:]
-    lines = out.stdout.splitlines()
+    stdout = offline_compile("attention_sass.py", "tri2048", "--gluon", "--config", json.dumps({"gluon_rows": rows}),
+                             also_skip=("gluon",))
+    lines = stdout.splitlines()
     assert "no spills in the loop" in lines[0], lines[0]
-    waits, mmas = map(int, re.search(r"waits in the loop: (\d+) for (\d+) MMA", out.stdout).groups())
-    assert waits == 2 and mmas >= 10, out.stdout
+    waits, mmas = map(int, re.search(r"waits in the loop: (\d+) for (\d+) MMA", stdout).groups())
+    assert waits == 2 and mmas >= 10, stdout
     assert float(re.search(r"([0-9.]+) per score", lines[0]).group(1)) < limit, lines[0]
 
 

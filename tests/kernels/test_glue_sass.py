@@ -3,29 +3,16 @@ output stage's `split` option does what it is for: fewer registers a thread, so 
 with no spills and no more instructions."""
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
-import pytest
-
-from kernel_testlib import needs_triton
+from kernel_testlib import needs_triton, offline_compile
 
 pytestmark = needs_triton
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _report(*args):
     """(registers, spill instructions, instructions, programs an SM) from the script's summary line."""
-    env = dict(os.environ, TRITON_INTERPRET="0")  # a fresh process: Triton in compiled mode
-    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "glue_sass.py"), *args],
-                         capture_output=True, text=True, env=env, timeout=600)
-    if out.returncode and "ptxas" in out.stderr:
-        pytest.skip("Triton's bundled ptxas is not usable here")
-    assert out.returncode == 0, out.stderr[-2000:]
-    line = out.stdout.splitlines()[0]
+    line = offline_compile("glue_sass.py", *args).splitlines()[0]
     m = re.search(r"(\d+) registers, .* (\d+) spill instructions, (\d+) instructions; programs an SM: (\d+)", line)
     assert m, line
     return tuple(map(int, m.groups()))
